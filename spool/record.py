@@ -1,0 +1,262 @@
+"""`CallOutcome`: the one record shape between adapters, the spool and the rails.
+
+Identity is ``(source, call_id)``. ``call_id`` is the dialer's own call id; together
+with ``source`` it becomes the Salesforce Task's external key (``external_key``),
+which is what makes every retry and replay an idempotent upsert.
+
+Ordering: a dialer may deliver the same call more than once, and late. Two
+versions of one call are compared by ``order_key`` (explicit ``version`` first,
+then the platform's own ``source_seq``, then ``ended_at``); the spool keeps the
+greatest and ignores anything older. The vocabulary of ``Disposition`` is the one
+in ``reference/dialers.md`` section 7.2.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "CallOutcome",
+    "Direction",
+    "Disposition",
+    "LeadRef",
+    "format_validation_error",
+]
+
+# Salesforce ids: 15 case-sensitive or 18 case-safe alphanumeric characters.
+_SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+# A phone as dialers send it: digits with an optional leading +, after stripping
+# the usual separators. Anything else (letters, formulas) is refused.
+_PHONE_STRIP = re.compile(r"[\s().\-]")
+_PHONE = re.compile(r"^\+?[0-9]{3,20}$")
+_SOURCE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+# Absurd timestamps are refused rather than written to Salesforce.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+# Task.Call_Id__c is text(255) in the default schema.
+EXTERNAL_KEY_MAX = 255
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class Disposition(StrEnum):
+    """Normalized call outcome (reference/dialers.md section 7.2)."""
+
+    CONNECTED = "connected"
+    VOICEMAIL = "voicemail"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    CALLBACK_REQUESTED = "callback_requested"
+    DO_NOT_CALL = "do_not_call"
+    WRONG_NUMBER = "wrong_number"
+    INVALID_NUMBER = "invalid_number"
+    FAX = "fax"
+    ABANDONED = "abandoned"
+    REJECTED = "rejected"
+    CANCELED = "canceled"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+
+
+def normalize_phone(value: str) -> str:
+    """Strip separators; refuse anything that is not a phone number."""
+    stripped = _PHONE_STRIP.sub("", value)
+    if not _PHONE.match(stripped):
+        raise ValueError(f"not a phone number: {value!r}")
+    return stripped
+
+
+class LeadRef(BaseModel):
+    """How the outcome names its Lead: a Salesforce Id, an external key, or a phone.
+
+    The rails use the first one present, in that order. ``key`` is a stable string
+    used by the spool to find the newest outcome per Lead.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str | None = None
+    external_key: ShortText | None = None
+    phone: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SF_ID.match(value):
+            raise ValueError(f"not a 15- or 18-character Salesforce id: {value!r}")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _check_phone(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_phone(value)
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> LeadRef:
+        if self.id is None and self.external_key is None and self.phone is None:
+            raise ValueError("a lead reference needs one of id, external_key or phone")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the Lead this reference points at (for newest-wins)."""
+        if self.id is not None:
+            # The first 15 characters are the case-sensitive id; 18-char ids add a
+            # checksum only, so both forms name the same record.
+            return f"id:{self.id[:15]}"
+        if self.external_key is not None:
+            return f"ext:{self.external_key}"
+        assert self.phone is not None
+        return f"phone:{self.phone}"
+
+
+ExtraValue = str | int | float | bool | None
+
+
+class CallOutcome(BaseModel):
+    """One call's final outcome as a dialer reported it, normalized."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    # Identity
+    source: str = Field(description="adapter name, e.g. 'vicidial' (lowercase, [a-z0-9_.-])")
+    call_id: str = Field(min_length=1, max_length=190)  # 64 + ":" + 190 = 255
+    # Ordering: explicit version bump, then the platform's sequence / event time.
+    version: int = Field(default=0, ge=0)
+    source_seq: int | None = Field(default=None, ge=0)
+
+    # What happened
+    disposition: Disposition
+    raw_disposition: str | None = Field(default=None, max_length=255)
+    detail: str | None = Field(default=None, max_length=255)
+    ambiguous: bool = False
+
+    # Who and where
+    lead: LeadRef | None = None
+    agent_id: str | None = Field(default=None, max_length=255)
+    campaign: str | None = Field(default=None, max_length=255)
+    phone: str | None = None
+    direction: Direction = Direction.OUTBOUND
+
+    # When (timezone-aware only: naive datetimes are refused by AwareDatetime)
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime
+    duration_s: int | None = Field(default=None, ge=0, le=7 * 86400)
+    talk_s: int | None = Field(default=None, ge=0, le=7 * 86400)
+    callback_at: AwareDatetime | None = None
+
+    recording_url: str | None = Field(default=None, max_length=2000)
+    notes: str | None = Field(default=None, max_length=32000)
+    live: bool = False
+    extra: dict[str, ExtraValue] = Field(default_factory=dict, max_length=64)
+
+    @field_validator("source")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        if not _SOURCE.match(value):
+            raise ValueError(
+                f"source must be 1-64 chars of lowercase letters, digits, '_', '.', '-': {value!r}"
+            )
+        return value
+
+    @field_validator("call_id")
+    @classmethod
+    def _check_call_id(cls, value: str) -> str:
+        if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
+            raise ValueError(f"call_id contains control characters: {value!r}")
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _check_phone(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_phone(value)
+
+    @field_validator("started_at", "ended_at", "callback_at")
+    @classmethod
+    def _check_range(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not (_EARLIEST <= value < _LATEST):
+            raise ValueError(f"timestamp outside 2000-01-01..2100-01-01: {value.isoformat()}")
+        return value
+
+    @field_validator("recording_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("https://", "http://")):
+            raise ValueError(f"recording_url must be an http(s) URL: {value!r}")
+        return value
+
+    @field_validator("extra")
+    @classmethod
+    def _check_extra(cls, value: dict[str, ExtraValue]) -> dict[str, ExtraValue]:
+        for key, item in value.items():
+            if not key or len(key) > 64:
+                raise ValueError(f"extra key must be 1-64 characters: {key!r}")
+            if isinstance(item, str) and len(item) > 32000:
+                raise ValueError(f"extra[{key!r}] is longer than 32000 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _check_times(self) -> CallOutcome:
+        if self.started_at is not None and self.started_at > self.ended_at:
+            raise ValueError(
+                f"started_at {self.started_at.isoformat()} is after ended_at "
+                f"{self.ended_at.isoformat()}"
+            )
+        return self
+
+    @property
+    def external_key(self) -> str:
+        """The Task external id (``Call_Id__c``): ``source:call_id``."""
+        return f"{self.source}:{self.call_id}"
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.source, self.call_id)
+
+    @property
+    def order_key(self) -> tuple[int, int, float]:
+        """Greater means newer. Equal means the same version (a duplicate)."""
+        seq = -1 if self.source_seq is None else self.source_seq
+        return (self.version, seq, self.ended_at.timestamp())
+
+    def is_newer_than(self, other: CallOutcome) -> bool:
+        return self.order_key > other.order_key
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the field and the bad value (never a secret).
+
+    >>> CallOutcome.model_validate({"source": "x"})  # doctest: +SKIP
+    """
+    parts: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(record)"
+        value: Any = err.get("input")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        if err["type"] == "missing":
+            parts.append(f"{loc}: field required")
+        else:
+            parts.append(f"{loc}: {err['msg']} (got {shown})")
+    return "; ".join(parts)
