@@ -1,0 +1,219 @@
+"""Logging: structlog, one event per line, secrets removed. Global state lives here.
+
+This module is the one place that configures logging for the whole process
+(STYLE habit 11): :func:`configure_logging` is called once at the edge
+(``daemon.cli``); tests call :func:`reset_logging`.
+
+Formats (``[log] format``):
+
+- ``console``: colored, aligned columns for a person at a terminal;
+- ``logfmt``: ``key=value`` pairs, one event per line, for ``journalctl`` and pipes;
+- ``json``: one JSON object per line, for log shippers;
+- ``auto`` (default): ``logfmt`` when stdout is the journal (``$JOURNAL_STREAM``
+  names stdout's device and inode) or a pipe/file, ``console`` on a TTY.
+
+Under journald the timestamp is left out: the journal stamps every line itself.
+
+Standard-library loggers (httpx, uvicorn, websockets, aiosqlite) are routed
+through :class:`structlog.stdlib.ProcessorFormatter`, so their records get the
+same format and the same redaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from pydantic import SecretBytes, SecretStr
+
+__all__ = [
+    "REDACTED",
+    "LogFormat",
+    "configure_logging",
+    "redact",
+    "redact_event",
+    "reset_logging",
+    "resolve_format",
+]
+
+LogFormat = Literal["auto", "console", "logfmt", "json"]
+REDACTED = "[redacted]"
+
+# Keys whose values are secrets, wherever they appear in an event.
+_SECRET_KEY = re.compile(
+    r"(^|_|-)(token|access_token|refresh_token|secret|client_secret|password|passwd|pwd|"
+    r"authorization|auth_header|cookie|set_cookie|private_key|api_key|apikey|signature|"
+    r"assertion|session_id)$",
+    re.IGNORECASE,
+)
+# Secrets embedded in free text (exception messages, URLs, headers).
+_TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer|basic|oauth)\s+[A-Za-z0-9._~+/=!\-]+"), r"\1 " + REDACTED),
+    (
+        re.compile(
+            r"(?i)\b(access_token|refresh_token|client_secret|password|assertion|token|secret)"
+            r"(\"?\s*[=:]\s*\"?)[^\s&\"',;}]+"
+        ),
+        r"\1\2" + REDACTED,
+    ),
+    # A Salesforce session id / access token: "00D" org prefix, "!", long opaque tail.
+    (re.compile(r"\b00D[A-Za-z0-9]{12,15}![A-Za-z0-9._\-]{20,}"), REDACTED),
+    # A PEM private key block.
+    (
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----", re.S),
+        REDACTED,
+    ),
+)
+
+_configured_handler: logging.Handler | None = None
+
+
+def redact(value: str) -> str:
+    """Remove tokens, passwords and keys embedded in a string."""
+    for pattern, replacement in _TEXT_PATTERNS:
+        value = pattern.sub(replacement, value)
+    return value
+
+
+def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if key and _SECRET_KEY.search(key) and value not in (None, "", False):
+        return REDACTED
+    if depth > 5:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redact_value(str(k), v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value("", v, depth + 1) for v in value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_event(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: remove secrets from every key and value of an event."""
+    for key in list(event_dict):
+        if key.startswith("_"):  # structlog/ProcessorFormatter internals
+            continue
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def _stream_is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """True when ``$JOURNAL_STREAM`` ("dev:inode") names this stream (sd_journal docs)."""
+    value = environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return st.st_dev == int(dev) and st.st_ino == int(ino)
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
+def resolve_format(
+    fmt: LogFormat, stream: TextIO, environ: Mapping[str, str] | None = None
+) -> tuple[Literal["console", "logfmt", "json"], bool]:
+    """Pick the concrete format for ``auto``; also say whether to add timestamps."""
+    env = os.environ if environ is None else environ
+    journal = _stream_is_journal(stream, env)
+    if fmt == "auto":
+        fmt = "console" if (_is_tty(stream) and not journal) else "logfmt"
+    return fmt, not journal
+
+
+def configure_logging(
+    fmt: LogFormat = "auto",
+    level: str = "info",
+    *,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Configure structlog and the stdlib root logger; return the format chosen."""
+    global _configured_handler
+    out = sys.stdout if stream is None else stream
+    concrete, timestamps = resolve_format(fmt, out, environ)
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+    ]
+    if timestamps:
+        shared.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
+    shared += [
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        redact_event,
+    ]
+    renderer: Any
+    if concrete == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(out))
+    elif concrete == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.processors.LogfmtRenderer(
+            key_order=["timestamp", "level", "event"], drop_missing=True
+        )
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Runs again on the final dict: anything a foreign record smuggled in.
+            redact_event,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    if _configured_handler is not None:
+        root.removeHandler(_configured_handler)
+    root.addHandler(handler)
+    _configured_handler = handler
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    root.setLevel(numeric)
+    # httpx logs every request line at INFO; the rails log one line per outcome instead.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    return concrete
+
+
+def reset_logging() -> None:
+    """Undo :func:`configure_logging` (tests)."""
+    global _configured_handler
+    if _configured_handler is not None:
+        logging.getLogger().removeHandler(_configured_handler)
+        _configured_handler = None
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

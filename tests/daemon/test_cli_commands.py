@@ -1,0 +1,76 @@
+"""The dispo-sync command line: help in an admin's words, config errors, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.cli import EXIT_CONFIG, build_parser, main
+
+COMMANDS = ["run", "demo", "status", "dead-letters", "check-config", "ingest"]
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dispo-sync COMMAND --help` explains each command and exits 0."""
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        text = capsys.readouterr().out
+        assert f"dispo-sync {command}" in text
+        assert len(text.split()) > 25, command
+    for action in ["list", "show", "retry", "drop", "export"]:
+        with pytest.raises(SystemExit):
+            main(["dead-letters", action, "--help"])
+        assert "usage: dispo-sync dead-letters " + action in capsys.readouterr().out
+
+
+def test_top_level_help_lists_commands_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dispo-sync --help` names every command and the exit codes."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in [*COMMANDS, "sim"]:
+        assert command in text
+    assert "78 the configuration is invalid" in text
+
+
+def test_retry_needs_a_target() -> None:
+    """`dead-letters retry` without an ID, --all or --error-code is a usage error."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["dead-letters", "retry"])
+    assert exc.value.code == 2
+
+
+def test_invalid_config_exits_78_listing_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid file makes check-config exit 78 and print each problem, no secret."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[salesforce]\nlogin_url = "ftp://x"\nclient_id = "id"\nclient_secret = "S3cret-xyz"\n'
+        "[spool]\nmax_pending = -5\n"
+    )
+    assert main(["check-config", "--config", str(cfg)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "invalid configuration (2 problems)" in err
+    assert "salesforce.login_url" in err and "spool.max_pending" in err
+    assert "S3cret-xyz" not in err
+
+
+def test_check_config_reports_pass_and_fail_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config prints a PASS/FAIL list and exits 1 when anything did not pass."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[salesforce]\nlogin_url = "https://a.my.salesforce.com"\nclient_id = "id"\n'
+        f'client_secret = "s"\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        '[log]\nformat = "json"\n'
+    )
+    assert main(["check-config", "--config", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert "PASS  configuration file" in out
+    assert "PASS  spool directory" in out
+    assert "FAIL  adapters: no [[adapter]] section" in out

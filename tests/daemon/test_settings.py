@@ -1,0 +1,214 @@
+"""Settings: file + env + credential files, every problem reported once, secrets hidden."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from daemon.settings import (
+    CREDENTIAL_FILES,
+    SalesforceSettings,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from spool.record import Disposition
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "systemd" / "config.example.toml"
+
+MINIMAL = """
+[salesforce]
+login_url = "https://acme.my.salesforce.com"
+client_id = "3MVGkey"
+client_secret = "file-secret-value"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def problems_of(exc: pytest.ExceptionInfo[SettingsError]) -> dict[str, str]:
+    return {p.key: f"{p.source} | {p.message}" for p in exc.value.problems}
+
+
+def test_minimal_file_gives_documented_defaults(tmp_path: Path) -> None:
+    """A file with only the required keys loads, and every other key has its default."""
+    s = load_settings(write(tmp_path, MINIMAL), environ={})
+    assert s.salesforce.login_url == "https://acme.my.salesforce.com"
+    assert s.salesforce.auth == "client_credentials"
+    assert s.salesforce.api_version == "62.0"
+    assert s.spool.path == Path("/var/lib/dispo-sync/spool.db")
+    assert s.http.listen == "127.0.0.1:9410"
+    assert (s.http.host, s.http.port) == ("127.0.0.1", 9410)
+    assert s.rails.bulk_interval_s == 60
+    assert s.rails.bulk_max_records == 10_000
+    assert s.rails.live_dispositions == (Disposition.DO_NOT_CALL, Disposition.CALLBACK_REQUESTED)
+    assert s.salesforce.client_secret is not None
+    assert s.salesforce.client_secret.get_secret_value() == "file-secret-value"
+
+
+def test_example_config_loads_with_a_credential_file(tmp_path: Path) -> None:
+    """The shipped example is valid once the secret comes from $CREDENTIALS_DIRECTORY."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "salesforce-client-secret").write_text("from-credential\n")
+    s = load_settings(EXAMPLE, environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert s.salesforce.client_secret is not None
+    assert s.salesforce.client_secret.get_secret_value() == "from-credential"
+    assert s.adapter[0]["type"] == "webhook"
+
+
+def test_example_documents_every_key() -> None:
+    """config.example.toml mentions every key of every section (set or commented out)."""
+    text = EXAMPLE.read_text()
+    for section, field in Settings.model_fields.items():
+        if section == "adapter":
+            assert "[[adapter]]" in text
+            continue
+        assert f"[{section}]" in text, section
+        model = field.annotation
+        assert model is not None
+        for key in model.model_fields:
+            if key == "private_key":  # PEM content: only as credential file
+                assert "salesforce-private-key" in text
+                continue
+            assert re.search(rf"^#? ?{key} = ", text, re.M), f"{section}.{key} undocumented"
+
+
+def test_env_overrides_file_and_parses_lists(tmp_path: Path) -> None:
+    """DISPO_SECTION__KEY beats the file; lists are JSON."""
+    env = {
+        "DISPO_SPOOL__PATH": str(tmp_path / "s.db"),
+        "DISPO_RAILS__LIVE_DISPOSITIONS": '["do_not_call"]',
+        "DISPO_RAILS__BULK_INTERVAL_S": "5",
+        "UNRELATED": "x",
+    }
+    s = load_settings(write(tmp_path, MINIMAL + '[spool]\npath = "/nope.db"\n'), environ=env)
+    assert s.spool.path == tmp_path / "s.db"
+    assert s.rails.live_dispositions == (Disposition.DO_NOT_CALL,)
+    assert s.rails.bulk_interval_s == 5
+
+
+def test_every_problem_listed_once_with_key_source_and_expectation(tmp_path: Path) -> None:
+    """One error lists each bad key with where it came from and what is expected."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    text = """
+[salesforce]
+login_url = "http://acme.example.com"
+client_id = "x"
+client_secret = "s"
+api_version = "62"
+clinet_id = "typo"
+[spool]
+max_pending = 0
+[rails]
+live_dispositions = ["do_not_call", "hung_up"]
+[bogus]
+x = 1
+"""
+    with pytest.raises(SettingsError) as exc:
+        load_settings(
+            write(tmp_path, text),
+            environ={"DISPO_HTTP__LISTEN": "localhost", "CREDENTIALS_DIRECTORY": str(creds)},
+        )
+    found = problems_of(exc)
+    path = tmp_path / "config.toml"
+    assert found["salesforce.login_url"].startswith(f"file {path} | plain http://")
+    assert "62.0" in found["salesforce.api_version"]
+    assert "unknown key" in found["salesforce.clinet_id"]
+    assert "greater than or equal to 1" in found["spool.max_pending"]
+    assert "'hung_up'" in found["rails.live_dispositions[1]"]
+    assert found["http.listen"].startswith("env DISPO_HTTP__LISTEN | expected host:port")
+    assert "unknown section" in found["bogus"]
+    keys = [p.key for p in exc.value.problems]
+    assert len(keys) == len(set(keys)) == 7
+    assert str(exc.value).startswith("invalid configuration (7 problems):")
+
+
+def test_missing_required_keys_say_where_to_set_them(tmp_path: Path) -> None:
+    """A missing secret names the file key, the env variable and the credential file."""
+    text = '[salesforce]\nlogin_url = "https://a.my.salesforce.com"\nclient_id = "x"\n'
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, text), environ={})
+    (problem,) = exc.value.problems
+    assert problem.key == "salesforce.client_secret"
+    assert problem.source == "not set"
+    assert "required when auth = 'client_credentials'" in problem.message
+    assert "DISPO_SALESFORCE__CLIENT_SECRET" in problem.message
+    assert "credential file salesforce-client-secret" in problem.message
+
+
+def test_missing_file_and_bad_toml_are_reported(tmp_path: Path) -> None:
+    """A missing file and a TOML syntax error name the file and the line."""
+    with pytest.raises(SettingsError) as exc:
+        load_settings(tmp_path / "absent.toml", environ={})
+    found = problems_of(exc)
+    assert "file not found" in found["--config"]
+    assert "salesforce.login_url" in found and "salesforce.client_id" in found
+
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, "[salesforce]\nlogin_url = \n"), environ={})
+    assert "not valid TOML" in problems_of(exc)["--config"]
+    assert "line 2" in problems_of(exc)["--config"]
+
+
+def test_secrets_never_appear_in_errors_or_repr(tmp_path: Path) -> None:
+    """Secret values stay hidden in error messages and in the settings' repr."""
+    secret = "Sup3rS3cretValue"
+    text = MINIMAL.replace("file-secret-value", secret) + f'password = ["{secret}"]\n'
+    text += f'[http]\nlisten = "{secret}"\n'  # a secret pasted in the wrong place
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, text), environ={})
+    assert secret not in str(exc.value)
+    assert "salesforce.password" in problems_of(exc)
+
+    s = load_settings(write(tmp_path, MINIMAL.replace("file-secret-value", secret)), environ={})
+    assert secret not in repr(s) and secret not in str(s.model_dump())
+
+
+def test_credential_files_map_to_keys_and_env_still_wins(tmp_path: Path) -> None:
+    """Each recognised credential file fills its key; an env variable overrides it."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    for name in CREDENTIAL_FILES:
+        (creds / name).write_text(f"{name}-value\n")
+    (creds / "adapter-0-secret").write_text("hook-secret\n")
+    text = MINIMAL + '[[adapter]]\ntype = "webhook"\n'
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "DISPO_SALESFORCE__PASSWORD": "from-env"}
+    s = load_settings(write(tmp_path, text), environ=env)
+    sf = s.salesforce
+    assert sf.client_secret is not None and sf.refresh_token is not None
+    assert sf.client_secret.get_secret_value() == "salesforce-client-secret-value"
+    assert sf.refresh_token.get_secret_value() == "salesforce-refresh-token-value"
+    assert sf.password is not None and sf.password.get_secret_value() == "from-env"
+    assert s.adapter[0]["secret"] == "hook-secret"
+
+
+def test_auth_flows_need_their_own_keys() -> None:
+    """Each OAuth flow lists exactly the keys it still needs."""
+    base = {"login_url": "https://a.my.salesforce.com", "client_id": "x"}
+    jwt = SalesforceSettings.model_validate({**base, "auth": "jwt"})
+    assert {k for k, _ in jwt.problems()} == {"username", "private_key_file"}
+    pw = SalesforceSettings.model_validate({**base, "auth": "password", "client_secret": "s"})
+    assert {k for k, _ in pw.problems()} == {"username", "password"}
+    local = SalesforceSettings.model_validate(
+        {
+            **base,
+            "login_url": "http://127.0.0.1:8443/",
+            "auth": "refresh_token",
+            "refresh_token": "r",
+        }
+    )
+    assert local.problems() == [] and local.login_url == "http://127.0.0.1:8443"
+
+
+def test_only_spool_section_needs_no_salesforce(tmp_path: Path) -> None:
+    """Admin commands can read [spool] from a file without Salesforce keys."""
+    path = write(tmp_path, f'[spool]\npath = "{tmp_path / "q.db"}"\n')
+    assert load_settings(path, environ={}, only=("spool",)).spool.path == tmp_path / "q.db"
