@@ -1,0 +1,240 @@
+"""Check a mapping against the org's describe results (what ``check-config`` prints).
+
+Reported, one line each: unknown objects and fields (FLS hides fields from
+describe, reference §7.12), read-only fields, create-only fields mapped on
+updates, values of the wrong type, picklist values the org does not have (active
+values only, §7.13), and external id fields that cannot be used as upsert keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as AbcMapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+from ._template import CLEAR_LITERAL, DOMAINS, TYPES, placeholders
+
+if TYPE_CHECKING:
+    from .model import Mapping
+
+__all__ = ["check_mapping"]
+
+_TEXT_TYPES = frozenset(
+    {
+        "string",
+        "textarea",
+        "picklist",
+        "combobox",
+        "phone",
+        "url",
+        "email",
+        "multipicklist",
+        "encryptedstring",
+    }
+)
+_ID_TYPES = frozenset({"reference", "id"})
+_NUMBER_TYPES = frozenset({"int", "double", "currency", "percent", "long"})
+
+
+def _value_kind(value: Any) -> str:
+    """'bool' | 'number' | 'date' | 'datetime' | 'text' | 'clear' for a TOML value."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if value == CLEAR_LITERAL:
+        return "clear"
+    names = placeholders(value)
+    if len(names) == 1 and value == "{" + names[0] + "}":
+        kind = TYPES.get(names[0])
+        if kind is datetime:
+            return "datetime"
+        if kind is date:
+            return "date"
+        if kind is int:
+            return "number"
+        if names[0] == "owner_id":
+            return "id"
+    return "text"
+
+
+def _compatible(kind: str, sf_type: str) -> bool:
+    if kind == "clear":
+        return True
+    if kind == "bool":
+        return sf_type == "boolean"
+    if kind == "number":
+        return sf_type in _NUMBER_TYPES or sf_type in _TEXT_TYPES
+    if kind == "date":
+        return sf_type in {"date", "datetime"} or sf_type in _TEXT_TYPES
+    if kind == "datetime":
+        return sf_type == "datetime" or sf_type in _TEXT_TYPES
+    if kind == "id":
+        return sf_type in _ID_TYPES
+    # text
+    return sf_type in _TEXT_TYPES or sf_type in _ID_TYPES
+
+
+def _possible_values(value: Any) -> frozenset[str] | None:
+    """Every string this value can produce, when that set is finite."""
+    if not isinstance(value, str) or value == CLEAR_LITERAL:
+        return None
+    names = placeholders(value)
+    if not names:
+        return frozenset({value})
+    if len(names) == 1 and value == "{" + names[0] + "}" and names[0] in DOMAINS:
+        return DOMAINS[names[0]]
+    return None
+
+
+def _check_fields(
+    obj: str,
+    fields: AbcMapping[str, Any],
+    describe: AbcMapping[str, Any],
+    *,
+    where: str,
+    on_create: bool,
+    on_update: bool,
+    create_only: frozenset[str] = frozenset(),
+    problems: list[str],
+) -> None:
+    by_name = {f.get("name"): f for f in describe.get("fields", []) if isinstance(f, dict)}
+    by_lower = {str(k).lower(): v for k, v in by_name.items()}
+    for name, value in fields.items():
+        key = f"{where}.{name}"
+        info = by_name.get(name) or by_lower.get(name.lower())
+        if info is None:
+            problems.append(
+                f"{key}: {obj}.{name} does not exist or is not visible to the integration user "
+                "(field-level security)"
+            )
+            continue
+        if on_create and not info.get("createable", False):
+            problems.append(f"{key}: {obj}.{name} is read-only (not createable)")
+            continue
+        if on_update and name not in create_only and not info.get("updateable", False):
+            problems.append(
+                f"{key}: {obj}.{name} is not updateable; list it in task.create_only "
+                "if it may be set on create only"
+                if obj_is_task(where)
+                else f"{key}: {obj}.{name} is read-only (not updateable)"
+            )
+            continue
+        sf_type = str(info.get("type", "string"))
+        kind = _value_kind(value)
+        if not _compatible(kind, sf_type):
+            problems.append(f"{key}: a {kind} value does not fit {obj}.{name} of type {sf_type}")
+            continue
+        if kind == "clear" and not info.get("nillable", True) and sf_type != "boolean":
+            problems.append(f"{key}: {obj}.{name} cannot be cleared (not nillable)")
+            continue
+        if sf_type in {"picklist", "multipicklist"}:
+            possible = _possible_values(value)
+            active = {
+                str(p.get("value"))
+                for p in info.get("picklistValues", [])
+                if isinstance(p, dict) and p.get("active", True)
+            }
+            restricted = bool(info.get("restrictedPicklist", False))
+            if possible is not None and active:
+                missing = sorted(possible - active)
+                if missing:
+                    level = "restricted picklist" if restricted else "picklist"
+                    problems.append(
+                        f"{key}: {obj}.{name} ({level}) has no active value "
+                        + ", ".join(repr(m) for m in missing)
+                        + "; active values: "
+                        + ", ".join(sorted(active))
+                    )
+        if sf_type in _TEXT_TYPES and isinstance(value, str) and not placeholders(value):
+            length = info.get("length")
+            if isinstance(length, int) and length > 0 and len(value) > length:
+                problems.append(
+                    f"{key}: {len(value)} characters exceed {obj}.{name} length {length}"
+                )
+
+
+def obj_is_task(where: str) -> bool:
+    return where.startswith("task")
+
+
+def _check_key_field(
+    obj: str, name: str, describe: AbcMapping[str, Any], *, where: str, problems: list[str]
+) -> None:
+    for info in describe.get("fields", []):
+        if isinstance(info, dict) and info.get("name") == name:
+            if not (info.get("externalId") or info.get("idLookup")):
+                problems.append(
+                    f"{where}: {obj}.{name} is not an External ID (or idLookup) field; "
+                    "upserts and lookups by it will fail"
+                )
+            return
+    problems.append(
+        f"{where}: {obj}.{name} does not exist or is not visible to the integration user"
+    )
+
+
+def check_mapping(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]) -> list[str]:
+    """Every problem of ``mapping`` against ``describes`` (sObject name -> describe body)."""
+    problems: list[str] = []
+    task = describes.get(mapping.task_object)
+    if task is None:
+        problems.append(f"task.object: sObject {mapping.task_object} is not available to this user")
+    else:
+        _check_key_field(
+            mapping.task_object,
+            mapping.task_external_id,
+            task,
+            where="task.external_id_field",
+            problems=problems,
+        )
+        _check_fields(
+            mapping.task_object,
+            mapping.task_fields,
+            task,
+            where="task.fields",
+            on_create=True,
+            on_update=True,
+            create_only=mapping.create_only,
+            problems=problems,
+        )
+    lead = describes.get(mapping.lead_object)
+    if lead is None:
+        problems.append(f"lead.object: sObject {mapping.lead_object} is not available to this user")
+        return problems
+    _check_key_field(
+        mapping.lead_object,
+        mapping.lead_external_id,
+        lead,
+        where="lead.external_id_field",
+        problems=problems,
+    )
+    phone_known = any(
+        isinstance(f, dict) and f.get("name") == mapping.lead_phone_field
+        for f in lead.get("fields", [])
+    )
+    if not phone_known:
+        problems.append(
+            f"lead.phone_field: {mapping.lead_object}.{mapping.lead_phone_field} does not exist "
+            "or is not visible"
+        )
+    _check_fields(
+        mapping.lead_object,
+        mapping.lead_fields,
+        lead,
+        where="lead.fields",
+        on_create=False,
+        on_update=True,
+        problems=problems,
+    )
+    for disposition, fields in mapping.lead_dispositions.items():
+        _check_fields(
+            mapping.lead_object,
+            fields,
+            lead,
+            where=f"lead.dispositions.{disposition.value}",
+            on_create=False,
+            on_update=True,
+            problems=problems,
+        )
+    return problems

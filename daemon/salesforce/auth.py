@@ -1,0 +1,118 @@
+"""OAuth 2.0 token requests (pure builders): which form fields each flow sends.
+
+Reference §1: client credentials (default for a server daemon; My Domain host),
+JWT bearer (RS256 assertion, ``exp`` within 3 minutes), refresh token, and
+username-password (legacy; blocked by default in new orgs). Salesforce returns
+no ``expires_in``: expiry is learned from a later 401 ``INVALID_SESSION_ID``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jwt
+
+__all__ = ["AuthFlow", "Credentials", "jwt_assertion", "token_form"]
+
+
+class AuthFlow(StrEnum):
+    CLIENT_CREDENTIALS = "client_credentials"
+    JWT = "jwt"
+    REFRESH_TOKEN = "refresh_token"
+    PASSWORD = "password"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Everything a flow may need. ``repr`` never shows a secret."""
+
+    flow: AuthFlow
+    login_url: str
+    client_id: str
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    refresh_token: str | None = None
+    private_key: str | None = None  # PEM text
+    private_key_file: Path | None = None
+    jwt_audience: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credentials(flow={self.flow.value}, login_url={self.login_url}, client_id=...)"
+
+    def problems(self) -> list[str]:
+        needs = {
+            AuthFlow.CLIENT_CREDENTIALS: ["client_secret"],
+            AuthFlow.PASSWORD: ["client_secret", "username", "password"],
+            AuthFlow.REFRESH_TOKEN: ["refresh_token"],
+            AuthFlow.JWT: ["username"],
+        }[self.flow]
+        out = [
+            f"{k} is required for auth = {self.flow.value!r}" for k in needs if not getattr(self, k)
+        ]
+        if self.flow is AuthFlow.JWT and not self.private_key and self.private_key_file is None:
+            out.append("private_key_file is required for auth = 'jwt'")
+        return out
+
+
+def default_audience(login_url: str) -> str:
+    """The JWT ``aud``: login or test for salesforce.com hosts, else the login URL itself."""
+    host = (urlsplit(login_url).hostname or "").lower()
+    if host.endswith("salesforce.com"):
+        if host.startswith("test.") or ".sandbox." in host or "--" in host:
+            return "https://test.salesforce.com"
+        return "https://login.salesforce.com"
+    return login_url.rstrip("/")
+
+
+def jwt_assertion(creds: Credentials, *, now: float | None = None) -> str:
+    key = creds.private_key
+    if key is None:
+        assert creds.private_key_file is not None
+        key = creds.private_key_file.read_text(encoding="utf-8")
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": creds.client_id,
+        "sub": creds.username,
+        "aud": creds.jwt_audience or default_audience(creds.login_url),
+        # Salesforce requires exp within 3 minutes of now (§1.5).
+        "exp": issued + 170,
+    }
+    return jwt.encode(claims, key, algorithm="RS256")
+
+
+def token_form(creds: Credentials) -> dict[str, str]:
+    """Form fields for ``POST /services/oauth2/token``."""
+    flow = creds.flow
+    if flow is AuthFlow.CLIENT_CREDENTIALS:
+        return {
+            "grant_type": "client_credentials",
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret or "",
+        }
+    if flow is AuthFlow.PASSWORD:
+        return {
+            "grant_type": "password",
+            "client_id": creds.client_id,
+            "client_secret": creds.client_secret or "",
+            "username": creds.username or "",
+            "password": creds.password or "",
+        }
+    if flow is AuthFlow.REFRESH_TOKEN:
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": creds.client_id,
+            "refresh_token": creds.refresh_token or "",
+        }
+        if creds.client_secret:
+            # Only when the app has "Require secret for refresh token flow" (§1.4).
+            form["client_secret"] = creds.client_secret
+        return form
+    return {
+        "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "assertion": jwt_assertion(creds),
+    }

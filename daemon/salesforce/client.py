@@ -1,0 +1,531 @@
+"""The Salesforce client: one pooled httpx client, shared token, every call timed out.
+
+Thin I/O shell over :mod:`.auth`, :mod:`.wire` and :mod:`.errors`:
+
+- the token is obtained once and shared; a 401 ``INVALID_SESSION_ID`` triggers
+  exactly one refresh however many requests saw it (single flight, keyed by the
+  token generation), then the request is replayed once. A second 401 right after
+  a fresh token is a configuration problem (e.g. missing ``api`` scope), not a
+  reason to spin;
+- TLS verification is always on (plus an optional extra CA file); ``http://`` is
+  refused unless ``allow_http`` is set (local sfsim only);
+- every API response's ``Sforce-Limit-Info`` feeds the :class:`QuotaView`;
+- httpx exceptions are translated once, in :func:`map_salesforce_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import certifi
+import httpx
+import structlog
+
+from .auth import AuthFlow, Credentials, token_form
+from .errors import (
+    AuthError,
+    ClientClosed,
+    ConfigurationError,
+    RequestLimitError,
+    SessionExpired,
+    TransportError,
+    error_from_oauth_response,
+    error_from_response,
+)
+from .limits import QuotaView, usage_from_limits
+from .wire import (
+    ItemResult,
+    collection_records,
+    composite_body,
+    parse_collection_results,
+    parse_composite_results,
+)
+
+__all__ = ["CallHook", "SalesforceClient", "map_salesforce_errors"]
+
+log = structlog.get_logger("dispo_sync.salesforce")
+
+# (rail, method, path_kind, status or 0, seconds)
+CallHook = Callable[[str, str, str, int, float], None]
+
+
+@contextlib.contextmanager
+def map_salesforce_errors() -> Iterator[None]:
+    """Translate httpx exceptions into ours, once, at the boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise TransportError(f"timeout: {type(exc).__name__}") from exc
+    except httpx.HTTPStatusError as exc:
+        raise error_from_response(exc.response.status_code, exc.response.content) from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"connection error: {type(exc).__name__}: {exc}") from exc
+
+
+class _State(Enum):
+    UNOPENED = 1
+    OPEN = 2
+    CLOSED = 3
+
+
+def _path_kind(path: str) -> str:
+    """A low-cardinality label for metrics: 'composite', 'collections', 'bulk', ..."""
+    if "/jobs/ingest" in path:
+        return "bulk"
+    if "/composite/sobjects" in path:
+        return "collections"
+    if path.rstrip("/").endswith("/composite"):
+        return "composite"
+    if "/query" in path:
+        return "query"
+    if "/limits" in path:
+        return "limits"
+    if "/describe" in path:
+        return "describe"
+    return "sobject"
+
+
+class SalesforceClient:
+    """Async Salesforce REST, Composite, Collections and Bulk 2.0 ingest client.
+
+    ``async with SalesforceClient(login_url=..., auth="client_credentials", client_id=...,
+    client_secret=...) as sf: await sf.limits()``
+    """
+
+    def __init__(
+        self,
+        *,
+        login_url: str,
+        auth: str | AuthFlow = AuthFlow.CLIENT_CREDENTIALS,
+        client_id: str,
+        client_secret: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        refresh_token: str | None = None,
+        private_key: str | None = None,
+        private_key_file: Path | str | None = None,
+        jwt_audience: str | None = None,
+        ca_file: Path | str | None = None,
+        api_version: str = "62.0",
+        allow_http: bool = False,
+        quota: QuotaView | None = None,
+        on_call: CallHook | None = None,
+        # Timeouts
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 120.0,
+        write_timeout_s: float = 120.0,
+        pool_timeout_s: float = 30.0,
+        # Limits
+        max_connections: int = 20,
+    ) -> None:
+        self._creds = Credentials(
+            flow=AuthFlow(auth),
+            login_url=login_url.rstrip("/"),
+            client_id=client_id,
+            client_secret=client_secret,
+            username=username,
+            password=password,
+            refresh_token=refresh_token,
+            private_key=private_key,
+            private_key_file=Path(private_key_file) if private_key_file else None,
+            jwt_audience=jwt_audience,
+        )
+        problems = self._creds.problems()
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        self.allow_http = allow_http
+        self._check_scheme(login_url, "login_url")
+        self.api_version = api_version
+        self.quota = quota if quota is not None else QuotaView()
+        self._on_call = on_call
+        self._timeout = httpx.Timeout(
+            connect=connect_timeout_s,
+            read=read_timeout_s,
+            write=write_timeout_s,
+            pool=pool_timeout_s,
+        )
+        self._ca_file = Path(ca_file) if ca_file else None
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._http: httpx.AsyncClient | None = None
+        self._state = _State.UNOPENED
+        self._token: str | None = None
+        self._instance_url: str | None = None
+        self._generation = 0
+        self._auth_lock = asyncio.Lock()
+        self.token_requests = 0  # for tests and metrics: how many times we hit the token endpoint
+
+    # -- lifecycle ---------------------------------------------------------------
+    def _check_scheme(self, url: str, what: str) -> None:
+        scheme = urlsplit(url).scheme.lower()
+        if scheme == "https":
+            return
+        if scheme == "http" and self.allow_http:
+            return
+        raise ConfigurationError(
+            f"{what} {url!r} is not https://; plain http:// is only allowed with allow_http "
+            "(a local sfsim)"
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=certifi.where())
+        if self._ca_file is not None:
+            try:
+                ctx.load_verify_locations(cafile=str(self._ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(f"ca_file {self._ca_file}: cannot load: {exc}") from exc
+        return ctx
+
+    async def __aenter__(self) -> SalesforceClient:
+        if self._state is not _State.UNOPENED:
+            raise ClientClosed("a SalesforceClient can be opened once")
+        self._http = httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=self._limits,
+            verify=self._ssl_context(),
+            headers={"Accept": "application/json", "User-Agent": "dispo-sync"},
+            follow_redirects=False,
+        )
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Safe to call twice."""
+        if self._state is _State.CLOSED:
+            return
+        self._state = _State.CLOSED
+        if self._http is not None:
+            await self._http.aclose()
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", None) is _State.OPEN:
+            warnings.warn("SalesforceClient was never closed", ResourceWarning, stacklevel=1)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._state is not _State.OPEN or self._http is None:
+            raise ClientClosed("the Salesforce client is not open (use `async with`)")
+        return self._http
+
+    # -- auth ----------------------------------------------------------------------
+    @property
+    def instance_url(self) -> str | None:
+        return self._instance_url
+
+    async def authenticate(self, *, seen_generation: int | None = None) -> None:
+        """Get a token. Single flight: callers that saw the same stale token share one refresh."""
+        async with self._auth_lock:
+            if seen_generation is not None and seen_generation != self._generation:
+                return  # someone refreshed while we waited
+            if seen_generation is None and self._token is not None:
+                return
+            await self._fetch_token()
+
+    async def _fetch_token(self) -> None:
+        http = self._client()
+        url = self._creds.login_url + "/services/oauth2/token"
+        self.token_requests += 1
+        try:
+            form = token_form(self._creds)
+        except (OSError, ValueError) as exc:
+            raise AuthError(
+                f"cannot build the {self._creds.flow.value} token request: {exc}"
+            ) from exc
+        with map_salesforce_errors():
+            response = await http.post(url, data=form)
+        if response.status_code != 200:
+            err = error_from_oauth_response(response.status_code, response.content)
+            log.error(
+                "salesforce_auth_failed",
+                flow=self._creds.flow.value,
+                status=response.status_code,
+                error_code=err.error_code,
+                reason=err.message,
+            )
+            raise err
+        try:
+            body = response.json()
+            token = str(body["access_token"])
+            instance_url = str(body["instance_url"]).rstrip("/")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuthError("token response lacks access_token/instance_url") from exc
+        self._check_scheme(instance_url, "instance_url")
+        self._token = token
+        self._instance_url = instance_url
+        self._generation += 1
+        log.info("salesforce_authenticated", flow=self._creds.flow.value, instance_url=instance_url)
+
+    # -- requests ------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        if path.startswith(("https://", "http://")):
+            return path
+        assert self._instance_url is not None
+        if not path.startswith("/"):
+            path = "/" + path
+        return self._instance_url + path
+
+    def data_path(self, tail: str) -> str:
+        return f"/services/data/v{self.api_version}/{tail.lstrip('/')}"
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        rail: str,
+        json: Any = None,
+        content: bytes | AsyncIterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> tuple[httpx.Response, int]:
+        http = self._client()
+        if self._token is None:
+            await self.authenticate()
+        generation = self._generation
+        hdrs = {"Authorization": f"Bearer {self._token}"}
+        if headers:
+            hdrs.update(headers)
+        request = http.build_request(
+            method, self._url(path), json=json, content=content, headers=hdrs, params=params
+        )
+        started = time.perf_counter()
+        status = 0
+        try:
+            with map_salesforce_errors():
+                response = await http.send(request, stream=stream)
+            status = response.status_code
+        finally:
+            if self._on_call is not None:
+                self._on_call(rail, method, _path_kind(path), status, time.perf_counter() - started)
+        self.quota.count_call(rail)
+        self.quota.observe_header(response.headers.get("Sforce-Limit-Info"))
+        return response, generation
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        rail: str = "other",
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: Sequence[int] = (200, 201, 204),
+    ) -> httpx.Response:
+        """Send one API request; refresh + replay once on an expired session; raise ours."""
+        for replay in (False, True):
+            response, generation = await self._send_once(
+                method, path, rail=rail, json=json, content=content, headers=headers, params=params
+            )
+            if response.status_code in ok:
+                return response
+            err = error_from_response(
+                response.status_code,
+                response.content,
+                retry_after=response.headers.get("Retry-After"),
+            )
+            if isinstance(err, SessionExpired):
+                if replay:
+                    raise AuthError(
+                        "Salesforce refused a freshly issued token (INVALID_SESSION_ID right after "
+                        "login): check the connected app's scopes (api) and the user's API access",
+                        status_code=response.status_code,
+                        error_code=err.error_code,
+                    ) from err
+                await self.authenticate(seen_generation=generation)
+                continue
+            if isinstance(err, RequestLimitError):
+                self.quota.limit_exceeded()
+            raise err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        rail: str = "other",
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """A streamed download (Bulk results). Refresh + replay once like :meth:`request`."""
+        for replay in (False, True):
+            response, generation = await self._send_once(
+                method, path, rail=rail, headers=headers, stream=True
+            )
+            try:
+                if response.status_code == 200:
+
+                    async def body(resp: httpx.Response = response) -> AsyncIterator[bytes]:
+                        with map_salesforce_errors():
+                            async for chunk in resp.aiter_bytes():
+                                yield chunk
+
+                    yield body()
+                    return
+                with map_salesforce_errors():
+                    content = await response.aread()
+            finally:
+                await response.aclose()
+            err = error_from_response(response.status_code, content)
+            if isinstance(err, SessionExpired) and not replay:
+                await self.authenticate(seen_generation=generation)
+                continue
+            if isinstance(err, RequestLimitError):
+                self.quota.limit_exceeded()
+            raise err
+
+    # -- REST, composite, collections -------------------------------------------------
+    async def composite(
+        self,
+        subrequests: Sequence[dict[str, Any]],
+        *,
+        rail: str = "live",
+        all_or_none: bool = False,
+    ) -> dict[str, ItemResult]:
+        """One ``/composite`` call (1 API call); results by referenceId, each status checked."""
+        response = await self.request(
+            "POST",
+            self.data_path("composite"),
+            rail=rail,
+            json=composite_body(subrequests, all_or_none=all_or_none),
+        )
+        return parse_composite_results(response.json())
+
+    async def upsert_collection(
+        self,
+        sobject: str,
+        external_id_field: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        rail: str = "collections",
+        headers: Mapping[str, str] | None = None,
+    ) -> list[ItemResult]:
+        """``PATCH /composite/sobjects/<sobject>/<ext>`` (≤200 records, allOrNone false)."""
+        body = {"allOrNone": False, "records": collection_records(sobject, records)}
+        response = await self.request(
+            "PATCH",
+            self.data_path(f"composite/sobjects/{sobject}/{external_id_field}"),
+            rail=rail,
+            json=body,
+            headers=headers,
+        )
+        return parse_collection_results(response.json(), len(records))
+
+    async def update_collection(
+        self,
+        sobject: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        rail: str = "collections",
+        headers: Mapping[str, str] | None = None,
+    ) -> list[ItemResult]:
+        """``PATCH /composite/sobjects`` by Id (≤200 records, allOrNone false)."""
+        body = {"allOrNone": False, "records": collection_records(sobject, records)}
+        response = await self.request(
+            "PATCH", self.data_path("composite/sobjects"), rail=rail, json=body, headers=headers
+        )
+        return parse_collection_results(response.json(), len(records))
+
+    async def query(self, soql: str, *, rail: str = "other") -> list[dict[str, Any]]:
+        """Run a SOQL query and follow ``nextRecordsUrl``."""
+        response = await self.request("GET", self.data_path("query"), rail=rail, params={"q": soql})
+        body = response.json()
+        records: list[dict[str, Any]] = list(body.get("records", []))
+        while not body.get("done", True) and body.get("nextRecordsUrl"):
+            response = await self.request("GET", str(body["nextRecordsUrl"]), rail=rail)
+            body = response.json()
+            records.extend(body.get("records", []))
+        return records
+
+    async def describe(self, sobject: str) -> dict[str, Any]:
+        response = await self.request(
+            "GET", self.data_path(f"sobjects/{sobject}/describe"), rail="admin"
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def limits(self) -> dict[str, Any]:
+        """``GET /limits``; also refreshes the quota view."""
+        response = await self.request("GET", self.data_path("limits"), rail="admin")
+        body: dict[str, Any] = response.json()
+        self.quota.observe(usage_from_limits(body))
+        return body
+
+    # -- Bulk API 2.0 ingest ---------------------------------------------------------
+    async def create_ingest_job(
+        self,
+        sobject: str,
+        operation: str,
+        *,
+        external_id_field: str | None = None,
+        rail: str = "bulk",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "object": sobject,
+            "operation": operation,
+            "contentType": "CSV",
+            "lineEnding": "LF",
+            "columnDelimiter": "COMMA",
+        }
+        if external_id_field is not None:
+            body["externalIdFieldName"] = external_id_field
+        response = await self.request("POST", self.data_path("jobs/ingest"), rail=rail, json=body)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def upload_job_data(
+        self, job_id: str, data: bytes | AsyncIterable[bytes], *, rail: str = "bulk"
+    ) -> None:
+        """The one PUT of a job's CSV (§4.2). Never replayed: a second PUT is refused."""
+        response, _ = await self._send_once(
+            "PUT",
+            self.data_path(f"jobs/ingest/{job_id}/batches"),
+            rail=rail,
+            content=data,
+            headers={"Content-Type": "text/csv; charset=UTF-8"},
+        )
+        if response.status_code not in (200, 201):
+            err = error_from_response(response.status_code, response.content)
+            if isinstance(err, RequestLimitError):
+                self.quota.limit_exceeded()
+            raise err
+
+    async def set_job_state(self, job_id: str, state: str, *, rail: str = "bulk") -> dict[str, Any]:
+        response = await self.request(
+            "PATCH", self.data_path(f"jobs/ingest/{job_id}"), rail=rail, json={"state": state}
+        )
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def job_info(self, job_id: str, *, rail: str = "bulk") -> dict[str, Any]:
+        response = await self.request("GET", self.data_path(f"jobs/ingest/{job_id}"), rail=rail)
+        result: dict[str, Any] = response.json()
+        return result
+
+    def job_results(
+        self, job_id: str, which: str, *, rail: str = "bulk"
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        """Stream ``successfulResults`` / ``failedResults`` / ``unprocessedrecords``."""
+        if which not in ("successfulResults", "failedResults", "unprocessedrecords"):
+            raise ValueError(f"unknown result set {which!r}")
+        return self.stream(
+            "GET",
+            self.data_path(f"jobs/ingest/{job_id}/{which}/"),
+            rail=rail,
+            headers={"Accept": "text/csv"},
+        )

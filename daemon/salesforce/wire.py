@@ -1,0 +1,318 @@
+"""Wire encoding (pure): values, composite and collections bodies and results, Bulk CSV.
+
+No sockets here. The client sends what these functions build, and these functions
+read what it receives (reference §3 composite and collections, §4.8-4.9 Bulk CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import quote
+
+from daemon.mapping import CLEAR, Clear
+
+from .errors import RecordError, parse_error_body, parse_sf_error_column
+
+__all__ = [
+    "CSV_NULL",
+    "MAX_COLLECTION",
+    "MAX_COMPOSITE",
+    "MAX_UPLOAD_BYTES",
+    "CsvRows",
+    "ItemResult",
+    "LiteralNullError",
+    "ResultRow",
+    "collection_records",
+    "composite_body",
+    "csv_value",
+    "iter_result_csv",
+    "json_value",
+    "parse_collection_results",
+    "parse_composite_results",
+    "sobject_path",
+]
+
+MAX_COLLECTION = 200  # records per sObject Collections call (§3.2)
+MAX_COMPOSITE = 25  # subrequests per composite call (§3.1)
+# One PUT per Bulk job; 150 MB base64-encoded, so about 100 MB raw (§4.2). We keep
+# a margin under it for the base64 growth and multi-byte characters.
+MAX_UPLOAD_BYTES = 100_000_000
+CSV_NULL = "#N/A"  # clears a field in Bulk (empty is ignored on update, §7.15)
+
+
+def json_value(value: Any) -> Any:
+    """A mapped value -> its JSON form for REST (dates as ISO, CLEAR as null)."""
+    if isinstance(value, Clear):
+        return None
+    if isinstance(value, datetime):
+        return _sf_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _sf_datetime(value: datetime) -> str:
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+class LiteralNullError(ValueError):
+    """A text value is exactly ``#N/A``: Bulk would clear the field instead of storing it."""
+
+
+def csv_value(value: Any) -> str:
+    """A mapped value -> its Bulk CSV text.
+
+    Values are written as they are: Salesforce stores text literally, and a
+    spreadsheet-formula guard (prefixing ``'`` to ``=+-@``) would corrupt real data
+    such as ``+15551234567``; protecting spreadsheet exports is the exporter's job.
+    A literal ``#N/A`` cannot be expressed in Bulk CSV, so it raises
+    :class:`LiteralNullError` and the record goes by REST instead.
+    """
+    if value is None:
+        return ""
+    if value is CLEAR or isinstance(value, Clear):
+        return CSV_NULL
+    if isinstance(value, str):
+        if value == CSV_NULL:
+            raise LiteralNullError("the value '#N/A' would clear the field in Bulk")
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return _sf_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+class CsvRows:
+    """Encode CSV rows: UTF-8, no BOM, LF line ends, RFC 4180 quoting.
+
+    Python's ``csv`` quotes a value holding the delimiter, a quote or LF, but not
+    a lone CR when the terminator is LF; a CR inside a value could trip Salesforce's
+    line-ending check (§7.2), so rows holding one are written fully quoted.
+    """
+
+    def __init__(self) -> None:
+        self._buf = io.StringIO()
+        self._minimal = csv.writer(self._buf, lineterminator="\n")
+        self._all = csv.writer(self._buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def encode(self, row: Sequence[str]) -> bytes:
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        writer = self._all if any("\r" in v for v in row) else self._minimal
+        writer.writerow(row)
+        return buf.getvalue().encode("utf-8")
+
+
+def sobject_path(api_version: str, sobject: str, *parts: str) -> str:
+    """``/services/data/vNN.N/sobjects/<sobject>/<part>...`` with each part URL-encoded."""
+    tail = "".join("/" + quote(p, safe="") for p in parts)
+    return f"/services/data/v{api_version}/sobjects/{sobject}{tail}"
+
+
+def composite_body(
+    subrequests: Sequence[dict[str, Any]], *, all_or_none: bool = False
+) -> dict[str, Any]:
+    if not 0 < len(subrequests) <= MAX_COMPOSITE:
+        raise ValueError(f"a composite request takes 1-{MAX_COMPOSITE} subrequests")
+    # collateSubrequests false: the Task upsert and the Lead update of one call
+    # must run in the given order (v49+ defaults to true, §3.1).
+    return {
+        "allOrNone": all_or_none,
+        "collateSubrequests": False,
+        "compositeRequest": list(subrequests),
+    }
+
+
+def collection_records(sobject: str, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records for ``/composite/sobjects`` with ``attributes.type`` and JSON values."""
+    out = []
+    for record in records:
+        body: dict[str, Any] = {"attributes": {"type": sobject}}
+        for key, value in record.items():
+            body[key] = json_value(value)
+        out.append(body)
+    if len(out) > MAX_COLLECTION:
+        raise ValueError(f"sObject Collections take at most {MAX_COLLECTION} records")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The outcome of one record in a composite or collections call."""
+
+    success: bool
+    id: str | None = None
+    created: bool | None = None
+    errors: tuple[RecordError, ...] = ()
+    status_code: int | None = None
+
+    @property
+    def error(self) -> RecordError | None:
+        return self.errors[0] if self.errors else None
+
+
+def parse_collection_results(body: Any, expected: int) -> list[ItemResult]:
+    """A collections response (one entry per input, in order) -> ItemResults.
+
+    HTTP 200 does not mean success: every item's ``success`` is read (§7.16). A
+    short or malformed answer marks the missing items as retryable failures.
+    """
+    out: list[ItemResult] = []
+    items = body if isinstance(body, list) else []
+    for item in items[:expected]:
+        if not isinstance(item, dict):
+            out.append(ItemResult(False, errors=(RecordError("UNKNOWN_EXCEPTION", "bad item"),)))
+            continue
+        success = item.get("success") is True
+        errors = parse_error_body(item.get("errors") or [])
+        if not success and not errors:
+            errors = (RecordError("UNKNOWN_EXCEPTION", "failed without an error"),)
+        created = item.get("created")
+        out.append(
+            ItemResult(
+                success,
+                id=item.get("id"),
+                created=created if isinstance(created, bool) and success else None,
+                errors=() if success else errors,
+            )
+        )
+    while len(out) < expected:
+        out.append(
+            ItemResult(
+                False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for this record"),)
+            )
+        )
+    return out
+
+
+def parse_composite_results(body: Any) -> dict[str, ItemResult]:
+    """``{"compositeResponse": [...]}`` -> referenceId -> ItemResult (statuses checked, §7.17)."""
+    out: dict[str, ItemResult] = {}
+    entries = body.get("compositeResponse", []) if isinstance(body, dict) else []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        ref = str(entry.get("referenceId", ""))
+        status = entry.get("httpStatusCode")
+        status_code = int(status) if isinstance(status, int) else 500
+        sub = entry.get("body")
+        if 200 <= status_code < 300:
+            created = sub.get("created") if isinstance(sub, dict) else None
+            out[ref] = ItemResult(
+                True,
+                id=sub.get("id") if isinstance(sub, dict) else None,
+                created=created if isinstance(created, bool) else None,
+                status_code=status_code,
+            )
+        else:
+            errors = parse_error_body(sub) or (
+                RecordError("UNKNOWN_EXCEPTION", f"HTTP {status_code}"),
+            )
+            if status_code >= 500:
+                errors = tuple(
+                    RecordError("SERVER_UNAVAILABLE", e.message, e.fields)
+                    if e.kind.value == "permanent"
+                    else e
+                    for e in errors
+                )
+            out[ref] = ItemResult(False, errors=errors, status_code=status_code)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One row of a Bulk result file."""
+
+    key: str
+    sf_id: str | None
+    created: bool | None = None
+    error: RecordError | None = None
+
+
+async def iter_result_csv(
+    chunks: AsyncIterator[bytes], *, key_column: str, batch: int = 5000
+) -> AsyncIterator[list[ResultRow]]:
+    """Stream a Bulk result CSV (successful, failed or unprocessed) as batches of rows.
+
+    Records are cut only where the count of quote characters is even, so values
+    holding newlines stay whole. Columns are found by name: order is not
+    guaranteed and headers may come back quoted or not (§4.8).
+    """
+    decoder = _Utf8Decoder()
+    pending = ""
+    header: list[str] | None = None
+    key_idx = id_idx = created_idx = error_idx = -1
+    out: list[ResultRow] = []
+
+    def handle(record_text: str) -> None:
+        nonlocal header, key_idx, id_idx, created_idx, error_idx
+        for row in csv.reader([record_text]):
+            if header is None:
+                header = [h.lstrip("\ufeff") for h in row]
+                if key_column not in header:
+                    raise ValueError(f"result file has no {key_column!r} column: {header[:8]}")
+                key_idx = header.index(key_column)
+                id_idx = header.index("sf__Id") if "sf__Id" in header else -1
+                created_idx = header.index("sf__Created") if "sf__Created" in header else -1
+                error_idx = header.index("sf__Error") if "sf__Error" in header else -1
+                continue
+            if not row or len(row) <= key_idx:
+                continue
+            out.append(
+                ResultRow(
+                    key=row[key_idx],
+                    sf_id=(row[id_idx] or None) if id_idx >= 0 else None,
+                    created=(row[created_idx].lower() == "true") if created_idx >= 0 else None,
+                    error=parse_sf_error_column(row[error_idx]) if error_idx >= 0 else None,
+                )
+            )
+
+    async for chunk in chunks:
+        pending += decoder.decode(chunk)
+        start = 0
+        quotes = 0
+        scan = 0
+        while True:
+            nl = pending.find("\n", scan)
+            if nl < 0:
+                break
+            quotes += pending.count('"', scan, nl)
+            scan = nl + 1
+            if quotes % 2 == 0:
+                handle(pending[start:nl])
+                start = scan
+                quotes = 0
+        pending = pending[start:]
+        if len(out) >= batch:
+            yield out
+            out = []
+    pending += decoder.decode(b"", final=True)
+    if pending.strip():
+        handle(pending.rstrip("\r\n"))
+    if out:
+        yield out
+
+
+class _Utf8Decoder:
+    def __init__(self) -> None:
+        import codecs
+
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        return self._dec.decode(data, final)
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
