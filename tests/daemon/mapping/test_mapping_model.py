@@ -137,7 +137,7 @@ def test_load_mapping_from_file_and_bad_toml(tmp_path: Path) -> None:
     assert load_mapping(good).lead_not_found is LeadNotFound.DEAD_LETTER
     bad = tmp_path / "bad.toml"
     bad.write_text("[lead\n", encoding="utf-8")
-    with pytest.raises(MappingError, match="bad.toml"):
+    with pytest.raises(MappingError, match=r"bad\.toml"):
         load_mapping(bad)
     with pytest.raises(MappingError, match="cannot read"):
         load_mapping(tmp_path / "missing.toml")

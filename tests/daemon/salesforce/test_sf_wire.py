@@ -160,7 +160,8 @@ async def test_result_csv_streams_across_chunk_boundaries(size: int) -> None:
     """Result files parse by column name, with quoted newlines and multibyte text split anywhere."""
     text = (
         '"sf__Id","sf__Error","Call_Id__c","Description"\n'
-        '"","REQUIRED_FIELD_MISSING:Required fields are missing: [Status]:Status --","vici:1","two\nlines é"\n'
+        '"","REQUIRED_FIELD_MISSING:Required fields are missing: [Status]:Status --",'
+        '"vici:1","two\nlines é"\n'
         '"00T2","UNABLE_TO_LOCK_ROW:unable to obtain exclusive access:--","vici:2","x"\n'
     )
     rows = [
