@@ -1,0 +1,52 @@
+"""sfsim: a local Salesforce org that speaks the real wire protocol.
+
+Start it with ``dispo-sync sim`` / ``python -m sfsim`` (:func:`run_sim_cli`), or in-process::
+
+    async with SimOrg(port=0, tls=False) as org:
+        org.info  # instance_url, token_url, client_id, client_secret, username, password, ca_file
+
+README-internal (plug-in points for the Bulk API 2.0 engineer)
+---------------------------------------------------------------
+- ``sfsim/bulk.py`` exposes ``create_plugin(org: sfsim.org.Org) -> sfsim.plugin.SimPlugin``; the org
+  imports it at start-up if the module exists. The protocol (``sfsim/plugin.py``): ``name``,
+  ``routes()`` (Starlette routes mounted under ``/services/data/v{version}``, ``version`` is a path
+  parameter), ``path_prefixes()`` (e.g. ``["/jobs/"]``), ``stats()`` (merged into /__sim/stats,
+  e.g. ``{"bulk_jobs": {"JobComplete": 2}}``), ``reset()``, ``dump_state()``/``load_state()``
+  (``--state-dir``), and ``async run()`` (background processing, cancelled on shutdown).
+- Before a plugin route runs, the app has checked the version and the bearer token, counted the
+  API call (kind = plugin name), enforced the daily limit and applied request faults; it adds
+  ``Sforce-Limit-Info`` to the plugin's response.
+- Every record write goes through ``org.store`` (:class:`sfsim.store.RecordStore`):
+  ``insert(obj, fields) -> id``, ``update(obj, id, fields)``, ``upsert(obj, ext_field, value,
+  fields) -> (id, created)``, ``delete(obj, id)``, each raising :class:`sfsim.errors.SfError`
+  (``.error_code``, ``.message``, ``.fields``, ``.bulk_error()`` = ``CODE:message:fields --``).
+  Values are JSON-typed (None clears a field). The store is not thread-safe: call it on the loop
+  thread, in chunks, yielding between chunks.
+- Bulk helpers on the store: ``resolve_column(obj, header) -> Column`` (plain and
+  ``Type:Rel.Field`` relationship columns), ``resolve_reference(target, field, value)``,
+  ``csv_row_to_fields(columns, cells, creating=...)`` (empty = ignore, ``#N/A`` = null), and
+  ``find(obj, field, value)``.
+- Faults: ``org.faults.take_job_failure() -> errorMessage | None`` (whole-job failure);
+  ``org.faults.lock_row`` is the store's lock hook (UNABLE_TO_LOCK_ROW on a rate of rows) and may be
+  called directly for the "shared parent in concurrent batches" rule.
+- Limits: ``org.usage.add_bulk_batches(n)`` for DailyBulkApiBatches; ``org.config.bulk_rate``.
+- Ids: ``org.ids.new("750")`` for job ids; ``sfsim.ids.normalize_id`` to validate ids.
+"""
+
+from __future__ import annotations
+
+from sfsim.errors import SfError
+from sfsim.org import Org, SimConfig
+from sfsim.schema import Schema, SchemaError, default_schema, load_schema
+from sfsim.store import RecordStore
+
+__all__ = [
+    "Org",
+    "RecordStore",
+    "Schema",
+    "SchemaError",
+    "SfError",
+    "SimConfig",
+    "default_schema",
+    "load_schema",
+]
