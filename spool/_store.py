@@ -1,0 +1,833 @@
+"""The synchronous core of the spool: every public method is one SQLite transaction.
+
+``Store`` wraps one ``sqlite3.Connection`` in autocommit mode (``isolation_level=None``)
+and runs each operation as ``BEGIN IMMEDIATE ... COMMIT`` inside a single call. The async
+shell (``spool/spool.py``) runs these calls on aiosqlite's connection thread, one at a
+time in FIFO order. Because a whole transaction is one call on that thread, a cancelled
+``await`` can never leave a transaction half-open: the call runs to COMMIT or ROLLBACK on
+its own, and the caller treats a cancelled call as "may have happened" (STYLE.md habit 9).
+
+Every transition is guarded by the record's current state (and revision / attempt where
+it matters), so repeating any call is harmless.
+
+Nothing here keeps per-record state in memory: ids come from SQLite, counts from the
+``counts`` table kept by triggers, so several processes (the daemon and the admin CLI)
+may use one file safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from spool._schema import (
+    DONE,
+    INFLIGHT,
+    PENDING,
+    QUARANTINE_STATE,
+    STATE_NAMES,
+)
+from spool.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
+from spool.record import CallOutcome
+from spool.results import (
+    AckResult,
+    Claim,
+    DeadLetter,
+    JobRow,
+    PutResult,
+    PutStatus,
+    QuarantineRow,
+    RecordRef,
+    SpoolStats,
+)
+
+__all__ = [
+    "PutRequest",
+    "Row",
+    "Store",
+    "query_stats",
+    "row_for",
+    "translate_sqlite_error",
+]
+
+T = TypeVar("T")
+
+#: source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key, payload
+Row = tuple[str, str, int, int, float, int, str | None, str]
+
+# Quarantined input is kept for inspection, not for replay of arbitrarily large bodies.
+QUARANTINE_MAX_BYTES = 1 << 20
+# SQLite's default limit on host parameters is 32766; stay well below it.
+_IN_CHUNK = 500
+
+
+def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
+    """The indexed columns and JSON payload of one outcome (pure; runs in the caller)."""
+    version, seq, ts = outcome.order_key
+    urgent = 1 if outcome.live or outcome.disposition.value in urgent_dispositions else 0
+    lead_key = outcome.lead.key if outcome.lead is not None else None
+    return (
+        outcome.source,
+        outcome.call_id,
+        version,
+        seq,
+        ts,
+        urgent,
+        lead_key,
+        outcome.model_dump_json(),
+    )
+
+
+@dataclass(slots=True)
+class PutRequest:
+    """One caller's put / put_many: all its rows are accepted or refused together."""
+
+    rows: list[Row]
+    cursor: tuple[str, str] | None = None
+
+
+def translate_sqlite_error(exc: BaseException) -> BaseException:
+    """Map a sqlite3 error to the spool's own error (or return it unchanged if it is a bug)."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith("SQLITE_FULL"):
+        err: SpoolError = SpoolFull("the disk holding the spool is full", reason="disk_full")
+    elif name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        err = SpoolCorrupt(f"the spool file is not a usable database ({name})")
+    elif name.startswith(
+        (
+            "SQLITE_BUSY",
+            "SQLITE_LOCKED",
+            "SQLITE_IOERR",
+            "SQLITE_CANTOPEN",
+            "SQLITE_PROTOCOL",
+            "SQLITE_READONLY",
+            "SQLITE_NOMEM",
+        )
+    ):
+        err = SpoolUnavailable(
+            f"SQLite could not complete the operation ({name})", sqlite_error=name
+        )
+    elif isinstance(exc, sqlite3.OperationalError) and not name:
+        err = SpoolUnavailable(f"SQLite error: {exc}")
+    else:
+        return exc
+    err.__cause__ = exc
+    return err
+
+
+def _refs(refs: Iterable[RecordRef]) -> list[tuple[int, int, int | None]]:
+    """(record_id, rev, attempt or None) for Claims and (record_id, rev) pairs."""
+    out: list[tuple[int, int, int | None]] = []
+    for ref in refs:
+        if isinstance(ref, Claim):
+            out.append((ref.record_id, ref.rev, ref.attempt))
+        else:
+            record_id, rev = ref
+            out.append((int(record_id), int(rev), None))
+    return out
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Store:
+    """One connection's worth of spool operations; each public method is one transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def used_bytes(self) -> int:
+        """Bytes of pages in use (free pages left by purges do not count)."""
+        c = self.conn
+        pages = int(c.execute("PRAGMA page_count").fetchone()[0])
+        free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        size = int(c.execute("PRAGMA page_size").fetchone()[0])
+        return (pages - free) * size
+
+    # ------------------------------------------------------------------ ingest
+
+    def put_batch(
+        self,
+        requests: Sequence[PutRequest],
+        now: float,
+        *,
+        max_pending: int | None,
+        max_bytes: int | None,
+    ) -> list[list[PutResult] | SpoolFull]:
+        """Store many callers' rows in one transaction (group commit).
+
+        Each request is checked against the caps before any of its rows is written, so a
+        refused request leaves no trace and the others still commit.
+        """
+
+        def run(c: sqlite3.Connection) -> list[list[PutResult] | SpoolFull]:
+            undelivered = int(
+                c.execute(
+                    "SELECT coalesce(sum(n), 0) FROM counts WHERE state IN (0, 1)"
+                ).fetchone()[0]
+            )
+            too_big = max_bytes is not None and self.used_bytes() >= max_bytes
+            out: list[list[PutResult] | SpoolFull] = []
+            inserted = 0
+            for req in requests:
+                if too_big:
+                    out.append(
+                        SpoolFull(
+                            f"spool file is over max_bytes={max_bytes}",
+                            reason="max_bytes",
+                            limit=max_bytes,
+                        )
+                    )
+                    continue
+                if max_pending is not None and undelivered + len(req.rows) > max_pending:
+                    out.append(
+                        SpoolFull(
+                            f"spool holds {undelivered} unsent records (max_pending={max_pending})",
+                            reason="max_pending",
+                            limit=max_pending,
+                        )
+                    )
+                    continue
+                results: list[PutResult] = []
+                for row in req.rows:
+                    result, added = self._put_one(c, row, now)
+                    undelivered += added
+                    if result.status is PutStatus.INSERTED:
+                        inserted += 1
+                    results.append(result)
+                if req.cursor is not None:
+                    self._set_kv(c, "cursor:" + req.cursor[0], req.cursor[1], now)
+                out.append(results)
+            if inserted:
+                # New rows are counted here, once per batch (see _schema: no insert trigger).
+                c.execute(
+                    "INSERT INTO counts (state, rail, n) VALUES (0, '', ?)"
+                    " ON CONFLICT (state, rail) DO UPDATE SET n = n + excluded.n",
+                    (inserted,),
+                )
+            return out
+
+        return self._tx(run)
+
+    @staticmethod
+    def _put_one(c: sqlite3.Connection, row: Row, now: float) -> tuple[PutResult, int]:
+        """Apply the idempotency/versioning rules to one row; return (result, new unsent)."""
+        source, call_id, version, seq, ts, urgent, lead_key, payload = row
+        cur = c.execute(
+            "INSERT INTO outcomes (source, call_id, state, rail, urgent, lead_key,"
+            " ord_version, ord_seq, ord_ts, rev, attempt, next_attempt_at, queued_at,"
+            " created_at, updated_at, payload)"
+            " VALUES (?, ?, 0, '', ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (source, call_id) DO NOTHING",
+            (source, call_id, urgent, lead_key, version, seq, ts, now, now, now, now, payload),
+        )
+        if cur.rowcount == 1:
+            assert cur.lastrowid is not None
+            return PutResult(PutStatus.INSERTED, cur.lastrowid, 1), 1
+        record_id, state, rev, o_version, o_seq, o_ts = c.execute(
+            "SELECT id, state, rev, ord_version, ord_seq, ord_ts FROM outcomes"
+            " WHERE source = ? AND call_id = ?",
+            (source, call_id),
+        ).fetchone()
+        new_key, old_key = (version, seq, ts), (o_version, o_seq, o_ts)
+        if new_key == old_key:
+            return PutResult(PutStatus.DUPLICATE, record_id, rev), 0
+        if new_key < old_key:
+            return PutResult(PutStatus.STALE, record_id, rev), 0
+        if state in (PENDING, INFLIGHT):
+            # In flight: the rail keeps its lease, but rev+1 makes its ack send the record
+            # back to pending, so this newer version is delivered too.
+            c.execute(
+                "UPDATE outcomes SET urgent = ?, lead_key = ?, ord_version = ?, ord_seq = ?,"
+                " ord_ts = ?, rev = rev + 1, updated_at = ?, payload = ? WHERE id = ?",
+                (urgent, lead_key, version, seq, ts, now, payload, record_id),
+            )
+            return PutResult(PutStatus.REPLACED, record_id, rev + 1), 0
+        # done or dead: queued again from scratch
+        c.execute(
+            "UPDATE outcomes SET state = 0, rail = '', urgent = ?, lead_key = ?,"
+            " ord_version = ?, ord_seq = ?, ord_ts = ?, rev = rev + 1, attempt = 0,"
+            " next_attempt_at = ?, lease_until = NULL, queued_at = ?, updated_at = ?,"
+            " error_code = NULL, error_message = NULL, job_id = NULL, payload = ?"
+            " WHERE id = ?",
+            (urgent, lead_key, version, seq, ts, now, now, now, payload, record_id),
+        )
+        status = PutStatus.REQUEUED if state == DONE else PutStatus.REPLACED
+        return PutResult(status, record_id, rev + 1), 1
+
+    def quarantine(self, source: str, raw: bytes, reason: str, now: float) -> int:
+        raw = raw[:QUARANTINE_MAX_BYTES]
+
+        def run(c: sqlite3.Connection) -> int:
+            cur = c.execute(
+                "INSERT INTO quarantine (source, raw, reason, created_at) VALUES (?, ?, ?, ?)",
+                (source, raw, reason, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return self._tx(run)
+
+    # ------------------------------------------------------------------ kv
+
+    @staticmethod
+    def _set_kv(c: sqlite3.Connection, key: str, value: str, now: float) -> None:
+        c.execute(
+            "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (key, value, now),
+        )
+
+    def set_kv(self, key: str, value: str, now: float) -> None:
+        self._tx(lambda c: self._set_kv(c, key, value, now))
+
+    def get_kv(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    # ------------------------------------------------------------------ rails
+
+    @staticmethod
+    def _reap(c: sqlite3.Connection, now: float) -> int:
+        """Expired leases go back to pending (the attempt stays counted)."""
+        return c.execute(
+            "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+            " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND lease_until <= ?",
+            (now, now, now),
+        ).rowcount
+
+    def reap_expired(self, now: float) -> int:
+        return self._tx(lambda c: self._reap(c, now))
+
+    def claim(
+        self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
+    ) -> list[Claim]:
+        """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
+        if limit <= 0:
+            return []
+        select = (
+            "SELECT id, next_attempt_at FROM outcomes WHERE state = 0 AND urgent = ?"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+        )
+        lease_until = now + lease_s
+
+        def run(c: sqlite3.Connection) -> list[Claim]:
+            self._reap(c, now)
+            flags = (1, 0) if urgent is None else ((1,) if urgent else (0,))
+            due: list[tuple[float, int]] = []
+            for flag in flags:
+                due.extend((t, i) for i, t in c.execute(select, (flag, now, limit)))
+            due.sort()
+            ids = [i for _, i in due[:limit]]
+            claimed: list[Claim] = []
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                rows = c.execute(
+                    "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
+                    " attempt = attempt + 1, updated_at = ?"
+                    f" WHERE state = 0 AND id IN ({marks})"
+                    " RETURNING id, rev, attempt, lead_key, payload",
+                    (rail, lease_until, now, *chunk),
+                ).fetchall()
+                claimed.extend(
+                    Claim(
+                        record_id=r[0],
+                        rev=r[1],
+                        outcome=CallOutcome.model_validate_json(r[4]),
+                        attempt=r[2],
+                        rail=rail,
+                        lease_until=lease_until,
+                        lead_key=r[3],
+                    )
+                    for r in rows
+                )
+            order = {i: n for n, i in enumerate(ids)}
+            claimed.sort(key=lambda cl: order[cl.record_id])
+            return claimed
+
+        return self._tx(run)
+
+    def ack(self, refs: Iterable[RecordRef], now: float) -> AckResult:
+        """Done if the acknowledged revision is still current; if a newer version arrived
+        while in flight, back to pending so that it is sent too."""
+        ref_list = list(refs)
+        items = _refs(ref_list)
+        rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim)}
+
+        def run(c: sqlite3.Connection) -> AckResult:
+            result = AckResult()
+            for record_id, rev, _attempt in items:
+                row = c.execute(
+                    "SELECT state, rev FROM outcomes WHERE id = ?", (record_id,)
+                ).fetchone()
+                if row is None:
+                    result.skipped.append(record_id)
+                    continue
+                state, current = row
+                if state in (PENDING, INFLIGHT) and rev == current:
+                    c.execute(
+                        "UPDATE outcomes SET state = 2,"
+                        " rail = CASE WHEN rail = '' THEN ? ELSE rail END,"
+                        " lease_until = NULL, error_code = NULL, error_message = NULL,"
+                        " updated_at = ? WHERE id = ? AND rev = ?",
+                        (rails.get(record_id, ""), now, record_id, rev),
+                    )
+                    result.done.append(record_id)
+                elif state == INFLIGHT:
+                    self._to_pending(c, record_id, now)
+                    result.requeued.append(record_id)
+                else:
+                    result.skipped.append(record_id)
+            return result
+
+        return self._tx(run)
+
+    @staticmethod
+    def _to_pending(c: sqlite3.Connection, record_id: int, now: float) -> None:
+        c.execute(
+            "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+            " next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 1",
+            (now, now, record_id),
+        )
+
+    def retry_later(
+        self,
+        refs: Iterable[RecordRef],
+        delay_s: float,
+        error_code: str | None,
+        message: str | None,
+        now: float,
+    ) -> int:
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for record_id, _rev, attempt in items:
+                n += c.execute(
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    " next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
+                    (now + delay_s, error_code, message, now, record_id, attempt, attempt),
+                ).rowcount
+            return n
+
+        return self._tx(run)
+
+    def release(self, refs: Iterable[RecordRef], now: float) -> int:
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for record_id, _rev, attempt in items:
+                n += c.execute(
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    " attempt = max(attempt - 1, 0), next_attempt_at = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
+                    (now, now, record_id, attempt, attempt),
+                ).rowcount
+            return n
+
+        return self._tx(run)
+
+    def dead(
+        self, refs: Iterable[RecordRef], error_code: str | None, message: str | None, now: float
+    ) -> int:
+        """Permanent failure: dead letter. A record replaced meanwhile goes back to pending,
+        since the newer version may well be accepted."""
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for record_id, rev, attempt in items:
+                hit = c.execute(
+                    "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
+                    " error_message = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 1 AND rev = ? AND (? IS NULL OR attempt = ?)",
+                    (error_code, message, now, record_id, rev, attempt, attempt),
+                ).rowcount
+                if hit:
+                    n += 1
+                    continue
+                c.execute(
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    " next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 1 AND rev <> ? AND (? IS NULL OR attempt = ?)",
+                    (now, error_code, message, now, record_id, rev, attempt, attempt),
+                )
+            return n
+
+        return self._tx(run)
+
+    def extend_lease(self, refs: Iterable[RecordRef], lease_s: float, now: float) -> int:
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for record_id, _rev, attempt in items:
+                n += c.execute(
+                    "UPDATE outcomes SET lease_until = ?, updated_at = ?"
+                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
+                    (now + lease_s, now, record_id, attempt, attempt),
+                ).rowcount
+            return n
+
+        return self._tx(run)
+
+    # ------------------------------------------------------------------ leads (reads)
+
+    def newest_per_lead(self, lead_keys: Iterable[str]) -> dict[str, tuple[int, tuple[float, int]]]:
+        """lead_key -> (record_id, (ended_at, record_id)) of its newest not-dead outcome."""
+        out: dict[str, tuple[int, tuple[float, int]]] = {}
+        for key in dict.fromkeys(lead_keys):
+            row = self.conn.execute(
+                "SELECT id, ord_ts FROM outcomes WHERE lead_key = ? AND state <> 3"
+                " ORDER BY ord_ts DESC, id DESC LIMIT 1",
+                (key,),
+            ).fetchone()
+            if row is not None:
+                out[key] = (int(row[0]), (float(row[1]), int(row[0])))
+        return out
+
+    def has_newer_for_lead(self, lead_key: str, record_id: int) -> bool:
+        """True if another not-dead outcome of this Lead ended later (ties: arrived later)."""
+        row = self.conn.execute("SELECT ord_ts FROM outcomes WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            return False
+        hit = self.conn.execute(
+            "SELECT 1 FROM outcomes WHERE lead_key = ? AND state <> 3"
+            " AND (ord_ts, id) > (?, ?) LIMIT 1",
+            (lead_key, row[0], record_id),
+        ).fetchone()
+        return hit is not None
+
+    # ------------------------------------------------------------------ bulk jobs
+
+    def record_job(
+        self,
+        sf_job_id: str,
+        object_name: str,
+        operation: str,
+        refs: Iterable[RecordRef],
+        state: str,
+        now: float,
+    ) -> None:
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO jobs (sf_job_id, object, operation, state, record_count,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 0, ?, ?)"
+                " ON CONFLICT (sf_job_id) DO NOTHING",
+                (sf_job_id, object_name, operation, state, now, now),
+            )
+            c.executemany(
+                "INSERT INTO job_records (sf_job_id, record_id, rev) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(sf_job_id, rid, rev) for rid, rev, _ in items],
+            )
+            c.executemany(
+                "UPDATE outcomes SET job_id = ? WHERE id = ? AND state = 1",
+                [(sf_job_id, rid) for rid, _, _ in items],
+            )
+            c.execute(
+                "UPDATE jobs SET record_count = (SELECT count(*) FROM job_records"
+                " WHERE sf_job_id = ?) WHERE sf_job_id = ?",
+                (sf_job_id, sf_job_id),
+            )
+
+        self._tx(run)
+
+    def update_job(
+        self, sf_job_id: str, state: str | None, counters: dict[str, Any], now: float
+    ) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            row = c.execute(
+                "SELECT counters FROM jobs WHERE sf_job_id = ?", (sf_job_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            merged = {**json.loads(row[0]), **counters}
+            c.execute(
+                "UPDATE jobs SET state = coalesce(?, state), counters = ?, updated_at = ?"
+                " WHERE sf_job_id = ?",
+                (state, json.dumps(merged, sort_keys=True), now, sf_job_id),
+            )
+            return True
+
+        return self._tx(run)
+
+    def finish_job(self, sf_job_id: str, state: str, now: float) -> bool:
+        def run(c: sqlite3.Connection) -> bool:
+            hit = c.execute(
+                "UPDATE jobs SET state = ?, finished = 1, updated_at = ? WHERE sf_job_id = ?",
+                (state, now, sf_job_id),
+            ).rowcount
+            c.execute(
+                "UPDATE outcomes SET job_id = NULL WHERE id IN"
+                " (SELECT record_id FROM job_records WHERE sf_job_id = ?) AND job_id = ?",
+                (sf_job_id, sf_job_id),
+            )
+            return bool(hit)
+
+        return self._tx(run)
+
+    def jobs(self, states: set[str] | None) -> list[JobRow]:
+        sql = (
+            "SELECT sf_job_id, object, operation, state, finished, record_count, counters,"
+            " created_at, updated_at FROM jobs"
+        )
+        params: list[Any] = []
+        if states is not None:
+            if not states:
+                return []
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params.extend(sorted(states))
+        sql += " ORDER BY created_at, sf_job_id"
+        return [
+            JobRow(
+                sf_job_id=r[0],
+                object=r[1],
+                operation=r[2],
+                state=r[3],
+                finished=bool(r[4]),
+                record_count=r[5],
+                counters=json.loads(r[6]),
+                created_at=r[7],
+                updated_at=r[8],
+            )
+            for r in self.conn.execute(sql, params)
+        ]
+
+    def job_records_page(self, sf_job_id: str, after_id: int, batch: int) -> list[Claim]:
+        """Records a job carries (with the revision that was uploaded), by record id."""
+        rows = self.conn.execute(
+            "SELECT j.record_id, j.rev, o.attempt, o.rail, o.lease_until, o.lead_key,"
+            " o.payload FROM job_records j JOIN outcomes o ON o.id = j.record_id"
+            " WHERE j.sf_job_id = ? AND j.record_id > ? ORDER BY j.record_id LIMIT ?",
+            (sf_job_id, after_id, batch),
+        ).fetchall()
+        return [
+            Claim(
+                record_id=r[0],
+                rev=r[1],
+                outcome=CallOutcome.model_validate_json(r[6]),
+                attempt=r[2],
+                rail=r[3],
+                lease_until=r[4] if r[4] is not None else 0.0,
+                lead_key=r[5],
+            )
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ dead letters
+
+    _DEAD_COLS = (
+        "id, source, call_id, payload, rail, error_code, error_message, attempt,"
+        " created_at, updated_at"
+    )
+
+    @staticmethod
+    def _dead_letter(r: Sequence[Any]) -> DeadLetter:
+        return DeadLetter(
+            record_id=r[0],
+            source=r[1],
+            call_id=r[2],
+            outcome=CallOutcome.model_validate_json(r[3]),
+            rail=r[4],
+            error_code=r[5],
+            error_message=r[6],
+            attempt=r[7],
+            created_at=r[8],
+            failed_at=r[9],
+        )
+
+    def dead_letters(self, limit: int, offset: int, error_code: str | None) -> list[DeadLetter]:
+        sql = f"SELECT {self._DEAD_COLS} FROM outcomes WHERE state = 3"
+        params: list[Any] = []
+        if error_code is not None:
+            sql += " AND error_code = ?"
+            params.append(error_code)
+        sql += " ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?"
+        params += [limit, offset]
+        return [self._dead_letter(r) for r in self.conn.execute(sql, params)]
+
+    def dead_letter(self, record_id: int) -> DeadLetter | None:
+        row = self.conn.execute(
+            f"SELECT {self._DEAD_COLS} FROM outcomes WHERE id = ? AND state = 3", (record_id,)
+        ).fetchone()
+        return None if row is None else self._dead_letter(row)
+
+    def retry_dead(
+        self, ids: Sequence[int] | None, everything: bool, error_code: str | None, now: float
+    ) -> int:
+        set_pending = (
+            "UPDATE outcomes SET state = 0, rail = '', attempt = 0, next_attempt_at = ?,"
+            " lease_until = NULL, queued_at = ?, updated_at = ?, error_code = NULL,"
+            " error_message = NULL, job_id = NULL WHERE state = 3"
+        )
+
+        def run(c: sqlite3.Connection) -> int:
+            if ids is not None:
+                n = 0
+                for chunk in _chunks(list(ids)):
+                    marks = ",".join("?" * len(chunk))
+                    extra = "" if error_code is None else " AND error_code = ?"
+                    params: list[Any] = [now, now, now, *chunk]
+                    if error_code is not None:
+                        params.append(error_code)
+                    n += c.execute(f"{set_pending} AND id IN ({marks}){extra}", params).rowcount
+                return n
+            if error_code is not None:
+                return c.execute(
+                    f"{set_pending} AND error_code = ?", (now, now, now, error_code)
+                ).rowcount
+            assert everything
+            return c.execute(set_pending, (now, now, now)).rowcount
+
+        return self._tx(run)
+
+    def drop_dead(self, ids: Sequence[int]) -> int:
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for chunk in _chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                n += c.execute(
+                    f"DELETE FROM outcomes WHERE state = 3 AND id IN ({marks})", chunk
+                ).rowcount
+            return n
+
+        return self._tx(run)
+
+    # ------------------------------------------------------------------ quarantine (reads)
+
+    def list_quarantine(self, limit: int, offset: int = 0) -> list[QuarantineRow]:
+        return [
+            QuarantineRow(id=r[0], source=r[1], raw=bytes(r[2]), reason=r[3], created_at=r[4])
+            for r in self.conn.execute(
+                "SELECT id, source, raw, reason, created_at FROM quarantine"
+                " ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        ]
+
+    # ------------------------------------------------------------------ retention
+
+    def purge(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` done records, finished jobs and quarantined inputs older
+        than ``before``; returns how many rows went (call again while it returns ``limit``)."""
+
+        def run(c: sqlite3.Connection) -> int:
+            n = c.execute(
+                "DELETE FROM outcomes WHERE id IN (SELECT id FROM outcomes"
+                " WHERE state = 2 AND updated_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            n += c.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine"
+                " WHERE created_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            jobs = [
+                r[0]
+                for r in c.execute(
+                    "SELECT sf_job_id FROM jobs WHERE finished = 1 AND updated_at < ? LIMIT 4",
+                    (before,),
+                )
+            ]
+            for job in jobs:
+                gone = c.execute(
+                    "DELETE FROM job_records WHERE rowid IN (SELECT rowid FROM job_records"
+                    " WHERE sf_job_id = ? LIMIT ?)",
+                    (job, limit),
+                ).rowcount
+                n += gone
+                if gone < limit:
+                    c.execute("DELETE FROM jobs WHERE sf_job_id = ?", (job,))
+                    n += 1
+            return min(n, limit)
+
+        return self._tx(run)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self, now: float) -> SpoolStats:
+        return query_stats(self.conn, self.path, now)
+
+
+def query_stats(conn: sqlite3.Connection, path: str, now: float) -> SpoolStats:
+    """A consistent snapshot in one read transaction; index lookups only, no scans."""
+    own_tx = not conn.in_transaction
+    if own_tx:
+        conn.execute("BEGIN")
+    try:
+        by_state = {name: 0 for name in STATE_NAMES.values()}
+        by_rail: dict[str, dict[str, int]] = {name: {} for name in STATE_NAMES.values()}
+        quarantined = 0
+        for state, rail, n in conn.execute("SELECT state, rail, n FROM counts WHERE n <> 0"):
+            if state == QUARANTINE_STATE:
+                quarantined += n
+                continue
+            name = STATE_NAMES.get(state, str(state))
+            by_state[name] = by_state.get(name, 0) + n
+            by_rail.setdefault(name, {})[rail] = n
+        oldest = conn.execute("SELECT min(queued_at) FROM outcomes WHERE state = 0").fetchone()[0]
+        dead_by_error = {
+            (code or ""): n
+            for code, n in conn.execute(
+                "SELECT error_code, count(*) FROM outcomes WHERE state = 3 GROUP BY error_code"
+            )
+        }
+        jobs_by_state = {
+            state: n
+            for state, n in conn.execute(
+                "SELECT state, count(*) FROM jobs WHERE finished = 0 GROUP BY state"
+            )
+        }
+        page_count = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        if own_tx:
+            conn.execute("COMMIT")
+    try:
+        wal = os.stat(path + "-wal").st_size
+    except OSError:
+        wal = 0
+    return SpoolStats(
+        pending=by_state["pending"],
+        inflight=by_state["inflight"],
+        done=by_state["done"],
+        dead=by_state["dead"],
+        by_state=by_state,
+        by_rail=by_rail,
+        oldest_pending_age_s=None if oldest is None else max(0.0, now - float(oldest)),
+        dead_by_error=dead_by_error,
+        jobs_in_flight=sum(jobs_by_state.values()),
+        jobs_by_state=jobs_by_state,
+        quarantined=quarantined,
+        file_bytes=page_count * page_size + wal,
+        schema_version=version,
+    )

@@ -1,0 +1,164 @@
+"""The rails' side: claim, leases, ack / retry / release / dead, newest outcome per Lead."""
+
+from __future__ import annotations
+
+import asyncio
+
+from spool_helpers import FakeClock, outcome
+
+from spool import Spool
+
+
+async def test_claim_takes_oldest_due_first_and_leases(spool: Spool, clock: FakeClock) -> None:
+    """claim returns due pending records oldest first and moves them in flight for the rail."""
+    ids = [(await spool.put(outcome(f"c{i}"))).record_id for i in range(5)]
+    claims = await spool.claim("bulk", 3)
+    assert [c.record_id for c in claims] == ids[:3]
+    assert all(c.rail == "bulk" and c.attempt == 1 for c in claims)
+    assert all(c.lease_until == clock.now + spool.lease_s for c in claims)
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (2, 3)
+    assert stats.by_rail["inflight"] == {"bulk": 3}
+    rest = await spool.claim("live", 10)
+    assert [c.record_id for c in rest] == ids[3:]
+    assert await spool.claim("live", 10) == []
+
+
+async def test_a_record_is_never_in_two_rails(spool: Spool) -> None:
+    """Concurrent claims from several rails never hand out the same record twice."""
+    await spool.put_many([outcome() for _ in range(60)])
+    batches = await asyncio.gather(*(spool.claim(f"r{i % 3}", 7) for i in range(12)))
+    ids = [c.record_id for batch in batches for c in batch]
+    assert len(ids) == len(set(ids)) == 60
+
+
+async def test_claim_urgent_filter(spool: Spool) -> None:
+    """urgent=True takes live outcomes and urgent dispositions only; False takes the rest."""
+    normal = await spool.put(outcome(disposition="busy"))
+    dnc = await spool.put(outcome(disposition="do_not_call"))
+    live = await spool.put(outcome(disposition="connected", live=True))
+    urgent = await spool.claim("live", 10, urgent=True)
+    assert {c.record_id for c in urgent} == {dnc.record_id, live.record_id}
+    rest = await spool.claim("bulk", 10, urgent=False)
+    assert [c.record_id for c in rest] == [normal.record_id]
+
+
+async def test_expired_lease_returns_record_to_pending(spool: Spool, clock: FakeClock) -> None:
+    """A rail that dies holding a lease does not strand the record: it is claimed again."""
+    rec = await spool.put(outcome())
+    [first] = await spool.claim("bulk", 1, lease_s=30)
+    clock.advance(29)
+    assert await spool.claim("live", 1) == []
+    clock.advance(2)
+    [second] = await spool.claim("live", 1)
+    assert second.record_id == rec.record_id and second.attempt == 2
+    # The stale holder cannot push the record around any more...
+    assert await spool.retry_later([first], delay_s=60) == 0
+    assert await spool.extend_lease([first], 60) == 0
+    # ...but its success still counts: the same revision was delivered.
+    assert (await spool.ack([first])).done == [rec.record_id]
+
+
+async def test_maintenance_reaps_expired_leases(spool: Spool, clock: FakeClock) -> None:
+    """The reaper returns expired leases to pending so stats show them waiting again."""
+    await spool.put_many([outcome() for _ in range(3)])
+    await spool.claim("bulk", 3, lease_s=10)
+    clock.advance(11)
+    reaped, _ = await spool.run_maintenance()
+    assert reaped == 3
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (3, 0)
+
+
+async def test_extend_lease_keeps_the_claim(spool: Spool, clock: FakeClock) -> None:
+    """Extending a lease keeps a slow job's records from being claimed by another rail."""
+    await spool.put(outcome())
+    claims = await spool.claim("bulk", 1, lease_s=10)
+    clock.advance(8)
+    assert await spool.extend_lease(claims, 60) == 1
+    clock.advance(30)
+    assert await spool.claim("live", 1) == []
+
+
+async def test_retry_later_backs_off(spool: Spool, clock: FakeClock) -> None:
+    """A transient failure makes the record due again only after the delay."""
+    rec = await spool.put(outcome())
+    claims = await spool.claim("bulk", 1)
+    assert await spool.retry_later(claims, delay_s=30, error_code="UNABLE_TO_LOCK_ROW") == 1
+    assert await spool.claim("bulk", 1) == []
+    clock.advance(30)
+    [again] = await spool.claim("bulk", 1)
+    assert again.record_id == rec.record_id and again.attempt == 2
+
+
+async def test_release_does_not_count_an_attempt(spool: Spool) -> None:
+    """Releasing (rail paused) puts the record back at once without counting the attempt."""
+    await spool.put(outcome())
+    claims = await spool.claim("bulk", 1)
+    assert await spool.release(claims) == 1
+    [again] = await spool.claim("bulk", 1)
+    assert again.attempt == 1
+
+
+async def test_dead_keeps_the_salesforce_error(spool: Spool) -> None:
+    """A permanent failure becomes a dead letter with the error code, message and attempts."""
+    rec = await spool.put(outcome("d1"))
+    claims = await spool.claim("collections", 1)
+    assert (
+        await spool.dead(
+            claims, error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", message="bad value: Foo"
+        )
+        == 1
+    )
+    [letter] = await spool.dead_letters()
+    assert (letter.record_id, letter.call_id, letter.rail) == (rec.record_id, "d1", "collections")
+    assert letter.error_code == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert letter.error_message == "bad value: Foo" and letter.attempt == 1
+    stats = await spool.stats()
+    assert stats.dead == 1
+    assert stats.dead_by_error == {"INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": 1}
+
+
+async def test_dead_of_a_replaced_record_retries_the_new_version(spool: Spool) -> None:
+    """If a newer version arrived while the old one failed, the new one is sent, not buried."""
+    await spool.put(outcome("d1", ended=1))
+    claims = await spool.claim("bulk", 1)
+    await spool.put(outcome("d1", ended=2))
+    assert await spool.dead(claims, error_code="X", message="y") == 0
+    stats = await spool.stats()
+    assert (stats.pending, stats.dead) == (1, 0)
+
+
+async def test_ack_twice_and_unknown_ids_are_harmless(spool: Spool) -> None:
+    """Repeating an ack, or acking an unknown record, changes nothing."""
+    await spool.put(outcome())
+    claims = await spool.claim("bulk", 1)
+    first = await spool.ack(claims)
+    second = await spool.ack([*claims, (999, 1)])
+    assert len(first.done) == 1
+    assert second.done == [] and sorted(second.skipped) == sorted([claims[0].record_id, 999])
+    assert (await spool.stats()).done == 1
+
+
+async def test_newest_outcome_per_lead(spool: Spool) -> None:
+    """Per Lead, the outcome that ended last wins, whatever order they arrived in."""
+    late = await spool.put(outcome(lead="L1", ended=50))
+    early = await spool.put(outcome(lead="L1", ended=10))
+    other = await spool.put(outcome(lead="L2", ended=5))
+    newest = await spool.newest_per_lead(["ext:L1", "ext:L2", "ext:L3"])
+    assert newest["ext:L1"][0] == late.record_id
+    assert newest["ext:L2"][0] == other.record_id
+    assert "ext:L3" not in newest
+    assert await spool.has_newer_for_lead("ext:L1", early.record_id)
+    assert not await spool.has_newer_for_lead("ext:L1", late.record_id)
+
+
+async def test_dead_outcome_does_not_win_the_lead(spool: Spool) -> None:
+    """A newer outcome that never reached Salesforce (dead) does not block an older one."""
+    old = await spool.put(outcome(lead="L1", ended=10))
+    new = await spool.put(outcome(lead="L1", ended=20))
+    claims = await spool.claim("bulk", 10)
+    await spool.dead(
+        [c for c in claims if c.record_id == new.record_id], error_code="E", message="m"
+    )
+    assert not await spool.has_newer_for_lead("ext:L1", old.record_id)
