@@ -192,7 +192,7 @@ class Spool:
         return f"<Spool {str(self.path)!r} {self._state.value}>"
 
     def __del__(self) -> None:
-        if self._state is _State.OPEN:
+        if getattr(self, "_state", None) is _State.OPEN:
             warnings.warn(f"{self!r} was never closed", ResourceWarning, stacklevel=1)
 
     @property
