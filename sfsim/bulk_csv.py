@@ -30,6 +30,7 @@ __all__ = [
     "format_sf_error",
     "invalid_batch",
     "iter_data_rows",
+    "open_upload",
     "result_header",
     "write_rows",
 ]
@@ -132,17 +133,20 @@ class UploadScanner:
         return None
 
 
-def iter_data_rows(
-    stream: IO[bytes], delimiter: str
-) -> tuple[list[str], Iterator[list[str] | BadRow]]:
+def open_upload(path: str) -> IO[str]:
+    """Open a spilled upload for reading as the CSV reader wants it (UTF-8, newlines kept)."""
+    return open(path, encoding="utf-8", newline="")
+
+
+def iter_data_rows(text: IO[str], delimiter: str) -> tuple[list[str], Iterator[list[str] | BadRow]]:
     """Read the header, then yield each data row (or a :class:`BadRow`) in file order.
 
-    The stream must already have passed :meth:`UploadScanner.finish`. The header is returned as
+    ``text`` must be opened with ``newline=""`` (see :func:`open_upload`) and its bytes must
+    have passed :meth:`UploadScanner.finish`. The header is returned as
     read: a UTF-8 BOM is *not* stripped (§4.9), so it stays glued to the first column name and
     that column is then unknown, as on a real org (§7.3). Blank lines are skipped. Values are not
     trimmed. Raises :class:`BulkFileError` for a missing or unreadable header.
     """
-    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     reader = csv.reader(text, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
     try:
         header = next(reader)

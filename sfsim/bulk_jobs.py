@@ -9,8 +9,9 @@ Errors go out in the REST shape ``[{"errorCode": ..., "message": ...}]`` (§4.11
 
 from __future__ import annotations
 
+import base64
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -321,6 +322,62 @@ class Job:
                 "INVALIDJOBSTATE",
                 f"The {kind} of a Job in {self.state.value} state are not available",
             )
+
+    # -- persistence (--state-dir) ---------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-ready state; the upload file itself stays where it is on disk."""
+        out = self.outcomes
+        return {
+            "id": self.id,
+            "spec": asdict(self.spec),
+            "created_by_id": self.created_by_id,
+            "created_at": self.created_at,
+            "modified_at": self.modified_at,
+            "state": self.state.value,
+            "upload_path": self.upload_path,
+            "upload_size": self.upload_size,
+            "upload_error": self.upload_error,
+            "header": self.header,
+            "status": base64.b64encode(bytes(out.status)).decode("ascii"),
+            "ids": out.ids,
+            "errors": {str(k): v for k, v in out.errors.items()},
+            "records_processed": self.records_processed,
+            "records_failed": self.records_failed,
+            "retries": self.retries,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "active_s": self.active_s,
+            "error_message": self.error_message,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Job:
+        """Rebuild a job saved by :meth:`to_state`."""
+        outcomes = RowOutcomes()
+        outcomes.status = bytearray(base64.b64decode(data["status"]))
+        outcomes.ids = list(data["ids"])
+        outcomes.errors = {int(k): v for k, v in data["errors"].items()}
+        return cls(
+            id=data["id"],
+            spec=JobSpec(**data["spec"]),
+            created_by_id=data["created_by_id"],
+            created_at=data["created_at"],
+            state=JobState(data["state"]),
+            modified_at=data["modified_at"],
+            upload_path=data["upload_path"],
+            upload_size=data["upload_size"],
+            upload_error=data["upload_error"],
+            header=data["header"],
+            outcomes=outcomes,
+            records_processed=data["records_processed"],
+            records_failed=data["records_failed"],
+            retries=data["retries"],
+            started_at=data["started_at"],
+            finished_at=data["finished_at"],
+            active_s=data["active_s"],
+            error_message=data["error_message"],
+        )
 
     # -- views ----------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ def _scan(data: bytes, line_ending: str, *, chunk: int = 7) -> BulkFileError | N
 
 
 def _rows(data: bytes, delimiter: str = ",") -> tuple[list[str], list[list[str] | BadRow]]:
-    header, rows = iter_data_rows(io.BytesIO(data), delimiter)
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
+    header, rows = iter_data_rows(text, delimiter)
     return header, list(rows)
 
 
