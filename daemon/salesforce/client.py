@@ -398,13 +398,34 @@ class SalesforceClient:
         all_or_none: bool = False,
     ) -> dict[str, ItemResult]:
         """One ``/composite`` call (1 API call); results by referenceId, each status checked."""
-        response = await self.request(
+        response = await self._composite(subrequests, rail=rail, all_or_none=all_or_none)
+        return parse_composite_results(response.json())
+
+    async def composite_entries(
+        self,
+        subrequests: Sequence[dict[str, Any]],
+        *,
+        rail: str = "live",
+        all_or_none: bool = False,
+    ) -> dict[str, dict[str, Any]]:
+        """One ``/composite`` call; the raw subresponses by referenceId (nested collections)."""
+        response = await self._composite(subrequests, rail=rail, all_or_none=all_or_none)
+        body = response.json()
+        entries = body.get("compositeResponse", []) if isinstance(body, dict) else []
+        return {str(e.get("referenceId")): e for e in entries if isinstance(e, dict)}
+
+    async def _composite(
+        self, subrequests: Sequence[dict[str, Any]], *, rail: str, all_or_none: bool
+    ) -> httpx.Response:
+        # Sforce-Auto-Assign: FALSE on the whole request too, so Lead updates inside it
+        # never re-run assignment rules (reference §2.10).
+        return await self.request(
             "POST",
             self.data_path("composite"),
             rail=rail,
             json=composite_body(subrequests, all_or_none=all_or_none),
+            headers={"Sforce-Auto-Assign": "FALSE"},
         )
-        return parse_composite_results(response.json())
 
     async def upsert_collection(
         self,
@@ -489,15 +510,27 @@ class SalesforceClient:
         return result
 
     async def upload_job_data(
-        self, job_id: str, data: bytes | AsyncIterable[bytes], *, rail: str = "bulk"
+        self,
+        job_id: str,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        size: int | None = None,
+        rail: str = "bulk",
     ) -> None:
-        """The one PUT of a job's CSV (§4.2). Never replayed: a second PUT is refused."""
+        """The one PUT of a job's CSV (§4.2). Never replayed: a second PUT is refused.
+
+        ``data`` may be a stream; give ``size`` to send a Content-Length instead of
+        chunked transfer encoding.
+        """
+        headers = {"Content-Type": "text/csv; charset=UTF-8"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
         response, _ = await self._send_once(
             "PUT",
             self.data_path(f"jobs/ingest/{job_id}/batches"),
             rail=rail,
             content=data,
-            headers={"Content-Type": "text/csv; charset=UTF-8"},
+            headers=headers,
         )
         if response.status_code not in (200, 201):
             err = error_from_response(response.status_code, response.content)

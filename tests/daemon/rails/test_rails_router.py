@@ -1,0 +1,53 @@
+"""The router: rail choice from quota state, backlog and pauses."""
+
+from __future__ import annotations
+
+from daemon.rails import Via, route
+from daemon.salesforce import QuotaState
+
+
+def test_urgent_goes_live_and_rest_accumulates_until_due() -> None:
+    """With quota, urgent work is live; the rest waits for the bulk interval."""
+    r = route(quota=QuotaState.OK, backlog=500, bulk_due=False, bulk_min_records=2000)
+    assert (r.urgent, r.other) == (Via.LIVE, Via.WAIT)
+
+
+def test_small_backlog_uses_collections_large_uses_bulk() -> None:
+    """When due, a small backlog goes by collections and a large one by Bulk."""
+    small = route(quota=QuotaState.OK, backlog=1999, bulk_due=True, bulk_min_records=2000)
+    large = route(quota=QuotaState.OK, backlog=2000, bulk_due=True, bulk_min_records=2000)
+    assert small.other is Via.COLLECTIONS and large.other is Via.BULK
+    assert "2000" in large.reason
+
+
+def test_low_quota_degrades_live_and_holds_the_rest() -> None:
+    """Under the reserve, urgent work is batched by collections and the rest waits."""
+    r = route(quota=QuotaState.LOW, backlog=50_000, bulk_due=True, bulk_min_records=2000)
+    assert (r.urgent, r.other) == (Via.COLLECTIONS, Via.WAIT)
+    assert "reserve" in r.reason
+
+
+def test_exhausted_quota_sends_nothing() -> None:
+    """At the quota limit nothing is sent at all."""
+    r = route(quota=QuotaState.EXHAUSTED, backlog=10, bulk_due=True, bulk_min_records=2000)
+    assert (r.urgent, r.other) == (Via.WAIT, Via.WAIT)
+
+
+def test_paused_rails_are_routed_around() -> None:
+    """A paused live rail sends urgent work by collections; a paused bulk rail by collections."""
+    r = route(
+        quota=QuotaState.OK,
+        backlog=9000,
+        bulk_due=True,
+        bulk_min_records=2000,
+        paused=frozenset({"live", "bulk"}),
+    )
+    assert (r.urgent, r.other) == (Via.COLLECTIONS, Via.COLLECTIONS)
+    r2 = route(
+        quota=QuotaState.OK,
+        backlog=9000,
+        bulk_due=True,
+        bulk_min_records=2000,
+        paused=frozenset({"live", "bulk", "collections"}),
+    )
+    assert (r2.urgent, r2.other) == (Via.WAIT, Via.WAIT)
