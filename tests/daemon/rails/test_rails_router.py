@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.rails import Via, route
+from daemon.rails.router import Via, route
 from daemon.salesforce import QuotaState
 
 
