@@ -376,8 +376,8 @@ class AriTracker:
                 and peer_id not in self._closed
                 and len(call.legs) < _MAX_LEGS
             ):
-                    call.legs.add(peer_id)
-                    self._owner[peer_id] = call.call_id
+                call.legs.add(peer_id)
+                self._owner[peer_id] = call.call_id
             self._snapshot(call, caller, event)
         else:
             # Originate / ARI dial: the peer is the channel we created.

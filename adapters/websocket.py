@@ -168,7 +168,7 @@ class WebsocketConfig:
         auth = r.choice("auth", "bearer", ("bearer", "header", "query", "none"))
         secret = r.get("secret", str, "") or None
         if auth != "none" and secret is None and "secret" in table:
-            r.problem("secret", "empty; set it or use auth = \"none\"")
+            r.problem("secret", 'empty; set it or use auth = "none"')
         no_headers: list[tuple[str, str]] = []
         headers = tuple(
             r.check("headers", lambda: json_headers(table.get("headers", {})), no_headers)
@@ -182,7 +182,7 @@ class WebsocketConfig:
             r.problem("ack_message", f"a table is required with ack = {ack!r}")
         resume_message = table.get("resume_message")
         if resume == "message" and not isinstance(resume_message, dict):
-            r.problem("resume_message", "a table is required with resume = \"message\"")
+            r.problem("resume_message", 'a table is required with resume = "message"')
         for key in ("nack_message", "subscribe_message"):
             if key in table and not isinstance(table[key], dict):
                 r.problem(key, "must be a table")

@@ -88,9 +88,7 @@ def originate_call(
                 ev("StasisStart", t0 + 10.0, args=[amd, "INITIALSILENCE-2500-2500"], channel=up)
             )
         if agent is not None:
-            out.append(
-                ev("ChannelVarset", t0 + 20.0, variable="AGENT_ID", value=agent, channel=up)
-            )
+            out.append(ev("ChannelVarset", t0 + 20.0, variable="AGENT_ID", value=agent, channel=up))
         if disposition is not None:
             out.append(
                 ev(

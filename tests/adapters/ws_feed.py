@@ -123,9 +123,7 @@ class FeedServer:
 
 
 @contextlib.asynccontextmanager
-async def feed_server(
-    events: list[dict[str, Any] | str], **kw: Any
-) -> AsyncIterator[FeedServer]:
+async def feed_server(events: list[dict[str, Any] | str], **kw: Any) -> AsyncIterator[FeedServer]:
     feed = FeedServer(events, **kw)
     async with serve(
         feed.handler, "127.0.0.1", 0, process_request=feed.check_auth, max_queue=4096
