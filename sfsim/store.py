@@ -140,6 +140,7 @@ class RecordStore:
         self.user_id: str = ""
         self._tables: dict[str, _Table] = {name: _Table(o) for name, o in schema.objects.items()}
         self._journal: list[tuple[str, str, dict[str, Any] | None, bool]] | None = None
+        self._frozen_stamp: str | None = None
         self._required: dict[str, tuple[FieldDef, ...]] = {
             name: tuple(f for f in o.fields.values() if f.required_on_create)
             for name, o in schema.objects.items()
@@ -223,7 +224,7 @@ class RecordStore:
                               f"{rid}")
         else:
             rid = self.ids.new(obj.key_prefix)
-        now = format_datetime(self.clock())
+        now = self._stamp()
         row: dict[str, Any] = {"Id": rid}
         fields_def = obj.fields
         for name in _SYSTEM_DATES:
@@ -273,7 +274,7 @@ class RecordStore:
             if f.name in values and values[f.name] is None:
                 raise SfError(400, "REQUIRED_FIELD_MISSING",
                               f"Required fields are missing: [{f.name}]", [f.name])
-        now = format_datetime(self.clock())
+        now = self._stamp()
         for name in ("LastModifiedDate", "SystemModstamp"):
             if name in obj.fields:
                 row[name] = now
@@ -392,6 +393,22 @@ class RecordStore:
                 table.deleted.discard(rid)
 
     # ---------------------------------------------------------------- bulk helpers
+
+    @contextmanager
+    def frozen_clock(self) -> Iterator[None]:
+        """Stamp every write of the block with one time (a bulk chunk saves as one transaction).
+
+        Formatting a timestamp costs more than the rest of a row's save; bulk saves 200 rows at
+        a time under one stamp.
+        """
+        self._frozen_stamp = format_datetime(self.clock())
+        try:
+            yield
+        finally:
+            self._frozen_stamp = None
+
+    def _stamp(self) -> str:
+        return self._frozen_stamp or format_datetime(self.clock())
 
     def resolve_column(self, sobject: str, header: str) -> Column:
         """Resolve a bulk CSV header cell to the field it writes.
@@ -737,7 +754,7 @@ class RecordStore:
             row["IsClosed"] = closed
             if "CompletedDateTime" in fields:
                 if closed and not (old and old.get("IsClosed")):
-                    row["CompletedDateTime"] = format_datetime(self.clock())
+                    row["CompletedDateTime"] = self._stamp()
                 elif not closed:
                     row["CompletedDateTime"] = None
         if "IsHighPriority" in fields and "Priority" in fields:
