@@ -33,6 +33,20 @@ def checksum(id15: str) -> str:
     return "".join(out)
 
 
+_62_2: Final = 62 * 62
+_62_5: Final = 62**5
+_PAIRS: Final = tuple(a + b for a in _BASE62 for b in _BASE62)
+_UPPER_BITS: Final = str.maketrans(
+    {c: "1" for c in string.ascii_uppercase}
+    | {c: "0" for c in string.ascii_lowercase + string.digits}
+)
+
+
+def _chunk_suffix(chunk5: str) -> str:
+    """The suffix character of one 5-character chunk (as :func:`checksum` computes it)."""
+    return _SUFFIX_ALPHABET[int(chunk5.translate(_UPPER_BITS)[::-1], 2)]
+
+
 def to18(id15: str) -> str:
     """Append the case-safe suffix to a 15-character id."""
     return id15 + checksum(id15)
@@ -82,16 +96,29 @@ class IdGenerator:
     def __init__(self, start: int = 1_000_000) -> None:
         self._counter = itertools.count(start)
         self._lock = threading.Lock()
+        self._heads: dict[tuple[str, int], tuple[str, str]] = {}
 
     def new(self, key_prefix: str) -> str:
         """A fresh 18-character id with the given 3-character key prefix."""
         with self._lock:
             n = next(self._counter)
-        digits = []
-        for _ in range(9):
-            n, rem = divmod(n, 62)
-            digits.append(_BASE62[rem])
-        return to18(key_prefix + "8d0" + "".join(reversed(digits)))
+        # Same result as to18(prefix + "8d0" + 9 base-62 digits of n), computed in pieces: the
+        # first 10 characters change rarely and are cached; bulk loads mint ids per row.
+        high, low = divmod(n, _62_5)
+        head = self._heads.get((key_prefix, high))
+        if head is None:
+            digits = []
+            for _ in range(4):
+                high, rem = divmod(high, 62)
+                digits.append(_BASE62[rem])
+            first10 = key_prefix + "8d0" + "".join(reversed(digits))
+            head = (first10, _chunk_suffix(first10[:5]) + _chunk_suffix(first10[5:]))
+            if len(self._heads) > 64:
+                self._heads.clear()
+            self._heads[(key_prefix, high)] = head
+        a, b = divmod(low, _62_2)
+        tail = _BASE62[a // _62_2] + _PAIRS[a % _62_2] + _PAIRS[b]
+        return head[0] + tail + head[1] + _chunk_suffix(tail)
 
     def advance_past(self, used: int) -> None:
         """Continue numbering after ``used`` (after loading persisted records)."""
