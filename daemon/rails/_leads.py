@@ -1,0 +1,185 @@
+"""Lead references -> Lead Ids (REST rails), with caches; the ledger of Lead states sent.
+
+- ``LeadRef.id`` is used as is.
+- ``LeadRef.external_key`` is looked up by the mapping's external id field, in
+  batches (one SOQL query per up to 100 keys), and cached.
+- ``LeadRef.phone`` is looked up by the mapping's phone field, exact match
+  (Salesforce stores phones as free text; normalise them in the org or use an
+  external key when formats differ), and cached. Several Leads sharing a phone
+  resolve to the oldest (by Id), deterministically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from daemon.mapping import Mapping
+from daemon.salesforce import SalesforceClient
+from spool.record import LeadRef
+
+__all__ = ["LeadLedger", "LeadResolver", "LruCache", "SentLead"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_QUERY_BATCH = 100
+
+
+class LruCache(Generic[K, V]):
+    """A small bounded LRU map (memory must not grow with the backlog)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+    def discard(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _soql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class LeadResolver:
+    """Resolve LeadRefs to Lead Ids for the REST rails (cached, batched lookups)."""
+
+    def __init__(
+        self,
+        client: SalesforceClient,
+        mapping: Mapping,
+        *,
+        cache_size: int = 100_000,
+        missing_ttl_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._mapping = mapping
+        self._cache: LruCache[str, str] = LruCache(cache_size)
+        # Leads known not to exist (lead key -> when we learned it), re-checked after a while.
+        self._missing: LruCache[str, float] = LruCache(cache_size)
+        self.missing_ttl_s = missing_ttl_s
+        self._clock = clock
+        self.lookups = 0
+
+    def is_missing(self, ref: LeadRef) -> bool:
+        """True while a Lead is known not to exist (for ``missing_ttl_s``)."""
+        seen = self._missing.get(ref.key)
+        if seen is None:
+            return False
+        if self._clock() - seen >= self.missing_ttl_s:
+            self._missing.discard(ref.key)
+            return False
+        return True
+
+    def mark_missing(self, ref: LeadRef) -> None:
+        self._cache.discard(ref.key)
+        self._missing.put(ref.key, self._clock())
+
+    def cached(self, ref: LeadRef) -> str | None:
+        if self.is_missing(ref):
+            return None
+        if ref.id is not None:
+            return ref.id
+        return self._cache.get(ref.key)
+
+    def forget(self, ref: LeadRef) -> None:
+        """A cached Id turned out wrong (deleted or merged Lead): missing for a while."""
+        self.mark_missing(ref)
+
+    async def resolve(self, refs: Iterable[LeadRef], *, rail: str) -> dict[str, str | None]:
+        """lead key -> Lead Id, or None when no Lead matches."""
+        out: dict[str, str | None] = {}
+        by_ext: dict[str, str] = {}
+        by_phone: dict[str, str] = {}
+        for ref in refs:
+            if self.is_missing(ref):
+                out[ref.key] = None
+                continue
+            hit = self.cached(ref)
+            if hit is not None:
+                out[ref.key] = hit
+            elif ref.external_key is not None:
+                by_ext[ref.external_key] = ref.key
+            elif ref.phone is not None:
+                by_phone[ref.phone] = ref.key
+        await self._lookup(self._mapping.lead_external_id, by_ext, out, rail=rail)
+        await self._lookup(self._mapping.lead_phone_field, by_phone, out, rail=rail)
+        return out
+
+    async def _lookup(
+        self, field: str, wanted: dict[str, str], out: dict[str, str | None], *, rail: str
+    ) -> None:
+        values = list(wanted)
+        obj = self._mapping.lead_object
+        for i in range(0, len(values), _QUERY_BATCH):
+            chunk = values[i : i + _QUERY_BATCH]
+            soql = (
+                f"SELECT Id, {field} FROM {obj} WHERE {field} IN "
+                f"({', '.join(_soql_literal(v) for v in chunk)}) ORDER BY Id"
+            )
+            self.lookups += 1
+            records: list[dict[str, Any]] = await self._client.query(soql, rail=rail)
+            found: dict[str, str] = {}
+            for record in records:
+                value = record.get(field)
+                if isinstance(value, str) and value not in found:
+                    found[value] = str(record["Id"])
+            for value in chunk:
+                key = wanted[value]
+                lead_id = found.get(value)
+                out[key] = lead_id
+                if lead_id is not None:
+                    self._cache.put(key, lead_id)
+                else:
+                    self._missing.put(key, self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class SentLead:
+    """The full Lead state one outcome wrote (for newest-wins across rails)."""
+
+    order: tuple[float, int]  # (ended_at, record_id), as the spool orders outcomes per Lead
+    lead_id: str
+    fields: dict[str, Any]
+    sent_at: float  # monotonic clock
+
+
+class LeadLedger:
+    """The newest full Lead state this process wrote per Lead, bounded.
+
+    A bulk job that finishes late compares its rows with this ledger: a Lead whose
+    newer state went out by REST while the job ran gets that state re-sent.
+    """
+
+    def __init__(self, maxsize: int = 200_000) -> None:
+        self._data: LruCache[str, SentLead] = LruCache(maxsize)
+
+    def record(self, lead_key: str, sent: SentLead) -> None:
+        current = self._data.get(lead_key)
+        if current is None or sent.order >= current.order:
+            self._data.put(lead_key, sent)
+
+    def get(self, lead_key: str) -> SentLead | None:
+        return self._data.get(lead_key)

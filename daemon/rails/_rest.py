@@ -1,0 +1,441 @@
+"""REST sending shared by the live and collections rails.
+
+One outcome -> one ``/composite`` call (Task upsert by external key + Lead update,
+allOrNone false, 1 API call). Several outcomes -> sObject Collections (Task upsert
+by external key, Lead update by Id, ≤200 each); by default both collections travel
+inside one ``/composite`` request, so up to 200 outcomes cost one API call.
+
+Every record gets a :class:`Verdict` from its own results (HTTP 200 is not
+success). Create-only fields (TaskSubtype) that Salesforce refuses on an update
+are dropped and the Task re-sent in the same cycle, never failing the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from daemon.mapping import LeadNotFound, Mapping
+from daemon.salesforce import (
+    MAX_COLLECTION,
+    Backoff,
+    ItemResult,
+    Kind,
+    PermanentError,
+    RecordError,
+    RetryableError,
+    SalesforceClient,
+)
+from daemon.salesforce.errors import parse_error_body
+from daemon.salesforce.wire import (
+    collection_records,
+    json_value,
+    parse_collection_results,
+    sobject_path,
+)
+from spool import Claim, Spool
+
+from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
+
+__all__ = ["Action", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
+
+log = structlog.get_logger("dispo_sync.rails")
+
+AUTO_ASSIGN_OFF = {"Sforce-Auto-Assign": "FALSE"}
+LEAD_NOT_FOUND = "LEAD_NOT_FOUND"
+# Errors that mean "this Lead does not exist (any more)" for a Lead update or a WhoId.
+_MISSING_LEAD_CODES = frozenset(
+    {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY", "MALFORMED_ID"}
+)
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+    RELEASE = "release"  # keep pending, attempt not counted (rail paused)
+
+
+@dataclass(slots=True)
+class Verdict:
+    claim: Claim
+    action: Action
+    code: str | None = None
+    message: str | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass(slots=True)
+class _Item:
+    """One outcome on its way out."""
+
+    claim: Claim
+    ext_key: str
+    task: dict[str, Any]
+    lead_id: str | None = None
+    task_result: ItemResult | None = None
+    lead_result: ItemResult | None = None
+    errors: list[RecordError] = field(default_factory=list)
+    verdict: Verdict | None = None
+
+
+@dataclass(slots=True)
+class _LeadRow:
+    lead_id: str
+    lead_key: str
+    fields: dict[str, Any]
+    items: list[_Item]
+    full: Claim | None  # the outcome whose full state this row carries (None: sticky only)
+
+
+def verdict_for(claim: Claim, errors: Sequence[RecordError]) -> Verdict:
+    """The worst of a record's errors decides: config (keep pending) > permanent > retry."""
+    if not errors:
+        return Verdict(claim, Action.ACK)
+    kinds = [e.kind for e in errors]
+    for wanted, action in ((Kind.CONFIG, Action.RELEASE), (Kind.PERMANENT, Action.DEAD)):
+        if wanted in kinds:
+            err = errors[kinds.index(wanted)]
+            return Verdict(claim, action, err.code, err.message)
+    err = errors[0]
+    return Verdict(claim, Action.RETRY, err.code, err.message)
+
+
+class RestSender:
+    """Builds, sends and reconciles REST writes for a list of claims."""
+
+    def __init__(
+        self,
+        *,
+        client: SalesforceClient,
+        spool: Spool,
+        mapping: Mapping,
+        resolver: LeadResolver,
+        ledger: LeadLedger,
+        nested_collections: bool = True,
+        known_tasks: LruCache[str, bool] | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._spool = spool
+        self._mapping = mapping
+        self._resolver = resolver
+        self._ledger = ledger
+        self._nested = nested_collections
+        self._known: LruCache[str, bool] = known_tasks or LruCache(200_000)
+        self._clock = clock
+
+    # -- building ------------------------------------------------------------------
+    async def _prepare(
+        self, claims: Sequence[Claim], *, rail: str
+    ) -> tuple[list[_Item], list[_LeadRow]]:
+        m = self._mapping
+        refs = [c.outcome.lead for c in claims if c.outcome.lead is not None]
+        lead_ids = await self._resolver.resolve(refs, rail=rail) if refs else {}
+        lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
+        newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
+        items: list[_Item] = []
+        groups: dict[str, list[_Item]] = defaultdict(list)
+        for claim in claims:
+            outcome = claim.outcome
+            ref = outcome.lead
+            lead_id = lead_ids.get(ref.key) if ref is not None else None
+            item = _Item(claim, outcome.external_key, {})
+            if ref is not None and lead_id is None:
+                if m.lead_not_found is LeadNotFound.DEAD_LETTER:
+                    item.verdict = Verdict(
+                        claim, Action.DEAD, LEAD_NOT_FOUND, f"no {m.lead_object} matches {ref.key}"
+                    )
+                    items.append(item)
+                    continue
+                log.info(
+                    "lead_not_found",
+                    call_id=outcome.call_id,
+                    lead=ref.key,
+                    policy="task_without_who",
+                )
+            item.lead_id = lead_id
+            item.task = m.task_record(
+                outcome, who_id=lead_id, include_create_only=item.ext_key not in self._known
+            )
+            items.append(item)
+            if lead_id is not None and claim.lead_key is not None:
+                groups[claim.lead_key].append(item)
+        rows: list[_LeadRow] = []
+        for lead_key, group in groups.items():
+            newest_id = newest.get(lead_key, (None, None))[0]
+            full = next((i.claim for i in group if i.claim.record_id == newest_id), None)
+            if full is None and newest_id is None:
+                # The spool knows nothing newer (e.g. no ordering data): newest in this batch.
+                full = max(group, key=lambda i: (i.claim.outcome.ended_at, i.claim.record_id)).claim
+            fields: dict[str, Any] = {}
+            if full is not None:
+                order = (full.outcome.ended_at.timestamp(), full.record_id)
+                sent = self._ledger.get(lead_key)
+                if sent is not None and sent.order > order:
+                    full = None  # a newer state already went out (another rail)
+                else:
+                    fields.update(m.lead_update(full.outcome))
+            for i in group:
+                fields.update(m.sticky_update(i.claim.outcome))
+            if fields:
+                lead_id = group[0].lead_id
+                assert lead_id is not None
+                rows.append(_LeadRow(lead_id, lead_key, fields, group, full))
+        return items, rows
+
+    # -- sending ---------------------------------------------------------------------
+    async def send(self, claims: Sequence[Claim], *, rail: str) -> list[Verdict]:
+        """Send these outcomes; a verdict per claim. Raises only ConfigurationError/AuthError."""
+        items, rows = await self._prepare(claims, rail=rail)
+        todo = [i for i in items if i.verdict is None]
+        if todo:
+            await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
+            # Round two, same cycle: drop refused create-only fields / dead WhoIds.
+            again = [i for i in todo if self._fix_for_resend(i)]
+            if again:
+                for i in again:
+                    i.task_result = None
+                    i.errors.clear()
+                await self._send_round(again, [], rail=rail, single=len(again) == 1)
+        verdicts: list[Verdict] = []
+        for item in items:
+            if item.verdict is None:
+                errors = list(item.errors)
+                for result in (item.task_result, item.lead_result):
+                    if result is not None and not result.success:
+                        errors.extend(result.errors)
+                item.verdict = verdict_for(item.claim, errors)
+                if item.task_result is not None and item.task_result.success:
+                    self._known.put(item.ext_key, True)
+            verdicts.append(item.verdict)
+        now = self._clock()
+        for row in rows:
+            if row.full is not None and all(
+                i.lead_result is not None and i.lead_result.success for i in row.items
+            ):
+                self._ledger.record(
+                    row.lead_key,
+                    SentLead(
+                        (row.full.outcome.ended_at.timestamp(), row.full.record_id),
+                        row.lead_id,
+                        dict(row.fields),
+                        now,
+                    ),
+                )
+        return verdicts
+
+    def _fix_for_resend(self, item: _Item) -> bool:
+        """True when the Task failed for a reason we can fix now (create-only, dead WhoId)."""
+        result = item.task_result
+        if result is None or result.success or result.error is None:
+            return False
+        err = result.error
+        create_only = self._mapping.create_only
+        if err.code == "INVALID_FIELD_FOR_INSERT_UPDATE" and (
+            set(err.fields) & create_only or any(f in err.message for f in create_only)
+        ):
+            # The Task exists: this is an update, which create-only fields may not be in.
+            self._known.put(item.ext_key, True)
+            for name in create_only:
+                item.task.pop(name, None)
+            return True
+        if (
+            "WhoId" in item.task
+            and err.code in _MISSING_LEAD_CODES | {"FIELD_INTEGRITY_EXCEPTION"}
+            and ("WhoId" in err.fields or "WhoId" in err.message or not err.fields)
+        ):
+            ref = item.claim.outcome.lead
+            if ref is not None:
+                self._resolver.forget(ref)
+            if self._mapping.lead_not_found is LeadNotFound.DEAD_LETTER:
+                item.verdict = Verdict(item.claim, Action.DEAD, LEAD_NOT_FOUND, err.message)
+                return False
+            item.task.pop("WhoId", None)
+            item.lead_result = None  # the Lead update failed the same way; nothing to update
+            return True
+        return False
+
+    async def _send_round(
+        self, items: list[_Item], rows: list[_LeadRow], *, rail: str, single: bool
+    ) -> None:
+        try:
+            if single and len(rows) <= 1:
+                await self._send_composite_rows(items[0], rows[0] if rows else None, rail=rail)
+            else:
+                await self._send_collections(items, rows, rail=rail)
+        except RetryableError as exc:
+            error = RecordError(exc.error_code or type(exc).__name__, exc.message)
+            for i in items:
+                i.errors.append(error)
+                if i.verdict is None and exc.retry_after_s is not None:
+                    i.verdict = Verdict(
+                        i.claim, Action.RETRY, error.code, error.message, exc.retry_after_s
+                    )
+        except PermanentError as exc:
+            if len(items) > 1:
+                # One bad record spoils a whole request: send each alone to find it.
+                log.warning(
+                    "batch_refused_splitting", rail=rail, error_code=exc.error_code, size=len(items)
+                )
+                for i in items:
+                    own = [r for r in rows if i in r.items]
+                    await self._send_round([i], own, rail=rail, single=True)
+                return
+            error = RecordError(exc.error_code or "REQUEST_REFUSED", exc.message)
+            for i in items:
+                i.errors.append(error)
+
+    async def _send_composite_rows(self, item: _Item, row: _LeadRow | None, *, rail: str) -> None:
+        m = self._mapping
+        v = self._client.api_version
+        subs: list[dict[str, Any]] = [
+            {
+                "method": "PATCH",
+                "url": sobject_path(v, m.task_object, m.task_external_id, item.ext_key),
+                "referenceId": "task",
+                "body": {k: json_value(val) for k, val in item.task.items()},
+            }
+        ]
+        if row is not None:
+            subs.append(
+                {
+                    "method": "PATCH",
+                    "url": sobject_path(v, m.lead_object, row.lead_id),
+                    "referenceId": "lead",
+                    "body": {k: json_value(val) for k, val in row.fields.items()},
+                    "httpHeaders": dict(AUTO_ASSIGN_OFF),
+                }
+            )
+        results = await self._client.composite(subs, rail=rail)
+        item.task_result = results.get("task") or ItemResult(
+            False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Task"),)
+        )
+        if row is not None:
+            item.lead_result = results.get("lead") or ItemResult(
+                False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Lead"),)
+            )
+
+    async def _send_collections(
+        self, items: list[_Item], rows: list[_LeadRow], *, rail: str
+    ) -> None:
+        m = self._mapping
+        for start in range(0, max(len(items), len(rows)), MAX_COLLECTION):
+            task_chunk = items[start : start + MAX_COLLECTION]
+            row_chunk = rows[start : start + MAX_COLLECTION]
+            task_records = [{m.task_external_id: i.ext_key, **i.task} for i in task_chunk]
+            lead_records = [{"Id": r.lead_id, **r.fields} for r in row_chunk]
+            task_results: list[ItemResult] = []
+            lead_results: list[ItemResult] = []
+            if self._nested:
+                subs: list[dict[str, Any]] = []
+                if task_records:
+                    subs.append(
+                        {
+                            "method": "PATCH",
+                            "url": self._client.data_path(
+                                f"composite/sobjects/{m.task_object}/{m.task_external_id}"
+                            ),
+                            "referenceId": "tasks",
+                            "body": {
+                                "allOrNone": False,
+                                "records": collection_records(m.task_object, task_records),
+                            },
+                        }
+                    )
+                if lead_records:
+                    subs.append(
+                        {
+                            "method": "PATCH",
+                            "url": self._client.data_path("composite/sobjects"),
+                            "referenceId": "leads",
+                            "body": {
+                                "allOrNone": False,
+                                "records": collection_records(m.lead_object, lead_records),
+                            },
+                            "httpHeaders": dict(AUTO_ASSIGN_OFF),
+                        }
+                    )
+                entries = await self._client.composite_entries(subs, rail=rail)
+                task_results = _nested_results(entries.get("tasks"), len(task_records))
+                lead_results = _nested_results(entries.get("leads"), len(lead_records))
+            else:
+                if task_records:
+                    task_results = await self._client.upsert_collection(
+                        m.task_object, m.task_external_id, task_records, rail=rail
+                    )
+                if lead_records:
+                    lead_results = await self._client.update_collection(
+                        m.lead_object, lead_records, rail=rail, headers=AUTO_ASSIGN_OFF
+                    )
+            for i, r in zip(task_chunk, task_results, strict=True):
+                i.task_result = r
+            for row, r in zip(row_chunk, lead_results, strict=True):
+                for i in row.items:
+                    i.lead_result = r
+
+
+def _nested_results(entry: dict[str, Any] | None, expected: int) -> list[ItemResult]:
+    """A collections subresponse inside a composite -> per-record results."""
+    if expected == 0:
+        return []
+    if entry is None:
+        return parse_collection_results(None, expected)
+    status = entry.get("httpStatusCode")
+    body = entry.get("body")
+    if isinstance(status, int) and 200 <= status < 300:
+        return parse_collection_results(body, expected)
+    errors = parse_error_body(body) or (RecordError("UNKNOWN_EXCEPTION", f"HTTP {status}"),)
+    if isinstance(status, int) and status >= 500:
+        errors = (RecordError("SERVER_UNAVAILABLE", errors[0].message),)
+    return [ItemResult(False, errors=errors) for _ in range(expected)]
+
+
+async def apply_verdicts(
+    spool: Spool, verdicts: Sequence[Verdict], *, backoff: Backoff, rail: str
+) -> dict[Action, int]:
+    """Record every verdict in the spool (shielded: a cancel cannot strand a row in flight)."""
+    counts: dict[Action, int] = defaultdict(int)
+    acks: list[Claim] = []
+    release: list[Claim] = []
+    retry: dict[tuple[float, str | None, str | None], list[Claim]] = defaultdict(list)
+    dead: dict[tuple[str | None, str | None], list[Claim]] = defaultdict(list)
+    for v in verdicts:
+        counts[v.action] += 1
+        if v.action is Action.ACK:
+            acks.append(v.claim)
+        elif v.action is Action.RELEASE:
+            release.append(v.claim)
+        elif v.action is Action.DEAD:
+            dead[(v.code, (v.message or "")[:1000])].append(v.claim)
+            log.warning(
+                "record_dead",
+                rail=rail,
+                call_id=v.claim.outcome.call_id,
+                error_code=v.code,
+                reason=(v.message or "")[:300],
+            )
+        else:
+            delay = (
+                v.retry_after_s if v.retry_after_s is not None else backoff.delay(v.claim.attempt)
+            )
+            retry[(round(delay, 3), v.code, (v.message or "")[:1000])].append(v.claim)
+
+    async def record() -> None:
+        if acks:
+            await spool.ack(acks)
+        if release:
+            await spool.release(release)
+        for (delay, code, message), claims in retry.items():
+            await spool.retry_later(claims, delay_s=delay, error_code=code, message=message)
+        for (code, message), claims in dead.items():
+            await spool.dead(claims, error_code=code or "UNKNOWN", message=message or "")
+
+    await asyncio.shield(record())
+    return dict(counts)

@@ -1,0 +1,599 @@
+"""The Bulk API 2.0 rail: one upsert job per object per batch, reconciled per record.
+
+A batch: claim pending outcomes page by page (memory holds one small record per
+outcome and its encoded CSV row, never the backlog), build the Task CSV (rows
+ordered by parent Lead to reduce lock contention, §7.7) and the Lead CSV (one row
+per Lead, the newest outcome's state plus sticky fields from all). For each job:
+create -> record the job id in the spool (committed before any upload) -> one PUT
+(≤100 MB, §4.2) -> UploadComplete -> poll with backoff (about 1 s up to 30 s) ->
+read ``successfulResults/``, ``failedResults/`` and, when needed,
+``unprocessedrecords/``, matching rows by key (order is not guaranteed, §4.8).
+``JobComplete`` is not success (§7.1): every record needs its own result; a
+record without one is retried. A job ``Failed`` for the whole file is a
+configuration error: the rail pauses and the records stay pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from daemon.mapping import LeadNotFound, Mapping
+from daemon.salesforce import (
+    Backoff,
+    ConfigurationError,
+    Kind,
+    RecordError,
+    SalesforceClient,
+    SalesforceError,
+)
+from daemon.salesforce.wire import (
+    MAX_UPLOAD_BYTES,
+    CsvRows,
+    LiteralNullError,
+    csv_value,
+    iter_result_csv,
+)
+from spool import Claim, Spool
+
+from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
+from ._rest import LEAD_NOT_FOUND, Action, RestSender, Verdict, apply_verdicts, verdict_for
+
+__all__ = ["BulkRail", "BulkStats"]
+
+log = structlog.get_logger("dispo_sync.rails.bulk")
+
+# Job status polling: about 1 s, growing to 30 s (jobs take seconds to minutes).
+DEFAULT_POLL = Backoff(initial=1.0, factor=1.5, cap=30.0, jitter=0.2)
+TERMINAL = frozenset({"JobComplete", "Failed", "Aborted"})
+OPEN_STATES = frozenset({"Open", "UploadComplete", "InProgress"})
+_CHUNK = 1 << 20  # upload stream chunk size
+
+
+@dataclass(slots=True)
+class _Rec:
+    """What we keep per outcome while its batch is out (small on purpose)."""
+
+    claim: Claim
+    ext_key: str
+    lead_key: str | None = None  # the key of its Lead row in a Lead job
+    lead_job: int = -1  # index into the batch's lead jobs
+    errors: list[RecordError] = field(default_factory=list)
+    task_ok: bool = False
+    lead_ok: bool = True
+    resend: bool = False  # fixable at once (create-only field, missing WhoId): retry now
+
+
+@dataclass(slots=True)
+class _LeadRow:
+    key: str  # Id[:15] or external key value, as matched in result files
+    lead_ref_key: str
+    order: tuple[float, int] | None  # (ended_at, record_id) of the full state, None: sticky only
+    fields: dict[str, Any]
+    recs: list[_Rec]
+    lead_id: str | None  # known Id (Id jobs)
+
+
+@dataclass(slots=True)
+class _Job:
+    sobject: str
+    operation: str
+    key_column: str
+    ext_field: str | None
+    header: list[str]
+    rows: list[tuple[str, bytes]]  # (sort key, encoded row)
+    size: int
+    job_id: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, RecordError | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BulkStats:
+    batches: int = 0
+    jobs: int = 0
+    records: int = 0
+    failed_jobs: int = 0
+    resent_newer: int = 0
+
+
+class BulkRail:
+    """Flushes the non-urgent backlog through Bulk API 2.0 ingest jobs."""
+
+    def __init__(
+        self,
+        *,
+        client: SalesforceClient,
+        spool: Spool,
+        mapping: Mapping,
+        resolver: LeadResolver,
+        ledger: LeadLedger,
+        rest: RestSender,
+        retry_backoff: Backoff,
+        known_tasks: LruCache[str, bool],
+        # Limits
+        job_max_records: int = 50_000,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES - 5_000_000,
+        claim_page: int = 2000,
+        # Timeouts
+        poll: Backoff = DEFAULT_POLL,
+        lease_s: float = 900.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._spool = spool
+        self._m = mapping
+        self._resolver = resolver
+        self._ledger = ledger
+        self._rest = rest
+        self._retry = retry_backoff
+        self._known = known_tasks
+        self.job_max_records = job_max_records
+        self.max_upload_bytes = max_upload_bytes
+        self.claim_page = claim_page
+        self._poll = poll
+        self.lease_s = lease_s
+        self._clock = clock
+        self.stats = BulkStats()
+        self.counts: dict[Action, int] = {}
+
+    # ---------------------------------------------------------------- building
+    async def _claim_batch(self) -> tuple[list[_Rec], list[_Job], list[_Job], list[Claim]]:
+        m = self._m
+        csv_rows = CsvRows()
+        task_cols = m.task_columns()
+        rel_col = f"{m.lead_object}:Who.{m.lead_external_id}"
+        # WhoId and Lead:Who.<key> set the same field: one header cannot carry both, so
+        # Tasks whose Lead is named by Id and those named by external key go in two jobs.
+        task_jobs = [
+            _Job(
+                m.task_object,
+                "upsert",
+                m.task_external_id,
+                m.task_external_id,
+                [m.task_external_id, *task_cols, who_col],
+                [],
+                0,
+            )
+            for who_col in ("WhoId", rel_col)
+        ]
+        for job in task_jobs:
+            job.size = len(csv_rows.encode(job.header))
+
+        def task_bytes() -> int:
+            return task_jobs[0].size + task_jobs[1].size
+
+        recs: list[_Rec] = []
+        rest_claims: list[Claim] = []  # records Bulk cannot express (literal #N/A)
+        # Lead rows by key: Id jobs (0) and external-key upsert jobs (1).
+        lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
+        lead_cols = m.lead_columns()
+        full_limit = self.job_max_records
+        while len(recs) < full_limit and task_bytes() < self.max_upload_bytes:
+            want = min(self.claim_page, full_limit - len(recs))
+            claims = await self._spool.claim("bulk", want, urgent=False, lease_s=self.lease_s)
+            if not claims:
+                break
+            phone_refs = [
+                c.outcome.lead
+                for c in claims
+                if c.outcome.lead is not None
+                and c.outcome.lead.id is None
+                and c.outcome.lead.external_key is None
+            ]
+            phone_ids = await self._resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
+            lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
+            newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
+            leftover: list[Claim] = []
+            for n, claim in enumerate(claims):
+                if task_bytes() >= self.max_upload_bytes:
+                    leftover = list(claims[n:])
+                    break
+                o = claim.outcome
+                rec = _Rec(claim, o.external_key)
+                ref = o.lead
+                who_id: str | None = None
+                rel: str | None = None
+                lead_target: tuple[int, str, str | None] | None = None
+                if ref is not None and not self._resolver.is_missing(ref):
+                    if ref.id is not None:
+                        who_id = ref.id
+                        lead_target = (0, ref.id[:15], ref.id)
+                    elif ref.external_key is not None:
+                        rel = ref.external_key
+                        lead_target = (1, ref.external_key, None)
+                    else:
+                        who_id = phone_ids.get(ref.key)
+                        if who_id is not None:
+                            lead_target = (0, who_id[:15], who_id)
+                if (
+                    ref is not None
+                    and lead_target is None
+                    and m.lead_not_found is LeadNotFound.DEAD_LETTER
+                ):
+                    await apply_verdicts(
+                        self._spool,
+                        [
+                            Verdict(
+                                claim,
+                                Action.DEAD,
+                                LEAD_NOT_FOUND,
+                                f"no {m.lead_object} matches {ref.key}",
+                            )
+                        ],
+                        backoff=self._retry,
+                        rail="bulk",
+                    )
+                    continue
+                task = m.task_record(o, include_create_only=rec.ext_key not in self._known)
+                try:
+                    values = [csv_value(rec.ext_key)]
+                    values += [csv_value(task.get(col)) for col in task_cols]
+                    values.append(csv_value(who_id if rel is None else rel))
+                    lead_update = m.lead_update(o) if lead_target is not None else {}
+                    for v in lead_update.values():
+                        csv_value(v)
+                except LiteralNullError:
+                    rest_claims.append(claim)
+                    continue
+                row = csv_rows.encode(values)
+                task_job = task_jobs[0 if rel is None else 1]
+                task_job.rows.append((claim.lead_key or "", row))
+                task_job.size += len(row)
+                recs.append(rec)
+                if lead_target is None or claim.lead_key is None:
+                    continue
+                which, key, lead_id = lead_target
+                rec.lead_key = key
+                rec.lead_job = which
+                rec.lead_ok = False
+                order = (o.ended_at.timestamp(), claim.record_id)
+                is_newest = newest.get(claim.lead_key, (claim.record_id,))[0] == claim.record_id
+                sent = self._ledger.get(claim.lead_key)
+                if sent is not None and sent.order > order:
+                    is_newest = False
+                lr = lead_rows[which].get(key)
+                if lr is None:
+                    lr = _LeadRow(key, claim.lead_key, None, {}, [], lead_id)
+                    lead_rows[which][key] = lr
+                lr.recs.append(rec)
+                sticky = {k: v for k, v in lead_update.items() if k in m.sticky}
+                if is_newest and (lr.order is None or order > lr.order):
+                    keep_sticky = {k: v for k, v in lr.fields.items() if k in m.sticky}
+                    lr.fields = {**lead_update, **keep_sticky}
+                    lr.order = order
+                lr.fields.update(sticky)
+            if leftover:
+                await self._spool.release(leftover)
+                break
+        lead_jobs: list[_Job] = []
+        for which, rows in enumerate(lead_rows):
+            key_col = "Id" if which == 0 else m.lead_external_id
+            op = "update" if which == 0 else "upsert"
+            hdr = [key_col, *lead_cols]
+            job = _Job(m.lead_object, op, key_col, None if which == 0 else key_col, hdr, [], 0)
+            job.size = len(csv_rows.encode(hdr))
+            for lr in rows.values():
+                if not lr.fields:
+                    for rec in lr.recs:
+                        rec.lead_ok = True
+                    continue
+                key_value = lr.lead_id if which == 0 else lr.key
+                enc = csv_rows.encode(
+                    [key_value or "", *(csv_value(lr.fields.get(c)) for c in lead_cols)]
+                )
+                job.rows.append((lr.key, enc))
+                job.size += len(enc)
+            lead_jobs.append(job)
+        self._lead_rows = lead_rows
+        for job in task_jobs:
+            job.rows.sort(key=lambda r: r[0])
+        return recs, task_jobs, lead_jobs, rest_claims
+
+    # ---------------------------------------------------------------- running
+    async def flush_batch(self, stop: asyncio.Event) -> int:
+        """Claim and send one batch; returns the number of outcomes it carried (0: nothing)."""
+        recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
+        if rest_claims:
+            verdicts = await self._rest.send(rest_claims, rail="collections")
+            await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="collections")
+        if not recs:
+            return len(rest_claims)
+        claims = [r.claim for r in recs]
+        jobs = [j for j in (*task_jobs, *lead_jobs) if j.rows]
+        started = self._clock()
+        try:
+            for job in jobs:
+                await self._start_job(job, claims)
+            await self._wait_jobs(jobs, claims, stop)
+            if stop.is_set() and any(j.info.get("state") not in TERMINAL for j in jobs):
+                # Shutdown: the jobs are in the spool; the next start polls and reconciles them.
+                log.info("bulk_checkpointed", jobs=[j.job_id for j in jobs])
+                return len(recs)
+            for job in jobs:
+                await self._collect(job)
+        except ConfigurationError:
+            await self._spool.release(claims)
+            raise
+        except SalesforceError as exc:
+            # Transport / server trouble in the middle of the cycle: retry the whole batch
+            # later (upserts make the re-send harmless).
+            log.warning("bulk_batch_retry", error=str(exc)[:300], records=len(recs))
+            verdicts = [
+                Verdict(r.claim, Action.RETRY, exc.error_code or type(exc).__name__, exc.message)
+                for r in recs
+            ]
+            await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+            for job in jobs:
+                if job.job_id is not None and job.info.get("state") not in TERMINAL:
+                    await self._abort_quietly(job.job_id)
+            return len(recs)
+        await self._reconcile(recs, task_jobs, lead_jobs, started)
+        self.stats.batches += 1
+        self.stats.records += len(recs)
+        return len(recs)
+
+    async def _start_job(self, job: _Job, claims: Sequence[Claim]) -> None:
+        info = await self._client.create_ingest_job(
+            job.sobject, job.operation, external_id_field=job.ext_field
+        )
+        job.job_id = str(info["id"])
+        job.info = info
+        # Committed before the upload: a restart finds every job it started.
+        await self._spool.record_job(job.job_id, job.sobject, job.operation, claims, state="Open")
+        self.stats.jobs += 1
+        header = CsvRows().encode(job.header)
+        await self._client.upload_job_data(job.job_id, _stream(header, job.rows), size=job.size)
+        job.info = await self._client.set_job_state(job.job_id, "UploadComplete")
+        await self._spool.update_job(job.job_id, state="UploadComplete", rows=len(job.rows))
+        log.info(
+            "bulk_job_started",
+            job_id=job.job_id,
+            object=job.sobject,
+            rows=len(job.rows),
+            bytes=job.size,
+        )
+
+    async def _wait_jobs(
+        self, jobs: Sequence[_Job], claims: Sequence[Claim], stop: asyncio.Event
+    ) -> None:
+        delays = iter(self._poll)
+        last_extend = self._clock()
+        while not stop.is_set():
+            pending = [j for j in jobs if j.info.get("state") not in TERMINAL]
+            if not pending:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), next(delays))
+            for job in pending:
+                assert job.job_id is not None
+                job.info = await self._client.job_info(job.job_id)
+            if self._clock() - last_extend > self.lease_s / 3:
+                await self._spool.extend_lease(claims, self.lease_s)
+                last_extend = self._clock()
+
+    async def _collect(self, job: _Job) -> None:
+        """Read a finished job's result files into ``job.results`` (key -> None | error)."""
+        assert job.job_id is not None
+        state = job.info.get("state")
+        await self._spool.update_job(
+            job.job_id,
+            state=state,
+            processed=job.info.get("numberRecordsProcessed"),
+            failed=job.info.get("numberRecordsFailed"),
+        )
+        if state == "Failed":
+            self.stats.failed_jobs += 1
+            message = str(job.info.get("errorMessage") or "job Failed")
+            await self._spool.finish_job(job.job_id, "Failed")
+            log.error(
+                "bulk_job_failed", job_id=job.job_id, object=job.sobject, reason=message[:500]
+            )
+            raise ConfigurationError(f"Bulk job {job.job_id} ({job.sobject}) Failed: {message}")
+        normalize = _id15 if job.key_column == "Id" else _same
+        for which in ("successfulResults", "failedResults"):
+            async with self._client.job_results(job.job_id, which) as chunks:
+                async for batch in iter_result_csv(chunks, key_column=job.key_column):
+                    for row in batch:
+                        job.results[normalize(row.key)] = row.error
+        if state == "Aborted" or len(job.results) < len(job.rows):
+            async with self._client.job_results(job.job_id, "unprocessedrecords") as chunks:
+                async for batch in iter_result_csv(chunks, key_column=job.key_column):
+                    for row in batch:
+                        job.results.setdefault(
+                            normalize(row.key),
+                            RecordError("UNPROCESSED", "not processed by the job"),
+                        )
+        await self._spool.finish_job(job.job_id, str(state))
+
+    async def _reconcile(
+        self,
+        recs: Sequence[_Rec],
+        task_jobs: Sequence[_Job],
+        lead_jobs: Sequence[_Job],
+        started: float,
+    ) -> None:
+        m = self._m
+        missing = RecordError(
+            "NO_RESULT", "no result row for this record (job counted it as done?)"
+        )
+        verdicts: list[Verdict] = []
+        resend_newer: list[tuple[str, SentLead]] = []
+        now = self._clock()
+        for which, rows in enumerate(self._lead_rows):
+            job = lead_jobs[which]
+            for lr in rows.values():
+                if not lr.fields:
+                    continue
+                err = job.results.get(lr.key, missing)
+                # An upsert by external key of a Lead that does not exist tries to create
+                # one and fails on its required fields: that Lead is missing.
+                gone = err is not None and (
+                    _lead_missing(err) or (which == 1 and err.code == "REQUIRED_FIELD_MISSING")
+                )
+                for rec in lr.recs:
+                    if err is None:
+                        rec.lead_ok = True
+                    elif gone:
+                        self._lead_not_found(rec, err)
+                    else:
+                        rec.errors.append(err)
+                if err is None and lr.order is not None:
+                    sent = self._ledger.get(lr.lead_ref_key)
+                    if sent is not None and sent.order > lr.order and sent.sent_at >= started:
+                        # A newer state went out by REST while this job ran: put it back.
+                        resend_newer.append((lr.lead_ref_key, sent))
+                    elif lr.lead_id is not None:
+                        self._ledger.record(
+                            lr.lead_ref_key, SentLead(lr.order, lr.lead_id, dict(lr.fields), now)
+                        )
+        task_results = {**task_jobs[0].results, **task_jobs[1].results}
+        for rec in recs:
+            err = task_results.get(rec.ext_key, missing)
+            if err is None:
+                rec.task_ok = True
+                self._known.put(rec.ext_key, True)
+            elif err.code == "INVALID_FIELD_FOR_INSERT_UPDATE" and (
+                set(err.fields) & m.create_only or any(f in err.message for f in m.create_only)
+            ):
+                # The Task exists: next time it goes without create-only fields.
+                self._known.put(rec.ext_key, True)
+                rec.resend = True
+            elif _lead_missing(err) and rec.claim.outcome.lead is not None:
+                self._lead_not_found(rec, err)
+                if m.lead_not_found is LeadNotFound.TASK_WITHOUT_WHO:
+                    rec.resend = True
+            else:
+                rec.errors.append(err)
+            verdict = verdict_for(rec.claim, rec.errors)
+            if verdict.action is Action.ACK and rec.resend:
+                verdict = Verdict(rec.claim, Action.RETRY, "RESEND", "re-sent at once", 0.0)
+            verdicts.append(verdict)
+        counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+        for action, n in counts.items():
+            self.counts[action] = self.counts.get(action, 0) + n
+        if resend_newer:
+            self.stats.resent_newer += len(resend_newer)
+            log.info("bulk_newer_state_resent", leads=len(resend_newer))
+            await self._resend(resend_newer)
+        log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
+
+    def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
+        ref = rec.claim.outcome.lead
+        if ref is not None:
+            self._resolver.mark_missing(ref)
+        rec.lead_ok = True
+        if self._m.lead_not_found is LeadNotFound.DEAD_LETTER:
+            rec.errors.append(RecordError(LEAD_NOT_FOUND, err.message))
+
+    async def _resend(self, items: Sequence[tuple[str, SentLead]]) -> None:
+        m = self._m
+        for start in range(0, len(items), 200):
+            chunk = items[start : start + 200]
+            records = [{"Id": s.lead_id, **s.fields} for _, s in chunk]
+            try:
+                await self._client.update_collection(
+                    m.lead_object,
+                    records,
+                    rail="collections",
+                    headers={"Sforce-Auto-Assign": "FALSE"},
+                )
+            except SalesforceError as exc:
+                log.warning("bulk_newer_resend_failed", error=str(exc)[:300], leads=len(chunk))
+
+    async def _abort_quietly(self, job_id: str) -> None:
+        try:
+            await self._client.set_job_state(job_id, "Aborted")
+            await self._spool.finish_job(job_id, "Aborted")
+        except SalesforceError as exc:
+            log.warning("bulk_abort_failed", job_id=job_id, error=str(exc)[:300])
+
+    # ---------------------------------------------------------------- restart
+    async def recover(self, stop: asyncio.Event) -> int:
+        """Jobs left by a previous run: abort Open ones, wait for running ones; re-queue.
+
+        Records of a recovered job go back to pending unless their row failed for
+        good (dead letter): re-sending is safe because every write is an upsert.
+        """
+        jobs = [j for j in await self._spool.jobs() if not j.finished]
+        for row in jobs:
+            job_id = row.sf_job_id
+            try:
+                info = await self._client.job_info(job_id)
+            except SalesforceError as exc:
+                if exc.status_code == 404:
+                    info = {"state": "Aborted"}
+                else:
+                    raise
+            state = info.get("state")
+            if state == "Open":
+                await self._abort_quietly(job_id)
+                state = "Aborted"
+            delays = iter(self._poll)
+            while state not in TERMINAL and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), next(delays))
+                info = await self._client.job_info(job_id)
+                state = info.get("state")
+            if stop.is_set():
+                return len(jobs)
+            failed: dict[str, RecordError] = {}
+            key_col = self._m.task_external_id if row.object == self._m.task_object else None
+            if state == "JobComplete" and key_col is not None:
+                async with self._client.job_results(job_id, "failedResults") as chunks:
+                    async for batch in iter_result_csv(chunks, key_column=key_col):
+                        for r in batch:
+                            if r.error is not None and r.error.kind is Kind.PERMANENT:
+                                failed[r.key] = r.error
+            verdicts: list[Verdict] = []
+            async for page in self._spool.iter_job_records(job_id):
+                for claim in page:
+                    err = failed.get(claim.outcome.external_key)
+                    if err is not None:
+                        verdicts.append(Verdict(claim, Action.DEAD, err.code, err.message))
+            if verdicts:
+                await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+            async for page in self._spool.iter_job_records(job_id):
+                await self._spool.release(page)
+            await self._spool.finish_job(job_id, str(state))
+            log.info("bulk_job_recovered", job_id=job_id, state=state, dead=len(verdicts))
+        return len(jobs)
+
+
+def _id15(key: str) -> str:
+    return key[:15]
+
+
+def _same(key: str) -> str:
+    return key
+
+
+def _lead_missing(err: RecordError) -> bool:
+    if err.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"):
+        return True
+    # A relationship column whose parent is missing (§4.9): "Foreign key external ID ... not found"
+    return (
+        err.code == "INVALID_FIELD"
+        and "not found" in err.message.lower()
+        and "foreign key" in err.message.lower()
+    )
+
+
+async def _stream(header: bytes, rows: Sequence[tuple[str, bytes]]) -> AsyncIterator[bytes]:
+    buf = [header]
+    size = len(header)
+    for _, row in rows:
+        buf.append(row)
+        size += len(row)
+        if size >= _CHUNK:
+            yield b"".join(buf)
+            buf, size = [], 0
+            await asyncio.sleep(0)
+    if buf:
+        yield b"".join(buf)

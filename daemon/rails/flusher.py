@@ -1,0 +1,412 @@
+"""The flusher: owns the rails' loops, the router, quota reads, pauses and metrics.
+
+``Rails.run(stop)`` runs until ``stop`` is set; ``Rails.drain()`` runs until the
+spool has nothing left to send (tests and benchmarks await it instead of sleeping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from daemon.mapping import Mapping
+from daemon.salesforce import (
+    AuthError,
+    Backoff,
+    ConfigurationError,
+    QuotaState,
+    RetryableError,
+    SalesforceClient,
+    SalesforceError,
+)
+from spool import Claim, Spool, SpoolError
+
+from ._leads import LeadLedger, LeadResolver, LruCache
+from ._rest import Action, RestSender, Verdict, apply_verdicts
+from .bulk import DEFAULT_POLL, BulkRail
+from .router import Route, Via, route
+
+__all__ = ["EventHook", "Rails", "RailsStatus"]
+
+log = structlog.get_logger("dispo_sync.rails")
+
+# (event name, fields): "routed", "sent", "paused", "resumed", "quota", ...
+EventHook = Callable[[str, dict[str, Any]], None]
+
+DEFAULT_RETRY = Backoff(initial=2.0, factor=2.0, cap=900.0, jitter=0.5)
+# Trouble outside a send (spool busy, Salesforce unreachable while polling).
+_LOOP_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=30.0, jitter=0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class RailsStatus:
+    """What /readyz and STATUS= show."""
+
+    paused: dict[str, str]
+    quota: dict[str, Any]
+    route: str
+    sent: dict[str, dict[str, int]]
+
+
+class Rails:
+    """Live, collections and Bulk rails over one spool and one Salesforce client.
+
+    Urgency is the spool's (``live`` outcomes and its ``urgent_dispositions``); the
+    router decides the rail from quota and backlog.
+    """
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        client: SalesforceClient,
+        mapping: Mapping,
+        bulk_interval_s: float = 60.0,
+        bulk_max_records: int = 10_000,
+        bulk_min_records: int = 2_000,
+        bulk_job_max_records: int = 50_000,
+        live_concurrency: int = 4,
+        nested_collections: bool = True,
+        on_event: EventHook | None = None,
+        retry_backoff: Backoff = DEFAULT_RETRY,
+        # Timeouts
+        idle_poll_s: float = 0.05,
+        limits_interval_s: float = 300.0,
+        config_recheck_s: float = 60.0,
+        bulk_poll: Backoff = DEFAULT_POLL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spool = spool
+        self.client = client
+        self.mapping = mapping
+        self.quota = client.quota
+        self.bulk_interval_s = bulk_interval_s
+        self.bulk_max_records = bulk_max_records
+        self.bulk_min_records = bulk_min_records
+        self.live_concurrency = live_concurrency
+        self.idle_poll_s = idle_poll_s
+        self.limits_interval_s = limits_interval_s
+        self.config_recheck_s = config_recheck_s
+        self._retry = retry_backoff
+        self._on_event = on_event
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self.paused: dict[str, str] = {}
+        self._paused_at: dict[str, float] = {}
+        self.sent: dict[str, dict[str, int]] = {}
+        self._route: Route | None = None
+        self._last_bulk = clock()
+        self._burst = False
+        known: LruCache[str, bool] = LruCache(200_000)
+        self.resolver = LeadResolver(client, mapping, clock=clock)
+        self.ledger = LeadLedger()
+        self.rest = RestSender(
+            client=client,
+            spool=spool,
+            mapping=mapping,
+            resolver=self.resolver,
+            ledger=self.ledger,
+            nested_collections=nested_collections,
+            known_tasks=known,
+            clock=clock,
+        )
+        self.bulk = BulkRail(
+            client=client,
+            spool=spool,
+            mapping=mapping,
+            resolver=self.resolver,
+            ledger=self.ledger,
+            rest=self.rest,
+            retry_backoff=retry_backoff,
+            known_tasks=known,
+            job_max_records=bulk_job_max_records,
+            poll=bulk_poll,
+            clock=clock,
+        )
+
+    # ------------------------------------------------------------------ public
+    def wake(self) -> None:
+        """New work was committed: look now instead of at the next poll."""
+        self._wake.set()
+
+    def status(self) -> RailsStatus:
+        return RailsStatus(
+            paused=dict(self.paused),
+            quota=self.quota.snapshot(),
+            route=self._route.reason if self._route else "starting",
+            sent={k: dict(v) for k, v in self.sent.items()},
+        )
+
+    @property
+    def ready(self) -> bool:
+        return not self.paused and self.quota.state() is not QuotaState.EXHAUSTED
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Recover jobs from a previous run, then flush until ``stop`` is set."""
+        await self._start(stop)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._live_loop(stop), name="rails-live")
+            tg.create_task(self._batch_loop(stop), name="rails-batch")
+            tg.create_task(self._limits_loop(stop), name="rails-limits")
+
+    async def drain(self, *, timeout_s: float | None = None) -> None:
+        """Run until nothing is left to send (pending and in flight both zero), then return.
+
+        Bulk and collections flush at once (no interval wait). Dead letters do not
+        count. Raises TimeoutError after ``timeout_s``, or ConfigurationError if a rail
+        paused with records still pending.
+        """
+        stop = asyncio.Event()
+        self._burst = True
+        stuck: str | None = None
+        try:
+            async with asyncio.timeout(timeout_s), asyncio.TaskGroup() as tg:
+                tg.create_task(self.run(stop), name="rails-run")
+                while True:
+                    stats = await self.spool.stats()
+                    if stats.pending == 0 and stats.inflight == 0:
+                        break
+                    if self.paused and stats.inflight == 0:
+                        stuck = "; ".join(f"{k}: {v}" for k, v in self.paused.items())
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                stop.set()
+        finally:
+            self._burst = False
+        if stuck is not None:
+            raise ConfigurationError(f"rails paused with records pending: {stuck}")
+
+    # ------------------------------------------------------------------ loops
+    async def _start(self, stop: asyncio.Event) -> None:
+        for delay in self._retry:
+            try:
+                await self.client.limits()
+                await self.bulk.recover(stop)
+                return
+            except (ConfigurationError, AuthError) as exc:
+                self._pause("all", str(exc))
+                return
+            except RetryableError as exc:
+                log.info("rails_start_retry", delay_s=round(delay, 2), error=str(exc)[:200])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
+
+    def _pause(self, rail: str, reason: str) -> None:
+        if self.paused.get(rail) != reason:
+            log.error(
+                "rail_paused", rail=rail, reason=reason[:500], recheck_s=self.config_recheck_s
+            )
+            self._event("paused", {"rail": rail, "reason": reason})
+        self.paused[rail] = reason
+        self._paused_at[rail] = self._clock()
+
+    def _is_paused(self, rail: str) -> bool:
+        for name in (rail, "all"):
+            since = self._paused_at.get(name)
+            if since is None:
+                continue
+            if self._clock() - since >= self.config_recheck_s:
+                # Recheck: try again; a still-broken setup pauses again at once.
+                log.info("rail_recheck", rail=name)
+                self.paused.pop(name, None)
+                self._paused_at.pop(name, None)
+                self._event("resumed", {"rail": name})
+                continue
+            return True
+        return False
+
+    def _event(self, name: str, fields: dict[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(name, fields)
+
+    def _count(self, rail: str, counts: dict[Action, int]) -> None:
+        per = self.sent.setdefault(rail, {})
+        for action, n in counts.items():
+            per[action.value] = per.get(action.value, 0) + n
+        self._event("sent", {"rail": rail, **{a.value: n for a, n in counts.items()}})
+
+    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
+        self._wake.clear()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def _decide(self, backlog: int) -> Route:
+        now = self._clock()
+        due = (
+            self._burst
+            or backlog >= self.bulk_max_records
+            or now - self._last_bulk >= self.bulk_interval_s
+        )
+        paused = frozenset(r for r in ("live", "collections", "bulk") if self._is_paused(r))
+        if self._is_paused("all"):
+            paused = frozenset({"live", "collections", "bulk"})
+        decision = route(
+            quota=self.quota.state(),
+            backlog=backlog,
+            bulk_due=due,
+            bulk_min_records=self.bulk_min_records,
+            paused=paused,
+        )
+        if decision != self._route:
+            log.info(
+                "route",
+                urgent=decision.urgent.value,
+                other=decision.other.value,
+                reason=decision.reason,
+            )
+            self._event(
+                "routed",
+                {
+                    "urgent": decision.urgent.value,
+                    "other": decision.other.value,
+                    "reason": decision.reason,
+                },
+            )
+            self._route = decision
+        return decision
+
+    async def _send_rest(self, claims: list[Claim], rail: str) -> None:
+        try:
+            verdicts = await self.rest.send(claims, rail=rail)
+        except (ConfigurationError, AuthError) as exc:
+            await self.spool.release(claims)
+            self._pause("all" if isinstance(exc, AuthError) else rail, str(exc))
+            return
+        except SalesforceError as exc:  # defensive: send() turns the rest into verdicts
+            verdicts = [Verdict(c, Action.RETRY, exc.error_code, exc.message) for c in claims]
+        except SpoolError as exc:
+            # Could not read newest-per-lead: the leases expire and the records come back.
+            log.warning("rails_spool_trouble", rail=rail, error=str(exc)[:300])
+            return
+        if any(v.action is Action.RELEASE for v in verdicts):
+            reason = next(f"{v.code}: {v.message}" for v in verdicts if v.action is Action.RELEASE)
+            self._pause(rail, reason)
+        try:
+            counts = await apply_verdicts(self.spool, verdicts, backoff=self._retry, rail=rail)
+        except SpoolError as exc:
+            # Sent but not recorded: the leases expire and the upserts are re-sent, harmlessly.
+            log.warning("rails_spool_trouble", rail=rail, error=str(exc)[:300])
+            return
+        self._count(rail, counts)
+
+    async def _live_loop(self, stop: asyncio.Event) -> None:
+        """Urgent outcomes: claim as soon as a slot is free; one -> composite, many -> batch."""
+        slots = asyncio.Semaphore(self.live_concurrency)
+        trouble: Iterator[float] | None = None
+        async with asyncio.TaskGroup() as tg:
+            while not stop.is_set():
+                decision = self._route or self._decide(0)
+                if decision.urgent is not Via.LIVE:
+                    await self._wait(stop, self.idle_poll_s)
+                    continue
+                await slots.acquire()
+                try:
+                    claims = await self.spool.claim("live", 200, urgent=True)
+                    trouble = None
+                except SpoolError as exc:
+                    slots.release()
+                    trouble = trouble or iter(_LOOP_BACKOFF)
+                    await self._trouble(stop, "live", exc, next(trouble))
+                    continue
+                except BaseException:
+                    slots.release()
+                    raise
+                if not claims:
+                    slots.release()
+                    await self._wait(stop, self.idle_poll_s)
+                    continue
+
+                async def send(batch: list[Claim] = claims) -> None:
+                    try:
+                        await self._send_rest(batch, "live")
+                    finally:
+                        slots.release()
+
+                tg.create_task(send())
+
+    async def _trouble(
+        self, stop: asyncio.Event, loop: str, exc: BaseException, delay: float
+    ) -> None:
+        log.warning(
+            "rails_loop_retry",
+            loop=loop,
+            delay_s=round(delay, 3),
+            error="".join(traceback.format_exception_only(exc)).strip()[:300],
+        )
+        await self._wait(stop, delay)
+
+    async def _batch_loop(self, stop: asyncio.Event) -> None:
+        """Non-urgent work (and urgent work when degraded): collections or Bulk."""
+        trouble: Iterator[float] | None = None
+        while not stop.is_set():
+            try:
+                worked = await self._batch_step(stop)
+                trouble = None
+            except (SpoolError, SalesforceError) as exc:
+                # Trouble outside a send (spool busy, /limits or job polling failing).
+                trouble = trouble or iter(_LOOP_BACKOFF)
+                await self._trouble(stop, "batch", exc, next(trouble))
+                continue
+            if not worked:
+                await self._wait(
+                    stop, self.idle_poll_s if self._burst else min(1.0, self.bulk_interval_s)
+                )
+
+    async def _batch_step(self, stop: asyncio.Event) -> bool:
+        stats = await self.spool.stats()
+        decision = self._decide(stats.pending)
+        worked = False
+        if decision.urgent is Via.COLLECTIONS:
+            claims = await self.spool.claim("collections", 200, urgent=True)
+            if claims:
+                await self._send_rest(claims, "collections")
+                worked = True
+        if decision.other is Via.COLLECTIONS:
+            claims = await self.spool.claim("collections", 200, urgent=False)
+            if claims:
+                await self._send_rest(claims, "collections")
+                worked = True
+            else:
+                self._last_bulk = self._clock()
+        elif decision.other is Via.BULK:
+            try:
+                n = await self.bulk.flush_batch(stop)
+            except (ConfigurationError, AuthError) as exc:
+                self._pause("all" if isinstance(exc, AuthError) else "bulk", str(exc))
+                n = 0
+            if n:
+                worked = True
+                self.sent["bulk"] = {a.value: k for a, k in self.bulk.counts.items()}
+                self._event("sent", {"rail": "bulk", "records": n})
+            else:
+                self._last_bulk = self._clock()
+        return worked
+
+    async def _limits_loop(self, stop: asyncio.Event) -> None:
+        """Re-read /limits every few minutes (and sooner while quota is exhausted)."""
+        while not stop.is_set():
+            exhausted = self.quota.state() is QuotaState.EXHAUSTED
+            interval = self.limits_interval_s / (5 if exhausted else 1)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            try:
+                await self.client.limits()
+            except SalesforceError as exc:
+                log.info("limits_read_failed", error=str(exc)[:200])
+            self._event("quota", self.quota.snapshot())

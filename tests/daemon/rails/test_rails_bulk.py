@@ -1,0 +1,287 @@
+"""The Bulk API 2.0 rail against sfsim: jobs, reconciliation, failures, newest-wins, restart."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from conftest import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
+
+from daemon.mapping import load_mapping
+from daemon.rails import Rails
+from daemon.salesforce import ConfigurationError, SalesforceClient
+from spool import Spool
+
+
+async def test_bulk_flush_reconciles_every_record(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """3,000 outcomes over 1,000 Leads: every Task lands, each Lead shows its newest outcome."""
+    ids = seed_leads(sim, 1000)
+    outs = []
+    for disp in ["no_answer", "voicemail", "connected"]:
+        outs += [outcome({"id": i}, disposition=disp) for i in ids]
+    await spool.put_many(outs)
+    rails = make_rails(bulk_min_records=2000)
+    await rails.drain(timeout_s=60)
+    st = sim.org.store
+    assert len(st.records("Task")) == 3000
+    assert all(lead(sim, i)["Last_Call_Outcome__c"] == "connected" for i in ids[:50])
+    calls = client.quota.calls_by_rail
+    assert "live" not in calls and "collections" not in calls
+    assert calls["bulk"] <= 20
+    jobs = await spool.jobs()
+    assert {(j.object, j.finished) for j in jobs} == {("Task", True), ("Lead", True)}
+    stats = await spool.stats()
+    assert stats.done == 3000 and stats.dead == 0
+
+
+async def test_do_not_call_survives_coalescing_to_a_newer_outcome(
+    sim: Any, client: SalesforceClient, tmp_path: Any
+) -> None:
+    """An older do-not-call and a newer no-answer in one Bulk batch: DoNotCall stays set."""
+    from spool import open_spool
+
+    ids = seed_leads(sim, 3)
+    dnc = outcome({"id": ids[0]}, disposition="do_not_call")
+    outs = [dnc] + [outcome({"id": i}) for i in ids]
+    # Nothing urgent: the do-not-call goes through Bulk with the newer outcome.
+    async with open_spool(tmp_path / "b.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
+        await sp.put_many(outs)
+        rails = Rails(
+            spool=sp,
+            client=client,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        await rails.drain(timeout_s=60)
+    assert client.quota.calls_by_rail.get("live") is None
+    row = lead(sim, ids[0])
+    assert row["DoNotCall"] is True
+    assert row["Last_Call_Outcome__c"] == "no_answer"
+
+
+async def test_do_not_call_stays_when_a_newer_outcome_takes_another_rail(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """A live do-not-call followed by a newer Bulk outcome: DoNotCall is never cleared."""
+    ids = seed_leads(sim, 3)
+    dnc = outcome({"id": ids[0]}, disposition="do_not_call")
+    await spool.put_many([dnc] + [outcome({"id": i}) for i in ids])
+    await make_rails(bulk_min_records=1).drain(timeout_s=60)
+    row = lead(sim, ids[0])
+    assert row["DoNotCall"] is True
+    assert row["Last_Call_Outcome__c"] == "no_answer"
+
+
+async def test_external_keys_use_relationship_columns(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """External-key Leads link through Lead:Who.<key> without lookups; unknown keys log the Task."""
+    ids = seed_leads(sim, 30)
+    outs = [outcome({"external_key": f"L{n}"}, disposition="connected") for n in range(30)]
+    ghost = outcome({"external_key": "ghost"})
+    await spool.put_many([*outs, ghost])
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=60)
+    assert rails.resolver.lookups == 0
+    assert task_by_key(sim, outs[3].external_key)["WhoId"][:15] == ids[3][:15]
+    assert lead(sim, ids[3])["Status"] == "Working - Contacted"
+    t = task_by_key(sim, ghost.external_key)
+    assert t is not None and t.get("WhoId") is None
+    assert await spool.dead_letters() == []
+
+
+async def test_whole_job_failure_pauses_bulk_and_keeps_records(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """A job Failed on the file pauses the Bulk rail; its records stay pending, none dead."""
+    ids = seed_leads(sim, 10)
+    await spool.put_many([outcome({"id": i}) for i in ids])
+    sim.org.faults.configure({"fail_next_jobs": 5})
+    rails = (
+        make_rails(bulk_min_records=1, collections_fallback=False)
+        if False
+        else make_rails(bulk_min_records=1)
+    )
+    with pytest.raises(ConfigurationError, match="Failed"):
+        await rails.drain(timeout_s=30)
+    assert "bulk" in rails.paused
+    stats = await spool.stats()
+    assert stats.pending == 10 and stats.dead == 0
+
+
+async def test_lock_failures_go_into_a_later_job(sim: Any, spool: Spool, make_rails: Any) -> None:
+    """Rows failing UNABLE_TO_LOCK_ROW are retried in a later job; nothing is lost."""
+    ids = seed_leads(sim, 100)
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    sim.org.faults.configure({"lock_next": 15})
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=60)
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+    assert rails.bulk.stats.batches >= 2
+    assert await spool.dead_letters() == []
+
+
+async def test_token_expiry_mid_job(sim: Any, spool: Spool) -> None:
+    """Tokens revoked while a job is polled: one refresh, the job is reconciled, all land."""
+    ids = seed_leads(sim, 20)
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    revoked = False
+
+    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+        nonlocal revoked
+        if kind == "bulk" and method == "PATCH" and not revoked:
+            revoked = True
+            sim.org.faults.configure({"revoke_tokens": True})
+
+    async with make_client(sim, on_call=hook) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        await rails.drain(timeout_s=60)
+        assert revoked and sf.token_requests == 2
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+
+
+async def test_stale_bulk_outcome_does_not_overwrite_newer_live_state(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """An older outcome going by Bulk after a newer one went live leaves the newer Lead state."""
+    [lead_id] = seed_leads(sim, 1)
+    older = outcome({"id": lead_id}, disposition="wrong_number")
+    newer = outcome({"id": lead_id}, disposition="connected", live=True)
+    await spool.put(newer)
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=30)  # the newer, live outcome goes first
+    await spool.put(older)
+    await rails.drain(timeout_s=30)
+    row = lead(sim, lead_id)
+    assert row["Status"] == "Working - Contacted"
+    assert row["Last_Call_Outcome__c"] == "connected"
+    assert task_by_key(sim, older.external_key) is not None
+
+
+async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -> None:
+    """A live outcome sent while a Bulk job with an older one runs is re-applied after the job."""
+    from sfsim import SimOrg
+    from spool import open_spool
+
+    async with (
+        SimOrg(port=0, bulk_rate=20.0) as slow_sim,
+        open_spool(tmp_path / "s.db", synchronous="NORMAL") as sp,
+    ):
+        [lead_id] = seed_leads(slow_sim, 1)
+        others = seed_leads(slow_sim, 20, prefix="O")
+        older = outcome({"id": lead_id}, disposition="wrong_number")
+        await sp.put_many([*(outcome({"id": i}) for i in others), older])
+        newer = outcome({"id": lead_id}, disposition="connected", live=True)
+        sent_live = False
+
+        def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+            nonlocal sent_live
+            if rail == "live":
+                sent_live = True
+
+        async with make_client(slow_sim, on_call=hook) as sf:
+            rails = Rails(
+                spool=sp,
+                client=sf,
+                mapping=load_mapping(None),
+                bulk_min_records=1,
+                bulk_interval_s=0.01,
+                retry_backoff=FAST_RETRY,
+                bulk_poll=FAST_POLL,
+                idle_poll_s=0.005,
+            )
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(rails.run(stop))
+                for _ in range(2000):  # wait for the Bulk job to be under way
+                    if await sp.jobs():
+                        break
+                    await asyncio.sleep(0.005)
+                await sp.put(newer)
+                rails.wake()
+                for _ in range(4000):
+                    stats = await sp.stats()
+                    if stats.pending == 0 and stats.inflight == 0:
+                        break
+                    await asyncio.sleep(0.005)
+                stop.set()
+        assert sent_live
+        assert rails.bulk.stats.resent_newer == 1
+        row = slow_sim.org.store.get("Lead", lead_id)
+        assert row["Last_Call_Outcome__c"] == "connected"
+        assert row["Status"] == "Working - Contacted"
+
+
+class Crash(Exception):
+    """Simulated process death at a chosen wire step."""
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "expect_state"),
+    [(("PUT", "bulk"), "Aborted"), (("PATCH", "bulk"), "JobComplete")],
+)
+async def test_restart_recovers_jobs(
+    sim: Any, spool: Spool, crash_at: tuple[str, str], expect_state: str
+) -> None:
+    """A crash with a job Open (aborted, re-queued) or running (polled, re-sent): all land once."""
+    ids = seed_leads(sim, 40)
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    armed = True
+
+    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+        nonlocal armed
+        if armed and (method, kind) == crash_at:
+            armed = False
+            raise Crash(method)
+
+    async with make_client(sim, on_call=hook) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        with pytest.raises(BaseExceptionGroup) as info:
+            await rails.drain(timeout_s=30)
+        assert info.group_contains(Crash)
+    [job] = await spool.jobs()
+    assert not job.finished
+    # Restart: a new process with the same spool.
+    async with make_client(sim) as sf2:
+        rails2 = Rails(
+            spool=spool,
+            client=sf2,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        await rails2.drain(timeout_s=60)
+    old = next(j for j in await spool.jobs() if j.sf_job_id == job.sf_job_id)
+    assert old.finished and old.state == expect_state
+    st = sim.org.store
+    for o in outs:
+        assert len(st.find("Task", "Call_Id__c", o.external_key)) == 1
+    stats = await spool.stats()
+    assert stats.done == 40 and stats.dead == 0

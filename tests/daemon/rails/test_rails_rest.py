@@ -1,0 +1,221 @@
+"""Live and collections rails against sfsim: composite per outcome, batches, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from conftest import lead, outcome, seed_leads, task_by_key
+
+from daemon.mapping import parse_mapping
+from daemon.salesforce import ConfigurationError, SalesforceClient
+from spool import CallOutcome, Spool
+
+
+async def test_live_outcome_goes_as_one_composite_call(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A live do-not-call outcome becomes a Task and a DoNotCall Lead in one API call."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome({"id": lead_id}, disposition="do_not_call", live=True, notes="stop calling")
+    await spool.put(o)
+    rails = make_rails()
+    await rails.drain(timeout_s=20)
+    task = task_by_key(sim, o.external_key)
+    assert task is not None
+    assert task["WhoId"][:15] == lead_id[:15]
+    assert task["Status"] == "Completed" and task["TaskSubtype"] == "Call"
+    assert task["CallType"] == "Outbound" and task["CallDurationInSeconds"] == 30
+    assert "stop calling" in task["Description"]
+    row = lead(sim, lead_id)
+    assert row["DoNotCall"] is True and row["Last_Call_Outcome__c"] == "do_not_call"
+    assert client.quota.calls_by_rail.get("live") == 1
+    stats = await spool.stats()
+    assert stats.done == 1 and stats.pending == 0
+
+
+async def test_many_urgent_outcomes_share_one_call(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """150 urgent outcomes pending at once go as collections inside one composite call."""
+    ids = seed_leads(sim, 150)
+    outs = [outcome({"id": i}, disposition="callback_requested", live=True) for i in ids]
+    await spool.put_many(outs)
+    await make_rails().drain(timeout_s=20)
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+    assert client.quota.calls_by_rail.get("live") == 1
+    assert lead(sim, ids[7])["Status"] == "Working - Contacted"
+
+
+async def test_small_backlog_goes_by_collections(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """450 non-urgent outcomes (under bulk_min_records) cost 3 collections calls."""
+    ids = seed_leads(sim, 450)
+    outs = [outcome({"id": i}, disposition="connected") for i in ids]
+    await spool.put_many(outs)
+    await make_rails(bulk_min_records=2000).drain(timeout_s=30)
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+    assert client.quota.calls_by_rail.get("collections") == 3
+    assert lead(sim, ids[0])["Status"] == "Working - Contacted"
+
+
+async def test_external_key_and_phone_leads_are_looked_up_and_cached(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Leads named by external key or phone are looked up; a second outcome hits the cache."""
+    ids = seed_leads(sim, 2)
+    a = outcome({"external_key": "L0"}, live=True, disposition="connected")
+    b = outcome({"phone": "+15550000001"}, live=True, disposition="connected")
+    await spool.put_many([a, b])
+    rails = make_rails()
+    await rails.drain(timeout_s=20)
+    assert task_by_key(sim, a.external_key)["WhoId"][:15] == ids[0][:15]
+    assert task_by_key(sim, b.external_key)["WhoId"][:15] == ids[1][:15]
+    lookups = rails.resolver.lookups
+    c = outcome({"external_key": "L0"}, live=True)
+    await spool.put(c)
+    await rails.drain(timeout_s=20)
+    assert rails.resolver.lookups == lookups
+    assert task_by_key(sim, c.external_key)["WhoId"][:15] == ids[0][:15]
+
+
+async def test_unknown_lead_follows_policy(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """task_without_who logs the Task with no WhoId; dead_letter dead-letters with a reason."""
+    a = outcome({"external_key": "nobody"}, live=True)
+    await spool.put(a)
+    await make_rails().drain(timeout_s=20)
+    task = task_by_key(sim, a.external_key)
+    assert task is not None and task.get("WhoId") is None
+    b = outcome({"external_key": "nobody-2"}, live=True)
+    await spool.put(b)
+    strict = parse_mapping({"lead": {"not_found": "dead_letter"}})
+    await make_rails(strict).drain(timeout_s=20)
+    assert task_by_key(sim, b.external_key) is None
+    [dead] = await spool.dead_letters()
+    assert dead.error_code == "LEAD_NOT_FOUND" and "nobody-2" in (dead.error_message or "")
+
+
+async def test_update_of_an_existing_task_drops_create_only_fields(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A newer version of a sent call updates its Task; TaskSubtype never fails the update."""
+    [lead_id] = seed_leads(sim, 1)
+    first = outcome({"id": lead_id}, live=True, disposition="no_answer")
+    await spool.put(first)
+    await make_rails().drain(timeout_s=20)
+    newer = CallOutcome.model_validate(
+        {**first.model_dump(), "version": 1, "disposition": "connected"}
+    )
+    await spool.put(newer)
+    fresh = make_rails()  # a fresh process does not know the Task exists
+    await fresh.drain(timeout_s=20)
+    task = task_by_key(sim, first.external_key)
+    assert task is not None and task["CallDisposition"] == "connected"
+    assert await spool.dead_letters() == []
+    assert len(sim.org.store.find("Task", "Call_Id__c", first.external_key)) == 1
+    # The org refused TaskSubtype on the update once; the Task was re-sent without it.
+    assert client.quota.calls_by_rail["live"] == 3
+
+
+async def test_record_error_dead_letters_with_code(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A value Salesforce refuses (too long) dead-letters that record with the error code."""
+    [lead_id] = seed_leads(sim, 1)
+    mapping = parse_mapping({"task": {"fields": {"Subject": "{notes}"}}})
+    bad = outcome({"id": lead_id}, live=True, notes="x" * 300)
+    good = outcome({"id": lead_id}, live=True, notes="fine")
+    await spool.put_many([bad, good])
+    await make_rails(mapping).drain(timeout_s=20)
+    [dead] = await spool.dead_letters()
+    assert dead.call_id == bad.call_id and dead.error_code == "STRING_TOO_LONG"
+    assert task_by_key(sim, good.external_key) is not None
+
+
+async def test_unknown_field_pauses_the_rail_and_keeps_records(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A mapped field the org lacks pauses the rail; the record stays pending, not dead."""
+    [lead_id] = seed_leads(sim, 1)
+    mapping = parse_mapping({"lead": {"fields": {"No_Such__c": "{disposition}"}}})
+    await spool.put(outcome({"id": lead_id}, live=True))
+    rails = make_rails(mapping)
+    with pytest.raises(ConfigurationError, match=r"No_Such__c|INVALID_FIELD"):
+        await rails.drain(timeout_s=20)
+    assert "live" in rails.paused
+    stats = await spool.stats()
+    assert stats.pending == 1 and stats.dead == 0
+
+
+async def test_lock_errors_are_retried_until_done(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """UNABLE_TO_LOCK_ROW on some rows: retried with backoff, nothing lost or dead."""
+    ids = seed_leads(sim, 50)
+    outs = [outcome({"id": i}, live=True) for i in ids]
+    sim.org.faults.configure({"lock_next": 10})
+    await spool.put_many(outs)
+    await make_rails().drain(timeout_s=30)
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+    assert await spool.dead_letters() == []
+
+
+async def test_server_errors_are_retried(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """503s from the org are retried with backoff until the outcome lands."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome({"id": lead_id}, live=True)
+    sim.org.faults.configure({"error_next": 3, "error_status": 503})
+    await spool.put(o)
+    await make_rails().drain(timeout_s=20)
+    assert task_by_key(sim, o.external_key) is not None
+
+
+async def test_token_expiry_mid_run_refreshes_once(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Tokens revoked between sends: one refresh, the send is replayed, nothing fails."""
+    ids = seed_leads(sim, 2)
+    rails = make_rails()
+    await spool.put(outcome({"id": ids[0]}, live=True))
+    await rails.drain(timeout_s=20)
+    sim.org.faults.configure({"revoke_tokens": True})
+    o = outcome({"id": ids[1]}, live=True)
+    await spool.put(o)
+    await rails.drain(timeout_s=20)
+    assert task_by_key(sim, o.external_key) is not None
+    assert client.token_requests == 2
+
+
+async def test_exhausted_limit_waits_and_recovers(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """REQUEST_LIMIT_EXCEEDED stops sending (records kept); fresh quota resumes."""
+    [lead_id] = seed_leads(sim, 1)
+    rails = make_rails(limits_interval_s=0.05)
+    await spool.put(outcome({"id": lead_id}, live=True))
+    await rails.drain(timeout_s=20)
+    sim.org.faults.configure({"exhaust_daily_limit": True})
+    o = outcome({"id": lead_id}, live=True)
+    await spool.put(o)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(rails.run(stop))
+        for _ in range(400):
+            if rails.quota.state().value == "exhausted":
+                break
+            await asyncio.sleep(0.005)
+        assert rails.quota.state().value == "exhausted"
+        assert (await spool.stats()).pending + (await spool.stats()).inflight == 1
+        sim.org.usage.used = 0  # the rolling 24 h window freed capacity
+        for _ in range(2000):
+            if task_by_key(sim, o.external_key) is not None:
+                break
+            await asyncio.sleep(0.005)
+        stop.set()
+    assert task_by_key(sim, o.external_key) is not None

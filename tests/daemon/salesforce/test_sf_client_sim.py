@@ -1,0 +1,108 @@
+"""The Salesforce client against sfsim over loopback: auth, refresh, errors, quota."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from daemon.salesforce import (
+    AuthError,
+    ClientClosed,
+    QuotaView,
+    SalesforceClient,
+    TransportError,
+)
+from daemon.salesforce.wire import sobject_path
+
+
+@pytest.fixture
+async def sim() -> Any:
+    from sfsim import SimOrg
+
+    async with SimOrg(port=0) as org:
+        yield org
+
+
+def client_for(sim: Any, **kw: Any) -> SalesforceClient:
+    info = sim.info
+    kw.setdefault("client_secret", info["client_secret"])
+    return SalesforceClient(
+        login_url=info["token_url"].removesuffix("/services/oauth2/token"),
+        client_id=info["client_id"],
+        allow_http=True,
+        **kw,
+    )
+
+
+async def test_client_credentials_login_and_limits_feed_the_quota(sim: Any) -> None:
+    """One token request, then /limits fills the quota view from the org."""
+    async with client_for(sim, quota=QuotaView()) as sf:
+        body = await sf.limits()
+        assert "DailyApiRequests" in body
+        assert sf.token_requests == 1
+        assert sf.quota.usage is not None and sf.quota.usage.max > 0
+        assert sf.quota.calls_by_rail == {"admin": 1}
+
+
+async def test_password_flow_works(sim: Any) -> None:
+    """The legacy username-password flow logs in."""
+    info = sim.info
+    async with client_for(
+        sim, auth="password", username=info["username"], password=info["password"]
+    ) as sf:
+        await sf.limits()
+        assert sf.instance_url is not None
+
+
+async def test_bad_secret_is_an_auth_error_that_says_what_is_wrong(sim: Any) -> None:
+    """A wrong client secret raises AuthError naming the OAuth error, once, no spinning."""
+    async with client_for(sim, client_secret="wrong") as sf:
+        with pytest.raises(AuthError, match="invalid_client"):
+            await sf.limits()
+        assert sf.token_requests == 1
+
+
+async def test_expired_session_triggers_one_refresh_for_many_requests(sim: Any) -> None:
+    """Twenty concurrent requests seeing INVALID_SESSION_ID cause exactly one refresh."""
+    async with client_for(sim) as sf:
+        await sf.limits()
+        sim.org.faults.configure({"revoke_tokens": True})
+        await asyncio.gather(*(sf.limits() for _ in range(20)))
+        assert sf.token_requests == 2
+
+
+async def test_upsert_path_encodes_external_key(sim: Any) -> None:
+    """A Task upserted by an external key with ':' and '/' lands under that exact key."""
+    async with client_for(sim) as sf:
+        path = sobject_path(sf.api_version, "Task", "Call_Id__c", "vici:a/b c")
+        response = await sf.request(
+            "PATCH", path, json={"Subject": "Call", "Status": "Completed"}, rail="live"
+        )
+        assert response.status_code == 201
+        assert sim.org.store.find("Task", "Call_Id__c", "vici:a/b c")
+
+
+async def test_connection_refused_is_a_transport_error() -> None:
+    """Nothing listening: a retryable TransportError, not an httpx exception."""
+    sf = SalesforceClient(
+        login_url="http://127.0.0.1:9",
+        client_id="c",
+        client_secret="s",
+        allow_http=True,
+        connect_timeout_s=1.0,
+    )
+    async with sf:
+        with pytest.raises(TransportError):
+            await sf.limits()
+
+
+async def test_closed_client_refuses_use(sim: Any) -> None:
+    """Using the client after aclose() raises ClientClosed; closing twice is fine."""
+    sf = client_for(sim)
+    async with sf:
+        pass
+    await sf.aclose()
+    with pytest.raises(ClientClosed):
+        await sf.limits()
