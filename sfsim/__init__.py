@@ -35,9 +35,11 @@ README-internal (plug-in points for the Bulk API 2.0 engineer)
 
 from __future__ import annotations
 
+from sfsim.cli import run_sim_cli
 from sfsim.errors import SfError
 from sfsim.org import Org, SimConfig
 from sfsim.schema import Schema, SchemaError, default_schema, load_schema
+from sfsim.server import SimOrg
 from sfsim.store import RecordStore
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "SchemaError",
     "SfError",
     "SimConfig",
+    "SimOrg",
     "default_schema",
     "load_schema",
+    "run_sim_cli",
 ]

@@ -86,6 +86,8 @@ class Org:
         )
         #: Set by the server once it listens: ``http(s)://host:port``.
         self.instance_url = ""
+        #: PEM file of the CA that signed the server certificate (``--tls``), else None.
+        self.ca_file: str | None = None
         self.user_id = ""
         self._seed_user()
         self.plugins: list[SimPlugin] = _load_plugins(self)
@@ -108,6 +110,18 @@ class Org:
         self.tokens.revoke(refresh_too=refresh_too)
 
     # ---------------------------------------------------------------- control
+
+    def info(self, ca_file: str | None = None) -> dict[str, Any]:
+        """What a client needs to connect (the ``--print-json`` line)."""
+        return {
+            "instance_url": self.instance_url,
+            "token_url": f"{self.instance_url}/services/oauth2/token",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret,
+            "username": self.config.username,
+            "password": self.config.password,
+            "ca_file": ca_file if ca_file is not None else self.ca_file,
+        }
 
     def stats(self) -> dict[str, Any]:
         """``GET /__sim/stats``: API calls in total and per kind, records per object, plugins."""
