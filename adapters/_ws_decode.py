@@ -17,6 +17,7 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from spool.record import CallOutcome, Direction, Disposition, format_validation_error
 
@@ -92,15 +93,17 @@ def parse_path(dotted: str) -> Path:
 
 def get_path(obj: Any, path: Path) -> Any:
     """The value at ``path``, or ``None`` when any step is absent."""
+    # Hot path (every field of every event): exact type checks, no exceptions.
     for part in path:
-        if isinstance(part, int) and isinstance(obj, list):
+        kind = type(obj)
+        if kind is dict:
+            obj = obj.get(part if type(part) is str else str(part), _MISSING)
+            if obj is _MISSING:
+                return None
+        elif kind is list and type(part) is int:
             if part >= len(obj):
                 return None
             obj = obj[part]
-        elif isinstance(obj, dict):
-            obj = obj.get(str(part), _MISSING)
-            if obj is _MISSING:
-                return None
         else:
             return None
     return obj
@@ -118,6 +121,12 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
         seconds = value / 1000.0 if value > _EPOCH_MS_THRESHOLD else float(value)
         return datetime.fromtimestamp(seconds, tz=UTC)
     if isinstance(value, str):
+        try:  # fast path: ISO 8601 with an offset or Z (Python 3.11 reads both)
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=default_tz)
         text = value.strip()
         if text.replace(".", "", 1).isdigit():
             return parse_timestamp(float(text), default_tz)
@@ -222,11 +231,18 @@ class EventDecoder:
         self._map = map_disposition
         self._tz: tzinfo = ZoneInfo(default_tz)
         self._live_when_agent = live_when_agent
+        # Lead parts are read as text, then assembled into the LeadRef.
+        self._plan: list[tuple[str, Path, Callable[[Any], Any]]] = [
+            (name, path, _text if name.startswith("lead_") else self._convert(name))
+            for name, path in self._fields.items()
+        ]
+        self._lead_fields = tuple(n for n in self._fields if n.startswith("lead_"))
 
     def parse(self, raw: str | bytes) -> Event:
         """Frame -> ``Event``; :class:`DecodeError` if it is not a JSON object."""
         try:
-            body = json.loads(raw)
+            # pydantic-core's parser: the same JSON, about twice as fast as json.loads.
+            body = from_json(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise DecodeError(f"not JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -258,65 +274,78 @@ class EventDecoder:
         except ValueError as exc:
             raise DecodeError(str(exc), event_id=event.event_id) from None
 
+    def _convert(self, name: str) -> Callable[[Any], Any]:
+        """The converter for one field (chosen once, at construction)."""
+        tz = self._tz
+        if name in _TIME_FIELDS:
+
+            def to_time(value: Any) -> datetime:
+                try:
+                    return parse_timestamp(value, tz)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+
+            return to_time
+        if name in _INT_FIELDS:
+            return lambda value: _as_int(value, name)
+        if name in _BOOL_FIELDS:
+            return lambda value: _as_bool(value, name)
+        if name == "direction":
+            return _as_direction
+        return _text
+
     def _outcome(self, event: Event) -> CallOutcome:
         body = event.body
-        values: dict[str, Any] = {}
-        for name, path in self._fields.items():
+        data: dict[str, Any] = {"source": self.source}
+        raw_disposition: Any = None
+        for name, path, convert in self._plan:
             value = get_path(body, path)
             if value is None or value == "":
                 continue
-            values[name] = value
-        missing = [n for n in _REQUIRED if n not in values]
+            data[name] = convert(value)
+        missing = [n for n in _REQUIRED if n not in data]
         if missing:
             where = ", ".join(f"{n} (at {'.'.join(map(str, self._fields[n]))})" for n in missing)
             raise DecodeError(f"missing {where}", event_id=event.event_id)
 
-        data: dict[str, Any] = {"source": self.source}
-        for name, value in values.items():
-            if name in _TIME_FIELDS:
-                try:
-                    data[name] = parse_timestamp(value, self._tz)
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
-            elif name in _INT_FIELDS:
-                data[name] = _as_int(value, name)
-            elif name in _BOOL_FIELDS:
-                data[name] = _as_bool(value, name)
-            elif name == "direction":
-                text = _as_text(value).strip().lower()
-                data[name] = Direction.INBOUND if text.startswith("in") else Direction.OUTBOUND
-            elif name.startswith("lead_") or name == "disposition":
-                continue
-            else:
-                data[name] = _as_text(value)
-
-        raw = _as_text(values["disposition"]).strip()
-        disposition, ambiguous = self._map(raw)
+        raw_disposition = data["disposition"].strip()
+        disposition, ambiguous = self._map(raw_disposition)
         data["disposition"] = disposition
-        data["raw_disposition"] = raw[:255]
-        data["ambiguous"] = bool(data.get("ambiguous", False)) or ambiguous
+        data["raw_disposition"] = raw_disposition[:255]
+        if ambiguous:
+            data["ambiguous"] = True
 
-        lead: dict[str, str] = {}
-        for key in ("id", "external_key", "phone"):
-            value = values.get(f"lead_{key}")
-            if value is not None:
-                lead[key] = _as_text(value)
-        if lead:
-            data["lead"] = lead
-        if "live" not in data and self._live_when_agent:
+        if self._lead_fields:
+            lead: dict[str, str] = {}
+            for key in self._lead_fields:
+                value = data.pop(key) if key in data else None
+                if value is not None:
+                    lead[key[5:]] = value
+            if lead:
+                data["lead"] = lead
+        if self._live_when_agent and "live" not in data:
             # An agent id on the outcome means an agent dispositioned it: the
             # rails send those at once (issue 5, "live").
             data["live"] = "agent_id" in data
-        extra: dict[str, Any] = {}
-        for key, path in self._extra.items():
-            value = get_path(body, path)
-            if value is None or isinstance(value, str | int | float | bool):
-                extra[key] = value
-            else:
-                extra[key] = _as_text(value)
-        if extra:
+        if self._extra:
+            extra: dict[str, Any] = {}
+            for key, path in self._extra.items():
+                value = get_path(body, path)
+                if value is None or isinstance(value, str | int | float | bool):
+                    extra[key] = value
+                else:
+                    extra[key] = _as_text(value)
             data["extra"] = extra
         return CallOutcome.model_validate(data)
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else _as_text(value)
+
+
+def _as_direction(value: Any) -> Direction:
+    text = _as_text(value).strip().lower()
+    return Direction.INBOUND if text.startswith("in") else Direction.OUTBOUND
 
 
 def fill_template(template: Any, replacements: Mapping[str, Any]) -> Any:

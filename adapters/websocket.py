@@ -29,6 +29,7 @@ required ``fields`` have no default)::
     resume_message = { type = "resume", after = "{id}" }
     subscribe_message = {}              # sent after every connect (optional)
     batch_max = 2000                    # events per spool commit
+    compression = false                 # offer permessage-deflate (CPU for bandwidth)
     open_timeout_s = 10.0; ping_interval_s = 20.0; ping_timeout_s = 20.0; close_timeout_s = 5.0
     reconnect_initial_s = 1.0; reconnect_max_s = 60.0
 
@@ -109,6 +110,7 @@ _KEYS: Final = {
     "batch_max",
     "queue_max",
     "max_message_bytes",
+    "compression",
     "open_timeout_s",
     "ping_interval_s",
     "ping_timeout_s",
@@ -149,6 +151,7 @@ class WebsocketConfig:
     batch_max: int = 2000
     queue_max: int = 10_000
     max_message_bytes: int = 2**20
+    compression: bool = False
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
 
     @property
@@ -223,6 +226,7 @@ class WebsocketConfig:
             batch_max=r.integer("batch_max", 2000, low=1, high=100_000),
             queue_max=r.integer("queue_max", 10_000, low=1, high=1_000_000),
             max_message_bytes=r.integer("max_message_bytes", 2**20, low=1024, high=64 * 2**20),
+            compression=r.get("compression", bool, False),
             timeouts=t,
         )
         # Building the decoder checks the field paths.
@@ -259,12 +263,28 @@ def build(table: Mapping[str, Any], spool: Spool, *, default_tz: str = "UTC") ->
     return WebsocketAdapter(WebsocketConfig.from_table(table), spool, default_tz=default_tz)
 
 
+# One decoded frame: (event id, outcome, (raw, rejection reason)).
+_Item = tuple[str | None, CallOutcome | None, tuple[str | bytes, str] | None]
+
+
 @dataclass(slots=True)
 class _Batch:
     outcomes: list[CallOutcome] = field(default_factory=list)
     bad: list[tuple[str | bytes, str]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     size: int = 0
+
+    @classmethod
+    def of(cls, items: list[_Item]) -> _Batch:
+        batch = cls(size=len(items))
+        for event_id, outcome, bad in items:
+            if event_id is not None:
+                batch.ids.append(event_id)
+            if outcome is not None:
+                batch.outcomes.append(outcome)
+            elif bad is not None:
+                batch.bad.append(bad)
+        return batch
 
 
 class WebsocketAdapter(ReconnectingClient):
@@ -323,6 +343,7 @@ class WebsocketAdapter(ReconnectingClient):
             ssl_context=ctx,
             max_queue=max(16, min(cfg.batch_max, 4096)),
             max_size=cfg.max_message_bytes,
+            compression=cfg.compression,
         )
 
     async def _on_open(self, conn: ClientConnection) -> None:
@@ -343,9 +364,11 @@ class WebsocketAdapter(ReconnectingClient):
             tg.create_task(self._commit_loop(conn, queue), name=f"{self.name}-commit")
 
     async def _read(self, conn: ClientConnection, queue: asyncio.Queue[object]) -> None:
+        # Decoding happens here, while the committer waits for SQLite: the two overlap.
+        decode = self._decode
         try:
             async for message in conn:
-                await queue.put(message)
+                await queue.put(decode(message))
         except ConnectionClosed as exc:
             self._set_error(exc)
         finally:
@@ -358,9 +381,9 @@ class WebsocketAdapter(ReconnectingClient):
             item = await queue.get()
             if item is _EOF:
                 return
-            raws: list[str | bytes] = [item]  # type: ignore[list-item]
+            items: list[_Item] = [item]  # type: ignore[list-item]
             eof = False
-            while len(raws) < batch_max:
+            while len(items) < batch_max:
                 try:
                     nxt = queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -368,8 +391,8 @@ class WebsocketAdapter(ReconnectingClient):
                 if nxt is _EOF:
                     eof = True
                     break
-                raws.append(nxt)  # type: ignore[arg-type]
-            committed = await self._commit(conn, raws)
+                items.append(nxt)  # type: ignore[arg-type]
+            committed = await self._commit(conn, _Batch.of(items))
             if not committed:
                 # Refused: nothing more from this connection is stored or acked.
                 await conn.close(_TRY_AGAIN_LATER, "spool full, try again later")
@@ -379,30 +402,24 @@ class WebsocketAdapter(ReconnectingClient):
             if eof:
                 return
 
-    def _decode(self, raws: list[str | bytes]) -> _Batch:
-        batch = _Batch(size=len(raws))
+    def _decode(self, raw: str | bytes) -> _Item:
+        """One frame -> (event id, outcome or None, rejection or None)."""
         decoder = self._decoder
-        for raw in raws:
-            try:
-                event = decoder.parse(raw)
-            except DecodeError as exc:
-                batch.bad.append((raw, exc.reason))
-                continue
-            if event.event_id is not None:
-                batch.ids.append(event.event_id)
-            if not decoder.wanted(event):
-                continue
-            try:
-                batch.outcomes.append(decoder.outcome(event))
-            except DecodeError as exc:
-                batch.bad.append((raw, exc.reason))
-        return batch
+        try:
+            event = decoder.parse(raw)
+        except DecodeError as exc:
+            return (None, None, (raw, exc.reason))
+        if not decoder.wanted(event):
+            return (event.event_id, None, None)
+        try:
+            return (event.event_id, decoder.outcome(event), None)
+        except DecodeError as exc:
+            return (event.event_id, None, (raw, exc.reason))
 
-    async def _commit(self, conn: ClientConnection, raws: list[str | bytes]) -> bool:
+    async def _commit(self, conn: ClientConnection, batch: _Batch) -> bool:
         """Store one batch, then ack it. False when the spool refused it."""
         health = self._health
-        health.received += len(raws)
-        batch = self._decode(raws)
+        health.received += batch.size
         skipped = batch.size - len(batch.outcomes) - len(batch.bad)
         if skipped:
             self._extra("filtered", skipped)
