@@ -117,6 +117,7 @@ _KEYS: Final = {
     "reconnect_max_s",
 }
 _EOF: Final = object()
+_REPLACED: Final = object()
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,9 @@ class AriAdapter(ReconnectingClient):
             async for message in conn:
                 self._health.received += 1
                 item = self._handle(message)
+                if item is _REPLACED:
+                    await conn.close(1000, "application replaced")
+                    break
                 if item is not None:
                     await self._queue.put(item)
         except ConnectionClosed as exc:
@@ -313,7 +317,7 @@ class AriAdapter(ReconnectingClient):
         finally:
             await self._queue.put(_EOF)
 
-    def _handle(self, message: str | bytes) -> CallOutcome | _Bad | None:
+    def _handle(self, message: str | bytes) -> CallOutcome | _Bad | object | None:
         try:
             event = json.loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -324,9 +328,14 @@ class AriAdapter(ReconnectingClient):
         if etype == "ApplicationReplaced":
             # Another client took this app over (one socket per app, reference 1.1):
             # fighting back would flap both; wait the longest delay before retrying.
-            self._log.error("ari_application_replaced", app=event.get("application"))
+            self._log.error(
+                "ari_application_replaced",
+                app=event.get("application"),
+                retry_in_s=self.config.timeouts.reconnect_max_s,
+            )
             self._hold_off_s = self.config.timeouts.reconnect_max_s
-            return None
+            self._extra("replaced")
+            return _REPLACED
         try:
             result = self.tracker.feed(event, self._clock())
         except AriEventError as exc:

@@ -257,3 +257,14 @@ def test_events_uri_and_config_problems() -> None:
         "adapter[2].max_channels: must be between",
     ):
         assert expected in problems
+
+
+async def test_application_replaced_backs_off(spool: Spool) -> None:
+    """When another client takes the app over, the adapter closes and waits before retrying."""
+    replaced = ev("ApplicationReplaced", 1.0)
+    async with asterisk([[replaced], []]) as (fake, url):
+        adapter = make(table(url, reconnect_max_s=0.05), spool)
+        async with running(adapter):
+            await until(lambda: fake.connections == 2)
+        assert adapter.health().extra["replaced"] == 1
+        assert adapter.health().reconnects >= 1
