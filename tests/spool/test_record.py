@@ -1,0 +1,143 @@
+"""CallOutcome: identity, ordering, timezone rules, closed vocabulary, clear errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from spool import CallOutcome, Disposition, LeadRef, format_validation_error
+
+ENDED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def make(**kw: Any) -> CallOutcome:
+    data: dict[str, Any] = {
+        "source": "vici",
+        "call_id": "C1",
+        "disposition": "connected",
+        "ended_at": ENDED,
+    }
+    data.update(kw)
+    return CallOutcome.model_validate(data)
+
+
+def error_text(**kw: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        make(**kw)
+    return format_validation_error(info.value)
+
+
+def test_identity_and_external_key() -> None:
+    """Identity is (source, call_id); the Task external key is 'source:call_id'."""
+    o = make(call_id="abc-1")
+    assert o.identity == ("vici", "abc-1")
+    assert o.external_key == "vici:abc-1"
+
+
+def test_naive_timestamp_is_refused_naming_the_field() -> None:
+    """A naive ended_at is refused (never read as local time) and the error names it."""
+    text = error_text(ended_at=datetime(2026, 11, 24, 12, 0))
+    assert text.startswith("ended_at:") and "timezone" in text
+
+
+def test_aware_timestamps_in_any_zone_compare_by_instant() -> None:
+    """The same instant in two zones is the same order key; a later instant is newer."""
+    paris = timezone(timedelta(hours=1))
+    a = make(ended_at=ENDED)
+    b = make(ended_at=ENDED.astimezone(paris))
+    c = make(ended_at=ENDED + timedelta(seconds=1))
+    assert a.order_key == b.order_key
+    assert c.is_newer_than(a) and not a.is_newer_than(b)
+
+
+def test_version_bump_beats_later_timestamp() -> None:
+    """An explicit version bump wins over a later ended_at, then source_seq decides."""
+    bumped = make(version=1, ended_at=ENDED)
+    later = make(ended_at=ENDED + timedelta(hours=1))
+    assert bumped.is_newer_than(later)
+    assert make(source_seq=2).is_newer_than(make(source_seq=1, ended_at=ENDED + timedelta(1)))
+
+
+def test_disposition_is_a_closed_vocabulary() -> None:
+    """An unknown disposition is refused with the bad value; the raw code is kept apart."""
+    text = error_text(disposition="SALE")
+    assert text.startswith("disposition:") and "'SALE'" in text
+    o = make(disposition="callback_requested", raw_disposition="CALLBK")
+    assert o.disposition is Disposition.CALLBACK_REQUESTED
+    assert o.raw_disposition == "CALLBK"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("source", "Vici Dial", "source"),
+        ("call_id", "a\nb", "control characters"),
+        ("phone", "call me", "not a phone number"),
+        ("recording_url", "ftp://x/y.wav", "http(s)"),
+        ("duration_s", -1, "duration_s"),
+        ("ended_at", datetime(1999, 1, 1, tzinfo=UTC), "outside"),
+    ],
+)
+def test_bad_values_are_named(field: str, value: Any, fragment: str) -> None:
+    """Each bad field value is reported with the field's name and what was wrong."""
+    text = error_text(**{field: value})
+    assert text.startswith(f"{field}:")
+    assert fragment in text
+
+
+def test_started_after_ended_is_refused() -> None:
+    """A call cannot start after it ended."""
+    assert "after ended_at" in error_text(started_at=ENDED + timedelta(seconds=5))
+
+
+def test_missing_fields_are_listed() -> None:
+    """Missing required fields are each listed as 'field required'."""
+    with pytest.raises(ValidationError) as info:
+        CallOutcome.model_validate({"source": "vici"})
+    text = format_validation_error(info.value)
+    for name in ("call_id", "disposition", "ended_at"):
+        assert f"{name}: field required" in text
+
+
+def test_lead_key_is_stable_across_id_forms() -> None:
+    """15- and 18-character forms of one Salesforce id name the same Lead."""
+    assert LeadRef(id="00Q5e00000AbCdE").key == LeadRef(id="00Q5e00000AbCdEFGH").key
+    assert LeadRef(phone="+1 (555) 010-9999").key == "phone:+15550109999"
+    with pytest.raises(ValidationError, match="one of id, external_key or phone"):
+        LeadRef()
+
+
+def test_record_is_frozen_and_rejects_unknown_fields() -> None:
+    """Outcomes are immutable and unknown keys are refused (typos do not vanish)."""
+    o = make()
+    with pytest.raises(ValidationError):
+        o.disposition = Disposition.BUSY  # type: ignore[misc]
+    assert "agent:" in error_text(agent="x")
+
+
+@given(
+    call_id=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40),
+    disposition=st.sampled_from(list(Disposition)),
+    seconds=st.integers(0, 10**8),
+    seq=st.none() | st.integers(0, 2**40),
+    notes=st.none() | st.text(max_size=200),
+)
+def test_json_roundtrip(
+    call_id: str, disposition: Disposition, seconds: int, seq: int | None, notes: str | None
+) -> None:
+    """What the spool stores (JSON) reads back as an equal outcome with the same order."""
+    o = make(
+        call_id=call_id,
+        disposition=disposition,
+        ended_at=ENDED - timedelta(seconds=seconds),
+        source_seq=seq,
+        notes=notes.strip() or None if notes else None,
+    )
+    back = CallOutcome.model_validate_json(o.model_dump_json())
+    assert back == o
+    assert back.order_key == o.order_key
