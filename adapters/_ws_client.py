@@ -31,6 +31,9 @@ __all__ = ["ClientTimeouts", "ConnectTarget", "ReconnectingClient", "backoff", "
 
 log = structlog.get_logger("adapters.ws")
 
+# A connection that lived this long counts as a success (the backoff starts over).
+_STABLE_S = 10.0
+
 
 def backoff(
     initial_s: float = 1.0,
@@ -173,11 +176,15 @@ class ReconnectingClient:
                         self._set_error(exc)
                         await self._wait_reconnect(delays, describe_error(exc))
                         continue
-                delays = self._delays_factory()  # reset after a successful connect
+                opened = asyncio.get_running_loop().time()
                 try:
                     await self._serve_one(conn)
                 except (OSError, TimeoutError, WebSocketException) as exc:
                     self._set_error(exc)
+                if asyncio.get_running_loop().time() - opened >= _STABLE_S:
+                    # Reset the backoff only after a connection that held: a server
+                    # that accepts and drops at once must not get a hot reconnect loop.
+                    delays = self._delays_factory()
                 if not self._stopping.is_set():
                     reason = self._health.last_error or "connection closed"
                     await self._wait_reconnect(delays, reason)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from adapters._base import AdapterState
 from adapters.websocket import WebsocketAdapter, WebsocketConfig, validate
@@ -269,3 +271,20 @@ async def test_stored_outcome_carries_mapping_and_site_table(spool: Spool) -> No
         "SALE",
     )
     assert out.phone == "+15125550001" and out.agent_id == "a7" and out.live
+
+
+async def test_wss_with_private_ca(spool: Spool, tmp_path: Path) -> None:
+    """A wss:// feed signed by a private CA is trusted through ca_file."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    async with feed_server([call_event(1)], ssl=server_ctx) as feed:
+        assert feed.url.startswith("wss://")
+        untrusted = adapter_for(table(feed.url), spool)
+        await untrusted.start()
+        assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.health().last_error or "")
+        await untrusted.stop()
+        async with running(adapter_for(table(feed.url, ca_file=str(ca_file)), spool)):
+            await feed.wait_for(lambda: feed.acks == ["e1"])

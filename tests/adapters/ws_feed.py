@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -59,12 +58,13 @@ class FeedServer:
         self.close_codes: list[int | None] = []
         self.changed = asyncio.Event()
         self.server: Server | None = None
+        self.scheme = "ws"
 
     @property
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.sockets[0].getsockname()[:2]
-        return f"ws://{host}:{port}/events"
+        return f"{self.scheme}://{host}:{port}/events"
 
     def _ids(self) -> list[str | None]:
         out: list[str | None] = []
@@ -123,13 +123,21 @@ class FeedServer:
 
 
 @contextlib.asynccontextmanager
-async def feed_server(events: list[dict[str, Any] | str], **kw: Any) -> AsyncIterator[FeedServer]:
+async def feed_server(
+    events: list[dict[str, Any] | str], *, ssl: Any = None, **kw: Any
+) -> AsyncIterator[FeedServer]:
     feed = FeedServer(events, **kw)
     async with serve(
-        feed.handler, "127.0.0.1", 0, process_request=feed.check_auth, max_queue=4096
+        feed.handler,
+        "127.0.0.1",
+        0,
+        process_request=feed.check_auth,
+        max_queue=4096,
+        ssl=ssl,
     ) as server:
         feed.server = server
+        feed.scheme = "wss" if ssl is not None else "ws"
         yield feed
 
 
-__all__ = ["FeedServer", "Headers", "call_event", "feed_server"]
+__all__ = ["FeedServer", "call_event", "feed_server"]
