@@ -19,6 +19,7 @@ or as a fixture (pytest-asyncio)::
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -47,10 +48,10 @@ async def running_sim(**kwargs: Any) -> AsyncIterator[SimOrg]:
         yield sim
 
 
-def _verify(sim: SimOrg) -> str | bool:
+def _verify(sim: SimOrg) -> ssl.SSLContext | bool:
     # Plain HTTP needs no trust store, and loading certifi's costs ~0.5 s per client.
     if sim.ca_file:
-        return sim.ca_file
+        return ssl.create_default_context(cafile=sim.ca_file)
     return not sim.instance_url.startswith("http:")
 
 

@@ -70,13 +70,18 @@ def test_insert_fills_defaults_and_system_fields(store: RecordStore) -> None:
         ("Task", {"WhoId": "00Q8d0000000001"}, "INVALID_CROSS_REFERENCE_KEY", ["WhoId"]),
         ("Task", {"WhoId": "001D000000IqhSL"}, "FIELD_INTEGRITY_EXCEPTION", ["WhoId"]),
         ("Task", {"CallDurationInSeconds": "long"}, "JSON_PARSER_ERROR", ["CallDurationInSeconds"]),
-        ("Lead", {"LastName": "D", "Company": "C", "Last_Call_At__c": "yesterday"},
-         "JSON_PARSER_ERROR", ["Last_Call_At__c"]),
+        (
+            "Lead",
+            {"LastName": "D", "Company": "C", "Last_Call_At__c": "yesterday"},
+            "JSON_PARSER_ERROR",
+            ["Last_Call_At__c"],
+        ),
         ("Task", {"Id": "00T8d0000000001"}, "INVALID_FIELD_FOR_INSERT_UPDATE", ["Id"]),
     ],
 )
-def test_insert_errors(store: RecordStore, obj: str, fields: dict[str, object], code: str,
-                       err_fields: list[str]) -> None:
+def test_insert_errors(
+    store: RecordStore, obj: str, fields: dict[str, object], code: str, err_fields: list[str]
+) -> None:
     """Each invalid create fails with the documented error code and fields."""
     with pytest.raises(SfError) as exc:
         store.insert(obj, fields)
@@ -195,8 +200,15 @@ def test_lock_hook_fails_writes(store: RecordStore) -> None:
 def test_bulk_columns_and_cells(store: RecordStore) -> None:
     """Relationship columns resolve by external id; empty cells are ignored; #N/A clears."""
     lid = _lead(store, Dialer_Lead_Id__c="L-7", Phone="5")
-    cols = [store.resolve_column("Task", h) for h in
-            ("Call_Id__c", "Lead:Who.Dialer_Lead_Id__c", "CallDurationInSeconds", "Description")]
+    cols = [
+        store.resolve_column("Task", h)
+        for h in (
+            "Call_Id__c",
+            "Lead:Who.Dialer_Lead_Id__c",
+            "CallDurationInSeconds",
+            "Description",
+        )
+    ]
     fields = store.csv_row_to_fields(cols, ["c-9", "L-7", "42", ""], creating=True)
     assert fields == {"Call_Id__c": "c-9", "WhoId": lid, "CallDurationInSeconds": 42}
     cells = store.csv_row_to_fields(cols, ["c-9", "", "#N/A", ""], creating=False)

@@ -1,0 +1,173 @@
+"""/composite and sObject Collections over real sockets: references, allOrNone, per-item results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from sfsim.testing import SimControl
+
+V = "/services/data/v62.0"
+
+
+def _sub(ref: str, method: str, url: str, body: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"method": method, "url": f"{V}/{url}", "referenceId": ref}
+    if body is not None:
+        out["body"] = body
+    return out
+
+
+async def _composite(sf: httpx.AsyncClient, subs: list[dict[str, Any]],
+                     all_or_none: bool) -> list[dict[str, Any]]:
+    r = await sf.post("composite", json={"allOrNone": all_or_none, "compositeRequest": subs})
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()["compositeResponse"]
+    return result
+
+
+async def test_composite_references_and_one_api_call(sf: httpx.AsyncClient,
+                                                     control: SimControl) -> None:
+    """A Lead create and a Task referencing @{lead.id} run in order and cost one API call."""
+    res = await _composite(sf, [
+        _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+        _sub("task", "PATCH", "sobjects/Task/Call_Id__c/c-1",
+             {"Subject": "Call", "WhoId": "@{lead.id}"}),
+        _sub("get", "GET", "sobjects/Task/@{task.id}?fields=WhoId"),
+    ], all_or_none=True)
+    assert [e["httpStatusCode"] for e in res] == [201, 201, 200]
+    assert res[0]["httpHeaders"]["Location"] == f"{V}/sobjects/Lead/{res[0]['body']['id']}"
+    assert res[2]["body"]["WhoId"] == res[0]["body"]["id"]
+    stats = await control.stats()
+    assert stats["api_calls"]["by_kind"] == {"composite": 1}
+
+
+async def test_composite_all_or_none_rolls_back(sf: httpx.AsyncClient,
+                                                control: SimControl) -> None:
+    """With allOrNone a failure rolls everything back; the others report PROCESSING_HALTED."""
+    res = await _composite(sf, [
+        _sub("ok", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+        _sub("bad", "POST", "sobjects/Task", {"CallType": "Sideways"}),
+        _sub("later", "POST", "sobjects/Task", {"Subject": "x"}),
+    ], all_or_none=True)
+    assert [e["httpStatusCode"] for e in res] == [400, 400, 400]
+    assert res[0]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert res[1]["body"][0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
+    assert res[2]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert await control.records("Lead") == []
+    assert await control.records("Task") == []
+
+
+async def test_composite_without_all_or_none_skips_dependents(sf: httpx.AsyncClient,
+                                                              control: SimControl) -> None:
+    """Without allOrNone, independent subrequests run and dependents of a failure do not."""
+    res = await _composite(sf, [
+        _sub("bad", "POST", "sobjects/Lead", {"LastName": "NoCompany"}),
+        _sub("dep", "POST", "sobjects/Task", {"WhoId": "@{bad.id}"}),
+        _sub("indep", "POST", "sobjects/Task", {"Subject": "x"}),
+    ], all_or_none=False)
+    assert [e["httpStatusCode"] for e in res] == [400, 400, 201]
+    assert res[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
+    assert len(await control.records("Task")) == 1
+
+
+async def test_composite_request_level_errors(sf: httpx.AsyncClient) -> None:
+    """Over 25 subrequests, forbidden subrequest headers or a bad referenceId fail as a whole."""
+    too_many = [_sub(f"r{i}", "GET", "limits") for i in range(26)]
+    r = await sf.post("composite", json={"compositeRequest": too_many})
+    assert r.status_code == 400
+    hdr = {**_sub("a", "GET", "limits"), "httpHeaders": {"Authorization": "Bearer x"}}
+    r = await sf.post("composite", json={"compositeRequest": [hdr]})
+    assert r.status_code == 400
+    r = await sf.post("composite", json={"compositeRequest": [_sub("bad-ref", "GET", "limits")]})
+    assert r.status_code == 400
+    lower = {**_sub("a", "GET", "limits"), "method": "get"}
+    r = await sf.post("composite", json={"compositeRequest": [lower]})
+    assert r.status_code == 400
+
+
+async def test_collections_create_per_item_results_in_order(sf: httpx.AsyncClient,
+                                                            control: SimControl) -> None:
+    """Create returns one result per record in order; a bad record fails alone."""
+    r = await sf.post("composite/sobjects", json={"allOrNone": False, "records": [
+        {"attributes": {"type": "Lead"}, "LastName": "A", "Company": "C"},
+        {"attributes": {"type": "Task"}, "CallType": "Sideways"},
+        {"attributes": {"type": "Task"}, "Subject": "ok"},
+    ]})
+    assert r.status_code == 200
+    items = r.json()
+    assert items[0]["success"] and items[0]["id"].startswith("00Q")
+    assert items[1] == {"success": False, "errors": [{
+        "statusCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        "message": "Call Type: bad value for restricted picklist field: Sideways",
+        "fields": ["CallType"]}]}
+    assert items[2]["success"] and items[2]["id"].startswith("00T")
+    assert (await control.stats())["api_calls"]["by_kind"] == {"collections": 1}
+
+
+async def test_collections_all_or_none_rolls_back(sf: httpx.AsyncClient,
+                                                  control: SimControl) -> None:
+    """With allOrNone the good items report ALL_OR_NONE_OPERATION_ROLLED_BACK, nothing stays."""
+    r = await sf.post("composite/sobjects", json={"allOrNone": True, "records": [
+        {"attributes": {"type": "Task"}, "Subject": "ok"},
+        {"attributes": {"type": "Task"}, "Bogus__c": 1},
+    ]})
+    items = r.json()
+    assert r.status_code == 200
+    assert items[0]["success"] is False and items[0]["id"]
+    assert items[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
+    assert items[1]["errors"][0]["statusCode"] == "INVALID_FIELD"
+    assert await control.records("Task") == []
+
+
+async def test_collections_upsert_and_update(sf: httpx.AsyncClient) -> None:
+    """Upsert by external id reports created per item; update by id changes the records."""
+    recs = [{"attributes": {"type": "Task"}, "Call_Id__c": f"c-{i}", "Subject": "Call"}
+            for i in range(3)]
+    r = await sf.patch("composite/sobjects/Task/Call_Id__c", json={"records": recs})
+    first = r.json()
+    assert [i["created"] for i in first] == [True, True, True]
+    r = await sf.patch("composite/sobjects/Task/Call_Id__c",
+                       json={"records": [{**recs[0], "CallDisposition": "Busy"},
+                                         {"attributes": {"type": "Task"}, "Subject": "no key"}]})
+    second = r.json()
+    assert second[0] == {"id": first[0]["id"], "success": True, "errors": [], "created": False}
+    assert second[1]["success"] is False
+    assert second[1]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
+    r = await sf.patch("composite/sobjects", json={"records": [
+        {"attributes": {"type": "Task"}, "id": first[1]["id"], "Status": "Completed"},
+        {"attributes": {"type": "Task"}, "Status": "Completed"}]})
+    upd = r.json()
+    assert upd[0] == {"id": first[1]["id"], "success": True, "errors": []}
+    assert upd[1]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
+    got = await sf.get("composite/sobjects/Task",
+                       params={"ids": f"{first[1]['id']},{first[2]['id'][:15]}x",
+                               "fields": "Id,IsClosed"})
+    assert got.json()[0]["IsClosed"] is True and got.json()[1] is None
+
+
+async def test_collections_delete_and_limits(sf: httpx.AsyncClient) -> None:
+    """Delete by ids reports per id; over 200 records is refused as a whole."""
+    r = await sf.post("composite/sobjects", json={"records": [
+        {"attributes": {"type": "Task"}, "Subject": str(i)} for i in range(2)]})
+    ids = [i["id"] for i in r.json()]
+    r = await sf.delete("composite/sobjects", params={"ids": ",".join(ids)})
+    assert [i["success"] for i in r.json()] == [True, True]
+    r = await sf.delete("composite/sobjects", params={"ids": ids[0]})
+    assert r.json()[0]["errors"][0]["statusCode"] == "ENTITY_IS_DELETED"
+    big = [{"attributes": {"type": "Task"}, "Subject": "x"}] * 201
+    r = await sf.post("composite/sobjects", json={"records": big})
+    assert r.status_code == 400 and r.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+async def test_composite_with_collection_inside(sf: httpx.AsyncClient,
+                                                control: SimControl) -> None:
+    """Composite allOrNone overrides a nested collection's allOrNone=false."""
+    res = await _composite(sf, [
+        _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+        _sub("tasks", "POST", "composite/sobjects", {"allOrNone": False, "records": [
+            {"attributes": {"type": "Task"}, "Subject": "ok"},
+            {"attributes": {"type": "Task"}, "CallType": "bad"}]}),
+    ], all_or_none=True)
+    assert [e["httpStatusCode"] for e in res] == [400, 200]
+    assert await control.records("Lead") == [] and await control.records("Task") == []
