@@ -115,8 +115,12 @@ def build_outcome(
         "source_seq": done.source_seq,
         "disposition": decision.disposition,
         "raw_disposition": decision.raw[:255],
-        "detail": (decision.detail or done.facts.cause_txt or None),
-        "ambiguous": decision.ambiguous,
+        "detail": (
+            "ended while disconnected"
+            if done.partial
+            else (decision.detail or done.facts.cause_txt or None)
+        ),
+        "ambiguous": decision.ambiguous or done.partial,
         "lead": _lead(vars_.get(names[v.lead_var]), phone, cfg),
         "agent_id": agent,
         "campaign": vars_.get(names[v.campaign_var]),

@@ -144,6 +144,7 @@ class _Call:
     root_name: str = ""
     created_at: datetime | None = None
     first_seen: datetime | None = None
+    last_seen: datetime | None = None
     last_touch: float = 0.0
     vars: dict[str, str] = field(default_factory=dict)
     legs: set[str] = field(default_factory=set)
@@ -176,6 +177,9 @@ class FinishedCall:
     connected_number: str | None
     dialed: str | None
     raw_event: Mapping[str, Any]
+    # Ended while we were disconnected: no ChannelDestroyed was seen, the end time
+    # is the last event we saw, and the outcome is flagged ambiguous.
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +187,7 @@ class DroppedCall:
     """A group that ended without an outcome (expired, evicted, or not a dialer call)."""
 
     call_id: str
-    reason: str  # "ttl" | "capacity" | "not_a_call"
+    reason: str  # "ttl" | "capacity" | "not_a_call" | "lost" (ended while disconnected)
     channel_name: str
 
 
@@ -312,6 +316,8 @@ class AriTracker:
         ts = self._event_time(event)
         if call.first_seen is None:
             call.first_seen = ts
+        if ts is not None and (call.last_seen is None or ts > call.last_seen):
+            call.last_seen = ts
         if channel.get("state") == "Up" and ts is not None:
             if is_root and call.root_up_at is None:
                 call.root_up_at = ts
@@ -444,7 +450,21 @@ class AriTracker:
         req = self.config.require_var
         if req and req.lstrip("_").upper() not in call.vars:
             return DroppedCall(call.call_id, "not_a_call", call.root_name)
+        return self._finish(call, ts, event)
+
+    def _finish(
+        self, call: _Call, ts: datetime, event: Mapping[str, Any], *, partial: bool = False
+    ) -> FinishedCall:
         has_leg = call.leg_cause is not None or call.leg_up_at is not None or call.dial_answered
+        cause: int | None = None
+        tech_cause: int | None = None
+        cause_txt: str | None = None
+        if not partial:
+            cause = event.get("cause")
+            tech = event.get("tech_cause")
+            tech_cause = tech if isinstance(tech, int) and not isinstance(tech, bool) else None
+            txt = event.get("cause_txt")
+            cause_txt = txt if isinstance(txt, str) else None
         final_cause, final_tech, final_txt = cause, tech_cause, cause_txt
         if call.leg_cause is not None:
             final_cause, final_tech = call.leg_cause, call.leg_tech_cause
@@ -476,7 +496,30 @@ class AriTracker:
             connected_number=call.connected_number,
             dialed=_dialed_number(call.dialstring),
             raw_event=event,
+            partial=partial,
         )
+
+    def reconcile(self, alive: set[str]) -> list[FinishedCall | DroppedCall]:
+        """After a reconnect: close the calls whose root channel no longer exists.
+
+        ARI does not replay what happened while we were away (reference section 1.1),
+        so a call that ended then never gets its ChannelDestroyed. When it already
+        carries a decisive fact (the agent's disposition or the AMD result) it is
+        emitted, flagged partial; otherwise it is dropped (the caller logs it).
+        """
+        out: list[FinishedCall | DroppedCall] = []
+        for call in [c for c in self._calls.values() if c.call_id not in alive]:
+            decisive = self.config.disposition_var.upper() in call.vars or "AMDSTATUS" in call.vars
+            req = self.config.require_var
+            if req and req.lstrip("_").upper() not in call.vars:
+                decisive = False
+            if decisive and call.last_seen is not None:
+                self._calls.pop(call.call_id, None)
+                self._close_ids([call.call_id, *call.legs])
+                out.append(self._finish(call, call.last_seen, {}, partial=True))
+            else:
+                out.append(self._drop(call, "lost"))
+        return out
 
     def expire(self, now: float) -> list[DroppedCall]:
         """Drop groups idle for longer than ``ttl_s`` (channels that never ended)."""

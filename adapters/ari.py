@@ -39,7 +39,11 @@ sent while we are disconnected are lost, and the app is unregistered when the
 socket closes. So the adapter reconnects quickly, logs every reconnect, and
 when the spool refuses it keeps the finished calls in a bounded queue and
 retries the commit with backoff (reading pauses; nothing is dropped while the
-connection lives). Reconcile gaps with CDRs (the ``file`` adapter).
+connection lives). After a reconnect the adapter lists the live channels
+(``GET /ari/channels``) and closes the calls that ended meanwhile: one that
+already carried the agent's disposition or the AMD result is stored, flagged
+ambiguous ("ended while disconnected"); the others are logged as lost. Reconcile
+those with CDRs (the ``file`` adapter).
 """
 
 from __future__ import annotations
@@ -49,12 +53,14 @@ import base64
 import contextlib
 import json
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -202,6 +208,13 @@ class AriConfig:
         r.raise_if_problems()
         return cfg
 
+    def rest_url(self, resource: str) -> str:
+        """``http(s)://host:port[/prefix]/ari<resource>`` for the REST side."""
+        parts = urlsplit(self.url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        path = parts.path.rstrip("/").removesuffix("/events").removesuffix("/ari")
+        return urlunsplit((scheme, parts.netloc, f"{path}/ari{resource}", "", ""))
+
     def events_uri(self) -> str:
         """``ws(s)://host:port/ari/events?app=...&subscribeAll=...[&api_key=user:pass]``."""
         parts = urlsplit(self.url)
@@ -277,6 +290,7 @@ class AriAdapter(ReconnectingClient):
         self._commit_delays = commit_retry_delays or (
             lambda: backoff(0.2, config.timeouts.reconnect_max_s)
         )
+        self._served_before = False
         # Bounded: the spool is the buffer; a full queue pauses reading.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=max(100, config.batch_max * 4))
 
@@ -297,6 +311,9 @@ class AriAdapter(ReconnectingClient):
             tg.create_task(self._commit_loop(), name=f"{self.name}-commit")
             expiry = tg.create_task(self._expiry_loop(), name=f"{self.name}-expiry")
             try:
+                if self._served_before and self.tracker.open_calls:
+                    await self._reconcile()
+                self._served_before = True
                 await self._read(conn)
             finally:
                 # The committer stores everything read so far, then ends at _EOF.
@@ -364,6 +381,45 @@ class AriAdapter(ReconnectingClient):
             self._unknown_tokens.add(decision.raw)
             self._log.warning("unknown_disposition", raw_disposition=decision.raw[:64])
         return outcome
+
+    async def _reconcile(self) -> None:
+        """After a reconnect, close the calls that ended while we were away."""
+        alive = await self._alive_channels()
+        if alive is None:
+            return  # unknown: the TTL expires them later
+        for item in self.tracker.reconcile(alive):
+            if isinstance(item, DroppedCall):
+                self._extra("lost_on_disconnect")
+                self._log.warning(
+                    "ari_call_lost_on_disconnect", call_id=item.call_id, channel=item.channel_name
+                )
+                continue
+            outcome = self._outcome(item, json.dumps({"call_id": item.call_id, "partial": True}))
+            self._extra("partial_on_disconnect")
+            await self._queue.put(outcome)
+
+    async def _alive_channels(self) -> set[str] | None:
+        """``GET /ari/channels``: the ids of the channels that exist now."""
+        cfg = self.config
+        url = cfg.rest_url("/channels")
+        verify: ssl.SSLContext | bool = (
+            make_ssl_context(cfg.ca_file) if url.startswith("https:") else True
+        )
+        auth = httpx.BasicAuth(cfg.username, cfg.secret) if cfg.secret else None
+        try:
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(cfg.timeouts.open_s), verify=verify, trust_env=False
+            ) as client:
+                response = await client.get(url, auth=auth)
+                response.raise_for_status()
+                channels = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self._log.warning("ari_channel_list_failed", error=type(exc).__name__)
+            return None
+        if not isinstance(channels, list):
+            self._log.warning("ari_channel_list_failed", error="not a JSON list")
+            return None
+        return {c["id"] for c in channels if isinstance(c, dict) and isinstance(c.get("id"), str)}
 
     async def _expiry_loop(self) -> None:
         interval = min(60.0, max(0.05, self.config.tracker.ttl_s / 10))

@@ -37,15 +37,24 @@ async def until(predicate: Callable[[], bool], limit_s: float = 10.0) -> None:
 class FakeAsterisk:
     """Serves /ari/events: one script of frames per connection; `cut` aborts mid-stream."""
 
-    def __init__(self, scripts: list[list[Any]], *, cut: set[int] | None = None) -> None:
+    def __init__(
+        self, scripts: list[list[Any]], *, cut: set[int] | None = None, alive: list[str] = ()
+    ) -> None:
         self.scripts = scripts
         self.cut = cut or set()
+        self.alive = list(alive)
         self.connections = 0
         self.paths: list[str] = []
         self.done = asyncio.Event()
 
     def check(self, conn: ServerConnection, request: Request) -> Response | None:
         self.paths.append(request.path)
+        if request.path == "/ari/channels":
+            # The REST side: GET /ari/channels with HTTP Basic auth.
+            if request.headers.get("Authorization") != "Basic ZGlzcG86YXJpLXBhc3M=":
+                return conn.respond(401, "Authentication required\n")
+            body = json.dumps([channel(cid, "Up") for cid in self.alive])
+            return conn.respond(200, body)
         query = parse_qs(urlsplit(request.path).query)
         if urlsplit(request.path).path != "/ari/events" or "app" not in query:
             return conn.respond(400, "bad request\n")
@@ -173,7 +182,10 @@ async def test_cut_mid_call_then_reconnect_emits_once(spool: Spool) -> None:
     first, second = call[:4], call[4:]  # cut after StasisStart (AMD already known)
     async with (
         asyncio.timeout(20),
-        asterisk([[*originate_call("att-8"), *first], second], cut={0}) as (fake, url),
+        asterisk([[*originate_call("att-8"), *first], second], cut={0}, alive=["att-9"]) as (
+            fake,
+            url,
+        ),
     ):
         async with running(make(table(url), spool)) as adapter:
             await until(lambda: adapter.health().accepted == 2)
@@ -268,3 +280,25 @@ async def test_application_replaced_backs_off(spool: Spool) -> None:
             await until(lambda: fake.connections == 2)
         assert adapter.health().extra["replaced"] == 1
         assert adapter.health().reconnects >= 1
+
+
+async def test_reconnect_closes_calls_that_ended_meanwhile(spool: Spool) -> None:
+    """After a reconnect, calls gone from GET /ari/channels are closed: decisive ones stored."""
+    machine = originate_call("att-m", amd="MACHINE")[:5]  # AMD known, destroy never seen
+    plain = originate_call("att-p", amd=None)[:2]  # only ringing when the link dropped
+    still = originate_call("att-s", amd=None)[:2]  # still alive after the reconnect
+    async with asterisk([[*machine, *plain, *still], []], cut={0}, alive=["att-s"]) as (
+        fake,
+        url,
+    ):
+        async with running(make(table(url), spool)) as adapter:
+            await until(lambda: adapter.health().accepted == 1)
+            await fake.done.wait()
+        health = adapter.health()
+    assert "/ari/channels" in fake.paths
+    assert health.extra["lost_on_disconnect"] == 1
+    assert health.extra["partial_on_disconnect"] == 1
+    assert adapter.tracker.open_calls == 1  # att-s is still followed
+    got = (await stored(spool))["att-m"]
+    assert got.disposition is Disposition.VOICEMAIL and got.ambiguous
+    assert got.detail == "ended while disconnected"
