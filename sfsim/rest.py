@@ -101,6 +101,9 @@ class RestApi:
     def _route(self, method: str, version: str, seg: list[str], query: Mapping[str, str],
                body: Any, headers: Mapping[str, str], *, in_composite: bool,
                force_all_or_none: bool) -> Reply:
+        # A trailing slash is the same resource (simple-salesforce calls ``query/``).
+        if len(seg) > 1 and seg[-1] == "":
+            seg = seg[:-1]
         head = seg[0] if seg else ""
         n = len(seg)
         if head == "":
@@ -108,7 +111,7 @@ class RestApi:
                 self._allow(method, "GET")
                 return Reply(200, self._resources(version))
             raise not_found()
-        if head == "limits" and n == 1:
+        if head == "limits" and (n == 1 or seg[1:] == [""]):  # simple-salesforce asks "limits/"
             self._allow(method, "GET")
             return Reply(200, self.org.usage.limits_body())
         if head == "sobjects":
