@@ -14,6 +14,10 @@ group's *root* channel id (``call_id``):
   of the caller's group: the bridged legs of one call are one outcome, never two.
   The leg's dial status, answer state and hangup cause describe the far end, so
   they win over the root's for the disposition.
+* The ``;2`` half of a Local channel pair whose ``;1`` half is a root (the
+  common "originate ``Local/<number>@dialer`` into Stasis" pattern) is that call's
+  companion: it runs the dialplan (Dial, AMD) and contributes variables, but its
+  own answer state and cause say nothing about the far end, so they are ignored.
 * The group ends when its root's ``ChannelDestroyed`` arrives; legs still alive
   then are closed with it (their late events are ignored, not taken for new calls).
 * Channels whose name matches ``ignore_channels`` (by default the helper channels
@@ -55,6 +59,7 @@ __all__ = [
 
 DEFAULT_IGNORE_CHANNELS: Final = r"^(Snoop|Announcer|Recorder|UnicastRTP|AudioSocket|WebSocket)/"
 _MAX_LEGS: Final = 32
+_LOCAL: Final = re.compile(r"^(Local/.+);([12])$")
 _AMD_STATUSES: Final = frozenset({"MACHINE", "HUMAN", "NOTSURE", "HANGUP"})
 # Events that only carry a channel snapshot worth reading.
 _SNAPSHOT_EVENTS: Final = frozenset(
@@ -148,6 +153,10 @@ class _Call:
     last_touch: float = 0.0
     vars: dict[str, str] = field(default_factory=dict)
     legs: set[str] = field(default_factory=set)
+    # The ";2" half of a Local channel pair whose ";1" is the root: it runs the
+    # dialplan (Dial, AMD) for the call, and contributes variables only.
+    companions: set[str] = field(default_factory=set)
+    local_prefix: str | None = None
     root_up_at: datetime | None = None
     leg_up_at: datetime | None = None
     dialstatus: str | None = None
@@ -203,6 +212,7 @@ class AriTracker:
         self._owner: dict[str, str] = {}  # channel id -> root call id
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._closed_max = max(1024, 2 * self.config.max_calls)
+        self._local_roots: dict[str, str] = {}  # "Local/x@ctx-0001" -> root call id
         self.dropped: list[DroppedCall] = []
 
     # ------------------------------------------------------------------ state
@@ -220,9 +230,14 @@ class AriTracker:
             self._closed.popitem(last=False)
 
     def _drop(self, call: _Call, reason: str) -> DroppedCall:
-        self._calls.pop(call.call_id, None)
-        self._close_ids([call.call_id, *call.legs])
+        self._close_call(call)
         return DroppedCall(call.call_id, reason, call.root_name)
+
+    def _close_call(self, call: _Call) -> None:
+        self._calls.pop(call.call_id, None)
+        self._close_ids([call.call_id, *call.legs, *call.companions])
+        if call.local_prefix is not None:
+            self._local_roots.pop(call.local_prefix, None)
 
     def _touch(self, call: _Call, now: float) -> None:
         call.last_touch = now
@@ -246,9 +261,20 @@ class AriTracker:
         name = name if isinstance(name, str) else ""
         if self._ignore is not None and self._ignore.search(name):
             return None
+        local = _LOCAL.match(name)
+        if local is not None and local.group(2) == "2":
+            owner = self._calls.get(self._local_roots.get(local.group(1), ""))
+            if owner is not None:
+                owner.companions.add(cid)
+                self._owner[cid] = owner.call_id
+                self._touch(owner, now)
+                return owner
         call = _Call(call_id=cid, root_name=name, last_touch=now)
         self._calls[cid] = call
         self._owner[cid] = cid
+        if local is not None and local.group(2) == "1":
+            call.local_prefix = local.group(1)
+            self._local_roots[call.local_prefix] = cid
         if len(self._calls) > self.config.max_calls:
             oldest = next(iter(self._calls.values()))
             self.dropped.append(self._drop(oldest, "capacity"))
@@ -314,6 +340,12 @@ class AriTracker:
         cid = channel.get("id")
         is_root = cid == call.call_id
         ts = self._event_time(event)
+        if cid in call.companions:
+            chanvars = channel.get("channelvars")
+            if isinstance(chanvars, Mapping):
+                for name, value in chanvars.items():
+                    self._set_var(call, str(name), value)
+            return
         if call.first_seen is None:
             call.first_seen = ts
         if ts is not None and (call.last_seen is None or ts > call.last_seen):
@@ -411,6 +443,8 @@ class AriTracker:
         if call is None:
             return
         self._snapshot(call, channel, event)
+        if channel.get("id") in call.companions:
+            return
         is_root = channel.get("id") == call.call_id
         answered = call.root_up_at if is_root else call.leg_up_at
         # soft=true comes from ast_softhangup(): a local hangup (our app, the
@@ -438,6 +472,10 @@ class AriTracker:
         tech_cause = tech if isinstance(tech, int) and not isinstance(tech, bool) else None
         cause_txt = event.get("cause_txt") if isinstance(event.get("cause_txt"), str) else None
         cid = channel["id"]
+        if cid in call.companions:
+            call.companions.discard(cid)
+            self._close_ids([cid])
+            return None
         if cid != call.call_id:
             # A leg ended: remember its cause (the far end's answer), keep the call open.
             call.leg_cause, call.leg_tech_cause, call.leg_cause_txt = cause, tech_cause, cause_txt
@@ -445,8 +483,7 @@ class AriTracker:
             self._close_ids([cid])
             return None
 
-        self._calls.pop(call.call_id, None)
-        self._close_ids([call.call_id, *call.legs])
+        self._close_call(call)
         req = self.config.require_var
         if req and req.lstrip("_").upper() not in call.vars:
             return DroppedCall(call.call_id, "not_a_call", call.root_name)
@@ -514,8 +551,7 @@ class AriTracker:
             if req and req.lstrip("_").upper() not in call.vars:
                 decisive = False
             if decisive and call.last_seen is not None:
-                self._calls.pop(call.call_id, None)
-                self._close_ids([call.call_id, *call.legs])
+                self._close_call(call)
                 out.append(self._finish(call, call.last_seen, {}, partial=True))
             else:
                 out.append(self._drop(call, "lost"))

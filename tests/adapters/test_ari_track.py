@@ -192,3 +192,26 @@ def test_global_varset_and_unknown_events_are_harmless() -> None:
     assert t.feed(ev("ChannelVarset", 1.0, variable="X", value="1"), 0.0) is None
     assert t.feed(ev("BridgeCreated", 1.0, bridge={"id": "b"}), 0.0) is None
     assert t.open_calls == 0
+
+
+def test_local_pair_is_one_call_and_companion_state_is_ignored() -> None:
+    """A Local ;1/;2 pair dialing a customer who never answers is one no-answer call."""
+    one = channel("loc-1", "Up", name="Local/5125550142@dialer-00000007;1")
+    two = channel("loc-2", "Up", name="Local/5125550142@dialer-00000007;2")
+    cust = channel("cust-7", "Ringing")
+    events = [
+        ev("StasisStart", 1.0, args=[], channel=one),
+        ev("ChannelCreated", 1.1, channel=two),
+        ev("ChannelVarset", 1.2, variable="LEAD_ID", value="77", channel=two),
+        ev("Dial", 1.3, caller=two, peer=cust, dialstatus="", dialstring="PJSIP/5125550142@c"),
+        ev("Dial", 31.0, caller=two, peer=cust, dialstatus="NOANSWER"),
+        ev("ChannelDestroyed", 31.1, cause=19, cause_txt="User alerting, no answer", channel=cust),
+        ev("ChannelDestroyed", 31.2, cause=16, cause_txt="Normal Clearing", channel=two),
+        ev("ChannelDestroyed", 31.3, cause=16, cause_txt="Normal Clearing", channel=one),
+    ]
+    t = AriTracker()
+    [done] = run(t, events)
+    assert done.call_id == "loc-1" and done.vars["LEAD_ID"] == "77"
+    assert done.facts.dialstatus == "NOANSWER" and done.facts.cause == 19
+    assert not done.facts.ever_up  # the Local halves were Up; the customer never was
+    assert t.open_calls == 0
