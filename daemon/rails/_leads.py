@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -21,7 +23,7 @@ from daemon.mapping import Mapping
 from daemon.salesforce import SalesforceClient
 from spool.record import LeadRef
 
-__all__ = ["LeadLedger", "LeadResolver", "LruCache", "SentLead"]
+__all__ = ["KeyLocks", "LeadLedger", "LeadResolver", "LruCache", "SentLead"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -183,3 +185,42 @@ class LeadLedger:
 
     def get(self, lead_key: str) -> SentLead | None:
         return self._data.get(lead_key)
+
+
+class KeyLocks:
+    """Per-Lead locks: REST writes for one Lead never overlap, so none lands out of order.
+
+    Locks are taken in sorted order (no deadlock between batches) and forgotten
+    when nobody holds or waits for them (memory stays bounded).
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        wanted = sorted(set(keys))
+        registered: list[str] = []
+        acquired: list[asyncio.Lock] = []
+        try:
+            for key in wanted:
+                lock, users = self._locks.get(key, (None, 0))
+                if lock is None:
+                    lock = asyncio.Lock()
+                self._locks[key] = (lock, users + 1)
+                registered.append(key)
+                await lock.acquire()
+                acquired.append(lock)
+            yield
+        finally:
+            for lock in acquired:
+                lock.release()
+            for key in registered:
+                lock, users = self._locks[key]
+                if users <= 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)

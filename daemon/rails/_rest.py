@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -41,9 +42,13 @@ from daemon.salesforce.wire import (
 )
 from spool import Claim, Spool
 
-from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
+from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead
 
-__all__ = ["Action", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
+__all__ = ["SENDING", "Action", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
+
+#: External keys of the outcomes a REST request in this task is carrying (for hooks
+#: that measure latency per outcome, e.g. bench/live_latency.py).
+SENDING: ContextVar[tuple[str, ...]] = ContextVar("dispo_sync_sending", default=())
 
 log = structlog.get_logger("dispo_sync.rails")
 
@@ -130,6 +135,7 @@ class RestSender:
         self._nested = nested_collections
         self._known: LruCache[str, bool] = known_tasks or LruCache(200_000)
         self._clock = clock
+        self._locks = KeyLocks()
 
     # -- building ------------------------------------------------------------------
     async def _prepare(
@@ -192,7 +198,15 @@ class RestSender:
 
     # -- sending ---------------------------------------------------------------------
     async def send(self, claims: Sequence[Claim], *, rail: str) -> list[Verdict]:
-        """Send these outcomes; a verdict per claim. Raises only ConfigurationError/AuthError."""
+        """Send these outcomes; a verdict per claim. Raises only ConfigurationError/AuthError.
+
+        Writes for one Lead are serialized (live slots and the collections rail run
+        concurrently): the newest-state check and the write happen under the lock.
+        """
+        async with self._locks.hold(c.lead_key for c in claims if c.lead_key is not None):
+            return await self._send_locked(claims, rail=rail)
+
+    async def _send_locked(self, claims: Sequence[Claim], *, rail: str) -> list[Verdict]:
         items, rows = await self._prepare(claims, rail=rail)
         todo = [i for i in items if i.verdict is None]
         if todo:
@@ -263,6 +277,15 @@ class RestSender:
         return False
 
     async def _send_round(
+        self, items: list[_Item], rows: list[_LeadRow], *, rail: str, single: bool
+    ) -> None:
+        token = SENDING.set(tuple(i.ext_key for i in items))
+        try:
+            await self._send_round_inner(items, rows, rail=rail, single=single)
+        finally:
+            SENDING.reset(token)
+
+    async def _send_round_inner(
         self, items: list[_Item], rows: list[_LeadRow], *, rail: str, single: bool
     ) -> None:
         try:

@@ -446,8 +446,9 @@ class BulkRail:
                         rec.errors.append(err)
                 if err is None and lr.order is not None:
                     sent = self._ledger.get(lr.lead_ref_key)
-                    if sent is not None and sent.order > lr.order and sent.sent_at >= started:
-                        # A newer state went out by REST while this job ran: put it back.
+                    if sent is not None and sent.order > lr.order:
+                        # A newer state went out by REST after this row was built: the
+                        # job may have overwritten it, so put it back.
                         resend_newer.append((lr.lead_ref_key, sent))
                     elif lr.lead_id is not None:
                         self._ledger.record(

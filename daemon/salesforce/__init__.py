@@ -11,7 +11,7 @@ Errors (see :mod:`.errors` for the tree): ``RetryableError`` -> back off;
 
 from .auth import AuthFlow
 from .backoff import Backoff, backoff
-from .client import CallHook, SalesforceClient, map_salesforce_errors
+from .client import CallHook, SalesforceClient, SendHook, map_salesforce_errors
 from .errors import (
     AuthError,
     ClientClosed,
@@ -54,6 +54,7 @@ __all__ = [
     "RetryableError",
     "SalesforceClient",
     "SalesforceError",
+    "SendHook",
     "ServerError",
     "SessionExpired",
     "TransportError",

@@ -50,12 +50,14 @@ from .wire import (
     parse_composite_results,
 )
 
-__all__ = ["CallHook", "SalesforceClient", "map_salesforce_errors"]
+__all__ = ["CallHook", "SalesforceClient", "SendHook", "map_salesforce_errors"]
 
 log = structlog.get_logger("dispo_sync.salesforce")
 
-# (rail, method, path_kind, status or 0, seconds)
+# (rail, method, path_kind, status or 0, seconds): after each API call (metrics).
 CallHook = Callable[[str, str, str, int, float], None]
+# (rail, method, path_kind): just before a request leaves (latency measurement).
+SendHook = Callable[[str, str, str], None]
 
 
 @contextlib.contextmanager
@@ -119,6 +121,7 @@ class SalesforceClient:
         allow_http: bool = False,
         quota: QuotaView | None = None,
         on_call: CallHook | None = None,
+        on_send: SendHook | None = None,
         # Timeouts
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 120.0,
@@ -147,6 +150,7 @@ class SalesforceClient:
         self.api_version = api_version
         self.quota = quota if quota is not None else QuotaView()
         self._on_call = on_call
+        self._on_send = on_send
         self._timeout = httpx.Timeout(
             connect=connect_timeout_s,
             read=read_timeout_s,
@@ -303,6 +307,8 @@ class SalesforceClient:
         )
         started = time.perf_counter()
         status = 0
+        if self._on_send is not None:
+            self._on_send(rail, method, _path_kind(path))
         try:
             with map_salesforce_errors():
                 response = await http.send(request, stream=stream)

@@ -51,3 +51,40 @@ def test_paused_rails_are_routed_around() -> None:
         paused=frozenset({"live", "bulk", "collections"}),
     )
     assert (r2.urgent, r2.other) == (Via.WAIT, Via.WAIT)
+
+
+async def test_key_locks_serialize_writes_per_lead() -> None:
+    """Two sends for one Lead never overlap; different Leads run together; locks are freed."""
+    import asyncio
+
+    from daemon.rails._leads import KeyLocks
+
+    locks = KeyLocks()
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def first() -> None:
+        async with locks.hold(["lead:a", "lead:b"]):
+            order.append("first-in")
+            await gate.wait()
+            order.append("first-out")
+
+    async def second() -> None:
+        async with locks.hold(["lead:b"]):
+            order.append("second")
+
+    async def other() -> None:
+        async with locks.hold(["lead:c"]):
+            order.append("other")
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(first())
+        await asyncio.sleep(0)
+        tg.create_task(second())
+        tg.create_task(other())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert order == ["first-in", "other"]
+        gate.set()
+    assert order == ["first-in", "other", "first-out", "second"]
+    assert len(locks) == 0
