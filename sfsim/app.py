@@ -40,6 +40,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+#: Request headers the REST resources look at.
+_PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign"})
 _VERSION_RE: Final = re.compile(r"^(\d{1,3})\.(\d)$")
 #: Largest request body accepted on REST paths (50 MB of JSON text, §2.8 "413").
 MAX_BODY: Final = 50 * 1024 * 1024
@@ -218,7 +220,7 @@ class SimApp:
             if tail_path.startswith(prefix) or tail_path + "/" == prefix:
                 plugin_kind = name
                 break
-        segments = [unquote(s) for s in tail.split("/")]
+        segments = [unquote(s) for s in tail.split("/")] if "%" in tail else tail.split("/")
         kind = _kind(segments, plugin_kind)
         usage = org.usage
         if not usage.try_count(kind):
@@ -252,13 +254,12 @@ class SimApp:
                         "errorCode": "JSON_PARSER_ERROR",
                         "message": f"Unexpected character: {exc}"}], usage.header)
                     return
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"),
-                               keep_blank_values=True))
+        qs: bytes = scope.get("query_string", b"")
+        query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
         headers = {}
-        for key in (b"if-modified-since", b"sforce-auto-assign"):
-            value = _header(scope, key)
-            if value is not None:
-                headers[key.decode()] = value
+        for key, value in scope["headers"]:
+            if key in _PASSED_HEADERS:
+                headers[bytes(key).decode("latin-1")] = bytes(value).decode("latin-1")
         reply: Reply = self.rest.dispatch(method, version, segments, query, body, headers)
         payload = b"" if reply.body is None else _dumps(reply.body)
         extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))

@@ -62,8 +62,9 @@ _SYSTEM_DATES: Final = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
 
 def format_datetime(value: datetime) -> str:
     """Salesforce's datetime form: UTC, milliseconds, ``+0000`` (no colon)."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+    v = value.astimezone(UTC)
+    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:"
+            f"{v.second:02d}.{v.microsecond // 1000:03d}+0000")
 
 
 def parse_datetime(text: str) -> datetime | None:

@@ -340,3 +340,11 @@ async def test_limits_resource(sf: httpx.AsyncClient) -> None:
     assert r.headers["sforce-limit-info"] == "api-usage=2/100000"
     assert body["DailyBulkApiBatches"]["Max"] == 15000
     assert set(body["DailyBulkV2QueryJobs"]) == {"Max", "Remaining"}
+
+
+async def test_trailing_slash_is_the_same_resource(sf: httpx.AsyncClient) -> None:
+    """`query/?q=` (as simple-salesforce sends it) and `limits/` work like their bare forms."""
+    await _lead(sf, Dialer_Lead_Id__c="L-5")
+    r = await sf.get("query/", params={"q": "SELECT Id FROM Lead WHERE Dialer_Lead_Id__c = 'L-5'"})
+    assert r.status_code == 200 and r.json()["totalSize"] == 1
+    assert (await sf.get("limits/")).status_code == 200
