@@ -38,6 +38,7 @@ class BulkPlugin:
             take_job_failure=org.faults.take_job_failure,
             add_bulk_batches=usage.add_bulk_batches,
             batches_remaining=lambda: max(usage.bulk_batch_limit - usage.bulk_batches, 0),
+            lock_contention=lambda: org.faults.settings.bulk_lock_contention,
             # With --state-dir, uploads live there so jobs and their results survive a restart.
             upload_dir=(
                 str(org.config.state_dir / "bulk-uploads")

@@ -126,6 +126,7 @@ class BulkEngine:
         take_job_failure: Callable[[], str | None] = lambda: None,
         add_bulk_batches: Callable[[int], None] = lambda n: None,
         batches_remaining: Callable[[], int] = lambda: 1 << 62,
+        lock_contention: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
         upload_dir: str | None = None,
     ) -> None:
@@ -135,6 +136,7 @@ class BulkEngine:
         self._take_job_failure = take_job_failure
         self._add_bulk_batches = add_bulk_batches
         self._batches_remaining = batches_remaining
+        self._lock_contention = lock_contention
         self._clock = clock
         self._jobs: dict[str, Job] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -542,7 +544,8 @@ class BulkEngine:
                     "(DailyBulkApiBatches) has been reached."
                 )
             self._add_bulk_batches(len(wave))
-            held = self._hold_parents(job, plan, wave) if settings.lock_contention else []
+            contention = settings.lock_contention or self._lock_contention()
+            held = self._hold_parents(job, plan, wave) if contention else []
             try:
                 for number, batch in wave:
                     start = job.outcomes.reserve(len(batch))
@@ -619,8 +622,8 @@ class BulkEngine:
         """Save one chunk of rows (one transaction's worth, §4.10) and record each outcome."""
         outcomes = job.outcomes
         duplicates = _duplicate_keys(job.spec.operation, plan, chunk)
-        contention = self.settings.lock_contention
         holders = self._lock_holders
+        contention = bool(holders)
         failures: list[tuple[int, SfError, str]] = []
         todo: list[tuple[int, list[str]]] = []
         for i, row in enumerate(chunk):

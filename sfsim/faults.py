@@ -22,6 +22,10 @@ Set over the control API (``POST /__sim/faults`` with a JSON object) or from Pyt
     Restrict latency/error/drop faults to these request kinds (``sobjects``, ``query``,
     ``composite``, ``collections``, ``limits``, ``describe``, ``bulk``, ``oauth``, ...).
     Default: every API kind except ``oauth``.
+``bulk_lock_contention``
+    Bulk rows whose parent record (a Lead behind WhoId, ...) is also the parent of a row in another
+    batch being processed at the same time fail with UNABLE_TO_LOCK_ROW (§7.7), and the job counts
+    ``retries``.
 ``job_failure_rate`` / ``fail_next_jobs`` / ``job_failure_message``
     Bulk jobs that end ``Failed`` as a whole (read by the bulk plugin via ``take_job_failure``).
 ``revoke_tokens``
@@ -49,6 +53,7 @@ _KNOWN_KEYS: Final = frozenset({
     "latency_ms", "error_rate", "error_next", "error_status", "drop_rate", "drop_next",
     "drop_after_processing", "lock_rate", "lock_next", "kinds", "job_failure_rate",
     "fail_next_jobs", "job_failure_message", "revoke_tokens", "exhaust_daily_limit", "seed",
+    "bulk_lock_contention",
     "clear",
 })
 
@@ -74,6 +79,7 @@ class FaultSettings:
     job_failure_rate: float = 0.0
     fail_next_jobs: int = 0
     job_failure_message: str = _DEFAULT_JOB_FAILURE
+    bulk_lock_contention: bool = False
     seed: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -150,6 +156,11 @@ class Faults:
                 s.error_status = value
             elif key == "drop_after_processing":
                 s.drop_after_processing = bool(value)
+            elif key == "bulk_lock_contention":
+                if not isinstance(value, bool):
+                    raise FaultConfigError(
+                        f"bulk_lock_contention: expected true or false, got {value!r}")
+                s.bulk_lock_contention = value
             elif key == "kinds":
                 if value is not None and (
                     not isinstance(value, list) or not all(isinstance(k, str) for k in value)

@@ -410,3 +410,24 @@ async def test_shutdown_cancels_processing_cleanly() -> None:
         engine = _engine(sim)
         assert engine._tasks  # a processing task exists, owned by the engine's TaskGroup
     assert not engine._tasks
+
+
+async def test_lock_contention_fault_over_the_control_api(
+    sim: SimOrg, sf: httpx.AsyncClient
+) -> None:
+    """With bulk_lock_contention on, a row sharing its Lead with a concurrent batch cannot lock."""
+    control = SimControl(sim, sf)
+    (lead,) = await control.seed("Lead", [{"LastName": "P", "Company": "C"}])
+    await control.faults(bulk_lock_contention=True)
+    _engine(sim).settings.batch_size = 2
+    data = f"Subject,WhoId\na,{lead}\nb,\nc,{lead}\nd,\n".encode()
+    info = await _run(sf, data)
+    failed = await _csv_rows(sf, info["id"], "failedResults")
+    assert [r["Subject"] for r in failed] == ["c"]
+    assert failed[0]["sf__Error"] == (
+        f"UNABLE_TO_LOCK_ROW:unable to obtain exclusive access to this record or 1 records: "
+        f"{lead}:--"
+    )
+    assert info["retries"] >= 1
+    r = await sf.post(f"{sim.instance_url}/__sim/faults", json={"bulk_lock_contention": "yes"})
+    assert r.status_code == 400 and "bulk_lock_contention" in r.text
