@@ -431,3 +431,29 @@ async def test_lock_contention_fault_over_the_control_api(
     assert info["retries"] >= 1
     r = await sf.post(f"{sim.instance_url}/__sim/faults", json={"bulk_lock_contention": "yes"})
     assert r.status_code == 400 and "bulk_lock_contention" in r.text
+
+
+async def test_jobs_survive_a_restart_with_state_dir(tmp_path: Any) -> None:
+    """With --state-dir, finished jobs keep their info and results, and an Open job its upload."""
+    async with running_sim(state_dir=tmp_path) as sim, sim_client(sim) as sf:
+        done = await _run(sf, b"Subject\nkept\n")
+        pending = await _create(sf)
+        assert (await _put(sf, pending["id"], b"Subject\nlater\n")).status_code == 201
+    async with running_sim(state_dir=tmp_path) as sim, sim_client(sim) as sf:
+        info = (await sf.get(f"{INGEST}/{done['id']}")).json()
+        assert info["state"] == "JobComplete" and info["numberRecordsProcessed"] == 1
+        ok = await _csv_rows(sf, done["id"], "successfulResults")
+        assert [r["Subject"] for r in ok] == ["kept"]
+        r = await sf.patch(f"{INGEST}/{pending['id']}", json={"state": "UploadComplete"})
+        assert r.status_code == 200
+        assert (await _wait(sf, pending["id"]))["numberRecordsProcessed"] == 1
+        tasks = await SimControl(sim, sf).records("Task")
+        assert sorted(t["Subject"] for t in tasks) == ["kept", "later"]
+
+
+async def test_reset_forgets_jobs(sim: SimOrg, sf: httpx.AsyncClient) -> None:
+    """POST /__sim/reset removes every bulk job."""
+    info = await _run(sf, b"Subject\nx\n")
+    await SimControl(sim, sf).reset()
+    _assert_error(await sf.get(f"{INGEST}/{info['id']}"), 404, "NOT_FOUND")
+    assert (await sf.get(INGEST)).json()["records"] == []
