@@ -42,7 +42,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def run(n: int, rate: float) -> dict[str, Any]:
+async def run(n: int, rate: float, synchronous: str = "FULL") -> dict[str, Any]:
     from sfsim import SimOrg
 
     committed: dict[str, float] = {}
@@ -112,6 +112,7 @@ async def run(n: int, rate: float) -> dict[str, Any]:
         "outcomes": n,
         "measured": len(ms),
         "rate_per_s": rate,
+        "spool_synchronous": synchronous,
         "p50_ms": round(_pct(ms, 0.50), 3),
         "p90_ms": round(_pct(ms, 0.90), 3),
         "p99_ms": round(_pct(ms, 0.99), 3),
@@ -126,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outcomes", type=int, default=1500)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--synchronous",
+        choices=["FULL", "NORMAL"],
+        default="FULL",
+        help="spool durability (FULL: every claim/ack commit is fsynced, the daemon default)",
+    )
     args = parser.parse_args(argv)
     configure_logging("logfmt", "warning", stream=sys.stderr)
-    result = asyncio.run(run(args.outcomes, args.rate))
+    result = asyncio.run(run(args.outcomes, args.rate, args.synchronous))
     print(json.dumps(result))
     return 0 if result["meets_target"] else 1
 

@@ -97,7 +97,11 @@ class Rails:
         self._retry = retry_backoff
         self._on_event = on_event
         self._clock = clock
-        self._wake = asyncio.Event()
+        # One event per waiter, each cleared *before* that loop looks for work, so a
+        # wake() that lands while the loop is busy is never lost.
+        self._wake_live = asyncio.Event()
+        self._wake_batch = asyncio.Event()
+        self._progress = asyncio.Event()
         self.paused: dict[str, str] = {}
         self._paused_at: dict[str, float] = {}
         self.sent: dict[str, dict[str, int]] = {}
@@ -134,7 +138,8 @@ class Rails:
     # ------------------------------------------------------------------ public
     def wake(self) -> None:
         """New work was committed: look now instead of at the next poll."""
-        self._wake.set()
+        self._wake_live.set()
+        self._wake_batch.set()
 
     def status(self) -> RailsStatus:
         return RailsStatus(
@@ -177,7 +182,8 @@ class Rails:
                         stuck = "; ".join(f"{k}: {v}" for k, v in self.paused.items())
                         break
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                        await asyncio.wait_for(self._progress.wait(), self.idle_poll_s)
+                    self._progress.clear()
                 stop.set()
         finally:
             self._burst = False
@@ -235,9 +241,13 @@ class Rails:
             per[action.value] = per.get(action.value, 0) + n
         self._event("sent", {"rail": rail, **{a.value: n for a, n in counts.items()}})
 
-    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
-        self._wake.clear()
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+    async def _wait(
+        self, stop: asyncio.Event, delay: float, wake: asyncio.Event | None = None
+    ) -> None:
+        """Sleep ``delay`` unless ``stop`` (or ``wake``) is set first."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if wake is not None:
+            waits.append(asyncio.ensure_future(wake.wait()))
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -302,6 +312,7 @@ class Rails:
             log.warning("rails_spool_trouble", rail=rail, error=str(exc)[:300])
             return
         self._count(rail, counts)
+        self._progress.set()
 
     async def _live_loop(self, stop: asyncio.Event) -> None:
         """Urgent outcomes: claim as soon as a slot is free; one -> composite, many -> batch."""
@@ -311,9 +322,10 @@ class Rails:
             while not stop.is_set():
                 decision = self._route or self._decide(0)
                 if decision.urgent is not Via.LIVE:
-                    await self._wait(stop, self.idle_poll_s)
+                    await self._wait(stop, self.idle_poll_s, self._wake_live)
                     continue
                 await slots.acquire()
+                self._wake_live.clear()
                 try:
                     claims = await self.spool.claim("live", 200, urgent=True)
                     trouble = None
@@ -327,7 +339,7 @@ class Rails:
                     raise
                 if not claims:
                     slots.release()
-                    await self._wait(stop, self.idle_poll_s)
+                    await self._wait(stop, self.idle_poll_s, self._wake_live)
                     continue
 
                 async def send(batch: list[Claim] = claims) -> None:
@@ -353,6 +365,7 @@ class Rails:
         """Non-urgent work (and urgent work when degraded): collections or Bulk."""
         trouble: Iterator[float] | None = None
         while not stop.is_set():
+            self._wake_batch.clear()
             try:
                 worked = await self._batch_step(stop)
                 trouble = None
@@ -363,7 +376,9 @@ class Rails:
                 continue
             if not worked:
                 await self._wait(
-                    stop, self.idle_poll_s if self._burst else min(1.0, self.bulk_interval_s)
+                    stop,
+                    self.idle_poll_s if self._burst else min(1.0, self.bulk_interval_s),
+                    self._wake_batch,
                 )
 
     async def _batch_step(self, stop: asyncio.Event) -> bool:
@@ -391,6 +406,7 @@ class Rails:
             if n:
                 worked = True
                 self.sent["bulk"] = {a.value: k for a, k in self.bulk.counts.items()}
+                self._progress.set()
                 self._event("sent", {"rail": "bulk", "records": n})
             else:
                 self._last_bulk = self._clock()
