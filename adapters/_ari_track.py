@@ -117,8 +117,8 @@ class TrackerConfig:
     callback_var: str = "CALLBACK_AT"
     phone_var: str = "PHONE"
     notes_var: str = "NOTES"
-    # Read AMDSTATUS/AMDCAUSE from StasisStart args (Stasis(app,${AMDSTATUS},${AMDCAUSE})).
-    amd_from_args: bool = True
+    # Names of the StasisStart args, in order (Stasis(app,${AMDSTATUS},${AMDCAUSE})).
+    stasis_args: tuple[str, ...] = ("AMDSTATUS", "AMDCAUSE")
     extra_vars: tuple[str, ...] = ()
     ignore_channels: str = DEFAULT_IGNORE_CHANNELS
     require_var: str | None = None
@@ -137,6 +137,7 @@ class TrackerConfig:
             "AMDSTATUS",
             "AMDCAUSE",
             *self.extra_vars,
+            *self.stasis_args,
         }
         if self.require_var:
             names.add(self.require_var)
@@ -308,13 +309,7 @@ class AriTracker:
             call = self._call_for(channel, now, create=True)
             if call is not None:
                 self._snapshot(call, channel, event)
-                args = event.get("args")
-                if self.config.amd_from_args and isinstance(args, list) and args:
-                    status = str(args[0]).strip().upper()
-                    if status in _AMD_STATUSES and "AMDSTATUS" not in call.vars:
-                        call.vars["AMDSTATUS"] = status
-                        if len(args) > 1 and isinstance(args[1], str) and args[1]:
-                            call.vars.setdefault("AMDCAUSE", args[1])
+                self._stasis_args(call, event.get("args"))
             return None
         if etype in _SNAPSHOT_EVENTS:
             snap = event.get("channel")
@@ -323,6 +318,29 @@ class AriTracker:
                 if found is not None:
                     self._snapshot(found, snap, event)
         return None
+
+    def _stasis_args(self, call: _Call, args: Any) -> None:
+        """``Stasis(app, ${AMDSTATUS}, ${AMDCAUSE})``: positional args named by config.
+
+        A variable already set by ``ChannelVarset`` wins; an AMDSTATUS arg that is not
+        an AMD result (the app passes other args) is ignored, and so is its AMDCAUSE.
+        """
+        if not isinstance(args, list):
+            return
+        amd_ok = True
+        for name, value in zip(self.config.stasis_args, args, strict=False):
+            key = name.lstrip("_").upper()
+            if not key or not isinstance(value, str) or not value.strip():
+                continue
+            if key == "AMDSTATUS":
+                value = value.strip().upper()
+                amd_ok = value in _AMD_STATUSES
+                if not amd_ok:
+                    continue
+            if key == "AMDCAUSE" and not amd_ok:
+                continue
+            if key in self._wanted and key not in call.vars:
+                call.vars[key] = value[:32000]
 
     @staticmethod
     def _channel(event: Mapping[str, Any], key: str = "channel") -> Mapping[str, Any]:

@@ -25,6 +25,7 @@ Configuration::
     lead_ref = "auto"                 # "id" | "external_key" | "auto"
     agent_var = "AGENT_ID"; campaign_var = "CAMPAIGN"; callback_var = "CALLBACK_AT"
     phone_var = "PHONE"; notes_var = "NOTES"; extra_vars = ["QUEUE"]
+    stasis_args = ["AMDSTATUS", "AMDCAUSE"]   # what Stasis(app, arg1, arg2...) passes
     dispositions = { SALE = "connected", "AMDSTATUS=NOTSURE" = "unknown" }
     direction = "outbound"
     ignore_channels = "^(Snoop|Announcer|Recorder|UnicastRTP|AudioSocket|WebSocket)/"
@@ -108,6 +109,7 @@ _KEYS: Final = {
     "phone_var",
     "notes_var",
     "extra_vars",
+    "stasis_args",
     "dispositions",
     "direction",
     "ignore_channels",
@@ -177,6 +179,9 @@ class AriConfig:
             phone_var=r.get("phone_var", str, "PHONE"),
             notes_var=r.get("notes_var", str, "NOTES"),
             extra_vars=tuple(r.string_list("extra_vars")),
+            stasis_args=tuple(r.string_list("stasis_args"))
+            if "stasis_args" in table
+            else ("AMDSTATUS", "AMDCAUSE"),
             ignore_channels=ignore,
             require_var=r.get("require_var", str, "") or None,
             max_calls=r.integer("max_channels", 10_000, low=10, high=1_000_000),

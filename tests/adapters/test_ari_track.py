@@ -215,3 +215,16 @@ def test_local_pair_is_one_call_and_companion_state_is_ignored() -> None:
     assert done.facts.dialstatus == "NOANSWER" and done.facts.cause == 19
     assert not done.facts.ever_up  # the Local halves were Up; the customer never was
     assert t.open_calls == 0
+
+
+def test_stasis_args_are_named_by_config() -> None:
+    """StasisStart args become the configured variables; a non-AMD first arg is ignored."""
+    up = channel("att-a", "Up")
+    t = AriTracker(TrackerConfig(stasis_args=("AMDSTATUS", "AMDCAUSE", "LEAD_ID")))
+    t.feed(ev("StasisStart", 1.0, args=["HUMAN", "HUMAN-300-700", "L-5"], channel=up), 0.0)
+    [done] = run(t, [ev("ChannelDestroyed", 9.0, cause=16, cause_txt="x", channel=up)])
+    assert done.vars["LEAD_ID"] == "L-5" and done.facts.amd_status == "HUMAN"
+    other = channel("att-b", "Up")
+    t.feed(ev("StasisStart", 1.0, args=["campaign-7", "x"], channel=other), 0.0)
+    [done] = run(t, [ev("ChannelDestroyed", 9.0, cause=16, cause_txt="x", channel=other)])
+    assert done.facts.amd_status is None and "AMDCAUSE" not in done.vars
