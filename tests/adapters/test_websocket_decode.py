@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from adapters._ws_decode import (
     DecodeError,
@@ -199,3 +201,42 @@ def test_fill_template() -> None:
     tpl = {"type": "ack", "id": "{id}", "all": "{ids}", "n": [1, "{id}"], "keep": "x{id}"}
     got = fill_template(tpl, {"id": "e1", "ids": ["e0", "e1"]})
     assert got == {"type": "ack", "id": "e1", "all": ["e0", "e1"], "n": [1, "e1"], "keep": "x{id}"}
+
+
+@given(
+    # Letters, digits, punctuation, symbols: no whitespace (stripped) or controls (refused).
+    call_id=st.text(st.characters(categories=("L", "N", "P", "S")), min_size=1, max_size=40),
+    disposition=st.sampled_from(sorted(d.value for d in Disposition)),
+    ended=st.datetimes(
+        min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)
+    ),
+    seq=st.integers(min_value=0, max_value=2**62),
+    agent=st.none() | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1),
+)
+def test_round_trip(
+    call_id: str, disposition: str, ended: datetime, seq: int, agent: str | None
+) -> None:
+    """Whatever a dialer encodes under the mapped paths decodes back to the same values."""
+    d = EventDecoder(
+        source="feed1",
+        fields={
+            "call_id": "x.id",
+            "disposition": "x.d",
+            "ended_at": "x.t",
+            "source_seq": "seq",
+            "agent_id": "who.0",
+        },
+        map_disposition=lambda raw: (Disposition(raw), False),
+        type_field=None,
+    )
+    body = {"x": {"id": call_id, "d": disposition, "t": ended.isoformat()}, "seq": seq}
+    if agent is not None:
+        body["who"] = [agent]
+    out = d.outcome(d.parse(json.dumps(body)))
+    assert (out.call_id, out.disposition.value, out.ended_at, out.source_seq) == (
+        call_id,
+        disposition,
+        ended,
+        seq,
+    )
+    assert out.agent_id == agent and out.live is (agent is not None)
