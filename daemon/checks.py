@@ -3,19 +3,21 @@
 The configuration file itself has already been validated when this runs
 (``load_settings`` raised otherwise, exit 78). What follows checks the world
 the configuration points at: files it names, the spool directory, the adapter
-tables, and Salesforce (token, describe, mapped fields) once the Salesforce
-client is part of the build.
+tables, the mapping file, and Salesforce: a token, describe of Task and Lead,
+every mapped field, type and picklist value, and the API quota.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from daemon.settings import Settings
+from daemon.wiring import client_kwargs
 
-__all__ = ["Check", "check_config", "local_checks"]
+__all__ = ["Check", "check_config", "local_checks", "salesforce_checks"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def local_checks(settings: Settings) -> list[Check]:
 def check_config(settings: Settings, out: TextIO) -> int:
     """Print the report; 0 when every check passed, 1 otherwise."""
     checks = local_checks(settings)
-    checks += _salesforce_checks(settings)
+    checks += asyncio.run(salesforce_checks(settings))
     for check in checks:
         print(check.line(), file=out)
     failed = [c for c in checks if c.ok is not True]
@@ -62,15 +64,77 @@ def check_config(settings: Settings, out: TextIO) -> int:
     return 0 if not failed else 1
 
 
-def _salesforce_checks(settings: Settings) -> list[Check]:
+async def salesforce_checks(settings: Settings) -> list[Check]:
+    """Mapping file, login, describe Task and Lead, every mapped field, API quota."""
+    from daemon.mapping import MappingError, load_mapping
+    from daemon.salesforce import SalesforceClient, SalesforceError
+
+    out: list[Check] = []
+    where = str(settings.mapping.file) if settings.mapping.file else "built-in mapping"
     try:
-        from daemon.mapping import validate_against_org  # type: ignore[attr-defined,import-not-found,unused-ignore]
-    except ImportError:
-        return [
+        mapping = load_mapping(settings.mapping.file)
+    except MappingError as exc:
+        out.extend(Check(f"mapping {where}", False, p) for p in exc.problems)
+        return out
+    out.append(Check("mapping", True, f"{where} is valid"))
+
+    try:
+        client = SalesforceClient(**client_kwargs(settings))
+    except SalesforceError as exc:
+        return [*out, Check("salesforce login", False, str(exc))]
+    async with client as sf:
+        try:
+            await sf.authenticate()
+        except SalesforceError as exc:
+            return [*out, Check("salesforce login", False, _describe_error(exc))]
+        out.append(
             Check(
-                "salesforce login, describe and mapped fields",
-                None,
-                "not checked: the Salesforce client is not part of this build yet",
+                "salesforce login",
+                True,
+                f"{settings.salesforce.auth} token obtained, instance {sf.instance_url}",
             )
-        ]
-    return list(validate_against_org(settings))  # pragma: no cover - wired when RAILS lands
+        )
+        describes: dict[str, Any] = {}
+        for obj in dict.fromkeys((mapping.task_object, mapping.lead_object)):
+            try:
+                describes[obj] = await sf.describe(obj)
+            except SalesforceError as exc:
+                out.append(Check(f"describe {obj}", False, _describe_error(exc)))
+            else:
+                count = len(describes[obj].get("fields", []))
+                out.append(Check(f"describe {obj}", True, f"{count} fields visible"))
+        problems = mapping.check_against_describe(describes)
+        if problems:
+            out.extend(Check("mapped field", False, p) for p in problems)
+        elif describes:
+            out.append(
+                Check(
+                    "mapped fields",
+                    True,
+                    "every mapped field exists, is writable, has a compatible type, "
+                    "and every picklist value is allowed",
+                )
+            )
+        try:
+            await sf.limits()
+        except SalesforceError as exc:
+            out.append(Check("API quota", False, f"cannot read /limits: {_describe_error(exc)}"))
+        else:
+            usage = sf.quota.usage
+            if usage is None:
+                out.append(Check("API quota", False, "/limits has no DailyApiRequests"))
+            else:
+                left = 100.0 * usage.remaining / usage.max if usage.max else 0.0
+                out.append(
+                    Check(
+                        "API quota",
+                        usage.remaining > 0,
+                        f"{usage.used} of {usage.max} daily requests used ({left:.0f}% left)",
+                    )
+                )
+    return out
+
+
+def _describe_error(exc: Exception) -> str:
+    code = getattr(exc, "error_code", None)
+    return f"{code}: {exc}" if code and str(code) not in str(exc) else str(exc)

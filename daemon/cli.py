@@ -249,12 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _dispatch(args, sys.stdout, sys.stderr)
 
 
-def _setup_logging(args: argparse.Namespace, settings: Settings | None) -> None:
+def _setup_logging(
+    args: argparse.Namespace, settings: Settings | None, *, to_stderr: bool = False
+) -> None:
     from daemon.logging import configure_logging
 
     fmt = args.log_format or (settings.log.format if settings else "auto")
     level = args.log_level or (settings.log.level if settings else "info")
-    configure_logging(fmt, level)
+    # Admin commands print their report on stdout; their log lines go to stderr.
+    configure_logging(fmt, level, stream=sys.stderr if to_stderr else sys.stdout)
 
 
 def _spool_path(args: argparse.Namespace) -> Path:
@@ -273,7 +276,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return run_daemon(settings, config_path=args.config)
         if args.command == "check-config":
             settings = load_settings(args.config)
-            _setup_logging(args, settings)
+            _setup_logging(args, settings, to_stderr=True)
             from daemon.checks import check_config
 
             return check_config(settings, out)
@@ -287,7 +290,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return dead_letters_command(args, _spool_path(args), out, err)
         if args.command == "ingest":
             settings = load_settings(args.config, only=("spool", "log", "adapter"))
-            _setup_logging(args, settings)
+            _setup_logging(args, settings, to_stderr=True)
             from daemon.admin import ingest_command
 
             return ingest_command(

@@ -71,6 +71,7 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 _configured_handler: logging.Handler | None = None
+_saved_levels: dict[str, int] | None = None
 
 
 def redact(value: str) -> str:
@@ -148,12 +149,18 @@ def configure_logging(
     environ: Mapping[str, str] | None = None,
 ) -> str:
     """Configure structlog and the stdlib root logger; return the format chosen."""
-    global _configured_handler
+    global _configured_handler, _saved_levels
     out = sys.stdout if stream is None else stream
+    if _saved_levels is None:
+        _saved_levels = {
+            name: logging.getLogger(name or None).level for name in ("", "httpx", "httpcore")
+        }
     concrete, timestamps = resolve_format(fmt, out, environ)
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        # stdlib `extra={...}` keys become event keys (foreign records only).
+        structlog.stdlib.ExtraAdder(),
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
     ]
@@ -211,9 +218,13 @@ def configure_logging(
 
 def reset_logging() -> None:
     """Undo :func:`configure_logging` (tests)."""
-    global _configured_handler
+    global _configured_handler, _saved_levels
     if _configured_handler is not None:
         logging.getLogger().removeHandler(_configured_handler)
         _configured_handler = None
+    if _saved_levels is not None:
+        for name, level in _saved_levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        _saved_levels = None
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()

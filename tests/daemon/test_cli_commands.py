@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,14 @@ def test_invalid_config_exits_78_listing_problems(
 def test_check_config_reports_pass_and_fail_lines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """check-config prints a PASS/FAIL list and exits 1 when anything did not pass."""
+    """check-config prints a PASS/FAIL list and exits 1 when Salesforce cannot be reached."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        '[salesforce]\nlogin_url = "https://a.my.salesforce.com"\nclient_id = "id"\n'
-        f'client_secret = "s"\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[salesforce]\nlogin_url = "http://127.0.0.1:{port}"\nclient_id = "id"\n'
+        f'client_secret = "s"\nconnect_timeout_s = 2\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
         '[log]\nformat = "json"\n'
     )
     assert main(["check-config", "--config", str(cfg)]) == 1
@@ -74,3 +78,5 @@ def test_check_config_reports_pass_and_fail_lines(
     assert "PASS  configuration file" in out
     assert "PASS  spool directory" in out
     assert "FAIL  adapters: no [[adapter]] section" in out
+    assert "PASS  mapping: built-in mapping is valid" in out
+    assert "FAIL  salesforce login" in out
