@@ -124,7 +124,11 @@ class SimApp:
         elif path == "/services/oauth2/token":
             await self._token(scope, receive, send)
         elif path.startswith("/services/Soap/u/"):
-            body = await _read_body(receive, 1024 * 1024)
+            try:
+                body = await _read_body(receive, 1024 * 1024)
+            except _TooLarge:
+                await _send(send, 413, b"", b"text/plain")
+                return
             status, text = soap_login(self.org, path, body)
             await _send(send, status, text.encode("utf-8"), b"text/xml;charset=UTF-8")
         elif path.startswith("/__sim/"):
@@ -159,7 +163,12 @@ class SimApp:
             await _send_json(send, 405, {"error": "invalid_request",
                                          "error_description": "must use HTTP POST"})
             return
-        body = await _read_body(receive, 1024 * 1024)
+        try:
+            body = await _read_body(receive, 1024 * 1024)
+        except _TooLarge:
+            await _send_json(send, 400, {"error": "invalid_request",
+                                         "error_description": "request too large"})
+            return
         handled, _ = await self._request_faults("oauth", send, None)
         if handled:
             return
@@ -235,8 +244,10 @@ class SimApp:
         method: str = scope["method"]
         body: Any = NO_BODY
         if method in ("POST", "PATCH", "PUT", "DELETE"):
-            raw_body = await _read_body(receive, MAX_BODY)
-            if len(raw_body) > MAX_BODY:
+            try:
+                raw_body = await _read_body(receive, MAX_BODY)
+            except _TooLarge:
+                # [U] no documented JSON-body cap or 413 shape (§2.8): an empty 413.
                 await _send(send, 413, b"", b"text/plain", usage.header)
                 return
             if raw_body.strip():
@@ -311,7 +322,12 @@ class SimApp:
             await send({"type": "http.response.body", "body": b"", "more_body": True})
 
 
+class _TooLarge(Exception):
+    """Internal: the request body is over the limit (the rest is drained, not kept)."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body; raises _TooLarge past ``limit`` bytes (reading on, keeping none)."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -326,7 +342,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     if size > limit:
-        return b"x" * (limit + 1)
+        raise _TooLarge
     return b"".join(chunks)
 
 

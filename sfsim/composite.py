@@ -63,7 +63,8 @@ class CompositeApi:
         self.store = rest.store
 
     def route(self, method: str, version: str, seg: list[str], query: Mapping[str, str],
-              body: Any, *, in_composite: bool, force_all_or_none: bool) -> Reply:
+              body: Any, headers: Mapping[str, str], *, in_composite: bool,
+              force_all_or_none: bool) -> Reply:
         from sfsim.rest import Reply
 
         major = int(version.split(".")[0])
@@ -72,15 +73,15 @@ class CompositeApi:
                 raise _bad_request("A composite subrequest cannot be a composite request")
             if method != "POST":
                 raise SfError(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed: Allow: POST")
-            return Reply(200, self._composite(version, body))
+            return Reply(200, self._composite(version, body, headers))
         if seg[0] != "sobjects" or major < 42:
             raise not_found()
         rest = [s for s in seg[1:] if s != ""] if seg[-1] == "" else seg[1:]
         if not rest:
             if method == "POST":
-                return Reply(200, self._create(body, force_all_or_none))
+                return Reply(200, self._create(body, force_all_or_none, headers))
             if method == "PATCH":
-                return Reply(200, self._update(body, force_all_or_none))
+                return Reply(200, self._update(body, force_all_or_none, headers))
             if method == "DELETE":
                 return Reply(200, self._delete(query, force_all_or_none))
             raise SfError(405, "METHOD_NOT_ALLOWED",
@@ -94,12 +95,13 @@ class CompositeApi:
                 raise not_found()
             if method != "PATCH":
                 raise SfError(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed: Allow: PATCH")
-            return Reply(200, self._upsert(rest[0], rest[1], body, force_all_or_none))
+            return Reply(200, self._upsert(rest[0], rest[1], body, force_all_or_none, headers))
         raise not_found()
 
     # ---------------------------------------------------------------- composite
 
-    def _composite(self, version: str, body: Any) -> dict[str, Any]:
+    def _composite(self, version: str, body: Any, headers: Mapping[str, str]
+                   ) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("compositeRequest"), list):
             raise SfError(400, "JSON_PARSER_ERROR",
                           "compositeRequest is required and must be an array of subrequests")
@@ -167,8 +169,11 @@ class CompositeApi:
                                "a referenceId of a previous subrequest that succeeded.")
                     out.append(self._entry(ref, 400, _halted(message)))
                     continue
-                reply = self._run_sub(sub["method"], url, sub_body, sub.get("httpHeaders") or {},
-                                      all_or_none)
+                # The top-level request's headers (Sforce-Auto-Assign) apply unless the
+                # subrequest sets its own.
+                sub_headers = {**headers, **{str(k).lower(): str(v) for k, v in
+                                             (sub.get("httpHeaders") or {}).items()}}
+                reply = self._run_sub(sub["method"], url, sub_body, sub_headers, all_or_none)
                 out.append(self._entry(ref, reply.status, reply.body, reply.headers))
                 collection_failed = (
                     all_or_none and isinstance(reply.body, list) and reply.status == 200
@@ -296,7 +301,8 @@ class CompositeApi:
             raise SfError(400, "INVALID_TYPE", "Must specify a type in the attributes field", [])
         return rtype
 
-    def _create(self, body: Any, force: bool) -> list[dict[str, Any]]:
+    def _create(self, body: Any, force: bool, headers: Mapping[str, str]
+                ) -> list[dict[str, Any]]:
         records, all_or_none = self._records(body)
 
         def op(record: Any) -> dict[str, Any]:
@@ -306,11 +312,13 @@ class CompositeApi:
                               "cannot specify Id in an insert call", ["Id"])
             fields = {k: v for k, v in record.items() if k != "attributes"}
             rid = self.store.insert(rtype, fields)
+            self.rest.assign(self.store.sobject(rtype).name, rid, headers)
             return {"id": rid, "success": True, "errors": []}
 
         return self._run_items(records, all_or_none or force, op)
 
-    def _update(self, body: Any, force: bool) -> list[dict[str, Any]]:
+    def _update(self, body: Any, force: bool, headers: Mapping[str, str]
+                ) -> list[dict[str, Any]]:
         records, all_or_none = self._records(body)
 
         def op(record: Any) -> dict[str, Any]:
@@ -326,12 +334,14 @@ class CompositeApi:
                 if rid is not None:
                     err.record_id = rid  # type: ignore[attr-defined]
                 raise
+            if rid is not None:
+                self.rest.assign(self.store.sobject(rtype).name, rid, headers)
             return {"id": rid, "success": True, "errors": []}
 
         return self._run_items(records, all_or_none or force, op)
 
-    def _upsert(self, obj_name: str, ext_field: str, body: Any, force: bool
-                ) -> list[dict[str, Any]]:
+    def _upsert(self, obj_name: str, ext_field: str, body: Any, force: bool,
+                headers: Mapping[str, str]) -> list[dict[str, Any]]:
         obj = self.store.sobject(obj_name)
         f = obj.field(ext_field)
         if f is None or not f.is_upsert_key:
@@ -350,6 +360,7 @@ class CompositeApi:
             if value is None or value == "":
                 raise SfError(400, "MISSING_ARGUMENT", f"{f.name} not specified", [])
             rid, created = self.store.upsert(obj.name, f.name, value, fields)
+            self.rest.assign(obj.name, rid, headers)
             return {"id": rid, "success": True, "errors": [], "created": created}
 
         return self._run_items(records, all_or_none or force, op)

@@ -8,6 +8,8 @@ Open without auth on loopback; from any other address it needs a valid bearer to
 - ``GET  /__sim/stats``: API calls (total, by kind), bulk jobs by state, records by object;
 - ``GET|POST /__sim/faults``: read / change fault injection (see ``sfsim.faults``);
 - ``POST /__sim/reset``: back to an empty org;
+- ``GET|POST /__sim/assignment_rules``: ``{"active": true}`` turns on a Lead assignment rule
+  that re-owns every Lead created or updated over REST without ``Sforce-Auto-Assign: FALSE``;
 - ``POST /__sim/refresh_token``: mint a refresh token for the integration user;
 - ``GET  /__sim/info``: the connection info (instance_url, token_url, client credentials...).
 """
@@ -99,6 +101,14 @@ class ControlApi:
         elif head == "reset" and method == "POST":
             org.reset()
             return 200, {"reset": True}
+        elif head == "assignment_rules":
+            if method == "POST":
+                if not isinstance(body, dict) or not isinstance(body.get("active"), bool):
+                    return 400, {"error": 'expected {"active": true|false}'}
+                org.set_lead_assignment(body["active"])
+            if method in ("GET", "POST"):
+                return 200, {"active": org.lead_assignment_owner is not None,
+                             "owner_id": org.lead_assignment_owner}
         elif head == "refresh_token" and method == "POST":
             return 200, {"refresh_token": org.tokens.issue_refresh(org.user_id)}
         elif head == "info" and method == "GET":

@@ -86,6 +86,9 @@ class Org:
         )
         #: Set by the server once it listens: ``http(s)://host:port``.
         self.instance_url = ""
+        #: When set, active Lead assignment rules give new and updated Leads this owner unless
+        #: the request says ``Sforce-Auto-Assign: FALSE`` (§2.10, §7.11).
+        self.lead_assignment_owner: str | None = None
         #: PEM file of the CA that signed the server certificate (``--tls``), else None.
         self.ca_file: str | None = None
         self.user_id = ""
@@ -105,6 +108,27 @@ class Org:
         fields = {k: v for k, v in values.items() if user.field(k) is not None}
         self.user_id = self.store.insert(user.name, fields, seed=True)
         self.store.user_id = self.user_id
+
+    def set_lead_assignment(self, active: bool) -> str | None:
+        """Turn the simulated Lead assignment rule on (owner: a queue user) or off."""
+        if not active:
+            self.lead_assignment_owner = None
+            return None
+        user = self.schema.get("User")
+        if user is None:
+            self.lead_assignment_owner = self.ids.new("005")
+            return self.lead_assignment_owner
+        username = "lead-queue@dispo-sync.sim"
+        found = self.store.find(user.name, "Username", username)
+        if found:
+            self.lead_assignment_owner = found[0]
+        else:
+            values: dict[str, Any] = {"Username": username, "LastName": "Lead Queue",
+                                      "Email": "lead-queue@example.com", "Alias": "leadq",
+                                      "TimeZoneSidKey": "GMT", "IsActive": True}
+            fields = {k: v for k, v in values.items() if user.field(k) is not None}
+            self.lead_assignment_owner = self.store.insert(user.name, fields, seed=True)
+        return self.lead_assignment_owner
 
     def _revoke(self, refresh_too: bool) -> None:
         self.tokens.revoke(refresh_too=refresh_too)
@@ -144,6 +168,7 @@ class Org:
         Issued tokens stay valid so connected clients keep working.
         """
         self.store.reset()
+        self.lead_assignment_owner = None
         self._seed_user()
         self.usage.used = 0
         self.usage.refused = 0

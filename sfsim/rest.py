@@ -124,7 +124,7 @@ class RestApi:
                 return self._next_page(version, seg[1])
             raise not_found()
         if head == "composite":
-            return self.composite.route(method, version, seg[1:], query, body,
+            return self.composite.route(method, version, seg[1:], query, body, headers,
                                         in_composite=in_composite,
                                         force_all_or_none=force_all_or_none)
         raise not_found()
@@ -158,15 +158,16 @@ class RestApi:
                 return Reply(200, {"objectDescribe": obj.global_entry(version),
                                    "recentItems": []})
             if method == "POST":
-                return self._create(version, obj.name, body)
+                return self._create(version, obj.name, body, headers)
             raise _bad_method("GET,HEAD,POST")
         if rest[0] == "describe" and len(rest) <= 2 and (len(rest) == 1 or rest[1] == ""):
             self._allow(method, "GET")
             return self._describe(obj.name, version, headers)
         if len(rest) == 1 or (len(rest) == 2 and rest[1] == ""):
-            return self._row(method, version, obj.name, rest[0], query, body)
+            return self._row(method, version, obj.name, rest[0], query, body, headers)
         if len(rest) == 2:
-            return self._by_external_id(method, version, obj.name, rest[0], rest[1], query, body)
+            return self._by_external_id(method, version, obj.name, rest[0], rest[1], query, body,
+                                        headers)
         raise not_found()
 
     def _describe(self, obj_name: str, version: str, headers: Mapping[str, str]) -> Reply:
@@ -208,9 +209,23 @@ class RestApi:
             out.append(f.name)
         return out
 
-    def _create(self, version: str, obj_name: str, body: Any) -> Reply:
+    def assign(self, obj_name: str, record_id: str, headers: Mapping[str, str]) -> None:
+        """Run the simulated Lead assignment rule after a REST write (§2.10).
+
+        ``Sforce-Auto-Assign`` defaults to TRUE; only FALSE keeps the owner.
+        """
+        owner = self.org.lead_assignment_owner
+        if owner is None or obj_name != "Lead":
+            return
+        if headers.get("sforce-auto-assign", "TRUE").strip().upper() == "FALSE":
+            return
+        self.store.assign_owner(obj_name, record_id, owner)
+
+    def _create(self, version: str, obj_name: str, body: Any,
+                headers: Mapping[str, str]) -> Reply:
         fields = _body_object(body)
         rid = self.store.insert(obj_name, fields)
+        self.assign(obj_name, rid, headers)
         return Reply(201, {"id": rid, "success": True, "errors": []},
                      {"Location": f"/services/data/v{version}/sobjects/{obj_name}/{rid}"})
 
@@ -227,10 +242,11 @@ class RestApi:
         return rid
 
     def _row(self, method: str, version: str, obj_name: str, raw_id: str,
-             query: Mapping[str, str], body: Any) -> Reply:
+             query: Mapping[str, str], body: Any, headers: Mapping[str, str]) -> Reply:
         if method == "POST" and raw_id == "Id":
             # Insert with Id as the "external id" (v37.0+, §2.4).
             rid = self.store.insert(obj_name, _body_object(body))
+            self.assign(obj_name, rid, headers)
             return Reply(201, {"id": rid, "success": True, "errors": [], "created": True})
         rid = self._resolve_row_id(obj_name, raw_id)
         if method == "GET":
@@ -243,6 +259,7 @@ class RestApi:
             return Reply(200, self.record_json(version, obj_name, row, fields))
         if method == "PATCH":
             self.store.update(obj_name, rid, _body_object(body))
+            self.assign(obj_name, rid, headers)
             return Reply(204)
         if method == "DELETE":
             self.store.delete(obj_name, rid)
@@ -250,7 +267,8 @@ class RestApi:
         raise _bad_method("GET,HEAD,PATCH,DELETE")
 
     def _by_external_id(self, method: str, version: str, obj_name: str, field_name: str,
-                        value: str, query: Mapping[str, str], body: Any) -> Reply:
+                        value: str, query: Mapping[str, str], body: Any,
+                        headers: Mapping[str, str]) -> Reply:
         obj = self.store.sobject(obj_name)
         f = obj.field(field_name)
         if f is None or not (f.is_upsert_key or f.name == "Id"):
@@ -260,6 +278,7 @@ class RestApi:
             update_only = query.get("updateOnly", "").lower() == "true"
             rid, created = self.store.upsert(obj.name, f.name, value, _body_object(body),
                                               update_only=update_only)
+            self.assign(obj.name, rid, headers)
             major = int(version.split(".")[0])
             if major < 46:
                 # v45.0 and earlier: 201 on create, 204 with no body on update (§2.6, §7.19).

@@ -348,3 +348,33 @@ async def test_trailing_slash_is_the_same_resource(sf: httpx.AsyncClient) -> Non
     r = await sf.get("query/", params={"q": "SELECT Id FROM Lead WHERE Dialer_Lead_Id__c = 'L-5'"})
     assert r.status_code == 200 and r.json()["totalSize"] == 1
     assert (await sf.get("limits/")).status_code == 200
+
+
+async def test_lead_assignment_rules_need_auto_assign_false(sim: SimOrg, sf: httpx.AsyncClient
+                                                            ) -> None:
+    """An active assignment rule re-owns written Leads unless Sforce-Auto-Assign: FALSE."""
+    async with httpx.AsyncClient() as c:
+        r = await c.post(f"{sim.instance_url}/__sim/assignment_rules", json={"active": True})
+    queue = r.json()["owner_id"]
+    me = sim.org.user_id
+    keep = {"Sforce-Auto-Assign": "FALSE"}
+    kept = (await sf.post("sobjects/Lead/", json=LEAD, headers=keep)).json()["id"]
+    moved = (await sf.post("sobjects/Lead/", json=LEAD)).json()["id"]
+
+    async def owner(lead_id: str) -> str:
+        return str((await sf.get(f"sobjects/Lead/{lead_id}")).json()["OwnerId"])
+
+    assert await owner(kept) == me and await owner(moved) == queue
+    await sf.patch(f"sobjects/Lead/{kept}", json={"Status": "Working - Contacted"}, headers=keep)
+    assert await owner(kept) == me
+    await sf.patch(f"sobjects/Lead/{kept}", json={"Status": "Working - Contacted"})
+    assert await owner(kept) == queue
+    other = (await sf.post("sobjects/Lead/", json=LEAD, headers=keep)).json()["id"]
+    r = await sf.post("composite", headers=keep, json={"compositeRequest": [{
+        "method": "PATCH", "url": f"/services/data/v62.0/sobjects/Lead/{other}",
+        "referenceId": "u", "body": {"Title": "x"}}]})
+    assert r.json()["compositeResponse"][0]["httpStatusCode"] == 204
+    assert await owner(other) == me
+    r = await sf.patch("composite/sobjects", json={"records": [
+        {"attributes": {"type": "Lead"}, "id": other, "Title": "y"}]})
+    assert await owner(other) == queue
