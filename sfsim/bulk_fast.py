@@ -256,6 +256,29 @@ class FastSaver:
         for name in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
             if name in template:
                 template[name] = now
+        # Hoisted out of the row loop: what store.insert / store.update look up per row.
+        obj = self.obj
+        obj_name, prefix, table, fields = obj.name, obj.key_prefix, self.table, obj.fields
+        check_lock, new_id = store._check_lock, store.ids.new
+        derive, check_unique, put = store._derive, store._check_unique, store._put
+        rows_by_id = table.rows
+        user_id = store.user_id
+        touched = [n for n in ("LastModifiedDate", "SystemModstamp") if n in fields]
+        stamp_user = bool(user_id) and "LastModifiedById" in fields
+        # Required fields the insert template leaves empty, and required columns an update may
+        # clear with #N/A (store.insert / store.update raise REQUIRED_FIELD_MISSING for those).
+        need_on_insert = [n for n in self.required_names if template.get(n) is None]
+        required_cols = [n for n in names if n in self.required_names]
+        key_field = self.key_field
+        index_keys: list[Any] = []
+        key_index: dict[Any, set[str]] = {}
+        if key_field is not None:
+            key_index = table.indexes[key_field.name]
+            if key_field.case_sensitive:
+                index_keys = keys
+            else:
+                index_keys = [k.lower() if type(k) is str else k for k in keys]
+        can_create, can_update = self.can_create, self.can_update
         outcomes: list[Outcome] = [None] * count
         rows_values = zip(*converted, strict=True) if converted else iter([()] * count)
         for i, row_values in enumerate(rows_values):
@@ -265,66 +288,50 @@ class FastSaver:
                 given = {n: v for n, v in zip(names, row_values, strict=True) if v is not _SKIP}
             else:
                 given = dict(zip(names, row_values, strict=True))
-            if self.key_index is None:
-                outcomes[i] = self._insert(given, template)
-            else:
-                outcomes[i] = self._upsert(keys[i], given, template, now)
+            old = None
+            rid = None
+            if key_field is not None:
+                holders = key_index.get(index_keys[i])
+                if holders:
+                    if len(holders) > 1:
+                        continue  # several matches: the row path raises MULTIPLE_CHOICES
+                    (rid,) = holders
+                    old = rows_by_id[rid]
+                else:
+                    given[key_field.name] = keys[i]
+            try:
+                if old is None:
+                    if not can_create or (
+                        need_on_insert and any(given.get(n) is None for n in need_on_insert)
+                    ):
+                        continue  # the row path words the error
+                    check_lock(obj_name, None)
+                    rid = new_id(prefix)
+                    row = dict(template)
+                    row["Id"] = rid
+                    row.update(given)
+                    derive(obj, row, None)
+                    check_unique(table, row, rid)
+                    created = True
+                else:
+                    if not can_update or (
+                        required_cols and any(given.get(n, 0) is None for n in required_cols)
+                    ):
+                        continue
+                    assert rid is not None
+                    check_lock(obj_name, rid)
+                    row = dict(old)
+                    row.update(given)
+                    for name in touched:
+                        row[name] = now
+                    if stamp_user:
+                        row["LastModifiedById"] = user_id
+                    derive(obj, row, old)
+                    check_unique(table, row, rid)
+                    created = False
+            except SfError as exc:
+                outcomes[i] = exc
+                continue
+            put(table, rid, row)
+            outcomes[i] = (rid, created)
         return outcomes
-
-    def _insert(self, values: dict[str, Any], template: dict[str, Any]) -> Outcome:
-        if not self.can_create:
-            return None
-        for name in self.required_names:
-            if values.get(name, template.get(name)) is None:
-                return None  # REQUIRED_FIELD_MISSING: the row path words it
-        store = self.store
-        obj = self.obj
-        try:
-            store._check_lock(obj.name, None)
-            rid = store.ids.new(obj.key_prefix)
-            row = dict(template)
-            row["Id"] = rid
-            row.update(values)
-            store._derive(obj, row, None)
-            store._check_unique(self.table, row, rid)
-        except SfError as exc:
-            return exc
-        store._put(self.table, rid, row)
-        return rid, True
-
-    def _upsert(
-        self, key: Any, values: dict[str, Any], template: dict[str, Any], now: str
-    ) -> Outcome:
-        key_field = self.key_field
-        assert key_field is not None
-        holders = self.table.indexes[key_field.name].get(_index_key(key_field, key))
-        if not holders:
-            values[key_field.name] = key
-            return self._insert(values, template)
-        if len(holders) > 1:
-            return None  # several matches: the row path raises MULTIPLE_CHOICES
-        if not self.can_update:
-            return None
-        for name in self.required_names:
-            if name in values and values[name] is None:
-                return None
-        (rid,) = holders
-        store = self.store
-        obj = self.obj
-        try:
-            store._check_lock(obj.name, rid)
-            old = self.table.rows[rid]
-            row = dict(old)
-            row.update(values)
-            fields = obj.fields
-            for name in ("LastModifiedDate", "SystemModstamp"):
-                if name in fields:
-                    row[name] = now
-            if store.user_id and "LastModifiedById" in fields:
-                row["LastModifiedById"] = store.user_id
-            store._derive(obj, row, old)
-            store._check_unique(self.table, row, rid)
-        except SfError as exc:
-            return exc
-        store._put(self.table, rid, row)
-        return rid, False
