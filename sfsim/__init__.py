@@ -5,6 +5,15 @@ Start it with ``dispo-sync sim`` / ``python -m sfsim`` (:func:`run_sim_cli`), or
     async with SimOrg(port=0, tls=False) as org:
         org.info  # instance_url, token_url, client_id, client_secret, username, password, ca_file
 
+Testing helpers (``sfsim.testing``): ``running_sim(**kw)``, ``sim_client(sim)`` (an authorized
+httpx client based at ``/services/data/v62.0/``), ``fetch_token(sim)``, ``SimControl`` (seed
+records, read records, stats, faults, reset) and ``sim_fixture(**kw)`` for pytest-asyncio.
+Third-party clients on ``requests`` (simple-salesforce) need ``session.trust_env = False``: this
+machine sets REQUESTS_CA_BUNDLE, which overrides ``session.verify = ca_file``.
+
+Control API extras: ``POST /__sim/assignment_rules {"active": true}`` (a Lead assignment rule
+that only ``Sforce-Auto-Assign: FALSE`` avoids), ``POST /__sim/refresh_token``, ``GET /__sim/info``.
+
 README-internal (plug-in points for the Bulk API 2.0 engineer)
 ---------------------------------------------------------------
 - ``sfsim/bulk.py`` exposes ``create_plugin(org: sfsim.org.Org) -> sfsim.plugin.SimPlugin``; the org

@@ -131,6 +131,8 @@ class SimApp:
                 return
             status, text = soap_login(self.org, path, body)
             await _send(send, status, text.encode("utf-8"), b"text/xml;charset=UTF-8")
+        elif path.startswith("/id/") or path == "/services/oauth2/userinfo":
+            await self._identity(scope, send, path)
         elif path.startswith("/__sim/"):
             await self.control(scope, receive, send)
         else:
@@ -193,6 +195,49 @@ class SimApp:
                                           "https://test.salesforce.com", base}),
         )
         await _send_json(send, status, payload)
+
+    async def _identity(self, scope: Scope, send: Send, path: str) -> None:
+        """The identity URL from the token response (``/id/00D.../005...``) and ``userinfo``.
+
+        Bearer auth; not an API call. Unknown ids are 404, a bad token 403 ``Bad_OAuth_Token``.
+        """
+        org = self.org
+        if not self._authorized(scope):
+            await _send(send, 403, b"Bad_OAuth_Token", b"text/plain")
+            return
+        user_id = org.user_id
+        if path.startswith("/id/"):
+            parts = path.strip("/").split("/")
+            if len(parts) != 3 or parts[1] != org.org_id or parts[2] != user_id:
+                await _send(send, 404, b"Bad_Id", b"text/plain")
+                return
+        base = org.instance_url
+        user = org.store.get("User", user_id) if org.schema.get("User") else None
+        user = user or {}
+        identity = f"{base}/id/{org.org_id}/{user_id}"
+        body = {
+            "id": identity, "asserted_user": True, "user_id": user_id,
+            "organization_id": org.org_id, "username": org.config.username,
+            "nick_name": user.get("Alias") or "integration",
+            "display_name": user.get("Name") or org.config.username,
+            "email": user.get("Email"), "email_verified": True,
+            "first_name": user.get("FirstName"), "last_name": user.get("LastName"),
+            "timezone": user.get("TimeZoneSidKey") or "GMT", "active": True,
+            "user_type": "STANDARD", "language": "en_US", "locale": "en_US", "utcOffset": 0,
+            "urls": {
+                "rest": f"{base}/services/data/v{{version}}/",
+                "sobjects": f"{base}/services/data/v{{version}}/sobjects/",
+                "query": f"{base}/services/data/v{{version}}/query/",
+                "partner": f"{base}/services/Soap/u/{{version}}/{org.org_id}",
+                "profile": f"{base}/{user_id}",
+            },
+        }
+        if path == "/services/oauth2/userinfo":
+            body = {"sub": identity, "user_id": user_id, "organization_id": org.org_id,
+                    "preferred_username": org.config.username, "name": body["display_name"],
+                    "email": body["email"], "email_verified": True, "zoneinfo": body["timezone"],
+                    "active": True, "user_type": "STANDARD", "urls": body["urls"]}
+        await _send_json(send, 200, body)
 
     # ---------------------------------------------------------------- the API
 

@@ -171,3 +171,19 @@ async def test_composite_with_collection_inside(sf: httpx.AsyncClient,
     ], all_or_none=True)
     assert [e["httpStatusCode"] for e in res] == [400, 200]
     assert await control.records("Lead") == [] and await control.records("Task") == []
+
+
+async def test_composite_reference_into_query_records(sf: httpx.AsyncClient) -> None:
+    """@{ref.records[0].Id} picks a field out of an earlier query result."""
+    await sf.post("sobjects/Lead/", json={"LastName": "Q", "Company": "C",
+                                          "Dialer_Lead_Id__c": "L-77"})
+    res = await _composite(sf, [
+        _sub("find", "GET", "query?q=SELECT+Id+FROM+Lead+WHERE+Dialer_Lead_Id__c+%3D+'L-77'"),
+        _sub("log", "POST", "sobjects/Task", {"Subject": "Call",
+                                              "WhoId": "@{find.records[0].Id}"}),
+        _sub("bad", "POST", "sobjects/Task", {"WhoId": "@{find.records[5].Id}"}),
+    ], all_or_none=False)
+    assert [e["httpStatusCode"] for e in res] == [200, 201, 400]
+    assert "Invalid reference specified" in res[2]["body"][0]["message"]
+    task = (await sf.get(f"sobjects/Task/{res[1]['body']['id']}")).json()
+    assert task["WhoId"] == res[0]["body"]["records"][0]["Id"]

@@ -206,3 +206,18 @@ async def test_soap_login(sim: SimOrg) -> None:
         assert await _api_status(sim, session) == 200
         r = await c.post(url, content=envelope.format(u=info["username"], p="bad"))
         assert r.status_code == 500 and "INVALID_LOGIN" in r.text
+
+
+async def test_identity_url_from_token_response(sim: SimOrg) -> None:
+    """The token's `id` URL answers with the user and org; without a token it is refused."""
+    body = (await _token(sim, _cc(sim))).json()
+    async with httpx.AsyncClient() as c:
+        auth = {"Authorization": f"Bearer {body['access_token']}"}
+        r = await c.get(body["id"], headers=auth)
+        assert r.status_code == 200
+        ident = r.json()
+        assert ident["username"] == sim.info["username"]
+        assert body["id"].endswith(f"/{ident['organization_id']}/{ident['user_id']}")
+        r = await c.get(f"{sim.instance_url}/services/oauth2/userinfo", headers=auth)
+        assert r.json()["preferred_username"] == sim.info["username"]
+        assert (await c.get(body["id"])).status_code == 403
