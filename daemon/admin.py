@@ -65,7 +65,7 @@ def read_status(path: Path) -> StatusReport:
     quota: dict[str, Any] | None = None
     # Read-only connection (mode=ro): safe beside the running daemon's writer.
     # Tables per spool/_schema.py (jobs, kv).
-    uri = f"file:{path}?mode=ro"
+    uri = path.resolve().as_uri() + "?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
         conn.execute("PRAGMA query_only = 1")
         rows = conn.execute(
@@ -85,7 +85,10 @@ def read_status(path: Path) -> StatusReport:
                     "updated_at": updated,
                 }
             )
-        row = conn.execute("SELECT value FROM kv WHERE key = ?", (QUOTA_STATE_KEY,)).fetchone()
+        # Spool.set_state(key) stores under "state:<key>" (spool/spool.py).
+        row = conn.execute(
+            "SELECT value FROM kv WHERE key = ?", ("state:" + QUOTA_STATE_KEY,)
+        ).fetchone()
         if row is not None:
             try:
                 loaded = json.loads(row[0])
@@ -97,8 +100,13 @@ def read_status(path: Path) -> StatusReport:
 
 def status_command(path: Path, out: TextIO, *, as_json: bool = False) -> int:
     """``dispo-sync status``."""
+    from spool import SpoolError
+
     try:
         report = read_status(path)
+    except SpoolError as exc:
+        print(f"cannot read the spool file {path}: {exc}", file=out)
+        return 1
     except SpoolMissing:
         print(
             f"no spool file at {path}: the service has not run yet, or [spool] path points "
@@ -332,15 +340,8 @@ async def _dl_list(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
     return 0
 
 
-async def _find_dead(spool: Any, record_id: int) -> Any | None:
-    for d in await _all_dead(spool):
-        if d.record_id == record_id:
-            return d
-    return None
-
-
 async def _dl_show(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
-    found = await _find_dead(spool, args.id)
+    found = await spool.dead_letter(args.id)
     if found is None:
         print(f"no dead letter with id {args.id}", file=err)
         return 1

@@ -1,0 +1,189 @@
+"""`dispo-sync status` and `dead-letters` on a real spool file, daemon running or not."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.cli import main
+from spool import CallOutcome, Disposition, LeadRef, open_spool
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def outcome(n: int, disposition: Disposition = Disposition.NO_ANSWER, **kw: Any) -> CallOutcome:
+    return CallOutcome(
+        source="vicidial",
+        call_id=f"call-{n}",
+        disposition=disposition,
+        ended_at=T0 + timedelta(seconds=n),
+        lead=LeadRef(external_key=f"L{n}"),
+        **kw,
+    )
+
+
+async def populate(path: Path) -> dict[str, int]:
+    """5 pending, 1 done (live), 2 dead (two codes), 1 in a bulk job, a quota reading."""
+    ids: dict[str, int] = {}
+    async with open_spool(path) as spool:
+        for n in range(9):
+            disposition = Disposition.DO_NOT_CALL if n < 3 else Disposition.BUSY
+            ids[f"call-{n}"] = (await spool.put(outcome(n, disposition))).record_id
+        live = await spool.claim("live", 3, urgent=True)
+        await spool.ack([live[0]])
+        await spool.dead(
+            [live[1]],
+            error_code="INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+            message="bad value for restricted picklist field: =Nope",
+        )
+        await spool.dead([live[2]], error_code="ENTITY_IS_DELETED", message="entity is deleted")
+        bulk = await spool.claim("bulk", 1, urgent=False)
+        await spool.record_job("750xx000000001AAA", "Task", "upsert", bulk, state="UploadComplete")
+        await spool.update_job(
+            "750xx000000001AAA", state="InProgress", numberRecordsProcessed=1, numberRecordsFailed=0
+        )
+        await spool.set_state(
+            "quota", json.dumps({"used": 1200, "max": 15000, "at": time.time() - 30})
+        )
+    return ids
+
+
+@asynccontextmanager
+async def running_daemon_spool(path: Path) -> AsyncIterator[Any]:
+    async with open_spool(path) as spool:
+        yield spool
+
+
+@pytest.fixture
+def spool_file(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    path = tmp_path / "spool.db"
+    ids = asyncio.run(populate(path))
+    return path, ids
+
+
+def test_status_table_shows_counts_jobs_dead_letters_and_quota(
+    spool_file: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status prints waiting/sent/dead counts, the bulk job, errors by code and the quota."""
+    path, _ = spool_file
+    before = path.read_bytes()
+    assert main(["status", "--spool", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "waiting: 5" in out and "being sent: 1" in out and "dead letters: 2" in out
+    assert "750xx000000001AAA" in out and "InProgress" in out
+    assert "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST" in out and "ENTITY_IS_DELETED" in out
+    assert "API quota: 1200 of 15000 used (92% left" in out
+    assert path.read_bytes() == before  # status never writes
+
+
+def test_status_json_while_the_daemon_holds_the_spool_open(
+    spool_file: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status --json works while another process has the spool open for writing."""
+    path, _ = spool_file
+
+    async def go() -> int:
+        async with running_daemon_spool(path) as spool:
+            await spool.put(outcome(100))
+            return await asyncio.to_thread(main, ["status", "--json", "--spool", str(path)])
+
+    assert asyncio.run(go()) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pending"] == 6 and data["dead"] == 2 and data["inflight"] == 1
+    assert data["by_rail"]["done"] == {"live": 1}
+    assert data["bulk_jobs"][0]["job_id"] == "750xx000000001AAA"
+    assert data["bulk_jobs"][0]["counters"]["numberRecordsProcessed"] == 1
+    assert data["quota"]["max"] == 15000
+    assert data["dead_by_error"] == {
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": 1,
+        "ENTITY_IS_DELETED": 1,
+    }
+
+
+def test_status_without_a_spool_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status on a missing spool explains that the service has not run yet; exit 1."""
+    assert main(["status", "--spool", str(tmp_path / "none.db")]) == 1
+    assert "has not run yet" in capsys.readouterr().out
+
+
+def test_dead_letters_list_show_and_filter(
+    spool_file: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list shows every dead letter with its error; show prints one in full."""
+    path, _ = spool_file
+    assert main(["dead-letters", "list", "--json", "--spool", str(path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["error_code"] for r in rows} == {
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        "ENTITY_IS_DELETED",
+    }
+    assert (
+        main(["dead-letters", "list", "--error-code", "ENTITY_IS_DELETED", "--spool", str(path)])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "ENTITY_IS_DELETED" in out and "RESTRICTED_PICKLIST" not in out
+
+    dead_id = next(r["id"] for r in rows if r["error_code"] == "ENTITY_IS_DELETED")
+    assert main(["dead-letters", "show", str(dead_id), "--spool", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "entity is deleted" in out and '"call_id": "call-' in out
+    assert main(["dead-letters", "show", "99999", "--spool", str(path)]) == 1
+    assert "no dead letter with id 99999" in capsys.readouterr().err
+
+
+def test_dead_letters_retry_by_code_then_all_and_drop(
+    spool_file: tuple[Path, dict[str, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """retry --error-code re-queues only that error; drop deletes one; counts follow."""
+    path, _ = spool_file
+    assert (
+        main(["dead-letters", "retry", "--error-code", "ENTITY_IS_DELETED", "--spool", str(path)])
+        == 0
+    )
+    assert "1 dead letter queued to be sent again" in capsys.readouterr().out
+    assert main(["status", "--json", "--spool", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dead"] == 1 and data["pending"] == 6
+
+    assert main(["dead-letters", "list", "--json", "--spool", str(path)]) == 0
+    (left,) = json.loads(capsys.readouterr().out)
+    assert main(["dead-letters", "drop", str(left["id"]), "--spool", str(path)]) == 0
+    assert main(["dead-letters", "drop", str(left["id"]), "--spool", str(path)]) == 1
+    assert main(["dead-letters", "retry", "--all", "--spool", str(path)]) == 0
+    assert "0 dead letters queued" in capsys.readouterr().out
+    assert main(["status", "--json", "--spool", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dead"] == 0 and data["pending"] == 6
+
+
+def test_dead_letters_export_csv_is_spreadsheet_safe(
+    spool_file: tuple[Path, dict[str, int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export writes every dead letter to CSV; formula-like cells are neutralised."""
+    path, _ = spool_file
+    target = tmp_path / "dead.csv"
+    assert main(["dead-letters", "export", str(target), "--spool", str(path)]) == 0
+    assert "2 dead letters written" in capsys.readouterr().out
+    with target.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2
+    assert {r["error_code"] for r in rows} == {
+        "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+        "ENTITY_IS_DELETED",
+    }
+    for row in rows:
+        assert json.loads(row["outcome_json"])["source"] == "vicidial"
+    # The message "...field: =Nope" is not a formula; a leading "=" would be.
+    assert all(not r["error_message"].startswith("=") for r in rows)
