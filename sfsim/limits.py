@@ -9,10 +9,12 @@ stricter reading), and each 10,000-record internal batch also consumes DailyBulk
 
 from __future__ import annotations
 
-from collections import Counter
+import time
+from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any, Final
 
-__all__ = ["DEFAULT_API_LIMIT", "ApiUsage"]
+__all__ = ["DEFAULT_API_LIMIT", "ApiUsage", "RollingCount"]
 
 #: Enterprise Edition base allocation (§5.3).
 DEFAULT_API_LIMIT: Final = 100_000
@@ -20,40 +22,104 @@ DEFAULT_API_LIMIT: Final = 100_000
 BULK_BATCH_LIMIT: Final = 15_000
 
 
-class ApiUsage:
-    """The org's daily API counter, per-kind counts and bulk batch usage."""
+#: The allocation is a rolling 24 hours (§5.3), kept in hourly buckets.
+WINDOW_S: Final = 24 * 3600.0
+BUCKET_S: Final = 3600.0
 
-    def __init__(self, limit: int = DEFAULT_API_LIMIT) -> None:
+
+class RollingCount:
+    """A count over the last ``window_s`` seconds, in ``bucket_s`` buckets (O(1) per add)."""
+
+    def __init__(self, clock: Callable[[], float], window_s: float = WINDOW_S,
+                 bucket_s: float = BUCKET_S) -> None:
+        self._clock = clock
+        self._window = window_s
+        self._bucket = bucket_s
+        self._buckets: deque[list[float]] = deque()  # [bucket start, count]
+        self._total = 0
+
+    def _evict(self, now: float) -> None:
+        buckets = self._buckets
+        while buckets and buckets[0][0] + self._bucket <= now - self._window:
+            self._total -= int(buckets.popleft()[1])
+
+    def add(self, n: int = 1) -> None:
+        now = self._clock()
+        self._evict(now)
+        start = now - now % self._bucket
+        if self._buckets and self._buckets[-1][0] == start:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([start, n])
+        self._total += n
+
+    def value(self) -> int:
+        self._evict(self._clock())
+        return self._total
+
+    def set(self, n: int) -> None:
+        """Replace the count with ``n`` charged now (loading state, tests, fault injection)."""
+        self._buckets.clear()
+        self._total = 0
+        if n:
+            self.add(n)
+
+
+class ApiUsage:
+    """The org's API counter over a rolling 24 hours, per-kind counts and bulk batch usage.
+
+    ``used`` and ``bulk_batches`` read the rolling totals; assigning them replaces the window's
+    contents with that many calls charged now.
+    """
+
+    def __init__(self, limit: int = DEFAULT_API_LIMIT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if limit < 1:
             raise ValueError(f"api limit must be at least 1, got {limit}")
         self.limit = limit
-        self.used = 0
+        self._calls = RollingCount(clock)
+        self._batches = RollingCount(clock)
         self.refused = 0
         self.by_kind: Counter[str] = Counter()
-        self.bulk_batches = 0
         self.bulk_batch_limit = BULK_BATCH_LIMIT
+
+    @property
+    def used(self) -> int:
+        return self._calls.value()
+
+    @used.setter
+    def used(self, value: int) -> None:
+        self._calls.set(value)
+
+    @property
+    def bulk_batches(self) -> int:
+        return self._batches.value()
+
+    @bulk_batches.setter
+    def bulk_batches(self, value: int) -> None:
+        self._batches.set(value)
 
     def try_count(self, kind: str) -> bool:
         """Charge one call of ``kind``; False (and nothing charged) when the limit is reached."""
-        if self.used >= self.limit:
+        if self._calls.value() >= self.limit:
             self.refused += 1
             return False
-        self.used += 1
+        self._calls.add()
         self.by_kind[kind] += 1
         return True
 
     def exhaust(self) -> None:
-        """Use up the whole allocation (fault injection)."""
-        self.used = self.limit
+        """Use up the whole allocation (fault injection); it frees up as the window rolls."""
+        self._calls.add(max(self.limit - self._calls.value(), 0))
 
     def add_bulk_batches(self, n: int) -> None:
         """Record ``n`` Bulk internal batches (DailyBulkApiBatches)."""
-        self.bulk_batches += n
+        self._batches.add(n)
 
     @property
     def header(self) -> str:
         """The ``Sforce-Limit-Info`` header value (§5.1)."""
-        return f"api-usage={self.used}/{self.limit}"
+        return f"api-usage={self._calls.value()}/{self.limit}"
 
     def limits_body(self) -> dict[str, Any]:
         """The ``/limits`` resource (§5.2): ``{"Name": {"Max": n, "Remaining": n}}``."""
