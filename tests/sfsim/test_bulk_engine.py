@@ -531,3 +531,21 @@ async def test_state_survives_dump_and_load(org: Org, tmp_path: Any) -> None:
     assert restored.info(now=0)["numberRecordsProcessed"] == 1
     text = "".join(engine2.result_chunks(job.id, "successful"))
     assert list(csv.DictReader(io.StringIO(text))) == before
+
+
+async def test_assignment_rule_id_is_for_lead_and_case(org: Org) -> None:
+    """assignmentRuleId is echoed on a Lead job and refused on a Task job."""
+    engine = _engine(org)
+    rule = to18("01Q8d0000000001")
+    job = engine.create_job(
+        {"object": "Lead", "operation": "insert", "assignmentRuleId": rule},
+        api_version="62.0",
+        user_id=org.user_id,
+    )
+    assert job.summary()["assignmentRuleId"] == rule
+    with pytest.raises(BulkApiError, match="assignmentRuleId"):
+        engine.create_job(
+            {"object": "Task", "operation": "insert", "assignmentRuleId": rule},
+            api_version="62.0",
+            user_id=org.user_id,
+        )
