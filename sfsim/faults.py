@@ -18,6 +18,11 @@ Set over the control API (``POST /__sim/faults`` with a JSON object) or from Pyt
 ``lock_rate`` / ``lock_next``
     A fraction of written rows (or the next N) failing with UNABLE_TO_LOCK_ROW, on every write
     path (REST, composite, collections, bulk).
+``upsert_race_rate`` / ``upsert_race_next``
+    A fraction of upserts (or the next N) that would create a record lose a race with a concurrent
+    request creating the same key: the record exists afterwards (created by "the other request"),
+    and this upsert fails with DUPLICATE_VALUE, as real orgs do (§7.6). REST, composite and
+    collections upserts.
 ``kinds``
     Restrict latency/error/drop faults to these request kinds (``sobjects``, ``query``,
     ``composite``, ``collections``, ``limits``, ``describe``, ``bulk``, ``oauth``, ...).
@@ -53,7 +58,7 @@ _KNOWN_KEYS: Final = frozenset({
     "latency_ms", "error_rate", "error_next", "error_status", "drop_rate", "drop_next",
     "drop_after_processing", "lock_rate", "lock_next", "kinds", "job_failure_rate",
     "fail_next_jobs", "job_failure_message", "revoke_tokens", "exhaust_daily_limit", "seed",
-    "bulk_lock_contention",
+    "bulk_lock_contention", "upsert_race_rate", "upsert_race_next",
     "clear",
 })
 
@@ -80,6 +85,8 @@ class FaultSettings:
     fail_next_jobs: int = 0
     job_failure_message: str = _DEFAULT_JOB_FAILURE
     bulk_lock_contention: bool = False
+    upsert_race_rate: float = 0.0
+    upsert_race_next: int = 0
     seed: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -142,9 +149,11 @@ class Faults:
         s = FaultSettings() if changes.get("clear") else FaultSettings(**{
             k: v for k, v in asdict(self.settings).items()})
         for key, value in changes.items():
-            if key in ("error_rate", "drop_rate", "lock_rate", "job_failure_rate"):
+            if key in ("error_rate", "drop_rate", "lock_rate", "job_failure_rate",
+                       "upsert_race_rate"):
                 setattr(s, key, _rate(key, value))
-            elif key in ("error_next", "drop_next", "lock_next", "fail_next_jobs"):
+            elif key in ("error_next", "drop_next", "lock_next", "fail_next_jobs",
+                         "upsert_race_next"):
                 setattr(s, key, _count(key, value))
             elif key == "latency_ms":
                 s.latency_ms = _latency(value)
@@ -257,6 +266,19 @@ class Faults:
             hit = True
         if hit:
             self._bump("locks")
+        return hit
+
+    def upsert_race(self, sobject: str) -> bool:
+        """The store's race hook: True makes this creating upsert lose to a concurrent one."""
+        s = self.settings
+        hit = False
+        if s.upsert_race_next:
+            s.upsert_race_next -= 1
+            hit = True
+        elif s.upsert_race_rate and self._rng.random() < s.upsert_race_rate:
+            hit = True
+        if hit:
+            self._bump("upsert_races")
         return hit
 
     def take_job_failure(self) -> str | None:

@@ -75,6 +75,7 @@ class Org:
         if self.config.seed is not None:
             self.faults.configure({"seed": self.config.seed})
         self.store = RecordStore(self.schema, ids=self.ids, lock_hook=self.faults.lock_row)
+        self.store.race_hook = self.faults.upsert_race
         self.oauth = OAuthConfig(
             client_id=self.config.client_id,
             client_secret=self.config.client_secret,

@@ -137,6 +137,8 @@ class RecordStore:
         self.ids = ids or IdGenerator()
         self.clock = clock
         self.lock_hook = lock_hook
+        #: Called with the object name before an upsert creates; True simulates losing a race.
+        self.race_hook: Callable[[str], bool] | None = None
         #: The running (integration) user: owner and creator of what the API writes.
         self.user_id: str = ""
         self._tables: dict[str, _Table] = {name: _Table(o) for name, o in schema.objects.items()}
@@ -335,6 +337,18 @@ class RecordStore:
         if update_only:
             raise not_found()
         body[f.name] = key_value
+        race = self.race_hook
+        if race is not None and race(obj.name):
+            # A concurrent request created the same key first (§7.6): its record stays whatever
+            # happens to this request's transaction, so it is written outside the journal.
+            journal, self._journal = self._journal, None
+            try:
+                winner = self.insert(obj.name, body)
+            finally:
+                self._journal = journal
+            raise SfError(400, "DUPLICATE_VALUE",
+                          f"duplicate value found: {f.name} duplicates value on record with id: "
+                          f"{winner}", [])
         return self.insert(obj.name, body), True
 
     def assign_owner(self, sobject: str, record_id: str, owner_id: str) -> None:

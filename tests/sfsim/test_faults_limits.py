@@ -148,3 +148,18 @@ def test_latency_distributions() -> None:
     assert all(0.010 <= faults.latency_s() <= 0.020 for _ in range(100))
     faults.configure({"latency_ms": {"dist": "exponential", "mean_ms": 5}})
     assert all(faults.latency_s() >= 0 for _ in range(100))
+
+
+async def test_upsert_race_gives_duplicate_value_then_update_works(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """A lost upsert race is DUPLICATE_VALUE naming the winner; retrying updates that record."""
+    await control.faults(upsert_race_next=1)
+    r = await sf.patch("sobjects/Task/Call_Id__c/race-1", json={"Subject": "Call"})
+    assert r.status_code == 400
+    err = r.json()[0]
+    assert err["errorCode"] == "DUPLICATE_VALUE"
+    tasks = await control.records("Task")
+    assert len(tasks) == 1 and tasks[0]["Id"] in err["message"]
+    r = await sf.patch("sobjects/Task/Call_Id__c/race-1", json={"Subject": "Call"})
+    assert r.status_code == 200 and r.json()["id"] == tasks[0]["Id"]
