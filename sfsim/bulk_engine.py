@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Final
 
@@ -79,6 +79,8 @@ RESULT_KINDS: Final = {
     "failedresults": "failed",
     "unprocessedrecords": "unprocessed",
 }
+#: §4.5: jobs in a terminal state are deleted after 7 days.
+_RETENTION_S: Final = 7 * 86400
 _LOCK_MESSAGE: Final = "unable to obtain exclusive access to this record or 1 records: {}"
 # Parents that never lock in practice: owners and creators (User/Group rows).
 _NON_LOCKING_TARGETS: Final = frozenset({"User", "Group"})
@@ -217,9 +219,11 @@ class BulkEngine:
             # §4.1: assignmentRuleId is for Case or Lead. [U] wording.
             raise invalid_job(f"assignmentRuleId is not supported for {obj.name}")
         now = self._clock()
+        self._expire(now)
         job = Job(
             id=self.store.ids.new("750"),
-            spec=_with_object_name(spec, obj.name),
+            # The object's canonical API name (``task`` -> ``Task``).
+            spec=replace(spec, object=obj.name),
             created_by_id=user_id,
             created_at=now,
         )
@@ -227,6 +231,15 @@ class BulkEngine:
         self._done[job.id] = asyncio.Event()
         _log.info("bulk_job_created", job_id=job.id, object=obj.name, operation=spec.operation)
         return job
+
+    def _expire(self, now: float) -> None:
+        """Forget jobs that ended more than 7 days ago, with their data (§4.5)."""
+        cutoff = now - _RETENTION_S
+        for job in list(self._jobs.values()):
+            if job.state in TERMINAL_STATES and job.modified_at < cutoff:
+                del self._jobs[job.id]
+                self._done.pop(job.id).set()
+                self._remove_upload(job)
 
     def jobs(self) -> list[Job]:
         """Every job, oldest first."""
@@ -713,13 +726,6 @@ class BulkEngine:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _with_object_name(spec: Any, name: str) -> Any:
-    """The spec with the object's canonical API name (``task`` -> ``Task``)."""
-    from dataclasses import replace
-
-    return replace(spec, object=name) if spec.object != name else spec
 
 
 def _matches(job: Job, filters: dict[str, str]) -> bool:

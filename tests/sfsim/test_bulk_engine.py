@@ -549,3 +549,33 @@ async def test_assignment_rule_id_is_for_lead_and_case(org: Org) -> None:
             api_version="62.0",
             user_id=org.user_id,
         )
+
+
+async def test_finished_jobs_are_forgotten_after_seven_days() -> None:
+    """A job that ended more than 7 days ago is gone (404) once another job is created."""
+    org = Org()
+    now = [1_000_000.0]
+    engine = BulkEngine(org.store, clock=lambda: now[0])
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    try:
+        old = engine.create_job(
+            {"object": "Task", "operation": "insert"}, api_version="62.0", user_id=org.user_id
+        )
+        await engine.upload(old.id, _chunks(b"Subject\nx\n"))
+        engine.close(old.id)
+        await asyncio.wait_for(engine.wait(old.id), 10)
+        recent = engine.create_job(
+            {"object": "Task", "operation": "insert"}, api_version="62.0", user_id=org.user_id
+        )
+        now[0] += 7 * 86400 + 1
+        engine.create_job(
+            {"object": "Task", "operation": "insert"}, api_version="62.0", user_id=org.user_id
+        )
+        with pytest.raises(BulkApiError):
+            engine.job(old.id)
+        assert engine.job(recent.id).state is JobState.OPEN  # Open jobs are not expired
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
