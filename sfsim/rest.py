@@ -26,7 +26,7 @@ from sfsim.soql import Query, parse_query, run_query
 if TYPE_CHECKING:
     from sfsim.org import Org
 
-__all__ = ["NO_BODY", "Reply", "RestApi", "error_reply"]
+__all__ = ["NO_BODY", "Reply", "RestApi"]
 
 #: Marker for "the request had no body".
 NO_BODY: Final = object()
@@ -42,11 +42,6 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def error_reply(err: SfError) -> Reply:
-    """The REST rendering of an SfError: a JSON array with one error object (§2.8)."""
-    return Reply(err.status, err.rest_body())
 
 
 def _bad_method(allowed: str) -> SfError:

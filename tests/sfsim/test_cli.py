@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -123,3 +124,13 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
         run_sim_cli(["--api-limit", "-5"])
     assert exc.value.code == 2
     assert "must be greater than 0" in capsys.readouterr().err
+
+
+def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A port that is already taken exits 1 with a message naming the address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run_sim_cli(["--port", str(port)]) == 1
+    assert f"127.0.0.1:{port}" in capsys.readouterr().err
