@@ -90,6 +90,7 @@ class UploadScanner:
     def __init__(self) -> None:
         self.size = 0
         self._lf = 0
+        self._cr = 0
         self._crlf = 0
         self._last_was_cr = False
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
@@ -101,6 +102,7 @@ class UploadScanner:
             return
         self.size += len(chunk)
         self._lf += chunk.count(b"\n")
+        self._cr += chunk.count(b"\r")
         self._crlf += chunk.count(b"\r\n")
         if self._last_was_cr and chunk[0] == 0x0A:
             self._crlf += 1
@@ -124,8 +126,12 @@ class UploadScanner:
             return client_input_error(f"Unable to read the CSV data: {self._utf8_error}")
         # §7.2: a mismatch fails the job. [U] Third-party reports say a CR/LF embedded in a quoted
         # value trips the same check; we take that stricter reading and look at every line break,
-        # quoted or not, so an LF job must contain no CRLF and a CRLF job no bare LF.
-        bad = self._crlf > 0 if line_ending == "LF" else self._lf != self._crlf
+        # quoted or not: an LF job must contain no CR at all, a CRLF job no bare LF or bare CR
+        # (Python's CSV reader, like Excel, would take a bare CR for a line end).
+        if line_ending == "LF":
+            bad = self._cr > 0
+        else:
+            bad = self._lf != self._crlf or self._cr != self._crlf
         if bad:
             return client_input_error(
                 f"LineEnding is invalid on user data. Current LineEnding setting is {line_ending}"

@@ -157,3 +157,10 @@ def test_result_files_are_fully_quoted_comma_lf() -> None:
     assert parsed[1] == ["001", "true", 'a,"b"\nc']
     assert result_header("failed", ["A"]) == ["sf__Id", "sf__Error", "A"]
     assert result_header("unprocessed", ["A"]) == ["A"]
+
+
+def test_bare_cr_is_a_line_ending_error() -> None:
+    """A lone CR fails an LF job and a CRLF job alike (it would split a row)."""
+    assert _scan(b"Name\na\rb\n", "LF") is not None
+    assert _scan(b"Name\r\na\rb\r\n", "CRLF") is not None
+    assert _scan(b"Name\r\nab\r\n", "CRLF") is None
