@@ -32,6 +32,7 @@ import os
 import sqlite3
 import time
 import warnings
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -83,6 +84,13 @@ async def _on_thread(
     """
     result: T = await conn._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
     return result
+
+
+# Transactions the writer may have queued on the connection thread at once.
+_WRITER_SLOTS = 2
+# Below this many queued rows the writer does not split the queue (see _take_batch):
+# for a few rows the extra fsync costs more than the overlap gains.
+_SPLIT_MIN_ROWS = 64
 
 
 class _State(enum.Enum):
@@ -183,7 +191,13 @@ class Spool:
         self._rconn: aiosqlite.Connection | None = None
         self._wstore: Store | None = None
         self._rstore: Store | None = None
-        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()
+        # Puts waiting for the writer. Unbounded, but each caller waits for its own result,
+        # so it never holds more than one request per concurrent caller.
+        self._queue: deque[_Queued] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._draining = False
+        self._committing = 0
+        self._slot_free = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_purge = 0.0
@@ -232,7 +246,8 @@ class Spool:
     async def _stop_tasks(self) -> None:
         if self._state is _State.OPEN:
             self._state = _State.CLOSING
-        self._queue.put_nowait(None)
+        self._draining = True
+        self._wake_writer()
         self._stop.set()
         if self._tasks:
             await asyncio.wait(self._tasks)
@@ -301,49 +316,72 @@ class Spool:
     async def _submit(self, request: PutRequest) -> list[PutResult]:
         self._check_open()
         future: asyncio.Future[list[PutResult]] = asyncio.get_running_loop().create_future()
-        # Unbounded queue, but each caller waits for its own result, so it never holds
-        # more than one request per concurrent caller.
-        self._queue.put_nowait(_Queued(request, future))
+        self._queue.append(_Queued(request, future))
+        self._wake_writer()
         return await future
 
-    async def _writer(self) -> None:
-        """Group commit: everything queued at the moment goes into one transaction."""
+    def _wake_writer(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _take_batch(self, split: bool) -> list[_Queued]:
+        """Requests for the next transaction: everything queued, up to max_batch_rows.
+
+        ``split``: no transaction is running, so take only half of a large queue and let
+        the other half follow at once as a second transaction. The callers of the first
+        half then build their next puts while the second commits; otherwise the event loop
+        and the SQLite thread would take turns, each idle while the other works.
+        """
         queue = self._queue
+        queued_rows = sum(len(q.request.rows) for q in queue) if split else 0
+        limit = self._max_batch_rows
+        if split and queued_rows >= _SPLIT_MIN_ROWS:
+            limit = min(limit, (queued_rows + 1) // 2)
         batch: list[_Queued] = []
+        rows = 0
+        while queue and (not batch or rows + len(queue[0].request.rows) <= limit):
+            item = queue.popleft()
+            # A caller cancelled before we started gets nothing written.
+            if not item.future.done():
+                batch.append(item)
+                rows += len(item.request.rows)
+        return batch
+
+    async def _writer(self) -> None:
+        """Group commit: what is queued goes into one transaction; up to two transactions
+        are queued on the connection thread at once (they run one after the other)."""
+        loop = asyncio.get_running_loop()
         try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                batch = [item]
-                rows = len(item.request.rows)
-                stop = False
-                while rows < self._max_batch_rows and not queue.empty():
-                    nxt = queue.get_nowait()
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                    rows += len(nxt.request.rows)
-                # A caller cancelled before we started gets nothing written.
-                batch = [b for b in batch if not b.future.done()]
-                if batch:
-                    await self._commit(batch)
-                batch = []
-                if stop:
-                    return
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    while not self._queue and not self._draining:
+                        self._wakeup = loop.create_future()
+                        await self._wakeup
+                    if not self._queue:
+                        return  # draining and nothing left
+                    while self._committing >= _WRITER_SLOTS:
+                        self._slot_free.clear()
+                        await self._slot_free.wait()
+                    batch = self._take_batch(split=self._committing == 0)
+                    if not batch:
+                        continue
+                    self._committing += 1
+                    tg.create_task(self._commit(batch))
         finally:
             closed = SpoolClosed(f"the spool {str(self.path)!r} closed")
-            for b in batch:
-                # Cancelled mid-commit: the batch may or may not be stored.
-                if not b.future.done():
-                    b.future.set_exception(closed)
-            while not queue.empty():
-                left = queue.get_nowait()
-                if left is not None and not left.future.done():
+            while self._queue:
+                left = self._queue.popleft()
+                if not left.future.done():
                     left.future.set_exception(closed)
 
     async def _commit(self, batch: list[_Queued]) -> None:
+        try:
+            await self._commit_batch(batch)
+        finally:
+            self._committing -= 1
+            self._slot_free.set()
+
+    async def _commit_batch(self, batch: list[_Queued]) -> None:
         assert self._wconn is not None and self._wstore is not None
         try:
             results = await _on_thread(
