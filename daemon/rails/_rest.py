@@ -40,11 +40,11 @@ from daemon.salesforce.wire import (
     parse_collection_results,
     sobject_path,
 )
-from spool import Claim, Spool
+from spool import Claim, RecordRef, Spool
 
 from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead
 
-__all__ = ["SENDING", "Action", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
+__all__ = ["SENDING", "Action", "Ref", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
 
 #: External keys of the outcomes a REST request in this task is carrying (for hooks
 #: that measure latency per outcome, e.g. bench/live_latency.py).
@@ -67,9 +67,27 @@ class Action(StrEnum):
     RELEASE = "release"  # keep pending, attempt not counted (rail paused)
 
 
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A claimed record without its payload (Bulk keeps one per outcome in a batch)."""
+
+    record_id: int
+    rev: int
+    attempt: int
+    call_id: str
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (self.record_id, self.rev)
+
+    @classmethod
+    def of(cls, claim: Claim) -> Ref:
+        return cls(claim.record_id, claim.rev, claim.attempt, claim.outcome.call_id)
+
+
 @dataclass(slots=True)
 class Verdict:
-    claim: Claim
+    claim: Claim | Ref
     action: Action
     code: str | None = None
     message: str | None = None
@@ -99,7 +117,7 @@ class _LeadRow:
     full: Claim | None  # the outcome whose full state this row carries (None: sticky only)
 
 
-def verdict_for(claim: Claim, errors: Sequence[RecordError]) -> Verdict:
+def verdict_for(claim: Claim | Ref, errors: Sequence[RecordError]) -> Verdict:
     """The worst of a record's errors decides: config (keep pending) > permanent > retry."""
     if not errors:
         return Verdict(claim, Action.ACK)
@@ -425,22 +443,24 @@ async def apply_verdicts(
 ) -> dict[Action, int]:
     """Record every verdict in the spool (shielded: a cancel cannot strand a row in flight)."""
     counts: dict[Action, int] = defaultdict(int)
-    acks: list[Claim] = []
-    release: list[Claim] = []
-    retry: dict[tuple[float, str | None, str | None], list[Claim]] = defaultdict(list)
-    dead: dict[tuple[str | None, str | None], list[Claim]] = defaultdict(list)
+    acks: list[RecordRef] = []
+    release: list[RecordRef] = []
+    retry: dict[tuple[float, str | None, str | None], list[RecordRef]] = defaultdict(list)
+    dead: dict[tuple[str | None, str | None], list[RecordRef]] = defaultdict(list)
     for v in verdicts:
         counts[v.action] += 1
+        ref: RecordRef = v.claim if isinstance(v.claim, Claim) else v.claim.pair
         if v.action is Action.ACK:
-            acks.append(v.claim)
+            acks.append(ref)
         elif v.action is Action.RELEASE:
-            release.append(v.claim)
+            release.append(ref)
         elif v.action is Action.DEAD:
-            dead[(v.code, (v.message or "")[:1000])].append(v.claim)
+            dead[(v.code, (v.message or "")[:1000])].append(ref)
+            call_id = v.claim.outcome.call_id if isinstance(v.claim, Claim) else v.claim.call_id
             log.warning(
                 "record_dead",
                 rail=rail,
-                call_id=v.claim.outcome.call_id,
+                call_id=call_id,
                 error_code=v.code,
                 reason=(v.message or "")[:300],
             )
@@ -448,7 +468,7 @@ async def apply_verdicts(
             delay = (
                 v.retry_after_s if v.retry_after_s is not None else backoff.delay(v.claim.attempt)
             )
-            retry[(round(delay, 3), v.code, (v.message or "")[:1000])].append(v.claim)
+            retry[(round(delay, 3), v.code, (v.message or "")[:1000])].append(ref)
 
     async def record() -> None:
         if acks:

@@ -40,10 +40,10 @@ from daemon.salesforce.wire import (
     csv_value,
     iter_result_csv,
 )
-from spool import Claim, Spool
+from spool import Claim, LeadRef, Spool
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
-from ._rest import LEAD_NOT_FOUND, Action, RestSender, Verdict, apply_verdicts, verdict_for
+from ._rest import LEAD_NOT_FOUND, Action, Ref, RestSender, Verdict, apply_verdicts, verdict_for
 
 __all__ = ["BulkRail", "BulkStats"]
 
@@ -60,8 +60,9 @@ _CHUNK = 1 << 20  # upload stream chunk size
 class _Rec:
     """What we keep per outcome while its batch is out (small on purpose)."""
 
-    claim: Claim
+    ref: Ref
     ext_key: str
+    lead_ref: LeadRef | None = None
     lead_key: str | None = None  # the key of its Lead row in a Lead job
     lead_job: int = -1  # index into the batch's lead jobs
     errors: list[RecordError] = field(default_factory=list)
@@ -196,7 +197,7 @@ class BulkRail:
                     leftover = list(claims[n:])
                     break
                 o = claim.outcome
-                rec = _Rec(claim, o.external_key)
+                rec = _Rec(Ref.of(claim), o.external_key, o.lead)
                 ref = o.lead
                 who_id: str | None = None
                 rel: str | None = None
@@ -305,7 +306,7 @@ class BulkRail:
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="collections")
         if not recs:
             return len(rest_claims)
-        claims = [r.claim for r in recs]
+        claims = [r.ref.pair for r in recs]
         jobs = [j for j in (*task_jobs, *lead_jobs) if j.rows]
         started = self._clock()
         try:
@@ -326,7 +327,7 @@ class BulkRail:
             # later (upserts make the re-send harmless).
             log.warning("bulk_batch_retry", error=str(exc)[:300], records=len(recs))
             verdicts = [
-                Verdict(r.claim, Action.RETRY, exc.error_code or type(exc).__name__, exc.message)
+                Verdict(r.ref, Action.RETRY, exc.error_code or type(exc).__name__, exc.message)
                 for r in recs
             ]
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
@@ -339,7 +340,7 @@ class BulkRail:
         self.stats.records += len(recs)
         return len(recs)
 
-    async def _start_job(self, job: _Job, claims: Sequence[Claim]) -> None:
+    async def _start_job(self, job: _Job, claims: Sequence[tuple[int, int]]) -> None:
         info = await self._client.create_ingest_job(
             job.sobject, job.operation, external_id_field=job.ext_field
         )
@@ -361,7 +362,7 @@ class BulkRail:
         )
 
     async def _wait_jobs(
-        self, jobs: Sequence[_Job], claims: Sequence[Claim], stop: asyncio.Event
+        self, jobs: Sequence[_Job], claims: Sequence[tuple[int, int]], stop: asyncio.Event
     ) -> None:
         delays = iter(self._poll)
         last_extend = self._clock()
@@ -466,15 +467,15 @@ class BulkRail:
                 # The Task exists: next time it goes without create-only fields.
                 self._known.put(rec.ext_key, True)
                 rec.resend = True
-            elif _lead_missing(err) and rec.claim.outcome.lead is not None:
+            elif _lead_missing(err) and rec.lead_ref is not None:
                 self._lead_not_found(rec, err)
                 if m.lead_not_found is LeadNotFound.TASK_WITHOUT_WHO:
                     rec.resend = True
             else:
                 rec.errors.append(err)
-            verdict = verdict_for(rec.claim, rec.errors)
+            verdict = verdict_for(rec.ref, rec.errors)
             if verdict.action is Action.ACK and rec.resend:
-                verdict = Verdict(rec.claim, Action.RETRY, "RESEND", "re-sent at once", 0.0)
+                verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
         counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
         for action, n in counts.items():
@@ -486,7 +487,7 @@ class BulkRail:
         log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
 
     def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
-        ref = rec.claim.outcome.lead
+        ref = rec.lead_ref
         if ref is not None:
             self._resolver.mark_missing(ref)
         rec.lead_ok = True
