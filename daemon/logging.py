@@ -110,6 +110,14 @@ def redact_event(
     return event_dict
 
 
+def _drop_color_message(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # uvicorn passes an ANSI-colored copy of each message as `color_message`.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _stream_is_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
     """True when ``$JOURNAL_STREAM`` ("dev:inode") names this stream (sd_journal docs)."""
     value = environ.get("JOURNAL_STREAM", "")
@@ -153,7 +161,8 @@ def configure_logging(
     out = sys.stdout if stream is None else stream
     if _saved_levels is None:
         _saved_levels = {
-            name: logging.getLogger(name or None).level for name in ("", "httpx", "httpcore")
+            name: logging.getLogger(name or None).level
+            for name in ("", "httpx", "httpcore", "uvicorn.error")
         }
     concrete, timestamps = resolve_format(fmt, out, environ)
 
@@ -185,6 +194,7 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,
             # Runs again on the final dict: anything a foreign record smuggled in.
             redact_event,
             renderer,
@@ -202,6 +212,8 @@ def configure_logging(
     # httpx logs every request line at INFO; the rails log one line per outcome instead.
     logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     logging.getLogger("httpcore").setLevel(max(numeric, logging.WARNING))
+    # uvicorn's start/stop chatter duplicates our own "listening" and "stopped" lines.
+    logging.getLogger("uvicorn.error").setLevel(max(numeric, logging.WARNING))
 
     structlog.configure(
         processors=[

@@ -24,10 +24,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
 __all__ = ["CONTENT_TYPE", "Metrics"]
+
+# No `*_created` timestamp series next to every counter: noise for an admin's dashboards.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = _CONTENT_TYPE
 

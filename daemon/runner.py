@@ -164,21 +164,35 @@ class Daemon:
             log.info("spool closed", path=str(s.spool.path))
         return code
 
-    async def _serve(self, spool: Any, started_at: float) -> int:
-        s = self.settings
-        self.adapters = _build_adapters(list(s.adapter), spool)
-        if not self.adapters:
-            log.warning("no [[adapter]] configured: no call outcome will be received")
-        for adapter in self.adapters:
-            await adapter.start()
-            log.info("adapter started", adapter=adapter.name)
+    async def _serve(self, raw_spool: Any, started_at: float) -> int:
+        from daemon.wiring import CountingSpool
 
+        s = self.settings
+        spool = CountingSpool(raw_spool, self.metrics)
         self.rails = await self._rails_factory(s, spool, self.metrics)
         if self.rails is None:
             log.warning(
                 "no Salesforce rail in this build: outcomes are stored in the spool "
                 "but NOT sent to Salesforce",
             )
+        else:
+            # A stored outcome wakes the rails at once instead of at their next poll.
+            spool.on_stored = getattr(self.rails, "wake", None)
+
+        self.adapters = _build_adapters(list(s.adapter), spool)
+        if not self.adapters:
+            log.warning("no [[adapter]] configured: no call outcome will be received")
+        started: list[Any] = []
+        try:
+            for adapter in self.adapters:
+                await adapter.start()
+                started.append(adapter)
+                log.info("adapter started", adapter=adapter.name)
+        except BaseException:
+            for adapter in reversed(started):
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
+            raise
 
         self.health = HealthServer(
             host=s.http.host,
@@ -427,12 +441,9 @@ def _build_adapters(tables: list[dict[str, Any]], spool: Any) -> list[Any]:
 
 
 async def _default_rails(settings: Settings, spool: Any, metrics: Metrics) -> RailsHandle | None:
-    try:
-        from daemon.wiring import build_rails  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    rails: RailsHandle | None = await build_rails(settings, spool, metrics)
-    return rails
+    from daemon.wiring import build_rails
+
+    return await build_rails(settings, spool, metrics)
 
 
 def run_daemon(settings: Settings, *, config_path: Path | None = None) -> int:

@@ -261,6 +261,9 @@ class RailsSettings(BaseModel):
         Disposition.DO_NOT_CALL,
         Disposition.CALLBACK_REQUESTED,
     )
+    # Limits: the org's daily API allocation is shared with every other integration.
+    quota_reserve: float = Field(default=0.10, ge=0, lt=1)  # kept for urgent outcomes
+    quota_max_share: float = Field(default=0.50, gt=0, le=1)  # most this daemon may spend
 
 
 class MappingSettings(BaseModel):

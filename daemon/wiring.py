@@ -6,11 +6,22 @@ client, the mapping and the rails receive plain values.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
+import structlog
+
+from daemon.http import ReadinessCheck
+from daemon.metrics import Metrics
 from daemon.settings import Settings
 
-__all__ = ["client_kwargs"]
+if TYPE_CHECKING:
+    from spool import Spool
+
+__all__ = ["CountingSpool", "DaemonRails", "build_rails", "client_kwargs"]
+
+log = structlog.get_logger("daemon.wiring")
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
@@ -37,3 +48,139 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         "connect_timeout_s": sf.connect_timeout_s,
         "read_timeout_s": sf.read_timeout_s,
     }
+
+
+class CountingSpool:
+    """The spool as the adapters and the rails see it.
+
+    Everything is the real :class:`spool.Spool` (attribute access is forwarded);
+    ``put``/``put_many`` also count what was stored (by source and disposition)
+    and wake the rails, and ``ack`` counts what Salesforce confirmed (by rail and
+    disposition, with the live latency from call end to confirmation).
+    """
+
+    def __init__(self, spool: Spool, metrics: Metrics) -> None:
+        self._spool = spool
+        self._metrics = metrics
+        self.on_stored: Callable[[], None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._spool, name)
+
+    async def put(self, outcome: Any) -> Any:
+        result = await self._spool.put(outcome)
+        self._received([outcome], [result])
+        return result
+
+    async def put_many(self, outcomes: Sequence[Any], **kwargs: Any) -> Any:
+        outcomes = list(outcomes)
+        results = await self._spool.put_many(outcomes, **kwargs)
+        self._received(outcomes, results)
+        return results
+
+    def _received(self, outcomes: Sequence[Any], results: Iterable[Any]) -> None:
+        stored = False
+        for outcome, result in zip(outcomes, results, strict=False):
+            if result.stored:
+                stored = True
+                self._metrics.outcome_received(outcome.source, str(outcome.disposition))
+        if stored and self.on_stored is not None:
+            self.on_stored()
+
+    async def ack(self, refs: Iterable[Any]) -> Any:
+        refs = list(refs)
+        result = await self._spool.ack(refs)
+        done = set(result.done)
+        now = time.time()
+        for ref in refs:
+            outcome = getattr(ref, "outcome", None)
+            if outcome is None or ref.record_id not in done:
+                continue
+            latency = now - outcome.ended_at.timestamp()
+            self._metrics.outcome_sent(ref.rail, str(outcome.disposition), latency_s=latency)
+        return result
+
+
+class DaemonRails:
+    """The Salesforce side as the runner needs it (:class:`daemon.runner.RailsHandle`)."""
+
+    def __init__(self, settings: Settings, spool: Any, metrics: Metrics) -> None:
+        from daemon.mapping import load_mapping
+        from daemon.rails import Rails
+        from daemon.salesforce import QuotaView, SalesforceClient
+
+        self._metrics = metrics
+        self._mapping_file = settings.mapping.file
+        quota = QuotaView(
+            reserve=settings.rails.quota_reserve, max_share=settings.rails.quota_max_share
+        )
+        self.client = SalesforceClient(
+            **client_kwargs(settings), quota=quota, on_call=self._on_call
+        )
+        self.rails = Rails(
+            spool=cast("Spool", spool),
+            client=self.client,
+            mapping=load_mapping(self._mapping_file),
+            bulk_interval_s=settings.rails.bulk_interval_s,
+            bulk_max_records=settings.rails.bulk_max_records,
+            on_event=self._on_event,
+        )
+
+    async def run(self, stop: Any) -> None:
+        async with self.client:
+            await self.rails.run(stop)
+
+    def wake(self) -> None:
+        self.rails.wake()
+
+    def readiness(self) -> Sequence[ReadinessCheck]:
+        status = self.rails.status()
+        checks: list[ReadinessCheck] = []
+        if self.client.instance_url is None:
+            checks.append(ReadinessCheck("salesforce", False, "not authenticated yet"))
+        else:
+            checks.append(
+                ReadinessCheck("salesforce", True, f"authenticated to {self.client.instance_url}")
+            )
+        for rail, reason in sorted(status.paused.items()):
+            checks.append(ReadinessCheck(f"rail {rail}", False, f"paused: {reason[:300]}"))
+        if not status.paused:
+            checks.append(ReadinessCheck("rails", True, f"route: {status.route}"))
+        state = str(status.quota.get("state", "ok"))
+        checks.append(ReadinessCheck("API quota", state != "exhausted", state))
+        return checks
+
+    def quota(self) -> dict[str, Any] | None:
+        snap = self.rails.quota.snapshot()
+        return snap if snap.get("max") else None
+
+    def reload_mapping(self) -> str:
+        from daemon.mapping import load_mapping
+
+        mapping = load_mapping(self._mapping_file)  # MappingError (a ValueError) if invalid
+        setter = getattr(self.rails, "set_mapping", None)
+        if setter is None:
+            raise NotImplementedError(
+                "the mapping file is valid, but this build cannot swap it while running: "
+                "restart the service (systemctl restart dispo-sync) to apply it"
+            )
+        setter(mapping)
+        return f"{len(mapping.task_fields)} Task fields, {len(mapping.lead_fields)} Lead fields"
+
+    def _on_call(self, rail: str, method: str, path_kind: str, status: int, seconds: float) -> None:
+        self._metrics.api_call(rail)
+
+    def _on_event(self, name: str, fields: dict[str, Any]) -> None:
+        if name == "paused":
+            self._metrics.paused(str(fields.get("rail")), True)
+        elif name == "resumed":
+            rail = str(fields.get("rail"))
+            self._metrics.paused(rail, False)
+            log.info("rail resumed", rail=rail)
+        elif name == "quota" and fields.get("max"):
+            self._metrics.quota(int(fields.get("used") or 0), int(fields["max"]))
+
+
+async def build_rails(settings: Settings, spool: Any, metrics: Metrics) -> DaemonRails:
+    """The runner's rails factory."""
+    return DaemonRails(settings, spool, metrics)

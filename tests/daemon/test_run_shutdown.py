@@ -7,10 +7,10 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,9 @@ from daemon.settings import Settings, load_settings
 pytest.importorskip("spool", reason="spool package")
 if not hasattr(__import__("spool"), "open_spool"):  # pragma: no cover - until SPOOL lands
     pytest.skip("spool.open_spool is not in this build yet", allow_module_level=True)
+
+
+T_END = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 def config(tmp_path: Path, **daemon: float) -> Path:
@@ -184,37 +187,112 @@ _SPOOL_LOG_BUG = '"created": created' in Path(__import__("spool.spool").spool.__
 
 
 @pytest.mark.skipif(_SPOOL_LOG_BUG, reason="spool logs a reserved LogRecord key at INFO")
-def test_cli_run_is_honest_without_rails_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """`dispo-sync run` as a process: READY=1, says it is not sending, exits 0 on SIGTERM."""
-    notify = tmp_path / "notify"
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind(str(notify))
-    listener.settimeout(20)
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"}
-    env.pop("JOURNAL_STREAM", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "run", "--config", str(config(tmp_path))],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        messages = []
-        while not any(m.startswith("READY=1") for m in messages):
-            messages.append(listener.recv(4096).decode())
-        while "WATCHDOG=1" not in messages:
-            messages.append(listener.recv(4096).decode())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        listener.close()
-    assert proc.returncode == 0, err
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+async def test_cli_run_process_notifies_and_exits_0_on_sigterm(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """`dispo-sync run` as a process: READY=1, watchdog pings, SIGTERM -> STOPPING=1, exit 0."""
+    from sfsim.testing import running_sim
+
+    async with running_sim(tls=False) as sim:
+        info = sim.info
+        cfg = config(tmp_path)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": notify_socket.path,
+            "WATCHDOG_USEC": "400000",
+            "DISPO_SALESFORCE__LOGIN_URL": info["instance_url"],
+            "DISPO_SALESFORCE__CLIENT_ID": info["client_id"],
+            "DISPO_SALESFORCE__CLIENT_SECRET": info["client_secret"],
+        }
+        env.pop("JOURNAL_STREAM", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            str(cfg),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await notify_socket.wait_for("READY=1", within_s=30)
+            await notify_socket.wait_for("WATCHDOG=1")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            await notify_socket.wait_for("STOPPING=1")
+            async with asyncio.timeout(30):
+                out, err = await proc.communicate()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert time.monotonic() - t0 < 30
+    events = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
     names = [e["event"] for e in events]
     assert "dispo-sync ready" in names and "stopped" in names
-    assert any(n.startswith("no Salesforce rail") for n in names), names
-    assert "secret-value" not in out + err
+    assert info["client_secret"] not in (out + err).decode()
+
+
+async def test_run_sends_to_the_org_and_stops_cleanly(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """The real rails send spooled outcomes to sfsim; /readyz, /metrics agree; SIGTERM exits 0."""
+    from sfsim.testing import SimControl, running_sim
+    from spool import CallOutcome, Disposition, open_spool, read_stats
+
+    async with running_sim(tls=False) as sim:
+        info = sim.info
+        cfg = tmp_path / "sim.toml"
+        cfg.write_text(
+            f"""
+[salesforce]
+login_url = "{info["instance_url"]}"
+client_id = "{info["client_id"]}"
+client_secret = "{info["client_secret"]}"
+[spool]
+path = "{tmp_path / "spool.db"}"
+[http]
+listen = "127.0.0.1:0"
+[rails]
+bulk_interval_s = 1
+[daemon]
+status_interval_s = 0.1
+"""
+        )
+        settings = load_settings(cfg, environ={})
+        ended = T_END
+        async with open_spool(settings.spool.path) as spool:
+            for n in range(6):
+                disposition = Disposition.DO_NOT_CALL if n < 2 else Disposition.VOICEMAIL
+                await spool.put(
+                    CallOutcome(
+                        source="vicidial", call_id=f"c{n}", disposition=disposition, ended_at=ended
+                    )
+                )
+        daemon = Daemon(settings, notifier=Notifier(notify_socket.path))
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(daemon.run())
+            await notify_socket.wait_for("READY=1")
+            async with asyncio.timeout(60):
+                while True:
+                    stats = read_stats(settings.spool.path)
+                    if stats.pending == 0 and stats.inflight == 0:
+                        break
+                    await asyncio.sleep(0.05)
+            assert stats.done == 6 and stats.dead == 0
+            assert daemon.health is not None
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.health.port}") as c:
+                ready = await c.get("/readyz")
+                assert ready.status_code == 200, ready.text
+                text = (await c.get("/metrics")).text
+            assert 'dispo_outcomes_sent_total{disposition="do_not_call"' in text
+            assert "dispo_api_calls_total" in text
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert task.result() == 0
+        async with SimControl.open(sim) as control:
+            tasks = await control.records("Task")
+        keys = sorted(t.get("Call_Id__c") for t in tasks)
+        assert keys == [f"vicidial:c{n}" for n in range(6)]
