@@ -80,3 +80,22 @@ def test_check_config_reports_pass_and_fail_lines(
     assert "FAIL  adapters: no [[adapter]] section" in out
     assert "PASS  mapping: built-in mapping is valid" in out
     assert "FAIL  salesforce login" in out
+
+
+def test_sim_delegates_to_sfsim(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dispo-sync sim --help` is sfsim's own help (arguments are passed through)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sim", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: dispo-sync sim" in out and "--api-limit" in out
+
+
+def test_admin_commands_need_no_salesforce_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status reads [spool] path from a config file that has no [salesforce] section."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[spool]\npath = "{tmp_path / "absent.db"}"\n')
+    assert main(["status", "--config", str(cfg)]) == 1
+    assert f"no spool file at {tmp_path / 'absent.db'}" in capsys.readouterr().out
