@@ -328,12 +328,8 @@ class CompositeApi:
             if not raw_id:
                 raise SfError(400, "MISSING_ARGUMENT", "Id not specified in an update call", [])
             rid = normalize_id(str(raw_id))
-            try:
-                self.store.update(rtype, str(raw_id), fields)
-            except SfError as err:
-                if rid is not None:
-                    err.record_id = rid  # type: ignore[attr-defined]
-                raise
+            # A failed update item carries no id (§3.2), unlike a failed delete.
+            self.store.update(rtype, str(raw_id), fields)
             if rid is not None:
                 self.rest.assign(self.store.sobject(rtype).name, rid, headers)
             return {"id": rid, "success": True, "errors": []}

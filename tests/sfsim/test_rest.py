@@ -378,3 +378,16 @@ async def test_lead_assignment_rules_need_auto_assign_false(sim: SimOrg, sf: htt
     r = await sf.patch("composite/sobjects", json={"records": [
         {"attributes": {"type": "Lead"}, "id": other, "Title": "y"}]})
     assert await owner(other) == queue
+
+
+async def test_relationship_by_external_id_in_body(sf: httpx.AsyncClient) -> None:
+    """A Task can name its Lead by external id: {"Who": {"attributes": {"type": "Lead"}, ...}}."""
+    lead_id = await _lead(sf, Dialer_Lead_Id__c="L-42")
+    who = {"attributes": {"type": "Lead"}, "Dialer_Lead_Id__c": "L-42"}
+    r = await sf.patch("sobjects/Task/Call_Id__c/rel-1", json={"Subject": "Call", "Who": who})
+    assert r.status_code == 201
+    assert (await sf.get(f"sobjects/Task/{r.json()['id']}")).json()["WhoId"] == lead_id
+    r = await sf.post("sobjects/Task/", json={"Who": {**who, "Dialer_Lead_Id__c": "L-404"}})
+    assert r.status_code == 400 and _error(r)["errorCode"] == "INVALID_FIELD"
+    r = await sf.post("sobjects/Task/", json={"Who": {"Dialer_Lead_Id__c": "L-42"}})
+    assert r.status_code == 400  # polymorphic: the type must be named
