@@ -41,7 +41,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Request headers the REST resources look at.
-_PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign"})
+_PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign",
+                                    b"x-prettyprint"})
 _VERSION_RE: Final = re.compile(r"^(\d{1,3})\.(\d)$")
 #: Largest request body accepted on REST paths (50 MB of JSON text, §2.8 "413").
 MAX_BODY: Final = 50 * 1024 * 1024
@@ -316,8 +317,15 @@ class SimApp:
         for key, value in scope["headers"]:
             if key in _PASSED_HEADERS:
                 headers[bytes(key).decode("latin-1")] = bytes(value).decode("latin-1")
-        reply: Reply = self.rest.dispatch(method, version, segments, query, body, headers)
-        payload = b"" if reply.body is None else _dumps(reply.body)
+        # HEAD is GET without the body (the server drops it).
+        reply: Reply = self.rest.dispatch("GET" if method == "HEAD" else method, version,
+                                          segments, query, body, headers)
+        if reply.body is None:
+            payload = b""
+        elif "x-prettyprint" in headers:
+            payload = json.dumps(reply.body, indent=4, ensure_ascii=False).encode("utf-8")
+        else:
+            payload = _dumps(reply.body)
         extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                  for k, v in reply.headers.items()]
         if drop_after:

@@ -391,3 +391,11 @@ async def test_relationship_by_external_id_in_body(sf: httpx.AsyncClient) -> Non
     assert r.status_code == 400 and _error(r)["errorCode"] == "INVALID_FIELD"
     r = await sf.post("sobjects/Task/", json={"Who": {"Dialer_Lead_Id__c": "L-42"}})
     assert r.status_code == 400  # polymorphic: the type must be named
+
+
+async def test_head_and_pretty_print(sf: httpx.AsyncClient) -> None:
+    """HEAD answers like GET without a body; X-PrettyPrint indents the JSON."""
+    r = await sf.head("limits")
+    assert r.status_code == 200 and r.content == b""
+    r = await sf.get("limits", headers={"X-PrettyPrint": "1"})
+    assert r.text.startswith('{\n    "')
