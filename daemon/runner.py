@@ -104,6 +104,7 @@ class Daemon:
         self.health: HealthServer | None = None
         self.started = asyncio.Event()  # READY=1 was sent (tests wait on it)
         self._spool_ok_at = 0.0
+        self._quota_state = "ok"
         self._spool_error = ""
 
     # ----------------------------------------------------------------- public
@@ -312,6 +313,22 @@ class Daemon:
 
     async def _quota(self) -> dict[str, Any] | None:
         quota = self.rails.quota() if self.rails is not None else None
+        state = str(quota.get("state", "ok")) if quota else "ok"
+        if state != self._quota_state:
+            fields = (
+                {"state": state, "used": quota.get("used"), "max": quota.get("max")}
+                if quota
+                else {}
+            )
+            if state == "ok":
+                log.info("API quota back to normal", **fields)
+            elif state == "low":
+                log.warning(
+                    "API quota low: urgent outcomes go out in batches, the rest waits", **fields
+                )
+            else:
+                log.error("API quota exhausted: nothing is sent until it recovers", **fields)
+            self._quota_state = state
         if quota and quota.get("max"):
             self.metrics.quota(int(quota["used"]), int(quota["max"]))
             record = {"used": quota["used"], "max": quota["max"], "at": time.time()}

@@ -84,6 +84,14 @@ class CountingSpool:
             if result.stored:
                 stored = True
                 self._metrics.outcome_received(outcome.source, str(outcome.disposition))
+            log.info(
+                "outcome received",
+                call_id=outcome.call_id,
+                source=outcome.source,
+                disposition=str(outcome.disposition),
+                stored=str(result.status),
+                record_id=result.record_id,
+            )
         if stored and self.on_stored is not None:
             self.on_stored()
 
@@ -98,6 +106,16 @@ class CountingSpool:
                 continue
             latency = now - outcome.ended_at.timestamp()
             self._metrics.outcome_sent(ref.rail, str(outcome.disposition), latency_s=latency)
+            # The one canonical line per delivered outcome.
+            log.info(
+                "outcome sent",
+                call_id=outcome.call_id,
+                source=outcome.source,
+                disposition=str(outcome.disposition),
+                rail=ref.rail,
+                attempt=ref.attempt,
+                since_call_end_s=round(latency, 2),
+            )
         return result
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 
 from daemon.http import ReadinessCheck
 from daemon.metrics import Metrics
@@ -85,6 +87,7 @@ class SlowRails:
         self.in_flight_finished = False
         self.cancelled = False
         self.reloads = 0
+        self.quota_state = "ok"
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -101,7 +104,7 @@ class SlowRails:
         return [ReadinessCheck("salesforce", True, "authenticated")]
 
     def quota(self) -> dict[str, Any] | None:
-        return {"used": 250, "max": 15000}
+        return {"used": 250, "max": 15000, "state": self.quota_state}
 
     def reload_mapping(self) -> str:
         self.reloads += 1
@@ -296,3 +299,25 @@ status_interval_s = 0.1
             tasks = await control.records("Task")
         keys = sorted(t.get("Call_Id__c") for t in tasks)
         assert keys == [f"vicidial:c{n}" for n in range(6)]
+
+
+async def test_quota_state_changes_are_logged_once(tmp_path: Path) -> None:
+    """Quota going low, exhausted and back to ok gives one log line per change."""
+    settings = load_settings(config(tmp_path), environ={})
+    rails = SlowRails(0)
+    daemon = Daemon(settings, notifier=Notifier(None), rails_factory=factory(rails))
+    with structlog.testing.capture_logs() as logs:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(daemon.run())
+            async with asyncio.timeout(10):
+                await daemon.started.wait()
+                for state in ("low", "exhausted", "ok"):
+                    rails.quota_state = state
+                    # The status loop (every 0.05 s) reads the quota and logs a change.
+                    while daemon._quota_state != state:  # noqa: ASYNC110 - polled, deadline above
+                        await asyncio.sleep(0.01)
+            daemon.request_stop()
+    assert task.result() == 0
+    quota_lines = [e for e in logs if str(e["event"]).startswith("API quota")]
+    assert [e["log_level"] for e in quota_lines] == ["warning", "error", "info"]
+    assert quota_lines[0]["used"] == 250 and quota_lines[0]["max"] == 15000
