@@ -579,3 +579,20 @@ async def test_finished_jobs_are_forgotten_after_seven_days() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_abort_a_queued_job_before_processing(org: Org) -> None:
+    """A job aborted while UploadComplete is never processed; every row stays unprocessed."""
+    engine = _engine(org)
+    job = engine.create_job(
+        {"object": "Task", "operation": "insert"}, api_version="62.0", user_id=org.user_id
+    )
+    await engine.upload(job.id, _chunks(b"Subject\na\nb\n"))
+    engine.close(job.id)
+    assert job.state is JobState.UPLOAD_COMPLETE
+    engine.abort(job.id)  # before the processing task got a turn
+    await asyncio.wait_for(engine.wait(job.id), 10)
+    await asyncio.sleep(0)  # let the queued task see the abort and exit
+    assert job.state is JobState.ABORTED and job.records_processed == 0
+    assert [r["Subject"] for r in _results(org, job.id, "unprocessed")] == ["a", "b"]
+    assert org.store.counts()["Task"] == 0
