@@ -254,6 +254,21 @@ class Rails:
             for w in waits:
                 w.cancel()
 
+    def _paused_rails(self) -> frozenset[str]:
+        if self._is_paused("all"):
+            return frozenset({"live", "collections", "bulk"})
+        return frozenset(r for r in ("live", "collections", "bulk") if self._is_paused(r))
+
+    def _urgent_via(self) -> Via:
+        """The live loop's view, fresh on every turn (quota headers update it per call)."""
+        return route(
+            quota=self.quota.state(),
+            backlog=0,
+            bulk_due=False,
+            bulk_min_records=self.bulk_min_records,
+            paused=self._paused_rails(),
+        ).urgent
+
     def _decide(self, backlog: int) -> Route:
         now = self._clock()
         due = (
@@ -261,9 +276,7 @@ class Rails:
             or backlog >= self.bulk_max_records
             or now - self._last_bulk >= self.bulk_interval_s
         )
-        paused = frozenset(r for r in ("live", "collections", "bulk") if self._is_paused(r))
-        if self._is_paused("all"):
-            paused = frozenset({"live", "collections", "bulk"})
+        paused = self._paused_rails()
         decision = route(
             quota=self.quota.state(),
             backlog=backlog,
@@ -320,8 +333,7 @@ class Rails:
         trouble: Iterator[float] | None = None
         async with asyncio.TaskGroup() as tg:
             while not stop.is_set():
-                decision = self._route or self._decide(0)
-                if decision.urgent is not Via.LIVE:
+                if self._urgent_via() is not Via.LIVE:
                     await self._wait(stop, self.idle_poll_s, self._wake_live)
                     continue
                 await slots.acquire()

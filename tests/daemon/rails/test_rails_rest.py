@@ -219,3 +219,42 @@ async def test_exhausted_limit_waits_and_recovers(
             await asyncio.sleep(0.005)
         stop.set()
     assert task_by_key(sim, o.external_key) is not None
+
+
+async def test_low_quota_degrades_live_to_collections_and_holds_the_rest(
+    sim: Any, spool: Spool
+) -> None:
+    """Under the quota reserve, urgent outcomes go batched by collections; the rest waits."""
+    from conftest import FAST_POLL, FAST_RETRY, make_client
+
+    from daemon.mapping import load_mapping
+    from daemon.rails import Rails
+    from daemon.salesforce import QuotaView
+
+    ids = seed_leads(sim, 3)
+    urgent = [outcome({"id": i}, live=True) for i in ids]
+    other = outcome({"id": ids[0]}, disposition="busy")
+    await spool.put_many([*urgent, other])
+    sim.org.usage.used = sim.org.usage.limit - 100  # 100 calls left: under a 10 % reserve
+    async with make_client(sim, quota=QuotaView(reserve=0.1, max_share=1.0)) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(rails.run(stop))
+            for _ in range(2000):
+                if all(task_by_key(sim, o.external_key) for o in urgent):
+                    break
+                await asyncio.sleep(0.005)
+            stop.set()
+        assert sf.quota.calls_by_rail.get("live") is None
+        assert sf.quota.calls_by_rail.get("collections") == 1
+        assert "reserve" in rails.status().route
+    assert task_by_key(sim, other.external_key) is None
+    assert (await spool.stats()).pending == 1
