@@ -141,6 +141,14 @@ class Rails:
         self._wake_live.set()
         self._wake_batch.set()
 
+    def set_mapping(self, mapping: Mapping) -> None:
+        """Use a new field mapping from the next send on (in-flight batches finish as they are)."""
+        self.mapping = mapping
+        self.rest._mapping = mapping
+        self.bulk._m = mapping
+        self.resolver._mapping = mapping
+        log.info("mapping_replaced", source=mapping.source)
+
     def status(self) -> RailsStatus:
         return RailsStatus(
             paused=dict(self.paused),

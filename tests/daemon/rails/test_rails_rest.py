@@ -258,3 +258,16 @@ async def test_low_quota_degrades_live_to_collections_and_holds_the_rest(
         assert "reserve" in rails.status().route
     assert task_by_key(sim, other.external_key) is None
     assert (await spool.stats()).pending == 1
+
+
+async def test_set_mapping_applies_to_the_next_send(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A reloaded mapping is used for outcomes sent after it is set."""
+    [lead_id] = seed_leads(sim, 1)
+    rails = make_rails()
+    rails.set_mapping(parse_mapping({"task": {"fields": {"Subject": "Dialer: {disposition}"}}}))
+    o = outcome({"id": lead_id}, live=True, disposition="busy")
+    await spool.put(o)
+    await rails.drain(timeout_s=20)
+    assert task_by_key(sim, o.external_key)["Subject"] == "Dialer: busy"
