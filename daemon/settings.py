@@ -257,6 +257,9 @@ class RailsSettings(BaseModel):
 
     bulk_interval_s: float = Field(default=60.0, ge=1, le=86400)
     bulk_max_records: int = Field(default=10_000, ge=1, le=150_000_000)
+    # A smaller backlog goes through sObject Collections (200 per call), which costs
+    # fewer API calls than a Bulk job's create/upload/poll/results for it.
+    bulk_min_records: int = Field(default=2_000, ge=1, le=150_000_000)
     live_dispositions: tuple[Disposition, ...] = (
         Disposition.DO_NOT_CALL,
         Disposition.CALLBACK_REQUESTED,

@@ -141,6 +141,7 @@ class DaemonRails:
             mapping=load_mapping(self._mapping_file),
             bulk_interval_s=settings.rails.bulk_interval_s,
             bulk_max_records=settings.rails.bulk_max_records,
+            bulk_min_records=settings.rails.bulk_min_records,
             on_event=self._on_event,
         )
 

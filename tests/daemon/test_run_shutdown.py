@@ -321,3 +321,76 @@ async def test_quota_state_changes_are_logged_once(tmp_path: Path) -> None:
     quota_lines = [e for e in logs if str(e["event"]).startswith("API quota")]
     assert [e["log_level"] for e in quota_lines] == ["warning", "error", "info"]
     assert quota_lines[0]["used"] == 250 and quota_lines[0]["max"] == 15000
+
+
+async def test_stop_mid_bulk_job_leaves_it_recorded_and_the_next_start_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM during a Bulk job: exit 0 at once, job kept in the spool, collected after restart."""
+    from sfsim.testing import SimControl, running_sim
+    from spool import CallOutcome, Disposition, open_spool, read_stats
+
+    total = 60  # above bulk_min_records below: the backlog goes to a Bulk job
+    async with running_sim(tls=False, bulk_rate=20) as sim:
+        info = sim.info
+        cfg = tmp_path / "sim.toml"
+        cfg.write_text(
+            f"""
+[salesforce]
+login_url = "{info["instance_url"]}"
+client_id = "{info["client_id"]}"
+client_secret = "{info["client_secret"]}"
+[spool]
+path = "{tmp_path / "spool.db"}"
+[http]
+listen = "127.0.0.1:0"
+[rails]
+bulk_interval_s = 1
+bulk_min_records = 50
+[daemon]
+status_interval_s = 0.1
+"""
+        )
+        settings = load_settings(cfg, environ={})
+        async with open_spool(settings.spool.path) as spool:
+            await spool.put_many(
+                [
+                    CallOutcome(
+                        source="vicidial",
+                        call_id=f"b{n}",
+                        disposition=Disposition.NO_ANSWER,
+                        ended_at=T_END,
+                    )
+                    for n in range(total)
+                ]
+            )
+
+        def jobs_in_flight() -> int:
+            return read_stats(settings.spool.path).jobs_in_flight
+
+        first = Daemon(settings, notifier=Notifier(None))
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(first.run())
+            async with asyncio.timeout(30):
+                while jobs_in_flight() == 0:  # noqa: ASYNC110 - polled, deadline above
+                    await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            first.request_stop()
+        assert task.result() == 0
+        assert time.monotonic() - t0 < 5
+        stats = read_stats(settings.spool.path)
+        assert stats.jobs_in_flight >= 1 and stats.done < total
+
+        second = Daemon(settings, notifier=Notifier(None))
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(second.run())
+            async with asyncio.timeout(90):
+                while read_stats(settings.spool.path).done < total:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            second.request_stop()
+        assert task.result() == 0
+        stats = read_stats(settings.spool.path)
+        assert (stats.done, stats.dead, stats.jobs_in_flight) == (total, 0, 0)
+        async with SimControl.open(sim) as control:
+            tasks = await control.records("Task")
+        assert len({t["Call_Id__c"] for t in tasks}) == len(tasks) == total
