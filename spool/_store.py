@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from spool._schema import (
     DONE,
     INFLIGHT,
@@ -32,7 +34,7 @@ from spool._schema import (
     STATE_NAMES,
 )
 from spool.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
-from spool.record import CallOutcome
+from spool.record import CallOutcome, format_validation_error
 from spool.results import (
     AckResult,
     Claim,
@@ -46,6 +48,7 @@ from spool.results import (
 )
 
 __all__ = [
+    "UNREADABLE",
     "PutRequest",
     "Row",
     "Store",
@@ -59,6 +62,8 @@ T = TypeVar("T")
 #: source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key, payload
 Row = tuple[str, str, int, int, float, int, str | None, str]
 
+#: error_code of a record whose stored payload this version cannot read
+UNREADABLE = "SPOOL_UNREADABLE_PAYLOAD"
 # Quarantined input is kept for inspection, not for replay of arbitrarily large bodies.
 QUARANTINE_MAX_BYTES = 1 << 20
 # SQLite's default limit on host parameters is 32766; stay well below it.
@@ -452,18 +457,29 @@ class Store:
                     " RETURNING id, rev, attempt, lead_key, payload",
                     (rail, lease_until, now, *chunk),
                 ).fetchall()
-                claimed.extend(
-                    Claim(
-                        record_id=r[0],
-                        rev=r[1],
-                        outcome=CallOutcome.model_validate_json(r[4]),
-                        attempt=r[2],
-                        rail=rail,
-                        lease_until=lease_until,
-                        lead_key=r[3],
+                for r in rows:
+                    try:
+                        outcome = CallOutcome.model_validate_json(r[4])
+                    except ValidationError as exc:
+                        # A payload this version cannot read (e.g. written by another
+                        # version) must not block the queue: dead-letter it, keep going.
+                        c.execute(
+                            "UPDATE outcomes SET state = 3, lease_until = NULL,"
+                            " error_code = ?, error_message = ? WHERE id = ?",
+                            (UNREADABLE, format_validation_error(exc)[:2000], r[0]),
+                        )
+                        continue
+                    claimed.append(
+                        Claim(
+                            record_id=r[0],
+                            rev=r[1],
+                            outcome=outcome,
+                            attempt=r[2],
+                            rail=rail,
+                            lease_until=lease_until,
+                            lead_key=r[3],
+                        )
                     )
-                    for r in rows
-                )
             order = {i: n for n, i in enumerate(ids)}
             claimed.sort(key=lambda cl: order[cl.record_id])
             return claimed
@@ -751,11 +767,16 @@ class Store:
 
     @staticmethod
     def _dead_letter(r: Sequence[Any]) -> DeadLetter:
+        try:
+            outcome: CallOutcome | None = CallOutcome.model_validate_json(r[3])
+        except ValidationError:
+            outcome = None
         return DeadLetter(
             record_id=r[0],
             source=r[1],
             call_id=r[2],
-            outcome=CallOutcome.model_validate_json(r[3]),
+            outcome=outcome,
+            payload=r[3],
             rail=r[4],
             error_code=r[5],
             error_message=r[6],

@@ -102,7 +102,10 @@ class DeadLetter:
     record_id: int
     source: str
     call_id: str
-    outcome: CallOutcome
+    #: None only if the stored payload cannot be read by this version (error_code
+    #: SPOOL_UNREADABLE_PAYLOAD); ``payload`` always has the stored JSON
+    outcome: CallOutcome | None
+    payload: str
     rail: str
     error_code: str | None
     error_message: str | None

@@ -1,0 +1,184 @@
+"""Robustness: unreadable payloads, cancellation, disk errors, purge vs writer, big files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from spool_helpers import FakeClock, outcome
+
+import spool
+from spool import PutStatus, Spool, SpoolUnavailable, open_spool
+from spool._schema import migrate
+from spool._store import UNREADABLE, Store
+
+
+def _corrupt_payload(path: Path, call_id: str) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            'UPDATE outcomes SET payload = \'{"source": "vici"}\' WHERE call_id = ?', (call_id,)
+        )
+
+
+async def test_unreadable_payload_is_dead_lettered_not_blocking(
+    spool: Spool, spool_path: Path
+) -> None:
+    """A stored payload this version cannot read becomes a dead letter; the rest flows."""
+    await spool.put(outcome("bad"))
+    good = await spool.put(outcome("good"))
+    _corrupt_payload(spool_path, "bad")
+    claims = await spool.claim("bulk", 10)
+    assert [c.record_id for c in claims] == [good.record_id]
+    [letter] = await spool.dead_letters()
+    assert letter.call_id == "bad" and letter.error_code == UNREADABLE
+    assert letter.outcome is None and '"vici"' in letter.payload
+    assert "call_id: field required" in (letter.error_message or "")
+
+
+async def test_cancelled_put_leaves_spool_usable(spool: Spool) -> None:
+    """Cancelling a waiting put neither breaks the writer nor other callers' puts."""
+    others = [asyncio.create_task(spool.put(outcome(f"o{i}"))) for i in range(20)]
+    victim = asyncio.create_task(spool.put(outcome("victim")))
+    await asyncio.sleep(0)
+    victim.cancel()
+    results = await asyncio.gather(*others)
+    assert all(r.status is PutStatus.INSERTED for r in results)
+    # The cancelled put may or may not have been stored; putting it again is safe.
+    again = await spool.put(outcome("victim"))
+    assert again.status in (PutStatus.INSERTED, PutStatus.DUPLICATE)
+    assert (await spool.stats()).pending == 21
+
+
+async def test_disk_error_is_retryable_and_spool_recovers(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite I/O error fails that batch with SpoolUnavailable; the next put works."""
+    original = Store.put_batch
+    failures = [1]
+
+    def flaky(self: Store, *args: Any, **kw: Any) -> Any:
+        if failures:
+            failures.pop()
+            exc = sqlite3.OperationalError("disk I/O error")
+            exc.sqlite_errorname = "SQLITE_IOERR_WRITE"  # type: ignore[attr-defined]
+            raise exc
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(Store, "put_batch", flaky)
+    with pytest.raises(SpoolUnavailable) as info:
+        await spool.put(outcome("first"))
+    assert info.value.retryable and info.value.sqlite_error == "SQLITE_IOERR_WRITE"
+    assert (await spool.put(outcome("first"))).status is PutStatus.INSERTED
+
+
+async def test_purge_does_not_stall_puts(
+    open_test_spool: Callable[..., Any], clock: FakeClock
+) -> None:
+    """While a large retention purge runs in small batches, puts still get through."""
+    async with open_test_spool(retention_s=60, purge_batch=50) as sp:
+        for _ in range(4):
+            await sp.put_many([outcome() for _ in range(500)])
+            await sp.ack(await sp.claim("bulk", 500))
+        clock.advance(61)
+        purge = asyncio.create_task(sp.run_maintenance())
+        await asyncio.sleep(0)
+        put = await sp.put(outcome("during-purge"))
+        assert put.status is PutStatus.INSERTED
+        assert not purge.done()  # the put did not wait for the whole purge
+        _, purged = await purge
+        assert purged == 2000
+        assert (await sp.stats()).done == 0
+
+
+def _build_big_spool(path: Path, rows: int) -> None:
+    """A spool file with ``rows`` pending records, written directly (fast)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    migrate(conn)
+    one = outcome("template").model_dump_json()
+    conn.execute("BEGIN")
+    conn.execute(
+        "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < ?)"
+        " INSERT INTO outcomes (source, call_id, state, rail, urgent, lead_key, ord_version,"
+        " ord_seq, ord_ts, rev, attempt, next_attempt_at, queued_at, created_at, updated_at,"
+        " payload) SELECT 'vici', 'big-' || i, 0, '', i % 7 = 0, 'ext:L' || (i % 1000), 0, -1,"
+        " 1.7e9, 1, 0, 1.7e9 + i, 1.7e9 + i, 1.7e9, 1.7e9,"
+        " replace(?, '\"template\"', '\"big-' || i || '\"') FROM seq",
+        (rows, one),
+    )
+    conn.execute("INSERT INTO counts (state, rail, n) VALUES (0, '', ?)", (rows,))
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+async def _open_and_use(path: Path, rows: int) -> float:
+    """Seconds from open_spool to the first stats (then check claim and put work)."""
+    started = time.perf_counter()
+    async with open_spool(path, max_pending=2 * rows) as sp:
+        stats = await sp.stats()
+        opened = time.perf_counter() - started
+        claims = await sp.claim("bulk", 100)
+        assert stats.pending == rows
+        assert stats.oldest_pending_age_s is not None
+        assert len(claims) == 100 and claims[0].outcome.call_id == "big-1"
+        assert (await sp.put(outcome("new"))).status is PutStatus.INSERTED
+    return opened
+
+
+async def test_open_is_independent_of_backlog(tmp_path: Path) -> None:
+    """Opening a spool with 100,000 pending records and reading stats is instant."""
+    path = tmp_path / "big.db"
+    await asyncio.to_thread(_build_big_spool, path, 100_000)
+    assert await _open_and_use(path, 100_000) < 1.0
+
+
+@pytest.mark.slow
+async def test_open_one_million_pending_under_a_second(tmp_path: Path) -> None:
+    """Opening a spool holding 1,000,000 pending records takes at most 1 s (issue 2)."""
+    path = tmp_path / "big.db"
+    await asyncio.to_thread(_build_big_spool, path, 1_000_000)
+    assert await _open_and_use(path, 1_000_000) < 1.0
+
+
+def test_public_api_is_pinned() -> None:
+    """The names other packages import from spool stay exported."""
+    assert set(spool.__all__) == {
+        "DEFAULT_URGENT", "AckResult", "CallOutcome", "Claim", "DeadLetter", "Direction",
+        "Disposition", "JobRow", "LeadRef", "PutResult", "PutStatus", "QuarantineRow",
+        "RecordRef", "Spool", "SpoolClosed", "SpoolCorrupt", "SpoolError", "SpoolFull",
+        "SpoolStats", "SpoolUnavailable", "format_validation_error", "open_spool",
+        "read_stats",
+    }  # fmt: skip
+    for name in spool.__all__:
+        assert getattr(spool, name) is not None
+    assert issubclass(spool.SpoolClosed, RuntimeError)
+    assert spool.SpoolFull.retryable and spool.SpoolUnavailable.retryable
+
+
+def test_migrations_run_forward_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new schema step runs once on an old file, in order, and bumps the version."""
+    from spool import _schema
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn) == 0
+    ran: list[int] = []
+
+    def v2(c: sqlite3.Connection) -> None:
+        ran.append(2)
+        c.execute("ALTER TABLE outcomes ADD COLUMN extra_col TEXT")
+
+    monkeypatch.setattr(_schema, "MIGRATIONS", [*_schema.MIGRATIONS, v2])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", len(_schema.MIGRATIONS))
+    assert migrate(conn) == 1
+    assert migrate(conn) == 2
+    assert ran == [2]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
