@@ -96,6 +96,10 @@ class Mapping:
                 out[name] = value
         return out
 
+    def sets_sticky(self, disposition: Disposition) -> bool:
+        """Whether outcomes with this disposition may set a sticky field (e.g. DoNotCall)."""
+        return any(name in self.sticky for name, _ in self._lead_fns[disposition])
+
     def sticky_update(self, outcome: CallOutcome) -> dict[str, Any]:
         """Only the sticky fields this outcome sets: sent even when a newer outcome won."""
         return {k: v for k, v in self.lead_update(outcome).items() if k in self.sticky}

@@ -87,11 +87,16 @@ class LeadResolver:
 
     def is_missing(self, ref: LeadRef) -> bool:
         """True while a Lead is known not to exist (for ``missing_ttl_s``)."""
-        seen = self._missing.get(ref.key)
+        return self.is_missing_key(ref.key)
+
+    def is_missing_key(self, key: str | None) -> bool:
+        if key is None or not len(self._missing):
+            return False
+        seen = self._missing.get(key)
         if seen is None:
             return False
         if self._clock() - seen >= self.missing_ttl_s:
-            self._missing.discard(ref.key)
+            self._missing.discard(key)
             return False
         return True
 

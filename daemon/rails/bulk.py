@@ -202,7 +202,7 @@ class BulkRail:
                 who_id: str | None = None
                 rel: str | None = None
                 lead_target: tuple[int, str, str | None] | None = None
-                if ref is not None and not self._resolver.is_missing(ref):
+                if ref is not None and not self._resolver.is_missing_key(claim.lead_key):
                     if ref.id is not None:
                         who_id = ref.id
                         lead_target = (0, ref.id[:15], ref.id)
@@ -232,12 +232,25 @@ class BulkRail:
                         rail="bulk",
                     )
                     continue
+                # Lead row first: whether this outcome carries the Lead's newest state.
+                order = (o.ended_at.timestamp(), claim.record_id)
+                lead_update: dict[str, Any] = {}
+                take_full = False
+                lr: _LeadRow | None = None
+                if lead_target is not None and claim.lead_key is not None:
+                    lr = lead_rows[lead_target[0]].get(lead_target[1])
+                    is_newest = newest.get(claim.lead_key, (claim.record_id,))[0] == claim.record_id
+                    sent = self._ledger.get(claim.lead_key)
+                    if sent is not None and sent.order > order:
+                        is_newest = False
+                    take_full = is_newest and (lr is None or lr.order is None or order > lr.order)
+                    if take_full or m.sets_sticky(o.disposition):
+                        lead_update = m.lead_update(o)
                 task = m.task_record(o, include_create_only=rec.ext_key not in self._known)
                 try:
                     values = [csv_value(rec.ext_key)]
                     values += [csv_value(task.get(col)) for col in task_cols]
                     values.append(csv_value(who_id if rel is None else rel))
-                    lead_update = m.lead_update(o) if lead_target is not None else {}
                     for v in lead_update.values():
                         csv_value(v)
                 except LiteralNullError:
@@ -254,22 +267,16 @@ class BulkRail:
                 rec.lead_key = key
                 rec.lead_job = which
                 rec.lead_ok = False
-                order = (o.ended_at.timestamp(), claim.record_id)
-                is_newest = newest.get(claim.lead_key, (claim.record_id,))[0] == claim.record_id
-                sent = self._ledger.get(claim.lead_key)
-                if sent is not None and sent.order > order:
-                    is_newest = False
-                lr = lead_rows[which].get(key)
                 if lr is None:
                     lr = _LeadRow(key, claim.lead_key, None, {}, [], lead_id)
                     lead_rows[which][key] = lr
                 lr.recs.append(rec)
-                sticky = {k: v for k, v in lead_update.items() if k in m.sticky}
-                if is_newest and (lr.order is None or order > lr.order):
+                if take_full:
                     keep_sticky = {k: v for k, v in lr.fields.items() if k in m.sticky}
                     lr.fields = {**lead_update, **keep_sticky}
                     lr.order = order
-                lr.fields.update(sticky)
+                if lead_update and m.sets_sticky(o.disposition):
+                    lr.fields.update({k: v for k, v in lead_update.items() if k in m.sticky})
             if leftover:
                 await self._spool.release(leftover)
                 break
