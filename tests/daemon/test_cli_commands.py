@@ -99,3 +99,51 @@ def test_admin_commands_need_no_salesforce_settings(
     cfg.write_text(f'[spool]\npath = "{tmp_path / "absent.db"}"\n')
     assert main(["status", "--config", str(cfg)]) == 1
     assert f"no spool file at {tmp_path / 'absent.db'}" in capsys.readouterr().out
+
+
+async def test_check_config_against_an_org_passes_then_names_a_bad_field(
+    tmp_path: Path,
+) -> None:
+    """check-config logs in to sfsim, describes Task and Lead; a bogus mapped field fails."""
+    from daemon.checks import salesforce_checks
+    from daemon.settings import load_settings
+    from sfsim.testing import running_sim
+
+    async with running_sim(tls=False) as sim:
+        info = sim.info
+        base = (
+            f'[salesforce]\nlogin_url = "{info["instance_url"]}"\n'
+            f'client_id = "{info["client_id"]}"\nclient_secret = "{info["client_secret"]}"\n'
+        )
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(base)
+        checks = await salesforce_checks(load_settings(cfg, environ={}))
+        by_name = {c.name: c for c in checks}
+        for name in (
+            "mapping",
+            "salesforce login",
+            "describe Task",
+            "describe Lead",
+            "mapped fields",
+            "API quota",
+        ):
+            assert by_name[name].ok is True, (name, by_name[name].detail)
+
+        default = Path(__import__("daemon.mapping").mapping.__file__).parent / "default.toml"
+        bad = tmp_path / "mapping.toml"
+        bad.write_text(
+            default.read_text().replace(
+                'Status = "Completed"', 'Status = "Completed"\nCall_Mood__c = "{disposition}"'
+            )
+        )
+        cfg.write_text(base + f'[mapping]\nfile = "{bad}"\n')
+        checks = await salesforce_checks(load_settings(cfg, environ={}))
+        failed = [c for c in checks if c.ok is not True]
+        assert [c.name for c in failed] == ["mapped field"]
+        assert "Call_Mood__c" in failed[0].detail
+
+        cfg.write_text(base.replace(info["client_secret"], "wrong-secret"))
+        checks = await salesforce_checks(load_settings(cfg, environ={}))
+        login = next(c for c in checks if c.name == "salesforce login")
+        assert login.ok is False and "invalid_client" in login.detail
+        assert "wrong-secret" not in login.detail
