@@ -28,6 +28,8 @@ required ``fields`` have no default)::
     resume_param = "last_event_id"      # query parameter or header name
     resume_message = { type = "resume", after = "{id}" }
     subscribe_message = {}              # sent after every connect (optional)
+    keepalive_message = {}              # application-level ping some dialers expect
+    keepalive_interval_s = 30.0         # (websocket pings run anyway: ping_interval_s)
     batch_max = 2000                    # events per spool commit
     compression = false                 # offer permessage-deflate (CPU for bandwidth)
     open_timeout_s = 10.0; ping_interval_s = 20.0; ping_timeout_s = 20.0; close_timeout_s = 5.0
@@ -107,6 +109,8 @@ _KEYS: Final = {
     "resume_param",
     "resume_message",
     "subscribe_message",
+    "keepalive_message",
+    "keepalive_interval_s",
     "batch_max",
     "queue_max",
     "max_message_bytes",
@@ -147,6 +151,8 @@ class WebsocketConfig:
     resume_param: str = "last_event_id"
     resume_message: Any = None
     subscribe_message: Any = None
+    keepalive_message: Any = None
+    keepalive_interval_s: float = 30.0
     # Limits
     batch_max: int = 2000
     queue_max: int = 10_000
@@ -186,7 +192,7 @@ class WebsocketConfig:
         resume_message = table.get("resume_message")
         if resume == "message" and not isinstance(resume_message, dict):
             r.problem("resume_message", 'a table is required with resume = "message"')
-        for key in ("nack_message", "subscribe_message"):
+        for key in ("nack_message", "subscribe_message", "keepalive_message"):
             if key in table and not isinstance(table[key], dict):
                 r.problem(key, "must be a table")
         id_field = r.get("id_field", str, "id")
@@ -223,6 +229,8 @@ class WebsocketConfig:
             resume_param=r.get("resume_param", str, "last_event_id"),
             resume_message=resume_message,
             subscribe_message=table.get("subscribe_message"),
+            keepalive_message=table.get("keepalive_message"),
+            keepalive_interval_s=r.number("keepalive_interval_s", 30.0, low=0.01, high=3600),
             batch_max=r.integer("batch_max", 2000, low=1, high=100_000),
             queue_max=r.integer("queue_max", 10_000, low=1, high=1_000_000),
             max_message_bytes=r.integer("max_message_bytes", 2**20, low=1024, high=64 * 2**20),
@@ -360,8 +368,22 @@ class WebsocketAdapter(ReconnectingClient):
     async def _serve(self, conn: ClientConnection) -> None:
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=self.config.queue_max)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._read(conn, queue), name=f"{self.name}-read")
             tg.create_task(self._commit_loop(conn, queue), name=f"{self.name}-commit")
+            keepalive = None
+            if self.config.keepalive_message:
+                keepalive = tg.create_task(self._keepalive(conn), name=f"{self.name}-keepalive")
+            try:
+                await self._read(conn, queue)
+            finally:
+                if keepalive is not None:
+                    keepalive.cancel()
+
+    async def _keepalive(self, conn: ClientConnection) -> None:
+        message = json.dumps(self.config.keepalive_message)
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(self.config.keepalive_interval_s)
+                await conn.send(message)
 
     async def _read(self, conn: ClientConnection, queue: asyncio.Queue[object]) -> None:
         # Decoding happens here, while the committer waits for SQLite: the two overlap.

@@ -288,3 +288,12 @@ async def test_wss_with_private_ca(spool: Spool, tmp_path: Path) -> None:
         await untrusted.stop()
         async with running(adapter_for(table(feed.url, ca_file=str(ca_file)), spool)):
             await feed.wait_for(lambda: feed.acks == ["e1"])
+
+
+async def test_application_keepalive(spool: Spool) -> None:
+    """A configured keepalive message is sent periodically while connected."""
+    cfg = table("ws://x", keepalive_message={"message": "ping"}, keepalive_interval_s=0.01)
+    async with feed_server([]) as feed:
+        cfg["url"] = feed.url
+        async with running(adapter_for(cfg, spool)):
+            await feed.wait_for(lambda: feed.messages.count({"message": "ping"}) >= 3)
