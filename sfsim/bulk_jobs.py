@@ -27,6 +27,7 @@ __all__ = [
     "JobState",
     "RowOutcomes",
     "format_timestamp",
+    "invalid_job",
     "not_found",
     "parse_create_request",
 ]
