@@ -348,11 +348,6 @@ class Daemon:
                 return
             summary = self.rails.reload_mapping()
             log.info("mapping reloaded", file=str(path) if path else "(built-in)", summary=summary)
-        except NotImplementedError as exc:
-            log.warning(
-                "reload requested but the mapping cannot be reloaded; restart instead",
-                reason=str(exc),
-            )
         except (ValueError, OSError) as exc:
             log.error(
                 "mapping reload failed; keeping the previous mapping",

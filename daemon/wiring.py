@@ -177,13 +177,7 @@ class DaemonRails:
         from daemon.mapping import load_mapping
 
         mapping = load_mapping(self._mapping_file)  # MappingError (a ValueError) if invalid
-        setter = getattr(self.rails, "set_mapping", None)
-        if setter is None:
-            raise NotImplementedError(
-                "the mapping file is valid, but this build cannot swap it while running: "
-                "restart the service (systemctl restart dispo-sync) to apply it"
-            )
-        setter(mapping)
+        self.rails.set_mapping(mapping)  # from the next send on; in-flight batches finish
         return f"{len(mapping.task_fields)} Task fields, {len(mapping.lead_fields)} Lead fields"
 
     def _on_call(self, rail: str, method: str, path_kind: str, status: int, seconds: float) -> None:

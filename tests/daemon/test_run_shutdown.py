@@ -394,3 +394,53 @@ status_interval_s = 0.1
         async with SimControl.open(sim) as control:
             tasks = await control.records("Task")
         assert len({t["Call_Id__c"] for t in tasks}) == len(tasks) == total
+
+
+async def test_sighup_reloads_a_real_mapping_file_and_refuses_a_broken_one(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """SIGHUP with the real rails: a valid file is applied, a broken one keeps the old mapping."""
+    from sfsim.testing import running_sim
+
+    default = Path(__import__("daemon.mapping").mapping.__file__).parent / "default.toml"
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(default.read_text())
+    async with running_sim(tls=False) as sim:
+        info = sim.info
+        cfg = tmp_path / "sim.toml"
+        cfg.write_text(
+            f"""
+[salesforce]
+login_url = "{info["instance_url"]}"
+client_id = "{info["client_id"]}"
+client_secret = "{info["client_secret"]}"
+[spool]
+path = "{tmp_path / "spool.db"}"
+[http]
+listen = "127.0.0.1:0"
+[mapping]
+file = "{mapping}"
+"""
+        )
+        daemon = Daemon(load_settings(cfg, environ={}), notifier=Notifier(notify_socket.path))
+        with structlog.testing.capture_logs() as logs:
+            async with asyncio.TaskGroup() as tg:
+                task = tg.create_task(daemon.run())
+                await notify_socket.wait_for("READY=1")
+                mapping.write_text(default.read_text().replace("Call: ", "Dialer call: "))
+                os.kill(os.getpid(), signal.SIGHUP)
+                await notify_socket.wait_for("RELOADING=1")
+                await notify_socket.wait_for("READY=1")
+                mapping.write_text("[task\nbroken")
+                os.kill(os.getpid(), signal.SIGHUP)
+                await notify_socket.wait_for("RELOADING=1")
+                await notify_socket.wait_for("READY=1")
+                daemon.request_stop()
+        assert task.result() == 0
+    events = [e["event"] for e in logs]
+    assert "mapping reloaded" in events
+    failed = next(
+        e for e in logs if e["event"] == "mapping reload failed; keeping the previous mapping"
+    )
+    assert "not valid TOML" in failed["error"]
+    assert events.index("mapping reloaded") < events.index(failed["event"])
