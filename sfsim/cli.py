@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -118,6 +119,9 @@ async def _serve(sim: SimOrg, print_json: bool) -> None:
 def run_sim_cli(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the sim until SIGTERM/SIGINT; returns the exit status."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
+    # Server warnings and errors go to stderr; stdout carries only the --print-json line.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="sfsim: %(levelname)s %(name)s: %(message)s")
     try:
         schema = load_schema(args.schema) if args.schema is not None else None
     except SchemaError as exc:

@@ -154,6 +154,9 @@ class SimOrg:
                 lifespan="off",
                 http="httptools",
                 ws="none",
+                # Leave the process's logging configuration alone (the daemon's demo and tests run
+                # a sim in-process); uvicorn's records propagate to whatever handlers exist.
+                log_config=None,
                 log_level="warning",
                 access_log=False,
                 server_header=False,
