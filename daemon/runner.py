@@ -189,20 +189,20 @@ class Daemon:
                 await adapter.start()
                 started.append(adapter)
                 log.info("adapter started", adapter=adapter.name)
+            self.health = HealthServer(
+                host=s.http.host,
+                port=s.http.port,
+                metrics=self.metrics,
+                readiness=self._readiness,
+                before_scrape=self._refresh_metrics,
+            )
+            await self.health.start()
         except BaseException:
+            # E.g. a port already in use: undo what was started, then fail the start.
             for adapter in reversed(started):
                 with contextlib.suppress(Exception):
                     await adapter.stop()
             raise
-
-        self.health = HealthServer(
-            host=s.http.host,
-            port=s.http.port,
-            metrics=self.metrics,
-            readiness=self._readiness,
-            before_scrape=self._refresh_metrics,
-        )
-        await self.health.start()
 
         async with asyncio.TaskGroup() as tg:
             adapter_tasks = [

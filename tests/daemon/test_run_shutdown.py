@@ -444,3 +444,21 @@ file = "{mapping}"
     )
     assert "not valid TOML" in failed["error"]
     assert events.index("mapping reloaded") < events.index(failed["event"])
+
+
+async def test_a_taken_http_port_fails_the_start_with_exit_1(tmp_path: Path) -> None:
+    """If [http] listen is taken, run() logs why and returns 1 instead of hanging."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = config(tmp_path).read_text().replace("127.0.0.1:0", f"127.0.0.1:{port}")
+        (tmp_path / "taken.toml").write_text(text)
+        settings = load_settings(tmp_path / "taken.toml", environ={})
+        daemon = Daemon(settings, notifier=Notifier(None), rails_factory=factory(SlowRails(0)))
+        with structlog.testing.capture_logs() as logs:
+            async with asyncio.timeout(10):
+                assert await daemon.run() == 1
+    (line,) = [e for e in logs if e["event"] == "dispo-sync stopped on an error"]
+    assert "Address already in use" in line["error"]
+    assert not daemon.started.is_set()
