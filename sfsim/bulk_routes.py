@@ -25,6 +25,10 @@ __all__ = ["bulk_routes"]
 _JSON: Final = "application/json;charset=UTF-8"
 #: §4.1: multipart create accepts at most 100,000 characters of CSV.
 _MULTIPART_MAX_CHARS: Final = 100_000
+# Bodies read into memory: a job description, and a multipart create (its CSV is at most
+# 100,000 characters, up to 4 bytes each in UTF-8, plus the job part and boundaries).
+_JSON_MAX_BYTES: Final = 1 << 20
+_MULTIPART_MAX_BYTES: Final = 4 * _MULTIPART_MAX_CHARS + (1 << 20)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -50,11 +54,24 @@ def _unsupported(media: str, wanted: str) -> BulkApiError:
     )
 
 
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes rather than buffered whole."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            # [U] status and wording for an oversized job description.
+            raise BulkApiError(413, "BULK_API_ERROR", f"The request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _read_json(request: Request) -> Any:
     media = _media_type(request)
     if media != "application/json":
         raise _unsupported(media, "application/json")
-    raw = await request.body()
+    raw = await _read_limited(request, _JSON_MAX_BYTES)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,7 +106,7 @@ def bulk_routes(engine: BulkEngine, user_id: Callable[[], str]) -> list[BaseRout
 
     async def _create_multipart(request: Request, version: str) -> Response:
         # §4.1: part "job" is the JSON, part "content" the CSV; the job comes back UploadComplete.
-        raw = await request.body()
+        raw = await _read_limited(request, _MULTIPART_MAX_BYTES)
         header = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode("latin-1")
         message = BytesParser(policy=HTTP).parsebytes(header + raw)
         parts: dict[str, bytes] = {}

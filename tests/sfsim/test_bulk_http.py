@@ -457,3 +457,13 @@ async def test_reset_forgets_jobs(sim: SimOrg, sf: httpx.AsyncClient) -> None:
     await SimControl(sim, sf).reset()
     _assert_error(await sf.get(f"{INGEST}/{info['id']}"), 404, "NOT_FOUND")
     assert (await sf.get(INGEST)).json()["records"] == []
+
+
+async def test_oversized_job_description_is_refused(sf: httpx.AsyncClient) -> None:
+    """A create body over 1 MB is refused with 413 instead of being buffered."""
+    r = await sf.post(
+        INGEST,
+        content=b'{"object": "' + b"x" * (2 << 20) + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
+    _assert_error(r, 413, "BULK_API_ERROR")
