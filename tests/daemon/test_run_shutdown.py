@@ -128,11 +128,12 @@ def factory(rails: SlowRails) -> Any:
 async def test_sigterm_finishes_in_flight_work_and_exits_0(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
-    """SIGTERM: STOPPING=1, the in-flight call completes, run() returns 0."""
+    """READY, STATUS, WATCHDOG; on SIGTERM STOPPING=1, the in-flight call completes, exit 0."""
     sock = notify_socket
     settings = load_settings(config(tmp_path), environ={})
     rails = SlowRails(0.2)
-    daemon = Daemon(settings, notifier=Notifier(sock.path), rails_factory=factory(rails))
+    notifier = Notifier(sock.path, watchdog_usec=100_000)
+    daemon = Daemon(settings, notifier=notifier, rails_factory=factory(rails))
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(daemon.run())
         ready = await sock.wait_for("READY=1")
@@ -143,6 +144,7 @@ async def test_sigterm_finishes_in_flight_work_and_exits_0(
             assert r.status_code == 200, r.text
             assert "dispo_api_quota_max 15000.0" in (await c.get("/metrics")).text
         await sock.wait_for("STATUS=")
+        await sock.wait_for("WATCHDOG=1")
         t0 = time.monotonic()
         os.kill(os.getpid(), signal.SIGTERM)
         await sock.wait_for("STOPPING=1")
