@@ -39,6 +39,7 @@ class BulkPlugin:
             add_bulk_batches=usage.add_bulk_batches,
             batches_remaining=lambda: max(usage.bulk_batch_limit - usage.bulk_batches, 0),
             lock_contention=lambda: org.faults.settings.bulk_lock_contention,
+            assignment_owner=lambda: org.lead_assignment_owner,
             # With --state-dir, uploads live there so jobs and their results survive a restart.
             upload_dir=(
                 str(org.config.state_dir / "bulk-uploads")

@@ -596,3 +596,21 @@ async def test_abort_a_queued_job_before_processing(org: Org) -> None:
     assert job.state is JobState.ABORTED and job.records_processed == 0
     assert [r["Subject"] for r in _results(org, job.id, "unprocessed")] == ["a", "b"]
     assert org.store.counts()["Task"] == 0
+
+
+async def test_assignment_rule_runs_only_when_the_job_names_one(org: Org) -> None:
+    """With the org's Lead rule active, a job naming assignmentRuleId reassigns; others do not."""
+    queue = org.set_lead_assignment(True)
+    data = _csv([["LastName", "Company"], ["A", "C"]])
+    plain = await _run(org, {"object": "Lead", "operation": "insert"}, data)
+    ruled = await _run(
+        org,
+        {"object": "Lead", "operation": "insert", "assignmentRuleId": to18("01Q8d0000000001")},
+        data,
+    )
+    (plain_row,) = _results(org, plain.id, "successful")
+    (ruled_row,) = _results(org, ruled.id, "successful")
+    plain_rec = org.store.get("Lead", plain_row["sf__Id"])
+    ruled_rec = org.store.get("Lead", ruled_row["sf__Id"])
+    assert plain_rec is not None and plain_rec["OwnerId"] == org.user_id
+    assert ruled_rec is not None and ruled_rec["OwnerId"] == queue
