@@ -66,7 +66,7 @@ from typing import Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from adapters._ws_client import (
     ClientTimeouts,
@@ -388,9 +388,15 @@ class WebsocketAdapter(ReconnectingClient):
     async def _read(self, conn: ClientConnection, queue: asyncio.Queue[object]) -> None:
         # Decoding happens here, while the committer waits for SQLite: the two overlap.
         decode = self._decode
+        put = queue.put
+        recv = conn.recv
         try:
-            async for message in conn:
-                await queue.put(decode(message))
+            while True:
+                # Raw bytes: the JSON parser reads UTF-8 itself (and refuses bad UTF-8),
+                # so decoding every text frame to str first would only cost time.
+                await put(decode(await recv(decode=False)))
+        except ConnectionClosedOK:
+            pass
         except ConnectionClosed as exc:
             self._set_error(exc)
         finally:
