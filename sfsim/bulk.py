@@ -40,6 +40,9 @@ class BulkPlugin:
             batches_remaining=lambda: max(usage.bulk_batch_limit - usage.bulk_batches, 0),
             lock_contention=lambda: org.faults.settings.bulk_lock_contention,
             assignment_owner=lambda: org.lead_assignment_owner,
+            upsert_race_possible=lambda: bool(
+                org.faults.settings.upsert_race_rate or org.faults.settings.upsert_race_next
+            ),
             # With --state-dir, uploads live there so jobs and their results survive a restart.
             upload_dir=(
                 str(org.config.state_dir / "bulk-uploads")

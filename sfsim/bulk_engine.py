@@ -130,6 +130,7 @@ class BulkEngine:
         batches_remaining: Callable[[], int] = lambda: 1 << 62,
         lock_contention: Callable[[], bool] = lambda: False,
         assignment_owner: Callable[[], str | None] = lambda: None,
+        upsert_race_possible: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.time,
         upload_dir: str | None = None,
     ) -> None:
@@ -141,6 +142,7 @@ class BulkEngine:
         self._batches_remaining = batches_remaining
         self._lock_contention = lock_contention
         self._assignment_owner = assignment_owner
+        self._upsert_race_possible = upsert_race_possible
         self._clock = clock
         self._jobs: dict[str, Job] = {}
         self._done: dict[str, asyncio.Event] = {}
@@ -524,7 +526,13 @@ class BulkEngine:
             raise invalid_batch(f"The '{spec.operation}' batch must contain only 'Id'")
         plan.fast = (
             FastSaver.for_job(
-                self.store, spec.object, spec.operation, columns, plan.key_index, plan.key_field
+                self.store,
+                spec.object,
+                spec.operation,
+                columns,
+                plan.key_index,
+                plan.key_field,
+                self._upsert_race_possible,
             )
             if self.settings.fast_path
             else None

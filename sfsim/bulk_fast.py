@@ -75,8 +75,10 @@ class FastSaver:
         obj: SObjectDef,
         columns: Sequence[Column],
         key_index: int | None,
+        race_possible: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
+        self._race_possible = race_possible
         self.obj = obj
         self.table = store._tables[obj.name]
         self.key_index = key_index
@@ -112,6 +114,7 @@ class FastSaver:
         columns: Sequence[Column],
         key_index: int | None,
         key_field: str | None,
+        race_possible: Callable[[], bool] = lambda: False,
     ) -> FastSaver | None:
         """A saver when the job can take the fast path: insert, or upsert on a non-Id key."""
         if operation not in ("insert", "upsert"):
@@ -123,7 +126,7 @@ class FastSaver:
         obj = store.schema.get(object_name)
         if obj is None:
             return None
-        return cls(store, obj, columns, key_index if operation == "upsert" else None)
+        return cls(store, obj, columns, key_index if operation == "upsert" else None, race_possible)
 
     # ------------------------------------------------------------------ conversion
 
@@ -279,6 +282,9 @@ class FastSaver:
             else:
                 index_keys = [k.lower() if type(k) is str else k for k in keys]
         can_create, can_update = self.can_create, self.can_update
+        # store.upsert consults its race hook before creating; while that fault is set, creating
+        # upserts take the row path so the hook is asked exactly as it would be there.
+        racing = key_field is not None and self._race_possible()
         outcomes: list[Outcome] = [None] * count
         rows_values = zip(*converted, strict=True) if converted else iter([()] * count)
         for i, row_values in enumerate(rows_values):
@@ -298,6 +304,8 @@ class FastSaver:
                     (rid,) = holders
                     old = rows_by_id[rid]
                 else:
+                    if racing:
+                        continue
                     given[key_field.name] = keys[i]
             try:
                 if old is None:

@@ -178,22 +178,32 @@ async def test_fast_path_matches_row_path_on_mixed_good_and_bad_rows() -> None:
     assert any(r[2] for r in fast[0]) and any(r[3]["successful"] for r in fast[0])
 
 
-async def test_fast_path_honours_lock_faults_like_the_row_path() -> None:
-    """With lock_next set, the same rows fail UNABLE_TO_LOCK_ROW on both paths."""
+@pytest.mark.parametrize(
+    ("faults", "operation"),
+    [({"lock_next": 3}, "insert"), ({"upsert_race_next": 3}, "upsert")],
+)
+async def test_fast_path_honours_row_faults_like_the_row_path(
+    faults: dict[str, int], operation: str
+) -> None:
+    """With lock or upsert-race faults set, the same rows fail the same way on both paths."""
     outcomes = []
     for fast in (True, False):
         org = Org()
-        org.faults.configure({"lock_next": 3})
+        org.faults.configure(faults)
         engine = _engine(org)
         engine.settings.fast_path = fast
         task = asyncio.create_task(engine.run())
         await engine.started()
         try:
-            job = engine.create_job(
-                {"object": "Task", "operation": "insert"}, api_version="62.0", user_id=org.user_id
-            )
+            body = {"object": "Task", "operation": operation}
+            if operation == "upsert":
+                body["externalIdFieldName"] = "Call_Id__c"
+            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
             await engine.upload(
-                job.id, _body(b"Subject\n" + b"".join(f"s{i}\n".encode() for i in range(10)))
+                job.id,
+                _body(
+                    b"Call_Id__c,Subject\n" + b"".join(f"k{i},s{i}\n".encode() for i in range(10))
+                ),
             )
             engine.close(job.id)
             await asyncio.wait_for(engine.wait(job.id), 30)
@@ -201,6 +211,8 @@ async def test_fast_path_honours_lock_faults_like_the_row_path() -> None:
                 csv.DictReader(io.StringIO("".join(engine.result_chunks(job.id, "failed"))))
             )
             outcomes.append([(r["Subject"], r["sf__Error"][:18]) for r in failed])
+            # A locked row saves nothing; a lost race leaves the winner's record.
+            assert len(org.store.records("Task")) == (10 if operation == "upsert" else 7)
         finally:
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
