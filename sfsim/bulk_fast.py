@@ -13,6 +13,11 @@ a cell that fails to convert, a required field left empty, several records match
 results and the stored records.
 
 The store is not thread-safe; this runs on the event loop inside ``store.frozen_clock()``.
+
+Keeping the two paths equal: this mirrors ``RecordStore.insert`` / ``update`` / ``upsert`` step for
+step (lock hook, template row, derived fields, uniqueness, the race hook via the row path). A
+change to those methods needs the same change here; ``test_bulk_fast.py`` compares both paths on
+random files and fails when they drift.
 """
 
 from __future__ import annotations
