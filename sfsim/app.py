@@ -81,7 +81,11 @@ def _kind(segments: list[str], plugin_kind: str | None) -> str:
     if head in ("query", "queryAll"):
         return "query"
     if head == "composite":
-        return "collections" if len(segments) > 1 and segments[1] == "sobjects" else "composite"
+        if len(segments) > 1 and segments[1] == "sobjects":
+            return "collections"
+        if len(segments) > 1 and segments[1] == "batch":
+            return "composite_batch"
+        return "composite"
     if head == "limits":
         return "limits"
     return head or "resources"

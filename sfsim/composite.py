@@ -9,6 +9,10 @@ Collections: create / update / upsert / delete / retrieve, up to 200 records, pe
 input order, 200 overall. ``allOrNone=true`` rolls back every item once one fails; the items that
 would have succeeded report ALL_OR_NONE_OPERATION_ROLLED_BACK (upsert items keep ``created``, as a
 real org does, §3.2). The whole request costs one API call (counted by the app).
+
+Batch (``/composite/batch``): up to 25 independent subrequests (``richInput`` bodies, URLs
+relative to ``/services/data/``), ``haltOnError``; unlike composite, every subrequest is charged
+as an API call.
 """
 
 from __future__ import annotations
@@ -74,6 +78,12 @@ class CompositeApi:
             if method != "POST":
                 raise SfError(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed: Allow: POST")
             return Reply(200, self._composite(version, body, headers))
+        if seg[0] == "batch" and len(seg) == 1:
+            if in_composite:
+                raise _bad_request("A composite subrequest cannot be a batch request")
+            if method != "POST":
+                raise SfError(405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed: Allow: POST")
+            return Reply(200, self._batch(body, headers))
         if seg[0] != "sobjects" or major < 42:
             raise not_found()
         rest = [s for s in seg[1:] if s != ""] if seg[-1] == "" else seg[1:]
@@ -198,6 +208,54 @@ class CompositeApi:
                         out.append(self._entry(sub["referenceId"], 400, _halted()))
         return {"compositeResponse": out}
 
+    def _batch(self, body: Any, headers: Mapping[str, str]) -> dict[str, Any]:
+        """``/composite/batch``: independent subrequests, each charged as an API call (§3.1)."""
+        from sfsim.rest import NO_BODY
+
+        if not isinstance(body, dict) or not isinstance(body.get("batchRequests"), list):
+            raise SfError(400, "JSON_PARSER_ERROR",
+                          "batchRequests is required and must be an array of subrequests")
+        subs: list[Any] = body["batchRequests"]
+        if not subs or len(subs) > MAX_SUBREQUESTS:
+            raise SfError(400, "LIMIT_EXCEEDED",
+                          f"A batch must contain between 1 and {MAX_SUBREQUESTS} subrequests, "
+                          f"got {len(subs)}")
+        halt = body.get("haltOnError") is True
+        results: list[dict[str, Any]] = []
+        has_errors = False
+        usage = self.rest.org.usage
+        for i, sub in enumerate(subs):
+            if has_errors and halt:
+                results.append({"statusCode": 412, "result": [{
+                    "errorCode": "BATCH_PROCESSING_HALTED",
+                    "message": "Batch processing halted per request"}]})
+                continue
+            # The batch request itself paid for the first subrequest; each further one is a
+            # call of its own (unlike /composite, §5.3).
+            if i > 0 and not usage.try_count("composite_batch"):
+                results.append({"statusCode": 403, "result": [{
+                    "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                    "message": "TotalRequests Limit exceeded."}]})
+                has_errors = True
+                continue
+            method = sub.get("method") if isinstance(sub, dict) else None
+            url = sub.get("url") if isinstance(sub, dict) else None
+            if method not in _METHODS or not isinstance(url, str):
+                raise _bad_request(f"batchRequests[{i}] needs a method (GET, POST, PUT, PATCH, "
+                                   "DELETE) and a url")
+            if not url.startswith("/"):
+                url = "/services/data/" + url
+            if not re.match(r"^/services/data/v\d+\.\d/", url):
+                raise _bad_request(f"batchRequests[{i}].url must be vXX.X/... "
+                                   f"(relative to /services/data/), got {sub['url']!r}")
+            rich = sub.get("richInput")
+            reply = self._run_sub(method, url, NO_BODY if rich is None else rich,
+                                  headers, False)
+            results.append({"statusCode": reply.status, "result": reply.body})
+            if reply.status >= 400:
+                has_errors = True
+        return {"hasErrors": has_errors, "results": results}
+
     @staticmethod
     def _entry(ref: str, status: int, body: Any, headers: Mapping[str, str] | None = None
                ) -> dict[str, Any]:
@@ -208,6 +266,8 @@ class CompositeApi:
                  force_all_or_none: bool) -> Reply:
         from sfsim.rest import NO_BODY
 
+        if body is NO_BODY:
+            body = None
         parts = urlsplit(url)
         m = re.match(r"^/services/data/v(\d+\.\d)(/.*)?$", parts.path)
         assert m is not None  # checked up front

@@ -187,3 +187,23 @@ async def test_composite_reference_into_query_records(sf: httpx.AsyncClient) -> 
     assert "Invalid reference specified" in res[2]["body"][0]["message"]
     task = (await sf.get(f"sobjects/Task/{res[1]['body']['id']}")).json()
     assert task["WhoId"] == res[0]["body"]["records"][0]["Id"]
+
+
+async def test_composite_batch_charges_each_subrequest(sf: httpx.AsyncClient,
+                                                       control: SimControl) -> None:
+    """/composite/batch runs independent subrequests and costs one API call per subrequest."""
+    r = await sf.post("composite/batch", json={"batchRequests": [
+        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Subject": "a"}},
+        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"CallType": "bad"}},
+        {"method": "GET", "url": "v62.0/limits"},
+    ]})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["hasErrors"] is True
+    assert [x["statusCode"] for x in body["results"]] == [201, 400, 200]
+    stats = await control.stats()
+    assert stats["api_calls"]["total"] == 3
+    r = await sf.post("composite/batch", json={"haltOnError": True, "batchRequests": [
+        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Bogus": 1}},
+        {"method": "GET", "url": "v62.0/limits"}]})
+    assert [x["statusCode"] for x in r.json()["results"]] == [400, 412]
