@@ -91,16 +91,15 @@ def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
     )
 
 
-# Row fields in Row order, then now (4 times).
+# Row fields in Row order, then now (4 times), then batch_rows (see _schema v2).
 _INSERT_NEW_HEAD = (
     "INSERT INTO outcomes (source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key,"
-    " payload, state, rail, rev, attempt, next_attempt_at, queued_at, created_at, updated_at)"
-    " VALUES "
+    " payload, state, rail, rev, attempt, next_attempt_at, queued_at, created_at, updated_at,"
+    " batch_rows) VALUES "
 )
-_INSERT_NEW_ROW = "(?,?,?,?,?,?,?,?,0,'',1,0,?,?,?,?)"
-# Rows per statement (12 parameters a row; SQLite allows 32766 per statement).
+_INSERT_NEW_ROW = "(?,?,?,?,?,?,?,?,0,'',1,0,?,?,?,?,?)"
+# Rows per INSERT statement (13 parameters a row; SQLite allows 32766 per statement).
 _INSERT_CHUNK = 512
-_CHECK_CHUNK = 8000  # identities per check (2 parameters each)
 
 
 @dataclass(slots=True)
@@ -219,19 +218,20 @@ class Store:
         max_pending: int | None,
         max_bytes: int | None,
     ) -> list[list[PutResult] | SpoolFull]:
-        """Store many callers' rows in one transaction (group commit).
+        """Store many callers' rows (group commit); results in request order.
 
         Each request is checked against the caps before any of its rows is written, so a
-        refused request leaves no trace and the others still commit.
+        refused request leaves no trace and the others are still stored. A request's rows
+        (and its cursor) are committed together.
         """
+        fast = self._put_all_new(requests, now, max_pending, max_bytes)
+        if fast is not None:
+            return fast
 
         def run(c: sqlite3.Connection) -> list[list[PutResult] | SpoolFull]:
-            too_big = max_bytes is not None and self.used_bytes() >= max_bytes
-            fast, undelivered = self._put_all_new(c, requests, now, too_big, max_pending, max_bytes)
-            if fast is not None:
-                return fast
+            undelivered = self._undelivered(c)
+            too_big = self._too_big(max_bytes)
             out: list[list[PutResult] | SpoolFull] = []
-            inserted = 0
             for req in requests:
                 refusal = _refusal(req, undelivered, too_big, max_pending, max_bytes)
                 if refusal is not None:
@@ -241,65 +241,46 @@ class Store:
                 for row in req.rows:
                     result, added = self._put_one(c, row, now)
                     undelivered += added
-                    if result.status is PutStatus.INSERTED:
-                        inserted += 1
                     results.append(result)
                 if req.cursor is not None:
                     self._set_kv(c, "cursor:" + req.cursor[0], req.cursor[1], now)
                 out.append(results)
-            self._count_inserted(c, inserted)
             return out
 
         return self._tx(run)
 
     @staticmethod
-    def _count_inserted(c: sqlite3.Connection, inserted: int) -> None:
-        if inserted:
-            # New rows are counted here, once per batch (see _schema: no insert trigger).
-            c.execute(
-                "INSERT INTO counts (state, rail, n) VALUES (0, '', ?)"
-                " ON CONFLICT (state, rail) DO UPDATE SET n = n + excluded.n",
-                (inserted,),
-            )
+    def _undelivered(c: sqlite3.Connection) -> int:
+        sql = "SELECT coalesce(sum(n), 0) FROM counts WHERE state IN (0, 1)"
+        return int(c.execute(sql).fetchone()[0])
+
+    def _too_big(self, max_bytes: int | None) -> bool:
+        return max_bytes is not None and self.used_bytes() >= max_bytes
 
     def _put_all_new(
         self,
-        c: sqlite3.Connection,
         requests: Sequence[PutRequest],
         now: float,
-        too_big: bool,
         max_pending: int | None,
         max_bytes: int | None,
-    ) -> tuple[list[list[PutResult] | SpoolFull] | None, int]:
-        """Fast path for the common case, every row a call never seen before: a few
-        multi-row INSERTs. Returns (None, unsent count), having written nothing, when any
-        row already exists; the caller then takes the row-by-row path.
+    ) -> list[list[PutResult] | SpoolFull] | None:
+        """Fast path for the common case, every row a call never seen before: one
+        multi-row INSERT in autocommit mode, i.e. one statement that is its own (durable)
+        transaction. Returns None, having written nothing, when it does not apply (a
+        cursor to store, a call twice in the batch, or a call already stored: the INSERT
+        then fails as a whole on the UNIQUE constraint); put_batch then goes row by row.
 
-        When every row is new, each request adds exactly ``len(rows)`` unsent records, so
-        the cap decisions below are the ones the row-by-row path would make.
-
-        Few statements on purpose: each one makes the connection thread give up and retake
-        the GIL, and while the event loop is busy each retake can wait a switch interval.
+        Why so few statements: each one makes the connection thread give up the GIL and
+        take it back, and while the event loop is busy every retake can wait a whole
+        switch interval (5 ms by default). Here a batch costs two: the cap read and the
+        INSERT. When every row is new, a request adds exactly ``len(rows)`` unsent records,
+        so the cap decisions are the ones the row-by-row path would make.
         """
-        identities = [x for req in requests for r in req.rows for x in r[:2]]
-        distinct = len(set(zip(identities[::2], identities[1::2], strict=True)))
-        # One statement: the unsent count, and whether any of these calls exists (we hold
-        # the write lock, BEGIN IMMEDIATE, so the answer stays true until COMMIT).
-        check = len(identities) // 2 <= _CHECK_CHUNK and distinct * 2 == len(identities)
-        sql = "SELECT (SELECT coalesce(sum(n), 0) FROM counts WHERE state IN (0, 1))"
-        if check and identities:
-            values = ",".join(["(?,?)"] * distinct)
-            sql += (
-                f", EXISTS (SELECT 1 FROM (VALUES {values}) AS v JOIN outcomes AS o"
-                " ON o.source = v.column1 AND o.call_id = v.column2)"
-            )
-            undelivered, exists = c.execute(sql, identities).fetchone()
-        else:
-            undelivered, exists = c.execute(sql).fetchone()[0], True
-        undelivered = int(undelivered)
-        if exists:
-            return None, undelivered
-        start = undelivered
+        c = self.conn
+        if any(req.cursor is not None for req in requests):
+            return None
+        undelivered = self._undelivered(c)
+        too_big = self._too_big(max_bytes)
         plan: list[SpoolFull | None] = []
         rows: list[Row] = []
         for req in requests:
@@ -308,21 +289,38 @@ class Store:
             if refusal is None:
                 rows.extend(req.rows)
                 undelivered += len(req.rows)
-        if not rows:
-            return None, start
+        if len({(r[0], r[1]) for r in rows}) != len(rows):
+            return None
         ids: list[int] = []
-        for chunk in _chunks(rows, _INSERT_CHUNK):
-            # One multi-row INSERT per chunk: one sqlite3_step, so the connection thread
-            # gives up and retakes the GIL once per chunk rather than once per row (with
-            # the event loop busy, each retake can wait a whole switch interval).
-            cur = c.execute(
-                _INSERT_NEW_HEAD + ",".join([_INSERT_NEW_ROW] * len(chunk)),
-                [x for r in chunk for x in (*r, now, now, now, now)],
-            )
-            last = cur.lastrowid
-            assert last is not None
-            # AUTOINCREMENT: the rows of one INSERT get consecutive ids ending at lastrowid.
-            ids.extend(range(last - len(chunk) + 1, last + 1))
+        if rows:
+            chunks = list(_chunks(rows, _INSERT_CHUNK))
+            own_tx = len(chunks) > 1
+            if own_tx:
+                c.execute("BEGIN IMMEDIATE")
+            try:
+                for chunk in chunks:
+                    params: list[Any] = []
+                    for r in chunk:
+                        params += r
+                        params += (now, now, now, now, None)
+                    params[-1] = len(chunk)  # the last row makes the trigger count them all
+                    cur = c.execute(
+                        _INSERT_NEW_HEAD + ",".join([_INSERT_NEW_ROW] * len(chunk)), params
+                    )
+                    last = cur.lastrowid
+                    assert last is not None
+                    # AUTOINCREMENT: one INSERT's rows get consecutive ids up to lastrowid.
+                    ids.extend(range(last - len(chunk) + 1, last + 1))
+                if own_tx:
+                    c.execute("COMMIT")
+            except sqlite3.IntegrityError:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                return None
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
         out: list[list[PutResult] | SpoolFull] = []
         next_id = 0
         for req, refusal in zip(requests, plan, strict=True):
@@ -332,10 +330,7 @@ class Store:
             n = len(req.rows)
             out.append([PutResult(PutStatus.INSERTED, i, 1) for i in ids[next_id : next_id + n]])
             next_id += n
-            if req.cursor is not None:
-                self._set_kv(c, "cursor:" + req.cursor[0], req.cursor[1], now)
-        self._count_inserted(c, len(rows))
-        return out, undelivered
+        return out
 
     @staticmethod
     def _put_one(c: sqlite3.Connection, row: Row, now: float) -> tuple[PutResult, int]:
@@ -344,8 +339,8 @@ class Store:
         cur = c.execute(
             "INSERT INTO outcomes (source, call_id, state, rail, urgent, lead_key,"
             " ord_version, ord_seq, ord_ts, rev, attempt, next_attempt_at, queued_at,"
-            " created_at, updated_at, payload)"
-            " VALUES (?, ?, 0, '', ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?)"
+            " created_at, updated_at, payload, batch_rows)"
+            " VALUES (?, ?, 0, '', ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, 1)"
             " ON CONFLICT (source, call_id) DO NOTHING",
             (source, call_id, urgent, lead_key, version, seq, ts, now, now, now, now, payload),
         )

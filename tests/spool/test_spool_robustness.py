@@ -168,17 +168,43 @@ def test_migrations_run_forward_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)
+    current = _schema.SCHEMA_VERSION
     assert migrate(conn) == 0
     ran: list[int] = []
 
-    def v2(c: sqlite3.Connection) -> None:
-        ran.append(2)
+    def next_step(c: sqlite3.Connection) -> None:
+        ran.append(current + 1)
         c.execute("ALTER TABLE outcomes ADD COLUMN extra_col TEXT")
 
-    monkeypatch.setattr(_schema, "MIGRATIONS", [*_schema.MIGRATIONS, v2])
-    monkeypatch.setattr(_schema, "SCHEMA_VERSION", len(_schema.MIGRATIONS))
-    assert migrate(conn) == 1
-    assert migrate(conn) == 2
-    assert ran == [2]
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    monkeypatch.setattr(_schema, "MIGRATIONS", [*_schema.MIGRATIONS, next_step])
+    monkeypatch.setattr(_schema, "SCHEMA_VERSION", current + 1)
+    assert migrate(conn) == current
+    assert migrate(conn) == current + 1
+    assert ran == [current + 1]
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
     conn.close()
+
+
+async def test_version_1_file_is_upgraded_with_exact_counts(tmp_path: Path) -> None:
+    """A spool written by schema 1 opens under the current schema with exact counters."""
+    from spool import _schema
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    _schema.MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO outcomes (source, call_id, state, rail, urgent, ord_version, ord_seq,"
+        " ord_ts, rev, next_attempt_at, queued_at, created_at, updated_at, payload)"
+        " VALUES ('vici', 'old', 0, '', 0, 0, -1, 1.7e9, 1, 1.7e9, 1.7e9, 1.7e9, 1.7e9, ?)",
+        (outcome("old").model_dump_json(),),
+    )
+    conn.execute("DELETE FROM counts")  # schema 1 counted inserts in code, not here
+    conn.close()
+    async with open_spool(path) as sp:
+        assert (await sp.stats()).pending == 1
+        await sp.put(outcome("new"))
+        assert (await sp.stats()).pending == 2
+        [first, _] = await sp.claim("bulk", 2)
+        assert first.outcome.call_id == "old"
