@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sfsim.limits import DEFAULT_API_LIMIT
 from sfsim.org import SimConfig
@@ -97,6 +98,29 @@ def build_parser(prog: str = "dispo-sync sim") -> argparse.ArgumentParser:
     return p
 
 
+def _banner(info: dict[str, Any]) -> str:
+    """What a person starting the sim by hand needs: where it is and a config to paste."""
+    lines = [
+        f"sfsim: an emulated Salesforce org is listening at {info['instance_url']}",
+        "Point dispo-sync at it with this in your config file:",
+        "",
+        "  [salesforce]",
+        f'  login_url = "{info["instance_url"]}"',
+        '  auth = "client_credentials"',
+        f'  client_id = "{info["client_id"]}"',
+        f'  client_secret = "{info["client_secret"]}"',
+    ]
+    if info.get("ca_file"):
+        lines.append(f'  ca_file = "{info["ca_file"]}"')
+    lines += [
+        "",
+        f"Password flow: username {info['username']}, password {info['password']}.",
+        f"Inspect it: {info['instance_url']}/__sim/stats and /__sim/records/Task. "
+        "Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
 async def _serve(sim: SimOrg, print_json: bool) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -108,8 +132,7 @@ async def _serve(sim: SimOrg, print_json: bool) -> None:
                 sys.stdout.write(json.dumps(sim.info) + "\n")
                 sys.stdout.flush()
             else:
-                print(f"sfsim: serving an emulated org at {sim.instance_url} "
-                      f"(username {sim.info['username']}); Ctrl-C to stop", file=sys.stderr)
+                print(_banner(sim.info), file=sys.stderr)
             await stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,10 +161,13 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
     config = SimConfig(api_limit=args.api_limit, token_ttl=args.token_ttl,
                        bulk_rate=args.bulk_rate, state_dir=args.state_dir,
                        jwt_cert_pem=jwt_cert)
+    fixed = set()
     for name in ("client_id", "client_secret", "username", "password"):
         value = getattr(args, name)
         if value is not None:
             setattr(config, name, value)
+            fixed.add(name)
+    config.fixed_credentials = frozenset(fixed)
     sim = SimOrg(host=args.host, port=args.port, tls=args.tls, schema=schema, config=config)
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:

@@ -30,6 +30,7 @@ LATEST_VERSION: Final = 66
 #: Versions 21.0-30.0 were retired in Summer '25 (§2.1): below this, 410 GONE.
 MIN_VERSION: Final = 31
 _STATE_FILE: Final = "sfsim-state.json"
+_CREDENTIALS: Final = ("client_id", "client_secret", "username", "password")
 
 
 def version_label(major: int) -> str:
@@ -55,6 +56,9 @@ class SimConfig:
     security_token: str = ""
     jwt_cert_pem: bytes | None = None
     password_flow: bool = True
+    #: Credentials given explicitly (by name); the others are restored from ``state_dir``, so a
+    #: restarted sim keeps the client id/secret and password a user pasted into a config.
+    fixed_credentials: frozenset[str] = frozenset()
     # Where state persists across restarts; None keeps everything in memory only
     state_dir: Path | None = None
     # Seed for fault randomness (None: random)
@@ -188,6 +192,7 @@ class Org:
         state = {
             "version": 1,
             "org_id": self.org_id,
+            "credentials": {name: getattr(self.config, name) for name in _CREDENTIALS},
             "user_id": self.user_id,
             "store": self.store.dump(),
             "tokens": self.tokens.dump(),
@@ -214,6 +219,12 @@ class Org:
         if not path.exists():
             return False
         state = json.loads(path.read_text(encoding="utf-8"))
+        saved_credentials = state.get("credentials") or {}
+        for name in _CREDENTIALS:
+            value = saved_credentials.get(name)
+            if isinstance(value, str) and value and name not in self.config.fixed_credentials:
+                setattr(self.config, name, value)
+                setattr(self.oauth, name, value)
         self.org_id = str(state.get("org_id") or self.org_id)
         self.tokens.org_id = self.org_id
         self.store.load(state.get("store") or {})

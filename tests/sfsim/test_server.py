@@ -49,11 +49,15 @@ async def test_simorg_enters_once_and_info_needs_running() -> None:
 
 
 async def test_state_dir_round_trip_in_process(tmp_path: Path) -> None:
-    """Records written in one SimOrg are there in the next one with the same state_dir."""
+    """Records and credentials of one SimOrg are there in the next with the same state_dir."""
     async with SimOrg(state_dir=tmp_path) as sim:
         lead = sim.org.store.insert("Lead", {"LastName": "Keep", "Company": "C"})
+        first = sim.info
     assert (tmp_path / "sfsim-state.json").exists()
     async with SimOrg(state_dir=tmp_path) as sim:
         assert sim.org.store.get("Lead", lead) is not None
+        # Generated credentials are kept too, so a pasted config keeps working.
+        for key in ("client_id", "client_secret", "username", "password"):
+            assert sim.info[key] == first[key]
         new = sim.org.store.insert("Lead", {"LastName": "New", "Company": "C"})
         assert new != lead
