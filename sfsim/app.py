@@ -46,6 +46,8 @@ _PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign",
 _VERSION_RE: Final = re.compile(r"^(\d{1,3})\.(\d)$")
 #: Largest request body accepted on REST paths (50 MB of JSON text, §2.8 "413").
 MAX_BODY: Final = 50 * 1024 * 1024
+#: URI (and URI plus headers) size limit (§2.8: 414 / 431 at 16,384 bytes).
+MAX_URI: Final = 16_384
 _JSON_CT: Final = b"application/json;charset=UTF-8"
 _SESSION_INVALID: Final = SfError(401, "INVALID_SESSION_ID", "Session expired or invalid")
 _LIMIT_EXCEEDED: Final = SfError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
@@ -258,6 +260,14 @@ class SimApp:
     async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
         org = self.org
         raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+        uri_len = len(raw) + len(scope.get("query_string", b""))
+        if uri_len > MAX_URI:
+            # Over 16,384 bytes of URI: 414; with the headers over the same: 431 (§2.8, §7.18).
+            await _send(send, 414, b"", None)
+            return
+        if uri_len + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > MAX_URI:
+            await _send(send, 431, b"", None)
+            return
         raw_path = bytes(raw).split(b"?", 1)[0].decode("latin-1")
         version, _, tail = raw_path[len("/services/data/v"):].partition("/")
         m = _VERSION_RE.match(version)

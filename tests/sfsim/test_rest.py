@@ -399,3 +399,12 @@ async def test_head_and_pretty_print(sf: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.content == b""
     r = await sf.get("limits", headers={"X-PrettyPrint": "1"})
     assert r.text.startswith('{\n    "')
+
+
+async def test_uri_too_long_is_414_and_with_headers_431(sf: httpx.AsyncClient) -> None:
+    """A query string past 16,384 bytes gets 414; URI plus headers past it 431."""
+    ids = ",".join(["00Q8d0000000001AAA"] * 1000)
+    r = await sf.get("composite/sobjects/Lead", params={"ids": ids, "fields": "Id"})
+    assert r.status_code == 414
+    r = await sf.get("limits", headers={"X-Filler": "x" * 16_400})
+    assert r.status_code == 431
