@@ -612,14 +612,18 @@ class Store:
     def newest_per_lead(self, lead_keys: Iterable[str]) -> dict[str, tuple[int, tuple[float, int]]]:
         """lead_key -> (record_id, (ended_at, record_id)) of its newest not-dead outcome."""
         out: dict[str, tuple[int, tuple[float, int]]] = {}
-        for key in dict.fromkeys(lead_keys):
-            row = self.conn.execute(
-                "SELECT id, ord_ts FROM outcomes WHERE lead_key = ? AND state <> 3"
-                " ORDER BY ord_ts DESC, id DESC LIMIT 1",
-                (key,),
-            ).fetchone()
-            if row is not None:
-                out[key] = (int(row[0]), (float(row[1]), int(row[0])))
+        keys = list(dict.fromkeys(lead_keys))
+        # One statement per chunk of keys (not one per key): each statement costs the
+        # connection thread a GIL round trip.
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, record_id, ts in self.conn.execute(
+                "SELECT lead_key, id, ord_ts FROM (SELECT lead_key, id, ord_ts, row_number()"
+                " OVER (PARTITION BY lead_key ORDER BY ord_ts DESC, id DESC) AS rn"
+                f" FROM outcomes WHERE lead_key IN ({marks}) AND state <> 3) WHERE rn = 1",
+                chunk,
+            ):
+                out[key] = (int(record_id), (float(ts), int(record_id)))
         return out
 
     def has_newer_for_lead(self, lead_key: str, record_id: int) -> bool:

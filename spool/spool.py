@@ -13,8 +13,9 @@ Running a whole transaction as one call on the connection thread is what makes
 cancellation safe: a cancelled ``await`` cannot stop the call, which runs to COMMIT or
 ROLLBACK on its own; the caller must treat a cancelled operation as "may have happened"
 (STYLE.md habit 9). Every operation is guarded by the record's current state, so repeating
-it is harmless. We reach aiosqlite's thread through ``Connection._execute`` (see
-``_db_call``), the one private aiosqlite name this package depends on.
+it is harmless. We reach aiosqlite's thread through ``Connection._execute`` and hand our
+code its ``sqlite3.Connection`` (``Connection._conn``): the two private aiosqlite names this
+package depends on, checked at import (see ``_on_thread``).
 
 Lifecycle: ``open_spool()`` is the only way to get a ``Spool``; its context manager owns the
 writer and maintenance tasks (lease reaper, retention purge) in a TaskGroup. Leaving the
@@ -43,7 +44,7 @@ import aiosqlite
 
 from spool._schema import NewerSchemaError, migrate
 from spool._store import PutRequest, Store, row_for, translate_sqlite_error
-from spool.errors import SpoolClosed, SpoolCorrupt, SpoolFull, SpoolUnavailable
+from spool.errors import SpoolClosed, SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
 from spool.record import CallOutcome, Disposition
 from spool.results import (
     AckResult,
@@ -67,10 +68,10 @@ DEFAULT_URGENT: frozenset[str] = frozenset(
 )
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-if not hasattr(aiosqlite.Connection, "_execute"):  # pragma: no cover - import-time guard
+if not all(hasattr(aiosqlite.Connection, n) for n in ("_execute", "_conn")):  # pragma: no cover
     raise ImportError(
-        "spool needs aiosqlite.Connection._execute (aiosqlite 0.17-0.22); "
-        "this aiosqlite version lacks it"
+        "spool needs aiosqlite.Connection._execute and ._conn (aiosqlite 0.17-0.22); "
+        "this aiosqlite version lacks them"
     )
 
 
@@ -665,15 +666,17 @@ class Spool:
                     assert self._wstore is not None
                     await self._write(self._wstore.reap_expired, now)
                 delay = self._reap_interval_s
-            except (SpoolUnavailable, SpoolFull) as exc:
-                # Busy or I/O trouble: try again later, backing off to a ceiling.
+            except SpoolClosed:
+                return
+            except Exception as exc:
+                # Maintenance must not take ingest down: log (with the traceback unless it
+                # is the usual busy / I/O trouble) and try again later, backing off.
                 delay = min(max(delay * 2, 1.0), 60.0)
                 log.warning(
                     "spool maintenance failed",
                     extra={"error": type(exc).__name__, "retry_in_s": delay},
+                    exc_info=not isinstance(exc, SpoolError),
                 )
-            except SpoolClosed:
-                return
 
 
 @asynccontextmanager

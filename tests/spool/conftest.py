@@ -28,6 +28,8 @@ def open_test_spool(spool_path: Path, clock: FakeClock) -> Callable[..., Any]:
 
     def opener(**kw: Any) -> Any:
         kw.setdefault("clock", clock)
+        # Tests run maintenance explicitly (run_maintenance) unless they ask otherwise.
+        kw.setdefault("reap_interval_s", 3600.0)
         return open_spool(spool_path, **kw)
 
     return opener

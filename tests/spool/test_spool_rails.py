@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
 
 from spool_helpers import FakeClock, outcome
 
@@ -68,6 +71,22 @@ async def test_maintenance_reaps_expired_leases(spool: Spool, clock: FakeClock) 
     assert reaped == 3
     stats = await spool.stats()
     assert (stats.pending, stats.inflight) == (3, 0)
+
+
+async def test_background_reaper_returns_expired_leases(
+    open_test_spool: Callable[..., Any], clock: FakeClock
+) -> None:
+    """Without any claim call, the spool's own task returns expired leases to pending."""
+    async with open_test_spool(reap_interval_s=0.01) as sp:
+        await sp.put_many([outcome() for _ in range(2)])
+        await sp.claim("bulk", 2, lease_s=10)
+        clock.advance(11)
+        async with asyncio.timeout(10):  # poll the condition, with a deadline
+            for _ in itertools.count():
+                if (await sp.stats()).pending == 2:
+                    break
+                await asyncio.sleep(0.01)
+        assert (await sp.stats()).inflight == 0
 
 
 async def test_extend_lease_keeps_the_claim(spool: Spool, clock: FakeClock) -> None:
