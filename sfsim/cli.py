@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from sfsim.limits import DEFAULT_API_LIMIT
 from sfsim.org import SimConfig
 from sfsim.schema import SchemaError, load_schema
@@ -98,6 +100,26 @@ def build_parser(prog: str = "dispo-sync sim") -> argparse.ArgumentParser:
     return p
 
 
+def _configure_logging() -> None:
+    """Everything the sim logs goes to stderr: stdout carries only the --print-json line.
+
+    Left alone when the caller (``dispo-sync sim``) configured logging already.
+    """
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="sfsim: %(levelname)s %(name)s: %(message)s")
+    if not structlog.is_configured():
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+            cache_logger_on_first_use=True,
+        )
+
+
 def _banner(info: dict[str, Any]) -> str:
     """What a person starting the sim by hand needs: where it is and a config to paste."""
     lines = [
@@ -142,9 +164,7 @@ async def _serve(sim: SimOrg, print_json: bool) -> None:
 def run_sim_cli(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the sim until SIGTERM/SIGINT; returns the exit status."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    # Server warnings and errors go to stderr; stdout carries only the --print-json line.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="sfsim: %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     try:
         schema = load_schema(args.schema) if args.schema is not None else None
     except SchemaError as exc:

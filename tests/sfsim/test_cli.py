@@ -62,9 +62,24 @@ async def test_print_json_line_and_sigterm_exit() -> None:
         assert not info["instance_url"].endswith(":0")
         async with httpx.AsyncClient() as c:
             token = await _token(c, info)
-            r = await c.get(f"{info['instance_url']}/services/data/v62.0/limits",
-                            headers={"Authorization": f"Bearer {token}"})
+            auth = {"Authorization": f"Bearer {token}"}
+            base = f"{info['instance_url']}/services/data/v62.0"
+            r = await c.get(f"{base}/limits", headers=auth)
             assert r.status_code == 200
+            # A bulk job makes the sim log; none of that may reach stdout.
+            job = (await c.post(f"{base}/jobs/ingest", headers=auth,
+                                json={"object": "Task", "operation": "insert"})).json()
+            await c.put(f"{base}/jobs/ingest/{job['id']}/batches", content=b"Subject\nx\n",
+                        headers={**auth, "Content-Type": "text/csv"})
+            await c.patch(f"{base}/jobs/ingest/{job['id']}", headers=auth,
+                          json={"state": "UploadComplete"})
+            for _ in range(600):  # another process: poll with a deadline (30 s)
+                state = (await c.get(f"{base}/jobs/ingest/{job['id']}", headers=auth)).json()
+                if state["state"] == "JobComplete":
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail(f"bulk job never completed: {state}")
         code, rest = await _stop(proc)
         assert code == 0 and rest == b""
 
