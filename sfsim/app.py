@@ -90,7 +90,8 @@ def _kind(segments: list[str], plugin_kind: str | None) -> str:
         return "composite"
     if head == "limits":
         return "limits"
-    return head or "resources"
+    # Unknown resources share one kind, so stats stay bounded whatever paths clients try.
+    return "resources" if head == "" else "other"
 
 
 class _Dropped(Exception):
