@@ -27,6 +27,8 @@ import jwt
 __all__ = ["JWT_GRANT", "OAuthConfig", "TokenInfo", "TokenStore", "token_endpoint"]
 
 JWT_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: At most this many live access tokens; beyond it the oldest is revoked.
+MAX_ACTIVE_TOKENS: Final = 20_000
 #: The JWT ``exp`` claim must fall within this many seconds from now (§1.5).
 JWT_MAX_LIFETIME_S: Final = 180
 
@@ -70,8 +72,12 @@ class TokenStore:
     def issue(self, user_id: str, flow: str) -> str:
         """A new access token, shaped like a real session id (``00D...!...``)."""
         now = time.time()
-        if len(self._access) > 10_000:
+        if len(self._access) >= MAX_ACTIVE_TOKENS:
             self._purge(now)
+            # Still full (a client logging in per request): the oldest sessions end first, so
+            # memory stays bounded by the store, not by the client's habits.
+            while len(self._access) >= MAX_ACTIVE_TOKENS:
+                del self._access[next(iter(self._access))]
         token = f"{self.org_id[:15]}!{secrets.token_urlsafe(72)}"
         self._access[token] = TokenInfo(user_id, flow, now + self.ttl_s)
         self.issued += 1

@@ -221,3 +221,14 @@ async def test_identity_url_from_token_response(sim: SimOrg) -> None:
         r = await c.get(f"{sim.instance_url}/services/oauth2/userinfo", headers=auth)
         assert r.json()["preferred_username"] == sim.info["username"]
         assert (await c.get(body["id"])).status_code == 403
+
+
+def test_token_store_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the cap the oldest access token is revoked; the newest ones keep working."""
+    import sfsim.oauth as oauth
+
+    monkeypatch.setattr(oauth, "MAX_ACTIVE_TOKENS", 3)
+    store = oauth.TokenStore("00D000000000001AAA", ttl_s=3600)
+    tokens = [store.issue("005", "test") for _ in range(5)]
+    assert store.check(tokens[0]) is None and store.check(tokens[1]) is None
+    assert all(store.check(t) is not None for t in tokens[2:])
