@@ -300,14 +300,15 @@ def _predicate(cond: _Cond) -> Callable[[dict[str, Any]], bool]:
 def _candidates(store: RecordStore, q: Query) -> Iterable[dict[str, Any]]:
     """Rows worth filtering: from an index when a condition allows it, else every row."""
     for cond in q.where:
-        f = cond.field
-        if cond.op not in ("=", "IN") or not (f.name == "Id" or f.unique or f.external_id or
-                                               f.id_lookup):
+        # Equality on any filterable field goes through the store's (on-demand) index; a null
+        # among the values means "unset", which indexes do not hold, so those scan.
+        if cond.op not in ("=", "IN") or any(v is None for v in cond.values):
+            continue
+        if cond.field.type in ("textarea", "base64", "multipicklist"):
             continue
         ids: list[str] = []
         for v in cond.values:
-            if v is not None:
-                ids.extend(store.find(q.obj.name, f.name, v))
+            ids.extend(store.find(q.obj.name, cond.field.name, v))
         rows = (store.raw(q.obj.name, rid) for rid in dict.fromkeys(ids))
         return [r for r in rows if r is not None]
     return store.iter_rows(q.obj.name)

@@ -58,6 +58,9 @@ _NUMERIC_TYPES: Final = frozenset({"double", "currency", "percent"})
 _TRUE: Final = frozenset({"true", "1", "yes", "y"})
 _FALSE: Final = frozenset({"false", "0", "no", "n"})
 _SYSTEM_DATES: Final = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
+#: Field types never indexed on demand (not filterable in SOQL, or values too large).
+_UNINDEXABLE: Final = frozenset({"textarea", "base64", "multipicklist", "encryptedstring",
+                                 "address", "location", "anyType"})
 
 
 def format_datetime(value: datetime) -> str:
@@ -188,10 +191,26 @@ class RecordStore:
             rid = normalize_id(str(value))
             return [rid] if rid is not None and rid in table.rows else []
         index = table.indexes.get(f.name)
-        if index is not None:
+        if index is None and value is not None and f.type not in _UNINDEXABLE:
+            index = self._build_index(table, f)
+        if index is not None and value is not None:
             return sorted(index.get(_index_key(f, value), ()))
         key = _index_key(f, value)
         return [rid for rid, row in table.rows.items() if _index_key(f, row.get(f.name)) == key]
+
+    def _build_index(self, table: _Table, f: FieldDef) -> dict[Any, set[str]]:
+        """Index ``f`` on first lookup (a Lead by Phone, say) and keep it up to date from then on.
+
+        Lookups stay O(1) however many records there are; the index costs memory in proportion
+        to the records, like the rest of the store.
+        """
+        index: dict[Any, set[str]] = {}
+        for rid, row in table.rows.items():
+            value = row.get(f.name)
+            if value is not None:
+                index.setdefault(_index_key(f, value), set()).add(rid)
+        table.indexes[f.name] = index
+        return index
 
     def records(self, sobject: str) -> list[dict[str, Any]]:
         """Every record of ``sobject`` with every field, in creation order."""

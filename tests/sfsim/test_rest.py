@@ -408,3 +408,21 @@ async def test_uri_too_long_is_414_and_with_headers_431(sf: httpx.AsyncClient) -
     assert r.status_code == 414
     r = await sf.get("limits", headers={"X-Filler": "x" * 16_400})
     assert r.status_code == 431
+
+
+async def test_query_null_equality_and_indexed_lookups_agree(sf: httpx.AsyncClient) -> None:
+    """`= null` finds unset fields, and indexed equality matches a full scan's answer."""
+    with_phone = await _lead(sf, Phone="555-0100")
+    without = await _lead(sf, Phone=None)
+
+    async def ids(soql: str) -> list[str]:
+        r = await sf.get("query", params={"q": soql})
+        assert r.status_code == 200, r.text
+        return [rec["Id"] for rec in r.json()["records"]]
+
+    assert await ids("SELECT Id FROM Lead WHERE Phone = null") == [without]
+    assert await ids("SELECT Id FROM Lead WHERE Phone = '555-0100'") == [with_phone]
+    assert await ids("SELECT Id FROM Lead WHERE Phone != null") == [with_phone]
+    await sf.patch(f"sobjects/Lead/{without}", json={"Phone": "555-0100"})
+    assert await ids("SELECT Id FROM Lead WHERE Phone IN ('555-0100') AND Company = 'acme'") == [
+        with_phone, without]

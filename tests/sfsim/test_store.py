@@ -234,3 +234,20 @@ def test_dump_and_load_round_trip() -> None:
     assert other.store.find("Lead", "Dialer_Lead_Id__c", "l-1") == [lid]
     new = _lead(other.store)
     assert new != lid and other.store.ids.sequence_of(new) > other.store.ids.sequence_of(lid)
+
+
+def test_on_demand_index_follows_writes_and_rollback(store: RecordStore) -> None:
+    """A Phone lookup builds an index that inserts, updates, deletes and rollbacks keep right."""
+    a = _lead(store, Phone="555-0001")
+    assert store.find("Lead", "Phone", "555-0001") == [a]
+    b = _lead(store, Phone="555-0001")
+    store.update("Lead", a, {"Phone": "555-0002"})
+    assert store.find("Lead", "Phone", "555-0001") == [b]
+    assert store.find("Lead", "Phone", "555-0002") == [a]
+    store.delete("Lead", b)
+    assert store.find("Lead", "Phone", "555-0001") == []
+    with pytest.raises(SfError), store.transaction():
+        store.update("Lead", a, {"Phone": "555-0009"})
+        store.insert("Lead", {"LastName": "x"})  # fails: rolls the update back
+    assert store.find("Lead", "Phone", "555-0002") == [a]
+    assert store.find("Lead", "Phone", "555-0009") == []
