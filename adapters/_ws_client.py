@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import ssl
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,14 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 from adapters._base import AdapterHealth, AdapterState
 
-__all__ = ["ClientTimeouts", "ConnectTarget", "ReconnectingClient", "backoff", "redact_uri"]
+__all__ = [
+    "ClientTimeouts",
+    "ConnectTarget",
+    "ReconnectingClient",
+    "backoff",
+    "log_reason",
+    "redact_uri",
+]
 
 log = structlog.get_logger("adapters.ws")
 
@@ -86,6 +94,18 @@ def redact_uri(uri: str) -> str:
     if "@" in rest.split("/", 1)[0]:
         rest = rest.split("@", 1)[1]
     return f"{scheme}{sep}{rest}"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def log_reason(reason: str) -> str:
+    """A rejection reason for the log: what was wrong, without the offending values.
+
+    The full reason (values included) is kept with the raw input in the quarantine
+    table; logs may travel further, and values can be phone numbers or names.
+    """
+    return _QUOTED.sub("'…'", reason)[:300]
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:

@@ -80,6 +80,7 @@ from adapters._ws_client import (
     ConnectTarget,
     ReconnectingClient,
     backoff,
+    log_reason,
     make_ssl_context,
 )
 from adapters._ws_config import ConfigError, TableReader, disposition_overrides
@@ -473,12 +474,13 @@ class AriAdapter(ReconnectingClient):
                 while bad:
                     await self._spool.quarantine(self.name, bad[0].raw, bad[0].reason)
                     self._health.rejected += 1
-                    self._log.warning("ari_event_rejected", reason=bad[0].reason[:300])
+                    self._log.warning("ari_event_rejected", reason=log_reason(bad[0].reason))
                     bad.pop(0)
                 results = await self._spool.put_many(outcomes)
                 break
             except (SpoolFull, SpoolUnavailable) as exc:
-                self._health.refused += len(outcomes)
+                if delays is None:  # count a held batch once, not on every retry
+                    self._health.refused += len(outcomes)
                 self._health.last_error = f"spool refused: {type(exc).__name__}"
                 if self._stopping.is_set():
                     self._log.error("ari_outcomes_lost_on_stop", outcomes=len(outcomes))

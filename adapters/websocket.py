@@ -74,6 +74,7 @@ from adapters._ws_client import (
     ReconnectingClient,
     backoff,
     json_headers,
+    log_reason,
     make_ssl_context,
 )
 from adapters._ws_config import ConfigError, TableReader, disposition_overrides
@@ -461,11 +462,12 @@ class WebsocketAdapter(ReconnectingClient):
                     await self._spool.quarantine(self.name, raw, reason)
                     batch.bad.pop(0)
                     health.rejected += 1
-                    self._log.warning("ws_event_rejected", reason=reason[:300])
+                    self._log.warning("ws_event_rejected", reason=log_reason(reason))
                 results = await self._spool.put_many(batch.outcomes, cursor=cursor)
                 break
             except (SpoolFull, SpoolUnavailable) as exc:
-                health.refused += len(batch.outcomes)
+                if delays is None:  # count a held batch once, not on every retry
+                    health.refused += len(batch.outcomes)
                 health.last_error = f"spool refused: {type(exc).__name__}"
                 retry_s = exc.retry_after_s or 1.0
                 if not holds:
