@@ -297,12 +297,9 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 settings, args.file, out, err, file_format=args.file_format, source=args.source
             )
         if args.command == "demo":
-            try:
-                from daemon.demo import run_demo  # type: ignore[import-not-found,unused-ignore]
-            except ImportError:
-                print("dispo-sync demo is not part of this build yet.", file=err)
-                return EXIT_FAILED
-            return int(run_demo(seconds=args.seconds, rate=args.rate, out=out))
+            from daemon.demo import run_demo  # lazy: imports sfsim
+
+            return run_demo(seconds=args.seconds, rate=args.rate, out=out)
     except SettingsError as exc:
         print(str(exc), file=err)
         return EXIT_CONFIG

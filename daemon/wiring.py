@@ -7,7 +7,9 @@ client, the mapping and the rails receive plain values.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
@@ -50,19 +52,35 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    rail: str
+    source: str
+    call_id: str
+    disposition: str
+    ended_ts: float
+    attempt: int
+
+
 class CountingSpool:
     """The spool as the adapters and the rails see it.
 
     Everything is the real :class:`spool.Spool` (attribute access is forwarded);
     ``put``/``put_many`` also count what was stored (by source and disposition)
     and wake the rails, and ``ack`` counts what Salesforce confirmed (by rail and
-    disposition, with the live latency from call end to confirmation).
+    disposition, with the live latency from call end to confirmation). Claims are
+    remembered until they are settled, so an ack by ``(record_id, rev)`` pair
+    (the Bulk rail's way) is counted too.
     """
+
+    # Limits: claims remembered at most (the oldest are forgotten first).
+    max_remembered = 500_000
 
     def __init__(self, spool: Spool, metrics: Metrics) -> None:
         self._spool = spool
         self._metrics = metrics
         self.on_stored: Callable[[], None] | None = None
+        self._claimed: OrderedDict[int, _Claimed] = OrderedDict()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._spool, name)
@@ -95,28 +113,80 @@ class CountingSpool:
         if stored and self.on_stored is not None:
             self.on_stored()
 
+    async def claim(self, rail: str, limit: int, **kwargs: Any) -> Any:
+        claims = await self._spool.claim(rail, limit, **kwargs)
+        for c in claims:
+            self._remember(c)
+        return claims
+
+    def _remember(self, c: Any) -> None:
+        o = c.outcome
+        self._claimed[c.record_id] = _Claimed(
+            c.rail, o.source, o.call_id, str(o.disposition), o.ended_at.timestamp(), c.attempt
+        )
+        self._claimed.move_to_end(c.record_id)
+        while len(self._claimed) > self.max_remembered:
+            self._claimed.popitem(last=False)
+
+    def _forget(self, refs: Iterable[Any]) -> None:
+        for ref in refs:
+            self._claimed.pop(_record_id(ref), None)
+
     async def ack(self, refs: Iterable[Any]) -> Any:
         refs = list(refs)
         result = await self._spool.ack(refs)
         done = set(result.done)
         now = time.time()
         for ref in refs:
+            record_id = _record_id(ref)
             outcome = getattr(ref, "outcome", None)
-            if outcome is None or ref.record_id not in done:
+            known = self._claimed.pop(record_id, None)
+            if record_id not in done:
                 continue
-            latency = now - outcome.ended_at.timestamp()
-            self._metrics.outcome_sent(ref.rail, str(outcome.disposition), latency_s=latency)
+            if outcome is not None:
+                known = _Claimed(
+                    ref.rail,
+                    outcome.source,
+                    outcome.call_id,
+                    str(outcome.disposition),
+                    outcome.ended_at.timestamp(),
+                    ref.attempt,
+                )
+            if known is None:  # e.g. a job recovered after a restart
+                self._metrics.outcome_sent("unknown", "unknown")
+                continue
+            latency = now - known.ended_ts
+            self._metrics.outcome_sent(known.rail, known.disposition, latency_s=latency)
             # The one canonical line per delivered outcome.
             log.info(
                 "outcome sent",
-                call_id=outcome.call_id,
-                source=outcome.source,
-                disposition=str(outcome.disposition),
-                rail=ref.rail,
-                attempt=ref.attempt,
+                call_id=known.call_id,
+                source=known.source,
+                disposition=known.disposition,
+                rail=known.rail,
+                attempt=known.attempt,
                 since_call_end_s=round(latency, 2),
             )
         return result
+
+    async def retry_later(self, refs: Iterable[Any], **kwargs: Any) -> Any:
+        refs = list(refs)
+        self._forget(refs)
+        return await self._spool.retry_later(refs, **kwargs)
+
+    async def release(self, refs: Iterable[Any]) -> Any:
+        refs = list(refs)
+        self._forget(refs)
+        return await self._spool.release(refs)
+
+    async def dead(self, refs: Iterable[Any], **kwargs: Any) -> Any:
+        refs = list(refs)
+        self._forget(refs)
+        return await self._spool.dead(refs, **kwargs)
+
+
+def _record_id(ref: Any) -> int:
+    return int(ref[0]) if isinstance(ref, tuple) else int(ref.record_id)
 
 
 class DaemonRails:
