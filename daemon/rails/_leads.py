@@ -101,8 +101,11 @@ class LeadResolver:
         return True
 
     def mark_missing(self, ref: LeadRef) -> None:
-        self._cache.discard(ref.key)
-        self._missing.put(ref.key, self._clock())
+        self.mark_missing_key(ref.key)
+
+    def mark_missing_key(self, key: str) -> None:
+        self._cache.discard(key)
+        self._missing.put(key, self._clock())
 
     def cached(self, ref: LeadRef) -> str | None:
         if self.is_missing(ref):

@@ -40,7 +40,7 @@ from daemon.salesforce.wire import (
     csv_value,
     iter_result_csv,
 )
-from spool import Claim, LeadRef, Spool
+from spool import Claim, Spool
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
 from ._rest import LEAD_NOT_FOUND, Action, Ref, RestSender, Verdict, apply_verdicts, verdict_for
@@ -62,13 +62,18 @@ class _Rec:
 
     ref: Ref
     ext_key: str
-    lead_ref: LeadRef | None = None
+    lead_ref_key: str | None = None  # LeadRef.key of the outcome's Lead
     lead_key: str | None = None  # the key of its Lead row in a Lead job
     lead_job: int = -1  # index into the batch's lead jobs
-    errors: list[RecordError] = field(default_factory=list)
+    errors: list[RecordError] | None = None  # allocated on the first error only
     task_ok: bool = False
     lead_ok: bool = True
     resend: bool = False  # fixable at once (create-only field, missing WhoId): retry now
+
+    def add_error(self, err: RecordError) -> None:
+        if self.errors is None:
+            self.errors = []
+        self.errors.append(err)
 
 
 @dataclass(slots=True)
@@ -143,6 +148,8 @@ class BulkRail:
         self._clock = clock
         self.stats = BulkStats()
         self.counts: dict[Action, int] = {}
+        # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
+        self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
     # ---------------------------------------------------------------- building
     async def _claim_batch(self) -> tuple[list[_Rec], list[_Job], list[_Job], list[Claim]]:
@@ -197,7 +204,7 @@ class BulkRail:
                     leftover = list(claims[n:])
                     break
                 o = claim.outcome
-                rec = _Rec(Ref.of(claim), o.external_key, o.lead)
+                rec = _Rec(Ref.of(claim), o.external_key, claim.lead_key)
                 ref = o.lead
                 who_id: str | None = None
                 rel: str | None = None
@@ -343,6 +350,7 @@ class BulkRail:
                     await self._abort_quietly(job.job_id)
             return len(recs)
         await self._reconcile(recs, task_jobs, lead_jobs, started)
+        self._lead_rows = [{}, {}]  # free the batch before the next one is built
         self.stats.batches += 1
         self.stats.records += len(recs)
         return len(recs)
@@ -451,7 +459,7 @@ class BulkRail:
                     elif gone:
                         self._lead_not_found(rec, err)
                     else:
-                        rec.errors.append(err)
+                        rec.add_error(err)
                 if err is None and lr.order is not None:
                     sent = self._ledger.get(lr.lead_ref_key)
                     if sent is not None and sent.order > lr.order:
@@ -474,13 +482,13 @@ class BulkRail:
                 # The Task exists: next time it goes without create-only fields.
                 self._known.put(rec.ext_key, True)
                 rec.resend = True
-            elif _lead_missing(err) and rec.lead_ref is not None:
+            elif _lead_missing(err) and rec.lead_ref_key is not None:
                 self._lead_not_found(rec, err)
                 if m.lead_not_found is LeadNotFound.TASK_WITHOUT_WHO:
                     rec.resend = True
             else:
-                rec.errors.append(err)
-            verdict = verdict_for(rec.ref, rec.errors)
+                rec.add_error(err)
+            verdict = verdict_for(rec.ref, rec.errors or ())
             if verdict.action is Action.ACK and rec.resend:
                 verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
@@ -494,12 +502,11 @@ class BulkRail:
         log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
 
     def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
-        ref = rec.lead_ref
-        if ref is not None:
-            self._resolver.mark_missing(ref)
+        if rec.lead_ref_key is not None:
+            self._resolver.mark_missing_key(rec.lead_ref_key)
         rec.lead_ok = True
         if self._m.lead_not_found is LeadNotFound.DEAD_LETTER:
-            rec.errors.append(RecordError(LEAD_NOT_FOUND, err.message))
+            rec.add_error(RecordError(LEAD_NOT_FOUND, err.message))
 
     async def _resend(self, items: Sequence[tuple[str, SentLead]]) -> None:
         m = self._m
