@@ -42,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Request headers the REST resources look at.
 _PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign",
-                                    b"x-prettyprint"})
+                                    b"x-prettyprint", b"sforce-query-options"})
 _VERSION_RE: Final = re.compile(r"^(\d{1,3})\.(\d)$")
 #: Largest request body accepted on REST paths (50 MB of JSON text, §2.8 "413").
 MAX_BODY: Final = 50 * 1024 * 1024

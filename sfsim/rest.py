@@ -33,6 +33,7 @@ NO_BODY: Final = object()
 #: Records per query page (a real org's default batch size).
 QUERY_BATCH: Final = 2000
 _MAX_CURSORS: Final = 200
+_MAX_CURSOR_ROWS: Final = 2_000_000
 
 
 @dataclass(slots=True)
@@ -56,7 +57,9 @@ class RestApi:
         self.org = org
         self.store = org.store
         self.schema_loaded_at = datetime.now(UTC).replace(microsecond=0)
-        self._cursors: OrderedDict[str, tuple[Query, list[dict[str, Any]], int]] = OrderedDict()
+        self._cursors: OrderedDict[str, tuple[Query, list[dict[str, Any]], int, int]] = (
+            OrderedDict())
+        self._cursor_rows = 0
         self._cursor_seq = itertools.count(1)
         # Composite and collections live in their own module; imported here to avoid a cycle.
         from sfsim.composite import CompositeApi
@@ -114,7 +117,7 @@ class RestApi:
         if head in ("query", "queryAll"):
             self._allow(method, "GET")
             if n == 1:
-                return self._query(version, query.get("q", ""))
+                return self._query(version, query.get("q", ""), _batch_size(headers))
             if n == 2:
                 return self._next_page(version, seg[1])
             raise not_found()
@@ -299,24 +302,29 @@ class RestApi:
 
     # ---------------------------------------------------------------- query
 
-    def _query(self, version: str, text: str) -> Reply:
+    def _query(self, version: str, text: str, batch: int) -> Reply:
         q = parse_query(text, self.store)
         rows = run_query(self.store, q)
         if q.count_only:
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
-        return self._page(version, q, rows, 0)
+        return self._page(version, q, rows, 0, batch)
 
-    def _page(self, version: str, q: Query, rows: list[dict[str, Any]], start: int) -> Reply:
+    def _page(self, version: str, q: Query, rows: list[dict[str, Any]], start: int,
+              batch: int) -> Reply:
         names = [f.name for f in q.fields]
-        end = start + QUERY_BATCH
+        end = start + batch
         records = [self.record_json(version, q.obj.name, r, names) for r in rows[start:end]]
         body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows),
                                 "records": records}
         if end < len(rows):
             locator = f"01g8d{next(self._cursor_seq):010d}{secrets.token_hex(2).upper()}"
-            self._cursors[locator] = (q, rows, end)
-            while len(self._cursors) > _MAX_CURSORS:
-                self._cursors.popitem(last=False)
+            self._cursors[locator] = (q, rows, end, batch)
+            self._cursor_rows += len(rows)
+            # Open cursors are bounded in number and in rows held, oldest dropped first (a
+            # real org expires query locators too; a late nextRecordsUrl then fails).
+            while len(self._cursors) > _MAX_CURSORS or self._cursor_rows > _MAX_CURSOR_ROWS:
+                _, old = self._cursors.popitem(last=False)
+                self._cursor_rows -= len(old[1])
             body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
         return Reply(200, body)
 
@@ -325,8 +333,18 @@ class RestApi:
         entry = self._cursors.get(key)
         if entry is None:
             raise SfError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        q, rows, start = entry
-        return self._page(version, q, rows, start)
+        q, rows, start, batch = entry
+        return self._page(version, q, rows, start, batch)
+
+
+def _batch_size(headers: Mapping[str, str]) -> int:
+    """``Sforce-Query-Options: batchSize=N`` (200-2000; the org may return more, never less)."""
+    raw = headers.get("sforce-query-options", "")
+    for part in raw.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "batchSize" and value.isdigit():
+            return min(max(int(value), 200), QUERY_BATCH)
+    return QUERY_BATCH
 
 
 def _body_object(body: Any) -> dict[str, Any]:

@@ -321,7 +321,7 @@ async def test_query_errors(sf: httpx.AsyncClient) -> None:
 async def test_query_pages_past_2000_records(
     sim: SimOrg, sf: httpx.AsyncClient, control: SimControl
 ) -> None:
-    """A result over 2,000 rows comes in pages linked by nextRecordsUrl."""
+    """Over 2,000 rows come in pages linked by nextRecordsUrl; batchSize sets the page size."""
     await control.seed("Lead", [{"LastName": f"L{i}", "Company": "C"} for i in range(2500)])
     r = await sf.get("query", params={"q": "SELECT Id FROM Lead"})
     page = r.json()
@@ -329,6 +329,9 @@ async def test_query_pages_past_2000_records(
     r = await sf.get(sim.instance_url + page["nextRecordsUrl"])
     page2 = r.json()
     assert page2["done"] and len(page2["records"]) == 500
+    r = await sf.get("query", params={"q": "SELECT Id FROM Lead"},
+                     headers={"Sforce-Query-Options": "batchSize=1000"})
+    assert len(r.json()["records"]) == 1000 and not r.json()["done"]
 
 
 async def test_limits_resource(sf: httpx.AsyncClient) -> None:
