@@ -427,7 +427,11 @@ class AriTracker:
             call = self._call_for(caller, now, create=True)
             if call is None:
                 return None
-            if (
+            if self._owner.get(peer_id) == peer_id and peer_id != call.call_id:
+                # With subscribeAll the dialed channel's own events (ChannelCreated)
+                # come before the Dial that names its caller: it is a leg after all.
+                self._merge_leg(call, self._calls.pop(peer_id))
+            elif (
                 peer_id not in self._owner
                 and peer_id not in self._closed
                 and len(call.legs) < _MAX_LEGS
@@ -454,6 +458,18 @@ class AriTracker:
         if isinstance(dialstring, str) and dialstring:
             call.dialstring = dialstring
         return None
+
+    def _merge_leg(self, call: _Call, leg: _Call) -> None:
+        """Fold a channel first taken for a call of its own into ``call`` as a leg."""
+        for cid in (leg.call_id, *leg.legs, *leg.companions):
+            call.legs.add(cid)
+            self._owner[cid] = call.call_id
+        for key, value in leg.vars.items():
+            call.vars.setdefault(key, value)
+        if call.leg_up_at is None:
+            call.leg_up_at = leg.root_up_at or leg.leg_up_at
+        if leg.local_prefix is not None:
+            self._local_roots.pop(leg.local_prefix, None)
 
     def _hangup_request(self, event: Mapping[str, Any], now: float) -> None:
         channel = self._channel(event)

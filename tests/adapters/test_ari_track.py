@@ -228,3 +228,24 @@ def test_stasis_args_are_named_by_config() -> None:
     t.feed(ev("StasisStart", 1.0, args=["campaign-7", "x"], channel=other), 0.0)
     [done] = run(t, [ev("ChannelDestroyed", 9.0, cause=16, cause_txt="x", channel=other)])
     assert done.facts.amd_status is None and "AMDCAUSE" not in done.vars
+
+
+def test_subscribe_all_peer_seen_before_dial_is_still_a_leg() -> None:
+    """With subscribeAll the dialed channel is created before the Dial: still one call."""
+    caller = channel("in-1", "Up", name="PJSIP/trunk-00000010")
+    agent = channel("ag-1", "Down", name="PJSIP/agent7-00000011")
+    events = [
+        ev("StasisStart", 1.0, args=[], channel=caller),
+        ev("ChannelCreated", 1.5, channel=agent),
+        ev("ChannelVarset", 1.6, variable="AGENT_ID", value="agent7", channel=agent),
+        ev("Dial", 1.7, caller=caller, peer=agent, dialstatus=""),
+        ev("ChannelStateChange", 5.0, channel={**agent, "state": "Up"}),
+        ev("Dial", 5.0, caller=caller, peer={**agent, "state": "Up"}, dialstatus="ANSWER"),
+        ev("ChannelDestroyed", 65.0, cause=16, cause_txt="Normal Clearing", channel=agent),
+        ev("ChannelDestroyed", 65.1, cause=16, cause_txt="Normal Clearing", channel=caller),
+    ]
+    t = AriTracker()
+    [done] = run(t, events)
+    assert done.call_id == "in-1" and done.vars["AGENT_ID"] == "agent7"
+    assert done.facts.dialstatus == "ANSWER" and done.facts.ever_up
+    assert t.open_calls == 0
