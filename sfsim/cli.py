@@ -136,7 +136,8 @@ def _banner(info: dict[str, Any]) -> str:
         lines.append(f'  ca_file = "{info["ca_file"]}"')
     lines += [
         "",
-        f"Password flow: username {info['username']}, password {info['password']}.",
+        f"Password flow: username {info['username']}, password {info['password']}. "
+        f"Refresh-token flow: POST {info['instance_url']}/__sim/refresh_token for a token.",
         f"Inspect it: {info['instance_url']}/__sim/stats and /__sim/records/Task. "
         "Stop with Ctrl-C.",
     ]
