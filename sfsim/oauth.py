@@ -207,6 +207,8 @@ def token_endpoint(
             return problem
         if tokens.refresh_user(form.get("refresh_token", "")) is None:
             return _err("invalid_grant", "expired access/refresh token")
+        # [U] a new refresh_token comes back only with rotation enabled (§1.4): none here, the
+        # stricter case for clients, which must keep using the one they have.
         flow = "refresh_token"
     elif grant == JWT_GRANT:
         problem2 = _check_jwt(config, form.get("assertion", ""), accepted_audiences)
