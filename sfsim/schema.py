@@ -473,7 +473,10 @@ def _default_describes() -> list[dict[str, Any]]:
           picklist=_pick(["Call", "Meeting", "Email", "Other"])),
         # TaskSubtype: restricted, create-only (§6.1, §7.14).
         f("TaskSubtype", "picklist", "Task Subtype", length=40, u=False, restricted=True,
-          picklist=_pick(["Task", "Email", "LinkedIn", "List Email", "Cadence", "Call"])),
+          picklist=[*_pick(["Task", "Email", "LinkedIn", "List Email", "Call"]),
+                    # Cadence is internal and cannot be set (§6.1): listed, not active.
+                    {"active": False, "defaultValue": False, "label": "Cadence",
+                     "validFor": None, "value": "Cadence"}]),
         f("CallDurationInSeconds", "int", "Call Duration", digits=8),
         f("CallType", "picklist", "Call Type", length=40, restricted=True,
           picklist=_pick(["Inbound", "Internal", "Outbound"])),
