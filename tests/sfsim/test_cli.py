@@ -149,3 +149,10 @@ def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         assert run_sim_cli(["--port", str(port)]) == 1
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
+
+
+async def test_sigint_also_exits_0() -> None:
+    """Ctrl-C (SIGINT) stops the sim cleanly, like SIGTERM."""
+    async with _sim_process() as (proc, _info):
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
