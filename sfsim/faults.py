@@ -24,8 +24,9 @@ Set over the control API (``POST /__sim/faults`` with a JSON object) or from Pyt
     and this upsert fails with DUPLICATE_VALUE, as real orgs do (§7.6). REST, composite and
     collections upserts.
 ``kinds``
-    Restrict latency/error/drop faults to these request kinds (``sobjects``, ``query``,
-    ``composite``, ``collections``, ``limits``, ``describe``, ``bulk``, ``oauth``, ...).
+    Restrict latency/error/drop faults to these request kinds (``sobjects``, ``describe``,
+    ``query``, ``composite``, ``composite_batch``, ``collections``, ``limits``, ``resources``,
+    ``bulk``, ``other``, and ``oauth`` for the token endpoint).
     Default: every API kind except ``oauth``.
 ``bulk_lock_contention``
     Bulk rows whose parent record (a Lead behind WhoId, ...) is also the parent of a row in another
