@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from spool.record import Disposition
 
@@ -83,6 +84,18 @@ class TableReader:
                 "name", f"must be 1-64 chars of lowercase letters, digits, '_', '.', '-': {value!r}"
             )
             return default
+        return value
+
+    def tz(self, key: str = "tz") -> str | None:
+        """An IANA zone name (naive timestamps are read in it); None when absent."""
+        value = self.get(key, str, "")
+        if not value:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(key, f"unknown time zone {value!r} (an IANA name like 'Europe/Paris')")
+            return None
         return value
 
     def string_map(self, key: str) -> dict[str, str]:

@@ -32,6 +32,7 @@ Configuration::
     require_var = ""                  # e.g. "LEAD_ID": channels without it are not calls
     max_channels = 10000; channel_ttl_s = 14400.0
     batch_max = 500
+    tz = "America/Chicago"            # zone of a CALLBACK_AT value without an offset
     open_timeout_s = 10.0; ping_interval_s = 20.0; ping_timeout_s = 20.0; close_timeout_s = 5.0
     reconnect_initial_s = 1.0; reconnect_max_s = 30.0
 
@@ -118,6 +119,7 @@ _KEYS: Final = {
     "max_channels",
     "channel_ttl_s",
     "batch_max",
+    "tz",
     "open_timeout_s",
     "ping_interval_s",
     "ping_timeout_s",
@@ -144,6 +146,7 @@ class AriConfig:
     direction: Direction = Direction.OUTBOUND
     dispositions: Mapping[str, Disposition] = field(default_factory=dict)
     batch_max: int = 500
+    tz: str | None = None  # zone of a CALLBACK_AT without offset; default: the daemon's
     timeouts: ClientTimeouts = field(default_factory=lambda: ClientTimeouts(reconnect_max_s=30.0))
 
     @classmethod
@@ -202,6 +205,7 @@ class AriConfig:
             direction=Direction(direction),
             dispositions=disposition_overrides(r),
             batch_max=r.integer("batch_max", 500, low=1, high=100_000),
+            tz=r.tz(),
             timeouts=ClientTimeouts(
                 open_s=r.number("open_timeout_s", 10.0, low=0.1, high=300),
                 ping_interval_s=r.number("ping_interval_s", 20.0, low=0.1, high=3600),
@@ -286,7 +290,7 @@ class AriAdapter(ReconnectingClient):
             vars=config.tracker,
             lead_ref=config.lead_ref,
             direction=config.direction,
-            default_tz=default_tz,
+            default_tz=config.tz or default_tz,
         )
         # Site table: raw disposition-variable values, and built-in tokens to override.
         self._overrides = {k.upper(): v for k, v in config.dispositions.items()}

@@ -32,6 +32,7 @@ required ``fields`` have no default)::
     keepalive_interval_s = 30.0         # (websocket pings run anyway: ping_interval_s)
     batch_max = 2000                    # events per spool commit
     compression = false                 # offer permessage-deflate (CPU for bandwidth)
+    tz = "America/Chicago"              # zone of timestamps without an offset
     open_timeout_s = 10.0; ping_interval_s = 20.0; ping_timeout_s = 20.0; close_timeout_s = 5.0
     reconnect_initial_s = 1.0; reconnect_max_s = 60.0
 
@@ -116,6 +117,7 @@ _KEYS: Final = {
     "queue_max",
     "max_message_bytes",
     "compression",
+    "tz",
     "open_timeout_s",
     "ping_interval_s",
     "ping_timeout_s",
@@ -159,6 +161,7 @@ class WebsocketConfig:
     queue_max: int = 10_000
     max_message_bytes: int = 2**20
     compression: bool = False
+    tz: str | None = None  # zone of naive timestamps; default: the daemon's
     timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
 
     @property
@@ -236,6 +239,7 @@ class WebsocketConfig:
             queue_max=r.integer("queue_max", 10_000, low=1, high=1_000_000),
             max_message_bytes=r.integer("max_message_bytes", 2**20, low=1024, high=64 * 2**20),
             compression=r.get("compression", bool, False),
+            tz=r.tz(),
             timeouts=t,
         )
         # Building the decoder checks the field paths.
@@ -314,7 +318,7 @@ class WebsocketAdapter(ReconnectingClient):
         self.config = config
         self._spool = spool
         mapper = LoggedMapper(config.name, VOCABULARY_TABLE, config.dispositions)
-        self._decoder = config.decoder(mapper, default_tz)
+        self._decoder = config.decoder(mapper, config.tz or default_tz)
         self._last_id: str | None = None
         self._cursor_loaded = False
         self._commit_delays = commit_retry_delays or (

@@ -226,6 +226,7 @@ def test_config_problems_are_all_named() -> None:
             "batch_max": 0,
             "fields": {"call_id": "a..b", "colour": "x"},
             "dispositions": {"SALE": "sold"},
+            "tz": "Mars/Olympus",
             "bogus": 1,
         },
         3,
@@ -237,6 +238,7 @@ def test_config_problems_are_all_named() -> None:
         "adapter[3].ack_message: a table is required",
         "adapter[3].batch_max: must be between 1 and 100000",
         "adapter[3].dispositions.SALE: 'sold' is not one of",
+        "adapter[3].tz: unknown time zone 'Mars/Olympus'",
     ):
         assert expected in text
     assert validate(table("wss://dialer.example.com/events"), 0) == []
