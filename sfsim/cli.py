@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +101,23 @@ def build_parser(prog: str = "dispo-sync sim") -> argparse.ArgumentParser:
     return p
 
 
-def _configure_logging() -> None:
+@contextlib.contextmanager
+def _cli_logging() -> Iterator[None]:
     """Everything the sim logs goes to stderr: stdout carries only the --print-json line.
 
-    Left alone when the caller (``dispo-sync sim``) configured logging already.
+    Configured only where the caller (``dispo-sync sim``) has not, and undone on the way out, so
+    calling :func:`run_sim_cli` in-process leaves no global logging state behind.
     """
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="sfsim: %(levelname)s %(name)s: %(message)s")
-    if not structlog.is_configured():
+    root = logging.getLogger()
+    added: logging.Handler | None = None
+    old_level = root.level
+    if not root.handlers:
+        added = logging.StreamHandler(sys.stderr)
+        added.setFormatter(logging.Formatter("sfsim: %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(added)
+        root.setLevel(logging.WARNING)
+    configured_here = not structlog.is_configured()
+    if configured_here:
         structlog.configure(
             processors=[
                 structlog.processors.add_log_level,
@@ -116,8 +126,17 @@ def _configure_logging() -> None:
             ],
             wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
             logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-            cache_logger_on_first_use=True,
+            # Not cached: module-level loggers must not keep this configuration after we leave.
+            cache_logger_on_first_use=False,
         )
+    try:
+        yield
+    finally:
+        if added is not None:
+            root.removeHandler(added)
+            root.setLevel(old_level)
+        if configured_here:
+            structlog.reset_defaults()
 
 
 def _banner(info: dict[str, Any]) -> str:
@@ -165,7 +184,6 @@ async def _serve(sim: SimOrg, print_json: bool) -> None:
 def run_sim_cli(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the sim until SIGTERM/SIGINT; returns the exit status."""
     args = build_parser().parse_args(list(argv) if argv is not None else None)
-    _configure_logging()
     try:
         schema = load_schema(args.schema) if args.schema is not None else None
     except SchemaError as exc:
@@ -198,7 +216,7 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
         loop_factory = asyncio.new_event_loop
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with _cli_logging(), asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(sim, args.print_json))
     except OSError as exc:
         print(f"sfsim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",

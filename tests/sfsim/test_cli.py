@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import socket
 import ssl
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from sfsim.cli import run_sim_cli
 
@@ -147,8 +149,13 @@ def test_port_in_use_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        handlers = list(logging.getLogger().handlers)
+        configured = structlog.is_configured()
         assert run_sim_cli(["--port", str(port)]) == 1
     assert f"127.0.0.1:{port}" in capsys.readouterr().err
+    # In-process calls leave no logging configuration behind.
+    assert logging.getLogger().handlers == handlers
+    assert structlog.is_configured() == configured
 
 
 async def test_sigint_also_exits_0() -> None:
