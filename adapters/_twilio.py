@@ -126,7 +126,7 @@ def decode_twilio(
         return None
     disposition, detail = mapped.disposition, mapped.detail
     sip = (form.get("SipResponseCode") or "").strip()
-    if status == "failed" and sip in TWILIO_INVALID_SIP and not dmap.known(raw):
+    if status == "failed" and sip in TWILIO_INVALID_SIP:
         disposition, detail = Disposition.INVALID_NUMBER, f"sip_{sip}"
 
     ended_at = _timestamp(form.get("Timestamp"), now or datetime.now(UTC))
