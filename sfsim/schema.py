@@ -490,6 +490,8 @@ def _default_describes() -> list[dict[str, Any]]:
           rel="Account"),
         # [U] whether Activity custom fields take External ID + Unique (§2.6): modelled as both,
         # which is what the integration needs and the stricter (dedup-enforcing) reading.
+        # caseSensitive false, Salesforce's default for a Unique text field: "ABC" and "abc"
+        # are the same key, for upsert matching and for DUPLICATE_VALUE alike.
         f("Call_Id__c", "string", "Call Id", length=255, unique=True, ext=True, lookup=True,
           custom=True),
     ])
