@@ -10,9 +10,9 @@
 
 or as a fixture (pytest-asyncio)::
 
-    sim = sim_fixture(api_limit=50)          # in a conftest or test module
+    small_sim = sim_fixture("small_sim", api_limit=50)   # in a conftest or test module
 
-    async def test_x(sim: SimOrg) -> None: ...
+    async def test_x(small_sim: SimOrg) -> None: ...
 
 ``SimControl`` wraps the ``/__sim/`` control API (seed records, read records, stats, faults).
 """
@@ -132,11 +132,14 @@ class SimControl:
         r.raise_for_status()
 
 
-def sim_fixture(**kwargs: Any) -> Callable[..., Any]:
-    """A pytest-asyncio fixture yielding a running :class:`SimOrg` built with ``kwargs``."""
+def sim_fixture(name: str = "sim", **kwargs: Any) -> Callable[..., Any]:
+    """A pytest-asyncio fixture called ``name`` yielding a running :class:`SimOrg`.
+
+    ``limited_sim = sim_fixture("limited_sim", api_limit=5)`` in a test module or conftest.
+    """
     import pytest_asyncio
 
-    @pytest_asyncio.fixture
+    @pytest_asyncio.fixture(name=name)
     async def _sim() -> AsyncIterator[SimOrg]:
         async with SimOrg(**kwargs) as sim:
             yield sim
