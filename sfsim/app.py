@@ -199,8 +199,7 @@ class SimApp:
             authorization=_header(scope, b"authorization"),
             instance_url=base,
             user_id=self.org.user_id,
-            accepted_audiences=frozenset({"https://login.salesforce.com",
-                                          "https://test.salesforce.com", base}),
+            accepted_audiences=self._audiences(base),
         )
         await _send_json(send, status, payload)
 
@@ -246,6 +245,16 @@ class SimApp:
                     "email": body["email"], "email_verified": True, "zoneinfo": body["timezone"],
                     "active": True, "user_type": "STANDARD", "urls": body["urls"]}
         await _send_json(send, 200, body)
+
+    @staticmethod
+    def _audiences(base: str) -> frozenset[str]:
+        """JWT ``aud`` values accepted: login/test hosts, and this sim by any loopback name."""
+        out = {"https://login.salesforce.com", "https://test.salesforce.com", base}
+        scheme, _, rest = base.partition("://")
+        port = rest.rsplit(":", 1)[1] if ":" in rest else ""
+        for host in ("127.0.0.1", "localhost", "[::1]"):
+            out.add(f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}")
+        return frozenset(out)
 
     # ---------------------------------------------------------------- the API
 

@@ -157,6 +157,16 @@ async def test_jwt_claim_errors(jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes],
     assert r.json() == {"error": "invalid_grant", "error_description": description}
 
 
+async def test_jwt_audience_may_name_the_sim_itself(jwt_sim: SimOrg,
+                                                   jwt_keys: tuple[bytes, bytes]) -> None:
+    """aud may be the sim's own URL, by 127.0.0.1 or localhost (a login_url pointing at it)."""
+    port = jwt_sim.instance_url.rsplit(":", 1)[1]
+    for aud in (jwt_sim.instance_url, f"http://localhost:{port}/"):
+        r = await _token(jwt_sim, {"grant_type": JWT_GRANT,
+                                   "assertion": _assertion(jwt_keys[0], jwt_sim, aud=aud)})
+        assert r.status_code == 200, (aud, r.text)
+
+
 async def test_jwt_signed_by_another_key_is_invalid(jwt_sim: SimOrg) -> None:
     """An assertion not signed by the configured certificate's key is invalid."""
     other_ca = trustme.CA(key_type=trustme.KeyType.RSA)
