@@ -73,9 +73,8 @@ class IngestSummary:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _head_hash(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.sha256(f.read(_HEAD_BYTES)).hexdigest()[:16]
+def _head_hash(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()[:16]
 
 
 def _records(f: io.BufferedReader) -> Iterator[tuple[bytes, int]]:
@@ -135,16 +134,19 @@ class _FileIngest:
         self.batch_size = batch_size
         self.cursor_key = f"file:{source}:{path.resolve()}"[:255]
 
-    async def _start_offset(self, head: str, size: int) -> int:
+    async def _start_offset(self, head: bytes, size: int) -> int:
         saved = await self.intake.spool.get_cursor(self.cursor_key)
         if not saved:
             return 0
         try:
             state = json.loads(saved)
             offset, old_head = int(state["offset"]), str(state["head"])
+            head_len = int(state["head_len"])
         except (ValueError, KeyError, TypeError):
             return 0
-        if old_head != head or offset > size:
+        # the same file grown (appended rows) keeps its first bytes; a rotated,
+        # replaced or truncated one does not
+        if offset > size or head_len > len(head) or _head_hash(head[:head_len]) != old_head:
             log.info("file_restarted", path=str(self.path), reason="file replaced or truncated")
             return 0
         return offset
@@ -179,10 +181,11 @@ class _FileIngest:
 
     async def run(self, summary: IngestSummary, progress: Any | None = None) -> None:
         size = self.path.stat().st_size
-        head = _head_hash(self.path)
-        offset = await self._start_offset(head, size)
-        summary.resumed_from = offset
         with self.path.open("rb") as f:
+            head = f.read(_HEAD_BYTES)
+            f.seek(0)
+            offset = await self._start_offset(head, size)
+            summary.resumed_from = offset
             header: list[str] | None = None
             if self.format == "csv":
                 first = next(_records(f), None)
@@ -216,9 +219,11 @@ class _FileIngest:
                 progress(end, size)
 
     async def _commit(
-        self, batch: list[CallOutcome], end: int, head: str, summary: IngestSummary
+        self, batch: list[CallOutcome], end: int, head: bytes, summary: IngestSummary
     ) -> None:
-        cursor = (self.cursor_key, json.dumps({"offset": end, "head": head}))
+        head_len = min(len(head), end)
+        state = {"offset": end, "head": _head_hash(head[:head_len]), "head_len": head_len}
+        cursor = (self.cursor_key, json.dumps(state))
         results = await self._retrying(lambda: self.intake.store(batch, cursor=cursor))
         counts = Counter(r.status for r in results)
         dup = counts[PutStatus.DUPLICATE] + counts[PutStatus.STALE]
@@ -288,6 +293,7 @@ async def ingest_file(
     if not show:
         await job.run(summary)
     else:
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
         with Progress(
@@ -295,6 +301,7 @@ async def ingest_file(
             BarColumn(),
             DownloadColumn(),
             TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
             transient=False,
         ) as bar:
             task = bar.add_task(path.name, total=size)
