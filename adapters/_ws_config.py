@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from spool.record import Disposition
+from adapters.dispositions import Mapped, parse_overrides
 
 __all__ = ["ConfigError", "TableReader", "disposition_overrides"]
 
@@ -130,15 +130,9 @@ class TableReader:
             raise ConfigError(self.problems)
 
 
-def disposition_overrides(reader: TableReader, key: str = "dispositions") -> dict[str, Disposition]:
-    """``dispositions = {SALE = "connected", ...}``: a site's raw value -> normalized."""
-    out: dict[str, Disposition] = {}
-    for raw, value in reader.string_map(key).items():
-        try:
-            out[raw] = Disposition(value.strip().lower())
-        except ValueError:
-            reader.problem(
-                f"{key}.{raw}",
-                f"{value!r} is not one of: {', '.join(d.value for d in Disposition)}",
-            )
-    return out
+def disposition_overrides(reader: TableReader, key: str = "dispositions") -> dict[str, Mapped]:
+    """The site's ``dispositions`` table (same syntax as every adapter: a name, or
+    ``{ disposition = ..., detail = ..., ambiguous = ... }``), problems collected."""
+    overrides, problems = parse_overrides(reader.table.get(key), key)
+    reader.problems += [f"adapter[{reader.index}].{p}" for p in problems]
+    return overrides

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 from pydantic_core import from_json
 
-from spool.record import CallOutcome, Direction, Disposition, format_validation_error
+from adapters.dispositions import Mapped
+from spool.record import CallOutcome, Direction, format_validation_error
 
 __all__ = [
     "OUTCOME_FIELDS",
@@ -192,8 +193,8 @@ class Event:
     event_type: str | None
 
 
-DispositionMapper = Callable[[str], tuple[Disposition, bool]]
-"""raw value -> (normalized disposition, ambiguous). Unknown values -> UNKNOWN."""
+DispositionMapper = Callable[[str], Mapped]
+"""raw value -> what it means (``DispositionMap.lookup``). Unknown values -> UNKNOWN."""
 
 
 class EventDecoder:
@@ -310,11 +311,13 @@ class EventDecoder:
             raise DecodeError(f"missing {where}", event_id=event.event_id)
 
         raw_disposition = data["disposition"].strip()
-        disposition, ambiguous = self._map(raw_disposition)
-        data["disposition"] = disposition
+        mapped = self._map(raw_disposition)
+        data["disposition"] = mapped.disposition
         data["raw_disposition"] = raw_disposition[:255]
-        if ambiguous:
+        if mapped.ambiguous:
             data["ambiguous"] = True
+        if mapped.detail is not None and "detail" not in data:
+            data["detail"] = mapped.detail
 
         if self._lead_fields:
             lead: dict[str, str] = {}

@@ -85,7 +85,7 @@ from adapters._ws_client import (
     make_ssl_context,
 )
 from adapters._ws_config import ConfigError, TableReader, disposition_overrides
-from adapters._ws_dispo import VOCABULARY_TABLE, LoggedMapper
+from adapters.dispositions import DispositionMap, Mapped
 from spool import Spool
 from spool.errors import SpoolFull, SpoolUnavailable
 from spool.record import CallOutcome, Direction, Disposition
@@ -144,7 +144,7 @@ class AriConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     lead_ref: str = "auto"
     direction: Direction = Direction.OUTBOUND
-    dispositions: Mapping[str, Disposition] = field(default_factory=dict)
+    dispositions: Mapping[str, Mapped] = field(default_factory=dict)
     batch_max: int = 500
     tz: str | None = None  # zone of a CALLBACK_AT without offset; default: the daemon's
     timeouts: ClientTimeouts = field(default_factory=lambda: ClientTimeouts(reconnect_max_s=30.0))
@@ -293,9 +293,15 @@ class AriAdapter(ReconnectingClient):
             default_tz=config.tz or default_tz,
         )
         # Site table: raw disposition-variable values, and built-in tokens to override.
-        self._overrides = {k.upper(): v for k, v in config.dispositions.items()}
-        site_values = {k: v for k, v in self._overrides.items() if k not in BUILTIN_TOKENS}
-        self._map_var = LoggedMapper(config.name, VOCABULARY_TABLE, site_values)
+        self._overrides = {
+            k.upper(): v.disposition
+            for k, v in config.dispositions.items()
+            if k.upper() in BUILTIN_TOKENS
+        }
+        site_values = {
+            k: v for k, v in config.dispositions.items() if k.upper() not in BUILTIN_TOKENS
+        }
+        self._dmap = DispositionMap("vocabulary", config.name, site_values)
         self._unknown_tokens: set[str] = set()
         self._commit_delays = commit_retry_delays or (
             lambda: backoff(0.2, config.timeouts.reconnect_max_s)
@@ -303,6 +309,11 @@ class AriAdapter(ReconnectingClient):
         self._served_before = False
         # Bounded: the spool is the buffer; a full queue pauses reading.
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=max(100, config.batch_max * 4))
+
+    def _map_var(self, raw: str) -> tuple[Disposition, bool]:
+        """The agent's or app's disposition value through the site's table."""
+        mapped = self._dmap.lookup(raw)
+        return mapped.disposition, mapped.ambiguous
 
     async def _connect_target(self) -> ConnectTarget:
         cfg = self.config

@@ -80,7 +80,7 @@ from adapters._ws_client import (
 )
 from adapters._ws_config import ConfigError, TableReader, disposition_overrides
 from adapters._ws_decode import DecodeError, EventDecoder, fill_template
-from adapters._ws_dispo import VOCABULARY_TABLE, LoggedMapper
+from adapters.dispositions import DispositionMap, Mapped
 from spool import Spool
 from spool.errors import SpoolFull, SpoolUnavailable
 from spool.record import CallOutcome, Disposition
@@ -145,7 +145,7 @@ class WebsocketConfig:
     id_field: str = "id"
     fields: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, str] = field(default_factory=dict)
-    dispositions: Mapping[str, Disposition] = field(default_factory=dict)
+    dispositions: Mapping[str, Mapped] = field(default_factory=dict)
     live_when_agent: bool = True
     ack: str = "none"
     ack_message: Any = None
@@ -243,13 +243,11 @@ class WebsocketConfig:
             timeouts=t,
         )
         # Building the decoder checks the field paths.
-        r.check("fields", lambda: cfg.decoder(lambda raw: (Disposition.UNKNOWN, False)), None)
+        r.check("fields", lambda: cfg.decoder(lambda raw: Mapped(Disposition.UNKNOWN)), None)
         r.raise_if_problems()
         return cfg
 
-    def decoder(
-        self, mapper: Callable[[str], tuple[Disposition, bool]], default_tz: str = "UTC"
-    ) -> EventDecoder:
+    def decoder(self, mapper: Callable[[str], Mapped], default_tz: str = "UTC") -> EventDecoder:
         return EventDecoder(
             source=self.name,
             fields=self.fields,
@@ -317,8 +315,9 @@ class WebsocketAdapter(ReconnectingClient):
         super().__init__(config.name, timeouts=config.timeouts, reconnect_delays=reconnect_delays)
         self.config = config
         self._spool = spool
-        mapper = LoggedMapper(config.name, VOCABULARY_TABLE, config.dispositions)
-        self._decoder = config.decoder(mapper, config.tz or default_tz)
+        # The feed speaks the normalized vocabulary unless the site maps its own codes.
+        dmap = DispositionMap("vocabulary", config.name, config.dispositions)
+        self._decoder = config.decoder(dmap.lookup, config.tz or default_tz)
         self._last_id: str | None = None
         self._cursor_loaded = False
         self._commit_delays = commit_retry_delays or (

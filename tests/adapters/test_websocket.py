@@ -258,7 +258,7 @@ def _outcome(call_id: str) -> Any:
 async def test_stored_outcome_carries_mapping_and_site_table(spool: Spool) -> None:
     """Mapped fields reach the spool; a site's raw code maps through its table, raw kept."""
     events: list[dict[str, Any] | str] = [call_event(1, status="SALE", agent="a7")]
-    cfg = table("ws://x", dispositions={"SALE": "connected"})
+    cfg = table("ws://x", dispositions={"SALE": {"disposition": "connected", "detail": "sale"}})
     cfg["fields"] = {**FIELDS, "agent_id": "data.agent"}
     async with feed_server(events) as feed:
         cfg["url"] = feed.url
@@ -273,6 +273,7 @@ async def test_stored_outcome_carries_mapping_and_site_table(spool: Spool) -> No
         "SALE",
     )
     assert out.phone == "+15125550001" and out.agent_id == "a7" and out.live
+    assert out.detail == "sale"
 
 
 async def test_wss_with_private_ca(spool: Spool, tmp_path: Path) -> None:

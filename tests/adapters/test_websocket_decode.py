@@ -17,17 +17,18 @@ from adapters._ws_decode import (
     parse_path,
     parse_timestamp,
 )
+from adapters.dispositions import Mapped
 from spool.record import Direction, Disposition
 
 TABLE = {
-    "SALE": (Disposition.CONNECTED, False),
-    "BUSY": (Disposition.BUSY, False),
-    "UNKAM": (Disposition.VOICEMAIL, True),
+    "SALE": Mapped(Disposition.CONNECTED, "sale"),
+    "BUSY": Mapped(Disposition.BUSY),
+    "UNKAM": Mapped(Disposition.VOICEMAIL, None, True),
 }
 
 
-def mapper(raw: str) -> tuple[Disposition, bool]:
-    return TABLE.get(raw, (Disposition.UNKNOWN, False))
+def mapper(raw: str) -> Mapped:
+    return TABLE.get(raw, Mapped(Disposition.UNKNOWN))
 
 
 FIELDS = {
@@ -98,6 +99,7 @@ def test_full_event_becomes_outcome() -> None:
     out = d.outcome(ev)
     assert out.source == "feed1" and out.call_id == "c-1"
     assert out.disposition is Disposition.CONNECTED and out.raw_disposition == "SALE"
+    assert out.detail == "sale"  # the table's detail, when the event has none
     assert out.ended_at == datetime(2025, 3, 14, 10, 2, 20, 512000, tzinfo=UTC)
     assert out.phone == "+15125550199"
     assert out.lead is not None and out.lead.external_key == "L-48213"
@@ -226,7 +228,7 @@ def test_round_trip(
             "source_seq": "seq",
             "agent_id": "who.0",
         },
-        map_disposition=lambda raw: (Disposition(raw), False),
+        map_disposition=lambda raw: Mapped(Disposition(raw)),
         type_field=None,
     )
     body = {"x": {"id": call_id, "d": disposition, "t": ended.isoformat()}, "seq": seq}
