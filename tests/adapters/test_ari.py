@@ -302,3 +302,12 @@ async def test_reconnect_closes_calls_that_ended_meanwhile(spool: Spool) -> None
     got = (await stored(spool))["att-m"]
     assert got.disposition is Disposition.VOICEMAIL and got.ambiguous
     assert got.detail == "ended while disconnected"
+
+
+async def test_registry_builds_ari_tables(spool: Spool) -> None:
+    """The daemon's registry builds an ari adapter from its [[adapter]] table."""
+    from adapters import build_adapters, validate_adapter_configs
+
+    [adapter] = build_adapters([table("http://127.0.0.1:8088")], spool)
+    assert isinstance(adapter, AriAdapter) and adapter.health().type == "ari"
+    assert any(p.startswith("adapter[0].app:") for p in validate_adapter_configs([{"type": "ari"}]))

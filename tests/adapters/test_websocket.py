@@ -300,3 +300,14 @@ async def test_application_keepalive(spool: Spool) -> None:
         cfg["url"] = feed.url
         async with running(adapter_for(cfg, spool)):
             await feed.wait_for(lambda: feed.messages.count({"message": "ping"}) >= 3)
+
+
+async def test_registry_builds_and_checks_websocket_tables(spool: Spool) -> None:
+    """The daemon's registry builds a websocket adapter and reports its table problems."""
+    from adapters import build_adapters, validate_adapter_configs
+
+    [adapter] = build_adapters([table("ws://127.0.0.1:9/events")], spool, default_tz="UTC")
+    assert isinstance(adapter, WebsocketAdapter) and adapter.name == "feed1"
+    assert validate_adapter_configs([{"type": "websocket"}]) == [
+        "adapter[0].url: required (ws:// or wss://)"
+    ]
