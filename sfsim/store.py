@@ -383,7 +383,7 @@ class RecordStore:
         obj = self.sobject(sobject)
         table = self._tables[obj.name]
         rid = self._existing_id(obj, table, record_id)
-        self._check_lock(obj.name, rid)
+        self._check_lock(obj.name, rid, deleting=True)
         old = table.rows.pop(rid)
         self._unindex(table, rid, old)
         table.deleted.add(rid)
@@ -583,7 +583,19 @@ class RecordStore:
             raise SfError(404, "ENTITY_IS_DELETED", "entity is deleted", [])
         raise not_found()
 
-    def _check_lock(self, sobject: str, rid: str | None) -> None:
+    def _check_lock(self, sobject: str, rid: str | None, *, deleting: bool = False) -> None:
+        """Whether this row may be written now: simulated locks, and converted Leads.
+
+        Every write path (REST, composite, collections, both bulk save paths) calls this before
+        writing a row, which is why the converted-Lead rule lives here.
+        """
+        if rid is not None and not deleting and sobject == "Lead":
+            row = self._tables[sobject].rows.get(rid)
+            if row is not None and row.get("IsConverted"):
+                # A converted Lead is read-only to an integration user without "View and Edit
+                # Converted Leads" (§6.2); real orgs answer this (simple-salesforce#341).
+                raise SfError(400, "CANNOT_UPDATE_CONVERTED_LEAD",
+                              "cannot reference converted lead", [])
         hook = self.lock_hook
         if hook is not None and hook(sobject, rid):
             # [U] HTTP status: 400 like every record-level DML error (§2.8).

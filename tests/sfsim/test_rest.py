@@ -429,3 +429,23 @@ async def test_query_null_equality_and_indexed_lookups_agree(sf: httpx.AsyncClie
     await sf.patch(f"sobjects/Lead/{without}", json={"Phone": "555-0100"})
     assert await ids("SELECT Id FROM Lead WHERE Phone IN ('555-0100') AND Company = 'acme'") == [
         with_phone, without]
+
+
+async def test_converted_leads_cannot_be_updated(sf: httpx.AsyncClient,
+                                                 control: SimControl) -> None:
+    """A converted Lead refuses updates (REST, collections): CANNOT_UPDATE_CONVERTED_LEAD."""
+    contact = (await control.seed("Contact", [{"LastName": "Doe"}]))[0]
+    (lead,) = await control.seed("Lead", [{
+        "LastName": "Doe", "Company": "Acme", "IsConverted": True, "Dialer_Lead_Id__c": "L-c",
+        "ConvertedContactId": contact, "Status": "Closed - Converted"}])
+    r = await sf.patch(f"sobjects/Lead/{lead}", json={"Last_Call_Outcome__c": "busy"})
+    assert r.status_code == 400
+    assert _error(r) == {"message": "cannot reference converted lead",
+                         "errorCode": "CANNOT_UPDATE_CONVERTED_LEAD", "fields": []}
+    r = await sf.patch("sobjects/Lead/Dialer_Lead_Id__c/L-c", json={"Title": "x"})
+    assert _error(r)["errorCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
+    r = await sf.patch("composite/sobjects", json={"records": [
+        {"attributes": {"type": "Lead"}, "id": lead, "Title": "x"}]})
+    assert r.json()[0]["errors"][0]["statusCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
+    got = (await sf.get(f"sobjects/Lead/{lead}", params={"fields": "ConvertedContactId"})).json()
+    assert got["ConvertedContactId"] == contact
