@@ -10,6 +10,8 @@ Open without auth on loopback; from any other address it needs a valid bearer to
 - ``POST /__sim/reset``: back to an empty org;
 - ``GET|POST /__sim/assignment_rules``: ``{"active": true}`` turns on a Lead assignment rule
   that re-owns every Lead created or updated over REST without ``Sforce-Auto-Assign: FALSE``;
+- ``GET|POST /__sim/validation_rules``: replace / read the org's validation rules (a JSON array,
+  see ``sfsim.rules``); a save breaking one fails with FIELD_CUSTOM_VALIDATION_EXCEPTION;
 - ``POST /__sim/refresh_token``: mint a refresh token for the integration user;
 - ``GET  /__sim/info``: the connection info (instance_url, token_url, client credentials...).
 """
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sfsim.errors import SfError
 from sfsim.faults import FaultConfigError
+from sfsim.rules import RuleError, group_rules, parse_rules
 
 if TYPE_CHECKING:
     from sfsim.org import Org
@@ -72,7 +75,7 @@ class ControlApi:
                     return
         try:
             status, payload = self.handle(method, parts, body)
-        except FaultConfigError as exc:
+        except (FaultConfigError, RuleError) as exc:
             status, payload = 400, {"error": str(exc)}
         await _json(send, status, payload)
 
@@ -109,6 +112,12 @@ class ControlApi:
             if method in ("GET", "POST"):
                 return 200, {"active": org.lead_assignment_owner is not None,
                              "owner_id": org.lead_assignment_owner}
+        elif head == "validation_rules":
+            if method == "POST":
+                org.store.validation_rules = group_rules(parse_rules(body, org.schema))
+            if method in ("GET", "POST"):
+                return 200, [r.as_json() for rules in org.store.validation_rules.values()
+                             for r in rules]
         elif head == "refresh_token" and method == "POST":
             return 200, {"refresh_token": org.tokens.issue_refresh(org.user_id)}
         elif head == "info" and method == "GET":

@@ -173,6 +173,7 @@ class Org:
         Issued tokens stay valid so connected clients keep working.
         """
         self.store.reset()
+        self.store.validation_rules = {}
         self.lead_assignment_owner = None
         self._seed_user()
         self.usage.used = 0

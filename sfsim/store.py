@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from sfsim.errors import SfError, not_found
 from sfsim.ids import IdGenerator, normalize_id
+from sfsim.rules import ValidationRule
 from sfsim.schema import CLOSED_TASK_STATUSES, STRING_TYPES, FieldDef, Schema, SObjectDef
 
 __all__ = [
@@ -142,6 +143,9 @@ class RecordStore:
         self.lock_hook = lock_hook
         #: Called with the object name before an upsert creates; True simulates losing a race.
         self.race_hook: Callable[[str], bool] | None = None
+        #: The org's validation rules per object (``sfsim.rules``); seeding ignores them.
+        self.validation_rules: dict[str, list[ValidationRule]] = {}
+        self._seeding = False
         #: The running (integration) user: owner and creator of what the API writes.
         self.user_id: str = ""
         self._tables: dict[str, _Table] = {name: _Table(o) for name, o in schema.objects.items()}
@@ -271,7 +275,11 @@ class RecordStore:
             if missing:
                 raise SfError(400, "REQUIRED_FIELD_MISSING",
                               f"Required fields are missing: [{', '.join(missing)}]", missing)
-        self._derive(obj, row, None)
+        self._seeding = seed
+        try:
+            self._derive(obj, row, None)
+        finally:
+            self._seeding = False
         self._check_unique(table, row, rid)
         self._put(table, rid, row)
         return str(rid)
@@ -816,6 +824,12 @@ class RecordStore:
         if "AccountId" in fields and not fields["AccountId"].createable and "WhatId" in fields:
             what = row.get("WhatId")
             row["AccountId"] = what if isinstance(what, str) and what.startswith("001") else None
+        # The org's validation rules run on the record as saved (every write path derives).
+        rules = self.validation_rules.get(obj.name)
+        if rules and not self._seeding:
+            for rule in rules:
+                if rule.violated_by(row):
+                    raise rule.error()
 
 
 def _num_text(value: int | float) -> str:
