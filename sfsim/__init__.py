@@ -12,7 +12,9 @@ Third-party clients on ``requests`` (simple-salesforce) need ``session.trust_env
 machine sets REQUESTS_CA_BUNDLE, which overrides ``session.verify = ca_file``.
 
 Control API extras: ``POST /__sim/assignment_rules {"active": true}`` (a Lead assignment rule
-that only ``Sforce-Auto-Assign: FALSE`` avoids), ``POST /__sim/refresh_token``, ``GET /__sim/info``.
+that only ``Sforce-Auto-Assign: FALSE`` avoids), ``POST /__sim/validation_rules [...]`` (the org's
+own rules: FIELD_CUSTOM_VALIDATION_EXCEPTION, see ``sfsim.rules``), ``POST /__sim/refresh_token``,
+``GET /__sim/info``. Seed a Lead with ``IsConverted: true`` to get CANNOT_UPDATE_CONVERTED_LEAD.
 
 README-internal (plug-in points for the Bulk API 2.0 engineer)
 ---------------------------------------------------------------
@@ -38,6 +40,10 @@ README-internal (plug-in points for the Bulk API 2.0 engineer)
 - Faults: ``org.faults.take_job_failure() -> errorMessage | None`` (whole-job failure);
   ``org.faults.lock_row`` is the store's lock hook (UNABLE_TO_LOCK_ROW on a rate of rows) and may be
   called directly for the "shared parent in concurrent batches" rule.
+- Per-row save rules a second save path must keep calling: ``store._check_lock(obj, id)`` (lock
+  faults and converted Leads) and ``store._derive(obj, row, old)`` (computed fields and the org's
+  validation rules). References resolved from relationship columns are not re-checked against
+  converted Leads ([U] whether a real org refuses a Task on a converted Lead; REST does not either).
 - Limits: ``org.usage.add_bulk_batches(n)`` for DailyBulkApiBatches; ``org.config.bulk_rate``.
 - Ids: ``org.ids.new("750")`` for job ids; ``sfsim.ids.normalize_id`` to validate ids.
 """
