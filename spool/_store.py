@@ -98,6 +98,12 @@ _INSERT_NEW_HEAD = (
     " batch_rows) VALUES "
 )
 _INSERT_NEW_ROW = "(?,?,?,?,?,?,?,?,0,'',1,0,?,?,?,?,?)"
+# In flight -> pending (params: next_attempt_at, error_code, error_message, updated_at).
+_TO_PENDING = (
+    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL, next_attempt_at = ?,"
+    " error_code = coalesce(?, error_code), error_message = coalesce(?, error_message),"
+    " updated_at = ? WHERE state = 1 AND id IN ({ids})"
+)
 # Rows per INSERT statement (13 parameters a row; SQLite allows 32766 per statement).
 _INSERT_CHUNK = 512
 
@@ -481,48 +487,100 @@ class Store:
 
         return self._tx(run)
 
+    @staticmethod
+    def _current(c: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+        """record_id -> (state, rev, attempt), read in one step per chunk (rows aggregated
+        into one JSON value: each row fetched separately would cost a GIL round trip)."""
+        out: dict[int, tuple[int, int, int]] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids))):
+            marks = ",".join("?" * len(chunk))
+            (doc,) = c.execute(
+                "SELECT json_group_array(json_array(id, state, rev, attempt)) FROM outcomes"
+                f" WHERE id IN ({marks})",
+                chunk,
+            ).fetchone()
+            for record_id, state, rev, attempt in json.loads(doc):
+                out[record_id] = (state, rev, attempt)
+        return out
+
+    @staticmethod
+    def _update_ids(c: sqlite3.Connection, sql: str, params: Sequence[Any], ids: list[int]) -> int:
+        """Run ``sql`` (ending in ``id IN ({ids})``) over ``ids`` in chunks; rows changed."""
+        n = 0
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            n += c.execute(sql.format(ids=marks), (*params, *chunk)).rowcount
+        return n
+
+    def _transition(
+        self,
+        refs: Iterable[RecordRef],
+        decide: Callable[[int, int, int | None, tuple[int, int, int] | None], str],
+        apply: Callable[[sqlite3.Connection, str, list[int]], None],
+    ) -> dict[str, list[int]]:
+        """One transaction: read the current state of every record, let ``decide`` pick a
+        category per record (from its ref's rev/attempt and the current state), then
+        ``apply`` one set-based UPDATE per category. Guards live in ``decide``; the
+        write lock (BEGIN IMMEDIATE) keeps what it read true until COMMIT."""
+        items = _refs(refs)
+
+        def run(c: sqlite3.Connection) -> dict[str, list[int]]:
+            current = self._current(c, [i for i, _, _ in items])
+            groups: dict[str, list[int]] = {}
+            seen: set[int] = set()
+            for record_id, rev, attempt in items:
+                if record_id in seen:
+                    continue
+                seen.add(record_id)
+                category = decide(record_id, rev, attempt, current.get(record_id))
+                groups.setdefault(category, []).append(record_id)
+            for category, ids in groups.items():
+                apply(c, category, ids)
+            return groups
+
+        return self._tx(run)
+
     def ack(self, refs: Iterable[RecordRef], now: float) -> AckResult:
         """Done if the acknowledged revision is still current; if a newer version arrived
         while in flight, back to pending so that it is sent too."""
         ref_list = list(refs)
-        items = _refs(ref_list)
         rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim)}
 
-        def run(c: sqlite3.Connection) -> AckResult:
-            result = AckResult()
-            for record_id, rev, _attempt in items:
-                row = c.execute(
-                    "SELECT state, rev FROM outcomes WHERE id = ?", (record_id,)
-                ).fetchone()
-                if row is None:
-                    result.skipped.append(record_id)
-                    continue
-                state, current = row
-                if state in (PENDING, INFLIGHT) and rev == current:
-                    c.execute(
-                        "UPDATE outcomes SET state = 2,"
-                        " rail = CASE WHEN rail = '' THEN ? ELSE rail END,"
-                        " lease_until = NULL, error_code = NULL, error_message = NULL,"
-                        " updated_at = ? WHERE id = ? AND rev = ?",
-                        (rails.get(record_id, ""), now, record_id, rev),
-                    )
-                    result.done.append(record_id)
-                elif state == INFLIGHT:
-                    self._to_pending(c, record_id, now)
-                    result.requeued.append(record_id)
-                else:
-                    result.skipped.append(record_id)
-            return result
+        def decide(rid: int, rev: int, _a: int | None, cur: tuple[int, int, int] | None) -> str:
+            if cur is None:
+                return "skipped"
+            state, current_rev, _ = cur
+            if state in (PENDING, INFLIGHT) and rev == current_rev:
+                # A pending record that is acked was delivered: it keeps the acking rail.
+                return "done:" + rails.get(rid, "")
+            return "requeued" if state == INFLIGHT else "skipped"
 
-        return self._tx(run)
+        def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
+            if category.startswith("done:"):
+                self._update_ids(
+                    c,
+                    "UPDATE outcomes SET state = 2, rail = CASE WHEN rail = '' THEN ?"
+                    " ELSE rail END, lease_until = NULL, error_code = NULL,"
+                    " error_message = NULL, updated_at = ? WHERE state IN (0, 1)"
+                    " AND id IN ({ids})",
+                    (category[5:], now),
+                    ids,
+                )
+            elif category == "requeued":
+                self._update_ids(c, _TO_PENDING, (now, None, None, now), ids)
+
+        groups = self._transition(ref_list, decide, apply)
+        done = [i for k, ids in groups.items() if k.startswith("done:") for i in ids]
+        return AckResult(
+            done=sorted(done),
+            requeued=groups.get("requeued", []),
+            skipped=groups.get("skipped", []),
+        )
 
     @staticmethod
-    def _to_pending(c: sqlite3.Connection, record_id: int, now: float) -> None:
-        c.execute(
-            "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
-            " next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 1",
-            (now, now, record_id),
-        )
+    def _held(attempt: int | None, cur: tuple[int, int, int] | None) -> bool:
+        """In flight, and (for a Claim) still under that claim, not a later one."""
+        return cur is not None and cur[0] == INFLIGHT and (attempt is None or cur[2] == attempt)
 
     def retry_later(
         self,
@@ -532,80 +590,73 @@ class Store:
         message: str | None,
         now: float,
     ) -> int:
-        items = _refs(refs)
+        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "retry" if self._held(attempt, cur) else "skip"
 
-        def run(c: sqlite3.Connection) -> int:
-            n = 0
-            for record_id, _rev, attempt in items:
-                n += c.execute(
-                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
-                    " next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ?"
-                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
-                    (now + delay_s, error_code, message, now, record_id, attempt, attempt),
-                ).rowcount
-            return n
+        def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
+            if category == "retry":
+                self._update_ids(c, _TO_PENDING, (now + delay_s, error_code, message, now), ids)
 
-        return self._tx(run)
+        return len(self._transition(refs, decide, apply).get("retry", []))
 
     def release(self, refs: Iterable[RecordRef], now: float) -> int:
-        items = _refs(refs)
+        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "release" if self._held(attempt, cur) else "skip"
 
-        def run(c: sqlite3.Connection) -> int:
-            n = 0
-            for record_id, _rev, attempt in items:
-                n += c.execute(
+        def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
+            if category == "release":
+                self._update_ids(
+                    c,
                     "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
                     " attempt = max(attempt - 1, 0), next_attempt_at = ?, updated_at = ?"
-                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
-                    (now, now, record_id, attempt, attempt),
-                ).rowcount
-            return n
+                    " WHERE state = 1 AND id IN ({ids})",
+                    (now, now),
+                    ids,
+                )
 
-        return self._tx(run)
+        return len(self._transition(refs, decide, apply).get("release", []))
 
     def dead(
         self, refs: Iterable[RecordRef], error_code: str | None, message: str | None, now: float
     ) -> int:
         """Permanent failure: dead letter. A record replaced meanwhile goes back to pending,
         since the newer version may well be accepted."""
-        items = _refs(refs)
 
-        def run(c: sqlite3.Connection) -> int:
-            n = 0
-            for record_id, rev, attempt in items:
-                hit = c.execute(
+        def decide(_r: int, rev: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
+            if not self._held(attempt, cur):
+                return "skip"
+            assert cur is not None
+            return "dead" if cur[1] == rev else "requeue"
+
+        def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
+            if category == "dead":
+                self._update_ids(
+                    c,
                     "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
-                    " error_message = ?, updated_at = ?"
-                    " WHERE id = ? AND state = 1 AND rev = ? AND (? IS NULL OR attempt = ?)",
-                    (error_code, message, now, record_id, rev, attempt, attempt),
-                ).rowcount
-                if hit:
-                    n += 1
-                    continue
-                c.execute(
-                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
-                    " next_attempt_at = ?, error_code = ?, error_message = ?, updated_at = ?"
-                    " WHERE id = ? AND state = 1 AND rev <> ? AND (? IS NULL OR attempt = ?)",
-                    (now, error_code, message, now, record_id, rev, attempt, attempt),
+                    " error_message = ?, updated_at = ? WHERE state = 1 AND id IN ({ids})",
+                    (error_code, message, now),
+                    ids,
                 )
-            return n
+            elif category == "requeue":
+                self._update_ids(c, _TO_PENDING, (now, error_code, message, now), ids)
 
-        return self._tx(run)
+        return len(self._transition(refs, decide, apply).get("dead", []))
 
     def extend_lease(self, refs: Iterable[RecordRef], lease_s: float, now: float) -> int:
-        items = _refs(refs)
+        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "extend" if self._held(attempt, cur) else "skip"
 
-        def run(c: sqlite3.Connection) -> int:
-            n = 0
-            for record_id, _rev, attempt in items:
-                n += c.execute(
+        def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
+            if category == "extend":
+                self._update_ids(
+                    c,
                     "UPDATE outcomes SET lease_until = ?, updated_at = ?"
-                    " WHERE id = ? AND state = 1 AND (? IS NULL OR attempt = ?)",
-                    (now + lease_s, now, record_id, attempt, attempt),
-                ).rowcount
-            return n
+                    " WHERE state = 1 AND id IN ({ids})",
+                    (now + lease_s, now),
+                    ids,
+                )
 
-        return self._tx(run)
+        return len(self._transition(refs, decide, apply).get("extend", []))
 
     # ------------------------------------------------------------------ leads (reads)
 
