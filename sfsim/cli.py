@@ -22,7 +22,8 @@ import structlog
 
 from sfsim.limits import DEFAULT_API_LIMIT
 from sfsim.org import SimConfig
-from sfsim.schema import SchemaError, load_schema
+from sfsim.rules import RuleError, parse_rules
+from sfsim.schema import SchemaError, default_schema, load_schema
 from sfsim.server import SimOrg
 
 __all__ = ["build_parser", "run_sim_cli"]
@@ -88,6 +89,9 @@ def build_parser(prog: str = "dispo-sync sim") -> argparse.ArgumentParser:
                    "(default: as fast as possible)")
     p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
                    help="keep records, jobs and counters here across restarts")
+    p.add_argument("--validation-rules", type=Path, default=None, metavar="FILE",
+                   help="JSON array of your org's validation rules to enforce (see sfsim.rules): "
+                   "saves breaking one fail with FIELD_CUSTOM_VALIDATION_EXCEPTION")
     p.add_argument("--jwt-cert", type=Path, default=None, metavar="FILE",
                    help="PEM certificate the JWT bearer flow verifies assertions against")
     p.add_argument("--client-id", default=None, help="connected app consumer key to accept "
@@ -197,9 +201,21 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
             print(f"sfsim: --jwt-cert: cannot read {args.jwt_cert}: {exc.strerror}",
                   file=sys.stderr)
             return 2
+    rules: list[dict[str, Any]] = []
+    if args.validation_rules is not None:
+        try:
+            rules = json.loads(args.validation_rules.read_text(encoding="utf-8"))
+            parse_rules(rules, schema or default_schema())
+        except OSError as exc:
+            print(f"sfsim: --validation-rules: cannot read {args.validation_rules}: "
+                  f"{exc.strerror}", file=sys.stderr)
+            return 2
+        except (ValueError, RuleError) as exc:
+            print(f"sfsim: --validation-rules: {exc}", file=sys.stderr)
+            return 2
     config = SimConfig(api_limit=args.api_limit, token_ttl=args.token_ttl,
                        bulk_rate=args.bulk_rate, state_dir=args.state_dir,
-                       jwt_cert_pem=jwt_cert)
+                       jwt_cert_pem=jwt_cert, validation_rules=rules)
     fixed = set()
     for name in ("client_id", "client_secret", "username", "password"):
         value = getattr(args, name)

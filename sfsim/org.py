@@ -20,6 +20,7 @@ from sfsim.ids import IdGenerator
 from sfsim.limits import DEFAULT_API_LIMIT, ApiUsage
 from sfsim.oauth import OAuthConfig, TokenStore
 from sfsim.plugin import SimPlugin
+from sfsim.rules import group_rules, parse_rules
 from sfsim.schema import Schema, default_schema
 from sfsim.store import RecordStore
 
@@ -63,6 +64,8 @@ class SimConfig:
     state_dir: Path | None = None
     # Seed for fault randomness (None: random)
     seed: int | None = None
+    #: The org's validation rules as JSON (``sfsim.rules``), applied at start.
+    validation_rules: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Org:
@@ -80,6 +83,9 @@ class Org:
             self.faults.configure({"seed": self.config.seed})
         self.store = RecordStore(self.schema, ids=self.ids, lock_hook=self.faults.lock_row)
         self.store.race_hook = self.faults.upsert_race
+        if self.config.validation_rules:
+            self.store.validation_rules = group_rules(
+                parse_rules(self.config.validation_rules, self.schema))
         self.oauth = OAuthConfig(
             client_id=self.config.client_id,
             client_secret=self.config.client_secret,
@@ -173,7 +179,8 @@ class Org:
         Issued tokens stay valid so connected clients keep working.
         """
         self.store.reset()
-        self.store.validation_rules = {}
+        self.store.validation_rules = group_rules(
+            parse_rules(self.config.validation_rules, self.schema))
         self.lead_assignment_owner = None
         self._seed_user()
         self.usage.used = 0

@@ -163,3 +163,27 @@ async def test_sigint_also_exits_0() -> None:
     async with _sim_process() as (proc, _info):
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
+async def test_validation_rules_file(tmp_path: Path) -> None:
+    """--validation-rules FILE makes the org enforce those rules from the start."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"object": "Task", "field": "Subject", "condition": "blank",
+                                  "message": "Subject please"}]))
+    async with _sim_process("--validation-rules", str(rules)) as (proc, info):
+        async with httpx.AsyncClient() as c:
+            token = await _token(c, info)
+            r = await c.post(f"{info['instance_url']}/services/data/v62.0/sobjects/Task/",
+                             json={}, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 400
+            assert r.json()[0]["message"] == "Subject please"
+        assert (await _stop(proc))[0] == 0
+
+
+def test_bad_validation_rules_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rules file naming an unknown field exits 2 saying which rule and key is wrong."""
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps([{"object": "Task", "field": "Nope", "condition": "blank",
+                                  "message": "m"}]))
+    assert run_sim_cli(["--validation-rules", str(rules)]) == 2
+    assert "rules[0].field" in capsys.readouterr().err
