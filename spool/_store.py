@@ -434,9 +434,12 @@ class Store:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
         if limit <= 0:
             return []
+        # Rows come back aggregated into one JSON value per statement: fetching them one
+        # by one would cost the connection thread a GIL round trip per row.
         select = (
-            "SELECT id, next_attempt_at FROM outcomes WHERE state = 0 AND urgent = ?"
-            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+            "SELECT json_group_array(json_array(id, next_attempt_at)) FROM (SELECT id,"
+            " next_attempt_at FROM outcomes WHERE state = 0 AND urgent = ?"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
         )
         lease_until = now + lease_s
 
@@ -445,19 +448,25 @@ class Store:
             flags = (1, 0) if urgent is None else ((1,) if urgent else (0,))
             due: list[tuple[float, int]] = []
             for flag in flags:
-                due.extend((t, i) for i, t in c.execute(select, (flag, now, limit)))
+                (doc,) = c.execute(select, (flag, now, limit)).fetchone()
+                due.extend((t, i) for i, t in json.loads(doc))
             due.sort()
             ids = [i for _, i in due[:limit]]
             claimed: list[Claim] = []
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                rows = c.execute(
+                c.execute(
                     "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
                     " attempt = attempt + 1, updated_at = ?"
-                    f" WHERE state = 0 AND id IN ({marks})"
-                    " RETURNING id, rev, attempt, lead_key, payload",
+                    f" WHERE state = 0 AND id IN ({marks})",
                     (rail, lease_until, now, *chunk),
-                ).fetchall()
+                )
+                (doc,) = c.execute(
+                    "SELECT json_group_array(json_array(id, rev, attempt, lead_key, payload))"
+                    f" FROM outcomes WHERE state = 1 AND id IN ({marks})",
+                    chunk,
+                ).fetchone()
+                rows = json.loads(doc)
                 for r in rows:
                     try:
                         outcome = CallOutcome.model_validate_json(r[4])
