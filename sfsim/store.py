@@ -12,7 +12,10 @@ record is validated the same way whichever API carried it. Each failed write rai
   ``INVALID_TYPE_ON_FIELD_IN_RECORD`` (bulk);
 - an id that is not an id ``MALFORMED_ID``; an id of the wrong object ``FIELD_INTEGRITY_EXCEPTION``;
   an id of a record that does not exist ``INVALID_CROSS_REFERENCE_KEY``;
-- a duplicate on a unique field ``DUPLICATE_VALUE``; a simulated lock ``UNABLE_TO_LOCK_ROW``.
+- a duplicate on a unique field ``DUPLICATE_VALUE``; a simulated lock ``UNABLE_TO_LOCK_ROW``;
+- a bad email ``INVALID_EMAIL_ADDRESS``; too many digits ``NUMBER_OUTSIDE_VALID_RANGE``;
+- an update of a converted Lead ``CANNOT_UPDATE_CONVERTED_LEAD``; a broken validation rule of
+  the org (``sfsim.rules``) ``FIELD_CUSTOM_VALIDATION_EXCEPTION``.
 
 Values are stored JSON-ready: datetimes as ``2026-01-02T03:04:05.000+0000`` (UTC), dates as
 ``YYYY-MM-DD``, ids as 18 characters. A record holds only the fields that were set; readers get
