@@ -11,7 +11,7 @@ drives the same mix with a minimal keep-alive HTTP/1.1 client on asyncio streams
 the server itself can take.
 
     .venv/bin/python bench/sfsim_rest.py [--seconds 5] [--clients 4] [--concurrency 32]
-                                         [--client httpx|raw]
+                                         [--client httpx|raw] [--procs N]
 """
 
 from __future__ import annotations
@@ -204,14 +204,34 @@ async def _drive(info: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     return result
 
 
+async def _fan_out(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Run the load from ``--procs`` processes (one event loop each) and add their results."""
+    per_proc = max(args.concurrency // args.procs, 1)
+    cmd = [sys.executable, __file__, "--procs", "1", "--seconds", str(args.seconds),
+           "--clients", str(max(args.clients // args.procs, 1)), "--concurrency", str(per_proc),
+           "--client", args.client, "--instance-url", info["instance_url"],
+           "--client-id", info["client_id"], "--client-secret", info["client_secret"]]
+    procs = [await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+             for _ in range(args.procs)]
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    results = [json.loads(out) for out, _ in outs]
+    merged = dict(results[0])
+    merged["requests"] = sum(r["requests"] for r in results)
+    merged["errors"] = sum(r["errors"] for r in results)
+    merged["requests_per_s"] = round(sum(r["requests_per_s"] for r in results), 1)
+    merged["concurrency"] = per_proc * args.procs
+    merged["procs"] = args.procs
+    return merged
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     if args.instance_url:
         info = {"instance_url": args.instance_url,
                 "token_url": f"{args.instance_url}/services/oauth2/token",
                 "client_id": args.client_id, "client_secret": args.client_secret}
-        return await _drive(info, args)
+        return await (_fan_out(info, args) if args.procs > 1 else _drive(info, args))
     async with _spawn_sim() as info:
-        return await _drive(info, args)
+        return await (_fan_out(info, args) if args.procs > 1 else _drive(info, args))
 
 
 def main() -> int:
@@ -219,6 +239,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="how long to drive load")
     p.add_argument("--clients", type=int, default=4, help="httpx clients (connection pools)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    p.add_argument("--procs", type=int, default=1,
+                   help="load-generator processes (spread client CPU over more cores)")
     p.add_argument("--client", choices=("httpx", "raw"), default="httpx",
                    help="load generator: httpx clients, or a minimal HTTP/1.1 client")
     p.add_argument("--instance-url", help="use a running sim instead of starting one")
