@@ -385,7 +385,9 @@ class Store:
         return PutResult(status, record_id, rev + 1), 1
 
     def quarantine(self, source: str, raw: bytes, reason: str, now: float) -> int:
-        raw = raw[:QUARANTINE_MAX_BYTES]
+        if len(raw) > QUARANTINE_MAX_BYTES:
+            reason = f"{reason} (input of {len(raw)} bytes kept truncated to 1 MiB)"
+            raw = raw[:QUARANTINE_MAX_BYTES]
 
         def run(c: sqlite3.Connection) -> int:
             cur = c.execute(

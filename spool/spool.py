@@ -30,6 +30,7 @@ import contextlib
 import enum
 import logging
 import os
+import random
 import sqlite3
 import time
 import warnings
@@ -671,7 +672,8 @@ class Spool:
             except Exception as exc:
                 # Maintenance must not take ingest down: log (with the traceback unless it
                 # is the usual busy / I/O trouble) and try again later, backing off.
-                delay = min(max(delay * 2, 1.0), 60.0)
+                # Jittered so that several spools (or processes) do not retry in step.
+                delay = min(max(delay * 2, 1.0), 60.0) * random.uniform(0.8, 1.2)
                 log.warning(
                     "spool maintenance failed",
                     extra={"error": type(exc).__name__, "retry_in_s": delay},
