@@ -133,13 +133,13 @@ class Intake:
             self.health.accepted += 1
         if not self.log_each:
             return
-        self._log.info(
+        # one line per stored outcome; keep the keys few (every key costs formatting)
+        log.info(
             "outcome_stored",
             call_id=outcome.call_id,
             source=outcome.source,
             disposition=outcome.disposition.value,
             status=result.status.value,
-            live=outcome.live,
         )
 
     async def reject(self, raw: bytes | str, reason: str, *, call_id: str | None = None) -> None:
