@@ -239,7 +239,7 @@ class Spool:
                 raise mapped from exc
             raise
         self._state = _State.OPEN
-        log.info("spool opened", extra={"path": str(self.path), "created": created})
+        log.info("spool opened", extra={"path": str(self.path), "new_file": created})
 
     def _start(self, tg: asyncio.TaskGroup) -> None:
         self._tasks.append(tg.create_task(self._writer(), name="spool-writer"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -102,3 +103,14 @@ async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SpoolUnavailable, match="does not exist"):
         async with open_spool(tmp_path / "nope" / "spool.db"):
             pass
+
+
+async def test_open_logs_at_info_without_error(
+    open_test_spool: Callable[..., Any], spool_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With INFO logging on, opening a spool logs one 'spool opened' event with the path."""
+    caplog.set_level(logging.INFO, logger="dispo.spool")
+    async with open_test_spool():
+        pass
+    [record] = [r for r in caplog.records if r.getMessage() == "spool opened"]
+    assert record.path == str(spool_path)  # type: ignore[attr-defined]
