@@ -32,6 +32,7 @@ __all__ = [
     "get_path",
     "parse_path",
     "parse_timestamp",
+    "path_getter",
 ]
 
 Path = tuple[str | int, ...]
@@ -109,6 +110,29 @@ def get_path(obj: Any, path: Path) -> Any:
         else:
             return None
     return obj
+
+
+def path_getter(path: Path) -> Callable[[Any], Any]:
+    """``get_path`` specialised for one path (the common short, all-key paths)."""
+    if all(type(part) is str for part in path):
+        if len(path) == 1:
+            (k1,) = path
+
+            def get1(obj: Any) -> Any:
+                return obj.get(k1) if type(obj) is dict else None
+
+            return get1
+        if len(path) == 2:
+            k1, k2 = path
+
+            def get2(obj: Any) -> Any:
+                if type(obj) is not dict:
+                    return None
+                inner = obj.get(k1)
+                return inner.get(k2) if type(inner) is dict else None
+
+            return get2
+    return lambda obj: get_path(obj, path)
 
 
 def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
@@ -234,10 +258,12 @@ class EventDecoder:
         self._tz: tzinfo = ZoneInfo(default_tz)
         self._live_when_agent = live_when_agent
         # Lead parts are read as text, then assembled into the LeadRef.
-        self._plan: list[tuple[str, Path, Callable[[Any], Any]]] = [
-            (name, path, _text if name.startswith("lead_") else self._convert(name))
+        self._plan: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = [
+            (name, path_getter(path), _text if name.startswith("lead_") else self._convert(name))
             for name, path in self._fields.items()
         ]
+        self._get_id = path_getter(self._id) if self._id is not None else None
+        self._get_type = path_getter(self._type) if self._type is not None else None
         self._lead_fields = tuple(n for n in self._fields if n.startswith("lead_"))
 
     def parse(self, raw: str | bytes) -> Event:
@@ -250,13 +276,13 @@ class EventDecoder:
         if not isinstance(body, dict):
             raise DecodeError(f"event is a JSON {type(body).__name__}, expected an object")
         event_id: str | None = None
-        if self._id is not None:
-            value = get_path(body, self._id)
+        if self._get_id is not None:
+            value = self._get_id(body)
             if value is not None and not isinstance(value, dict | list):
                 event_id = value if isinstance(value, str) else _as_text(value)
         event_type: str | None = None
-        if self._type is not None:
-            value = get_path(body, self._type)
+        if self._get_type is not None:
+            value = self._get_type(body)
             if isinstance(value, str):
                 event_type = value
         return Event(body, event_id, event_type)
@@ -300,8 +326,8 @@ class EventDecoder:
         body = event.body
         data: dict[str, Any] = {"source": self.source}
         raw_disposition: Any = None
-        for name, path, convert in self._plan:
-            value = get_path(body, path)
+        for name, get, convert in self._plan:
+            value = get(body)
             if value is None or value == "":
                 continue
             data[name] = convert(value)

@@ -16,6 +16,7 @@ from adapters._ws_decode import (
     get_path,
     parse_path,
     parse_timestamp,
+    path_getter,
 )
 from adapters.dispositions import Mapped
 from spool.record import Direction, Disposition
@@ -86,6 +87,9 @@ def test_paths_index_objects_and_lists() -> None:
     assert get_path(body, parse_path("legs.1.number")) == "+2"
     assert get_path(body, parse_path("a.b")) == 0
     assert get_path(body, parse_path("legs.5.number")) is None
+    for dotted in ("a", "a.b", "a.b.c", "legs.0.number", "legs.x", "zz.b"):
+        assert path_getter(parse_path(dotted))(body) == get_path(body, parse_path(dotted))
+    assert path_getter(("a",))("not a dict") is None
     assert get_path(body, parse_path("a.b.c")) is None
     with pytest.raises(ValueError, match="dotted path"):
         parse_path("a..b")
