@@ -13,6 +13,9 @@ only after the outcome's transaction is on disk):
     sent to the last byte of the response;
 (b) the websocket adapter from a local feed (``bench/_ws_feed.py``).
 
+``--baseline`` also times a bare ASGI "hello" app on uvicorn with the same
+clients: on a shared machine that is the ceiling any webhook can reach.
+
 The daemon's own logging is configured as in production (one line per stored
 outcome at INFO) and written to /dev/null, so its cost is included.
 
@@ -182,9 +185,56 @@ async def run_webhook_bench(requests: int, clients: int, workdir: Path) -> dict[
             proc.join()
 
 
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"status":"inserted"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"21")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def run_baseline(requests: int, clients: int) -> dict[str, Any]:
+    """The floor of this machine: the same clients against a bare ASGI app on uvicorn."""
+    import socket
+
+    import uvicorn
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_client_process, args=(requests, clients, child), daemon=True)
+    proc.start()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    config = uvicorn.Config(_hello, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(server.serve(sockets=[sock]))
+            parent.send(sock.getsockname()[1])
+            loop = asyncio.get_running_loop()
+            result: dict[str, Any] = await loop.run_in_executor(None, parent.recv)
+            server.should_exit = True
+    finally:
+        sock.close()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    return {
+        "baseline_hello_per_s": round(requests / result["seconds"]),
+        "baseline_hello_p99_ms": result["p99_ms"],
+    }
+
+
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = await run_webhook_bench(args.requests, args.clients, Path(tmp))
+        if args.baseline:
+            out.update(await run_baseline(args.requests, args.clients))
         if not args.skip_websocket:
             from bench._ws_feed import run_websocket_bench
 
@@ -199,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--skip-websocket", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also time a bare ASGI hello-world with the same clients (this machine's floor)",
+    )
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
