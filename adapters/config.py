@@ -58,6 +58,7 @@ _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,63}$"
 #: VICIdial variable names we read (the keys of ``params``); values are the
 #: query parameter names the admin used in the URL template.
 VICIDIAL_PARAMS = (
+    "token",
     "lead_id",
     "vendor_lead_code",
     "phone_number",

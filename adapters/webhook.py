@@ -28,6 +28,7 @@ import contextlib
 import hmac
 import json
 import socket
+from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from datetime import tzinfo
 from typing import Any, Final
@@ -60,6 +61,7 @@ log = structlog.get_logger("adapters.webhook")
 # substitute into a URL: the token, and the agent's and phone's passwords).
 _SECRET_PARAMS: Final = frozenset({"token", "pass", "phone_pass", "secret", "api_key"})
 _PLATFORM: Final = {"vicidial": "vicidial", "twilio": "twilio", "json": "vocabulary"}
+_AMD_REMEMBERED: Final = 100_000
 
 
 class _TooLarge(Exception):
@@ -112,6 +114,11 @@ class WebhookAdapter:
         self._server: _Server | None = None
         self._log = log.bind(adapter=self.name, preset=cfg.preset)
         self.bound_port: int | None = None
+        # Twilio async AMD reports AnsweredBy on its own callback (no CallStatus);
+        # remembered per CallSid for the final status callback. In memory and
+        # bounded: after a restart a call's AMD result may be missing ([U] whether
+        # Twilio repeats AnsweredBy on the final callback is unconfirmed).
+        self._answered_by: OrderedDict[str, str] = OrderedDict()
         self.app = Starlette(routes=self._routes())
 
     # ------------------------------------------------------------ lifecycle
@@ -294,7 +301,8 @@ class WebhookAdapter:
                 or self._bearer_ok(request)
             ):
                 return self._unauthorized("missing or wrong token")
-        raw = urlencode({k: v for k, v in query.items() if k.lower() not in _SECRET_PARAMS})
+        hidden = _SECRET_PARAMS | {self.cfg.params.get("token", "token").lower()}
+        raw = urlencode({k: v for k, v in query.items() if k.lower() not in hidden})
         try:
             fields = decode_vicidial(
                 query,
@@ -361,6 +369,16 @@ class WebhookAdapter:
         query = {k: v[0] for k, v in parse_qs(request.url.query, keep_blank_values=True).items()}
         params = {**query, **{k: v[0] for k, v in form_pairs.items()}}
         raw = body if body else urlencode(params)
+        sid = params.get("CallSid", "").strip()
+        if sid and params.get("AnsweredBy") and not params.get("CallStatus"):
+            # AsyncAmdStatusCallback: CallSid + AnsweredBy (+ MachineDetectionDuration)
+            self._answered_by[sid] = params["AnsweredBy"]
+            self._answered_by.move_to_end(sid)
+            while len(self._answered_by) > _AMD_REMEMBERED:
+                self._answered_by.popitem(last=False)
+            return _json(200, {"status": "recorded", "call_id": sid})
+        if sid and not params.get("AnsweredBy") and sid in self._answered_by:
+            params["AnsweredBy"] = self._answered_by[sid]
         lead = query.get(self.cfg.lead_param) if self.cfg.lead_param else None
         try:
             fields = decode_twilio(params, source=self.name, dmap=self._dmap, lead=lead)

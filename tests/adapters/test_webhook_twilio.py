@@ -213,3 +213,23 @@ async def test_signed_but_malformed_is_400_and_quarantined(spool: Spool) -> None
         r = await post_signed(client, "/twilio", form, base)
         assert r.status_code == 400 and r.json()["error"] == "CallSid: missing"
     assert len(await spool.list_quarantine()) == 1
+
+
+async def test_async_amd_result_is_joined_to_the_final_callback(spool: Spool) -> None:
+    """AsyncAmdStatusCallback (no CallStatus) is remembered and applied on completion."""
+    amd = {
+        "AccountSid": COMPLETED["AccountSid"],
+        "CallSid": COMPLETED["CallSid"],
+        "AnsweredBy": "machine_end_beep",
+        "MachineDetectionDuration": "2710",
+    }
+    async with serving(spool, hook_table("twilio", secret=TOKEN)) as (hook, client):
+        base = f"http://127.0.0.1:{hook.bound_port}"
+        r1 = await post_signed(client, "/twilio/amd", amd, base)
+        assert r1.status_code == 200 and r1.json()["status"] == "recorded"
+        assert (await spool.stats()).pending == 0
+        r2 = await post_signed(client, "/twilio/status", COMPLETED, base)
+        assert r2.status_code == 200
+    o = (await spool.claim("t", 1))[0].outcome
+    assert (o.disposition, o.detail) == (Disposition.VOICEMAIL, "machine_end_beep")
+    assert o.raw_disposition == "completed/machine_end_beep"

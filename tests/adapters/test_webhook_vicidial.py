@@ -192,3 +192,26 @@ async def test_older_epoch_never_overwrites_newer(spool: Spool) -> None:
         assert [r.json()["status"] for r in (new, old, again)] == ["inserted", "stale", "duplicate"]
     o = await newest(spool, DISPO["call_id"])
     assert o.raw_disposition == "SALE"
+
+
+async def test_token_parameter_can_be_renamed(spool: Spool) -> None:
+    """params.token renames the query parameter that carries the secret."""
+    q = {k: v for k, v in DISPO.items() if k != "token"}
+    table = hook_table("vicidial", params={"token": "key"})
+    async with serving(spool, table) as (_, client):
+        assert (
+            await client.get("/vicidial/dispo", params={**q, "key": "s3cr3t-token"})
+        ).status_code == 200
+        assert (
+            await client.get("/vicidial/dispo", params={**q, "token": "s3cr3t-token"})
+        ).status_code == 401
+
+
+async def test_renamed_token_is_not_quarantined(spool: Spool) -> None:
+    """A bad request authenticated by a renamed token parameter is kept without the secret."""
+    table = hook_table("vicidial", params={"token": "key"})
+    async with serving(spool, table) as (_, client):
+        r = await client.get("/vicidial/dispo", params={"key": "s3cr3t-token", "dispo": "SALE"})
+        assert r.status_code == 400
+    [row] = await spool.list_quarantine()
+    assert b"s3cr3t" not in row.raw and b"SALE" in row.raw
