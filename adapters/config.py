@@ -17,6 +17,8 @@ Webhook::
     public_url = "https://hooks.example.com/twilio"   # twilio: the URL Twilio signs
     proxy_headers = false               # twilio: rebuild the URL from X-Forwarded-Proto/Host
     max_body_bytes = 1048576
+    read_timeout_s = 30.0               # a body that trickles in slower is refused (408)
+    max_connections = 1000              # concurrent connections; beyond: 503
     tz = "America/Chicago"              # zone of naive timestamps (VICIdial, CDR)
     params = { phone_number = "phone" } # vicidial: our name -> the query parameter used
     lead_param = "lead"                 # twilio: query parameter carrying the Lead (Id or key)
@@ -159,6 +161,9 @@ class WebhookConfig(_Table):
     lead_param: str | None = None
     signature_header: str = "X-Signature"
     retry_after_s: float = Field(default=5.0, gt=0, le=3600)
+    # Timeouts / limits
+    read_timeout_s: float = Field(default=30.0, gt=0, le=600)  # whole body must arrive in this
+    max_connections: int = Field(default=1000, ge=1, le=100_000)  # more: 503 from uvicorn
     max_batch: int = Field(default=1000, ge=1, le=10_000)
 
     @field_validator("listen")

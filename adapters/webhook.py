@@ -24,6 +24,7 @@ and answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -65,6 +66,10 @@ _AMD_REMEMBERED: Final = 100_000
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _TooSlow(Exception):
     pass
 
 
@@ -157,6 +162,7 @@ class WebhookAdapter:
             timeout_keep_alive=15,
             timeout_graceful_shutdown=10,
             proxy_headers=False,
+            limit_concurrency=self.cfg.max_connections,
         )
         self._server = _Server(config)
         self._health.state = AdapterState.LISTENING
@@ -219,12 +225,29 @@ class WebhookAdapter:
             raise _TooLarge
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(self.cfg.read_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _TooLarge
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _TooSlow from None
         return b"".join(chunks)
+
+    async def _read(self, request: Request) -> bytes | Response:
+        """The body, or the 413/408 response that refuses it."""
+        if request.method != "POST":
+            return b""
+        try:
+            return await self._body(request)
+        except _TooLarge:
+            return self._too_large()
+        except _TooSlow:
+            self._health.rejected += 1
+            self._log.warning("webhook_body_too_slow", timeout_s=self.cfg.read_timeout_s)
+            return _json(408, {"error": f"body not received within {self.cfg.read_timeout_s:g} s"})
 
     def _too_large(self) -> Response:
         self._health.rejected += 1
@@ -284,10 +307,9 @@ class WebhookAdapter:
         if self._stopping:
             return self._stopping_response()
         self._health.received += 1
-        try:
-            body = await self._body(request) if request.method == "POST" else b""
-        except _TooLarge:
-            return self._too_large()
+        body = await self._read(request)
+        if isinstance(body, Response):
+            return body
         pairs = parse_qs(request.url.query, keep_blank_values=True)
         if body:
             form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
@@ -353,10 +375,9 @@ class WebhookAdapter:
         if self._stopping:
             return self._stopping_response()
         self._health.received += 1
-        try:
-            body = await self._body(request) if request.method == "POST" else b""
-        except _TooLarge:
-            return self._too_large()
+        body = await self._read(request)
+        if isinstance(body, Response):
+            return body
         ctype = request.headers.get("content-type", "")
         form_pairs: dict[str, list[str]] = {}
         if request.method == "POST" and "application/x-www-form-urlencoded" in ctype:
@@ -394,10 +415,9 @@ class WebhookAdapter:
         if self._stopping:
             return self._stopping_response()
         self._health.received += 1
-        try:
-            body = await self._body(request)
-        except _TooLarge:
-            return self._too_large()
+        body = await self._read(request)
+        if isinstance(body, Response):
+            return body
         if self._secret is not None and not (
             verify_hmac(body, request.headers.get(self.cfg.signature_header), self._secret)
             or self._bearer_ok(request)

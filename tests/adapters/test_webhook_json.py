@@ -172,3 +172,23 @@ async def test_result_statuses_cover_requeue(spool: Spool) -> None:
         b2 = json.dumps(item(source_seq=2, disposition="connected")).encode()
         r = await client.post("/outcomes", content=b2, headers=signed(b2))
         assert r.json()["status"] == PutStatus.REQUEUED.value
+
+
+async def test_trickling_body_is_refused_with_408(spool: Spool) -> None:
+    """A body that does not arrive within read_timeout_s is refused; the server goes on."""
+    import asyncio
+
+    async with serving(spool, hook_table("json", read_timeout_s=0.2)) as (hook, client):
+        reader, writer = await asyncio.open_connection("127.0.0.1", hook.bound_port)
+        writer.write(
+            b"POST /outcomes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"call_id":'
+        )
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408")
+        writer.close()
+        body = json.dumps(item()).encode()
+        assert (
+            await client.post("/outcomes", content=body, headers=signed(body))
+        ).status_code == 200
