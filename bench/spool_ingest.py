@@ -1,7 +1,7 @@
 """Spool ingest benchmark: concurrent producers against the group-commit writer.
 
     .venv/bin/python bench/spool_ingest.py [--outcomes 200000] [--producers 8]
-        [--concurrency 32] [--synchronous FULL] [--dir DIR]
+        [--concurrency 16] [--synchronous FULL] [--dir DIR] [--switch-interval S]
 
 Each of ``--producers`` producers (an adapter) keeps ``--concurrency`` puts in flight, like a
 webhook server answering that many requests at once; every ``await spool.put(o)`` returns
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outcomes", type=int, default=200_000)
     parser.add_argument("--producers", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, default=32, help="puts in flight per producer")
+    parser.add_argument("--concurrency", type=int, default=16, help="puts in flight per producer")
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the files")
     parser.add_argument(
