@@ -52,7 +52,7 @@ from adapters._vicidial import VicidialKind, decode_vicidial
 from adapters.config import WebhookConfig, parse_listen, table_problems
 from adapters.dispositions import DispositionMap
 from spool import CallOutcome, PutResult, Spool
-from spool.errors import SpoolClosed
+from spool.errors import SpoolClosed, SpoolError
 
 __all__ = ["WebhookAdapter", "build", "validate"]
 
@@ -338,20 +338,38 @@ class WebhookAdapter:
             return await self._reject(raw, str(exc))
         if fields is None:
             return self._ignored()
-        return await self._store_fields(fields, raw)
+        # VICIdial sends each URL once and never retries (dialers.md section 8)
+        return await self._store_fields(fields, raw, sender_retries=False)
 
     def _ignored(self) -> Response:
         self._health.extra["ignored"] = self._health.extra.get("ignored", 0) + 1
         return _json(200, {"status": "ignored", "reason": "not a final status"})
 
-    async def _store_fields(self, fields: dict[str, Any], raw: bytes | str) -> Response:
+    async def _store_fields(
+        self, fields: dict[str, Any], raw: bytes | str, *, sender_retries: bool = True
+    ) -> Response:
         result = Intake.validate(fields)
         if isinstance(result, str):
             return await self._reject(raw, result, call_id=str(fields.get("call_id")))
         stored = await self._commit([result])
         if isinstance(stored, Response):
+            if not sender_retries and stored.status_code == 503:
+                await self._keep_refused(raw, result.call_id)
             return stored
         return self._stored(stored, [result])
+
+    async def _keep_refused(self, raw: bytes | str, call_id: str) -> None:
+        """Best effort for a sender that never retries (VICIdial): keep the refused request.
+
+        The answer stays 503 (nothing was stored as an outcome); the quarantine table
+        (a separate table, not bound by ``max_pending``) lets an admin replay it.
+        """
+        try:
+            await self._intake.spool.quarantine(
+                self.name, raw, "not stored: the spool refused it and this sender never retries"
+            )
+        except SpoolError:  # the spool is refusing anyway; the 503 and its log line stand
+            self._log.warning("refused_request_lost", call_id=call_id)
 
     # ------------------------------------------------------------ twilio
 

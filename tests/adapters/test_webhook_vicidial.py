@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from adapters._base import AdapterState
-from spool import Disposition, Spool
+from spool import Disposition, Spool, open_spool
 from tests.adapters.hooks import hook_table, serving
 
 # The dialers.md 2.2 example template, with VICIdial's default variable names.
@@ -215,3 +216,16 @@ async def test_renamed_token_is_not_quarantined(spool: Spool) -> None:
         assert r.status_code == 400
     [row] = await spool.list_quarantine()
     assert b"s3cr3t" not in row.raw and b"SALE" in row.raw
+
+
+async def test_refused_request_is_kept_for_replay(tmp_path: Path) -> None:
+    """Spool full: VICIdial gets 503 (it never retries), and the request is kept for replay."""
+    async with open_spool(tmp_path / "s.db", max_pending=1) as spool:
+        async with serving(spool, hook_table("vicidial")) as (_, client):
+            ok = await client.get("/vicidial/dispo", params=DISPO)
+            refused = await client.get("/vicidial/dispo", params={**DISPO, "call_id": "V2"})
+            assert (ok.status_code, refused.status_code) == (200, 503)
+            assert "Retry-After" in refused.headers
+        [row] = await spool.list_quarantine()
+        assert row.reason.startswith("not stored: the spool refused it")
+        assert b"call_id=V2" in row.raw and b"s3cr3t" not in row.raw
