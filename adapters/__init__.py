@@ -46,6 +46,9 @@ ADAPTER_TYPES: dict[str, str] = {
 }
 
 
+_DEFAULT_LISTEN = "127.0.0.1:8081"  # WebhookConfig.listen's default
+
+
 def _module(kind: str) -> Any:
     return importlib.import_module(ADAPTER_TYPES[kind])
 
@@ -75,7 +78,7 @@ def validate_adapter_configs(tables: Sequence[Mapping[str, Any]]) -> list[str]:
                     " (each adapter's name is its outcomes' source: give each a distinct name)"
                 )
             names.setdefault(name, index)
-        listen = table.get("listen")
+        listen = table.get("listen", _DEFAULT_LISTEN)
         if kind == "webhook" and isinstance(listen, str) and not listen.endswith(":0"):
             if listen in listens:
                 problems.append(

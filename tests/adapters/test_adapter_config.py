@@ -103,3 +103,17 @@ async def test_build_adapters_raises_with_every_problem(spool: Spool) -> None:
     """Building from a bad configuration raises, listing the problems."""
     with pytest.raises(ValueError, match=r"adapter\[0\]\.preset"):
         build_adapters([{"type": "webhook", "preset": "pbx", "trusted": True}], spool)
+
+
+def test_two_webhooks_on_the_default_address_are_refused() -> None:
+    """Two webhooks that both leave `listen` at its default would collide at start."""
+    problems = validate_adapter_configs(
+        [
+            {"type": "webhook", "preset": "vicidial", "trusted": True},
+            {"type": "webhook", "preset": "twilio", "trusted": True},
+        ]
+    )
+    assert problems == [
+        "adapter[1].listen: '127.0.0.1:8081' is already used by adapter[0]"
+        " (one webhook per address)"
+    ]
