@@ -177,3 +177,13 @@ async def test_file_adapter_watches_for_appended_rows(spool: Spool, tmp_path: Pa
     assert adapter.health().accepted == 2
     assert adapter.health().state.value == "stopped"
     assert len(await stored(spool)) == 2
+
+
+async def test_file_of_only_bad_rows_still_advances(spool: Spool, tmp_path: Path) -> None:
+    """A file with no usable row quarantines each once; a re-run does not quarantine again."""
+    f = tmp_path / "Master.csv"
+    f.write_text('"a","b"\n"c","d"\n')
+    first = await ingest_file(f, spool, progress=False)
+    again = await ingest_file(f, spool, progress=False)
+    assert (first.rejected, again.rows) == (2, 0)
+    assert len(await spool.list_quarantine()) == 2
