@@ -46,7 +46,7 @@ from starlette.routing import Route
 from adapters._base import AdapterHealth, AdapterState
 from adapters._decode_util import DecodeError
 from adapters._ingest import Intake, Refused
-from adapters._json_hook import decode_json, verify_hmac
+from adapters._json_hook import JsonBatch, decode_json, verify_hmac
 from adapters._twilio import decode_twilio, validate_signature
 from adapters._vicidial import VicidialKind, decode_vicidial
 from adapters.config import WebhookConfig, parse_listen, table_problems
@@ -63,6 +63,8 @@ log = structlog.get_logger("adapters.webhook")
 _SECRET_PARAMS: Final = frozenset({"token", "pass", "phone_pass", "secret", "api_key"})
 _PLATFORM: Final = {"vicidial": "vicidial", "twilio": "twilio", "json": "vocabulary"}
 _AMD_REMEMBERED: Final = 100_000
+# Bad items of a JSON batch quarantined one row each up to this many; beyond, the body once.
+_MAX_ITEM_ROWS: Final = 10
 
 
 class _TooLarge(Exception):
@@ -456,11 +458,9 @@ class WebhookAdapter:
                 return stored
             results = stored
         if batch.errors:
-            for index, reason, call_id in batch.errors:
-                item = _item_raw(body, index) if batch.is_batch else body
-                refused = await self._reject(item, reason, call_id=call_id)
-                if refused.status_code == 503:
-                    return refused
+            refused = await self._quarantine_items(body, batch)
+            if refused is not None:
+                return refused
             return _json(
                 422 if results else 400,
                 {
@@ -469,16 +469,19 @@ class WebhookAdapter:
                     "rejected": [index for index, _, _ in batch.errors],
                 },
             )
-        return (
-            self._stored(results, batch.outcomes)
-            if batch.is_batch is False
-            else _json(200, {"results": [r.status.value for r in results]})
-        )
+        if batch.is_batch:
+            return _json(200, {"results": [r.status.value for r in results]})
+        return self._stored(results, batch.outcomes)
 
-
-def _item_raw(body: bytes, index: int) -> str:
-    """One item of a JSON array body, re-serialized for the quarantine table."""
-    try:
-        return json.dumps(json.loads(body)[index])
-    except (ValueError, IndexError, TypeError):
-        return body.decode("utf-8", "replace")
+    async def _quarantine_items(self, body: bytes, batch: JsonBatch) -> Response | None:
+        """Keep the bad items (each alone, or the whole body when many); a 503 if refused."""
+        if not batch.is_batch or len(batch.errors) > _MAX_ITEM_ROWS:
+            reason = "; ".join(r for _, r, _ in batch.errors)
+            refused = await self._reject(body, reason[:4000])
+            return refused if refused.status_code == 503 else None
+        items = json.loads(body)
+        for index, reason, call_id in batch.errors:
+            refused = await self._reject(json.dumps(items[index]), reason, call_id=call_id)
+            if refused.status_code == 503:
+                return refused
+        return None

@@ -192,3 +192,13 @@ async def test_trickling_body_is_refused_with_408(spool: Spool) -> None:
         assert (
             await client.post("/outcomes", content=body, headers=signed(body))
         ).status_code == 200
+
+
+async def test_many_bad_items_are_quarantined_as_one_body(spool: Spool) -> None:
+    """A batch with many bad items is kept once (whole body), not one row per item."""
+    body = json.dumps([item(f"c{i}", disposition=7) for i in range(50)]).encode()
+    async with serving(spool, hook_table("json")) as (_, client):
+        r = await client.post("/outcomes", content=body, headers=signed(body))
+        assert r.status_code == 400 and len(r.json()["rejected"]) == 50
+    [row] = await spool.list_quarantine()
+    assert row.raw == body and row.reason.startswith("[0].disposition")
