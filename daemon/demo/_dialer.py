@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import httpx
@@ -287,6 +287,7 @@ class Feed:
     webhook_url: str = ""
     sent: int = 0
     acked: set[str] = field(default_factory=set)  # delivery ids
+    reported_at: dict[str, datetime] = field(default_factory=dict)  # delivery id -> wall clock
     failed: dict[str, str] = field(default_factory=dict)  # delivery id -> why
     ws_connected: asyncio.Event = field(default_factory=asyncio.Event)
     _ws_queue: asyncio.Queue[DialerCall | None] = field(default_factory=asyncio.Queue)
@@ -314,6 +315,7 @@ class Feed:
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing to the schedule, not waiting for a state
                 self.sent += 1
+                self.reported_at[call.delivery_id] = datetime.now(UTC)
                 if call.channel == "ws":
                     self._ws_queue.put_nowait(call)
                 else:

@@ -17,7 +17,7 @@ import websockets
 
 from daemon.demo._dialer import WEBHOOK_SOURCE, WS_SOURCE, Feed, lead_key, plan_calls
 from daemon.demo._ui import Progress, Snapshot, Summary, make_console, render_summary
-from daemon.demo._verify import expected_from, verify
+from daemon.demo._verify import expected_from, live_latencies, percentile, verify
 
 __all__ = ["LEADS", "demo"]
 
@@ -226,21 +226,6 @@ def _snapshot(daemon: Any, feed: Feed, spool_path: Path) -> Snapshot:
     )
 
 
-def _latency(daemon: Any) -> tuple[float | None, float | None]:
-    """Upper bucket bounds holding 50 % and 99 % of the live latency observations."""
-    buckets = sorted(
-        (float(s.labels["le"]), s.value) for s in _samples(daemon.metrics.live_latency, "_bucket")
-    )
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return None, None
-
-    def bound(q: float) -> float:
-        return next(le for le, count in buckets if count >= q * total)
-
-    return bound(0.5), bound(0.99)
-
-
 async def _report(
     console: Any, daemon: Any, feed: Feed, control: httpx.AsyncClient, notes: list[str]
 ) -> int:
@@ -253,8 +238,9 @@ async def _report(
         get("/__sim/records/Task"), get("/__sim/records/Lead"), get("/__sim/stats")
     )
     acked = feed.acked_calls
+    expected = expected_from(acked)
     verification = verify(
-        expected_from(acked),
+        expected,
         tasks,
         leads,
         sources=(WS_SOURCE, WEBHOOK_SOURCE),
@@ -265,7 +251,7 @@ async def _report(
     sent: Counter[tuple[str, str]] = Counter()
     for s in _samples(daemon.metrics.sent, "_total"):
         sent[(s.labels["rail"], s.labels["disposition"])] += int(s.value)
-    p50, p99 = _latency(daemon)
+    latencies = live_latencies(expected, tasks, feed.reported_at)
     render_summary(
         console,
         Summary(
@@ -274,8 +260,9 @@ async def _report(
             api_calls=int(stats["api_calls"]["total"]),
             # A naive integration: one REST call per report for the Task, one for the Lead.
             naive_calls=2 * len(acked),
-            live_p50_s=p50,
-            live_p99_s=p99,
+            live_p50_s=percentile(latencies, 0.50),
+            live_p99_s=percentile(latencies, 0.99),
+            live_count=len(latencies),
             verification=verification,
         ),
     )

@@ -89,6 +89,7 @@ class Summary:
     naive_calls: int  # one REST call per Task write and per Lead write
     live_p50_s: float | None
     live_p99_s: float | None
+    live_count: int
     verification: Verification
     failures_shown: int = 20
     notes: list[str] = field(default_factory=list)
@@ -113,19 +114,17 @@ def render_summary(console: Console, s: Summary) -> None:
     facts.add_column("what")
     facts.add_column("figure", justify="right")
     saved = 1 - s.api_calls / s.naive_calls if s.naive_calls else 0.0
-    facts.add_row("reports acknowledged by the daemon", str(s.reports))
-    facts.add_row(
-        "Salesforce API calls used",
-        f"{s.api_calls} (naive one call per write: {s.naive_calls}, {saved:.0%} fewer)",
+    facts.add_row("reports the daemon acknowledged", str(s.reports))
+    facts.add_row("Salesforce API calls", str(s.api_calls))
+    facts.add_row("naive: one call per Task/Lead write", f"{s.naive_calls} ({saved:.0%} saved)")
+    latency = (
+        "-"
+        if s.live_p50_s is None or s.live_p99_s is None
+        else f"{s.live_p50_s * 1000:.0f} / {s.live_p99_s * 1000:.0f} ms ({s.live_count} calls)"
     )
-    facts.add_row(
-        "live latency p50 / p99 (call end to confirmed)",
-        "-" if s.live_p50_s is None else f"<= {s.live_p50_s:g} s / <= {s.live_p99_s:g} s",
-    )
-    facts.add_row(
-        "Tasks verified (one per call, newest version)", f"{v.tasks_ok}/{v.tasks_expected}"
-    )
-    facts.add_row("Leads verified (newest outcome)", f"{v.leads_ok}/{v.leads_expected}")
+    facts.add_row("live latency p50 / p99 (report to Task)", latency)
+    facts.add_row("Tasks: one per call, newest version", f"{v.tasks_ok}/{v.tasks_expected}")
+    facts.add_row("Leads: newest outcome", f"{v.leads_ok}/{v.leads_expected}")
     facts.add_row("do-not-call Leads flagged", f"{v.dnc_ok}/{v.dnc_expected}")
     for note in s.notes:
         facts.add_row("note", note)

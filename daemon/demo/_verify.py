@@ -7,14 +7,16 @@ every failure in words a user can act on.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from daemon.demo._dialer import DialerCall
 
-__all__ = ["Expected", "Verification", "expected_from", "verify"]
+__all__ = ["Expected", "Verification", "expected_from", "live_latencies", "percentile", "verify"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Expected:
     tasks: dict[str, str]  # Call_Id__c -> newest disposition
     lead_outcome: dict[str, str]  # Dialer_Lead_Id__c -> newest outcome across its calls
     dnc_leads: frozenset[str]
-    live_calls: frozenset[str]  # Call_Id__c whose newest version is live
+    live_calls: dict[str, str]  # Call_Id__c -> delivery id of its newest version, when live
 
 
 def expected_from(acked: Iterable[DialerCall]) -> Expected:
@@ -46,7 +48,7 @@ def expected_from(acked: Iterable[DialerCall]) -> Expected:
         tasks={key: c.disposition for key, c in newest.items()},
         lead_outcome={lead: c.disposition for lead, c in per_lead.items()},
         dnc_leads=frozenset(dnc),
-        live_calls=frozenset(k for k, c in newest.items() if c.live),
+        live_calls={k: c.delivery_id for k, c in newest.items() if c.live},
     )
 
 
@@ -125,3 +127,36 @@ def verify(
         elif flagged:
             result.failures.append(f"Lead {lead}: DoNotCall set but no call asked for it")
     return result
+
+
+def live_latencies(
+    expected: Expected, tasks: Sequence[dict[str, Any]], reported_at: Mapping[str, datetime]
+) -> list[float]:
+    """Seconds from the dialer's report of each live call's newest version to the Task holding it.
+
+    Measured on the org's clock (``LastModifiedDate``, ms resolution); a later rewrite of
+    the same Task only makes a figure larger, never smaller.
+    """
+    by_key = {str(t.get("Call_Id__c")): t for t in tasks}
+    out: list[float] = []
+    for key, delivery in expected.live_calls.items():
+        task = by_key.get(key)
+        sent = reported_at.get(delivery)
+        stamp = task.get("LastModifiedDate") if task else None
+        if sent is None or not isinstance(stamp, str):
+            continue
+        out.append(max(0.0, (_sf_datetime(stamp) - sent).total_seconds()))
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..1); None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _sf_datetime(text: str) -> datetime:
+    # Salesforce writes "2026-11-24T20:00:06.163+0000" (no colon in the offset).
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")

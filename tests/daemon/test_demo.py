@@ -12,7 +12,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.demo._dialer import WEBHOOK_SOURCE, WS_SOURCE, DialerCall, plan_calls
-from daemon.demo._verify import expected_from, verify
+from daemon.demo._verify import expected_from, live_latencies, percentile, verify
 
 _T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -29,13 +29,15 @@ def test_demo_verifies_every_record(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--seconds", "8", "--rate", "20"]) == 0
     out = capsys.readouterr().out
     assert "all records verified" in out
-    assert "reports acknowledged by the daemon" in out
-    tasks = re.search(r"Tasks verified.*?(\d+)/(\d+)", out, re.S)
+    assert "reports the daemon acknowledged" in out
+    tasks = re.search(r"Tasks: one per call, newest version.*?(\d+)/(\d+)", out, re.S)
     assert tasks is not None and tasks.group(1) == tasks.group(2) and int(tasks.group(1)) > 100
-    leads = re.search(r"Leads verified.*?(\d+)/(\d+)", out, re.S)
+    leads = re.search(r"Leads: newest outcome.*?(\d+)/(\d+)", out, re.S)
     assert leads is not None and leads.group(1) == leads.group(2)
     # Both intake channels and the live rail carried outcomes.
-    assert "live" in out and "naive one call per write" in out
+    assert "naive: one call per Task/Lead write" in out
+    latency = re.search(r"live latency p50 / p99.*?(\d+) / (\d+) ms \((\d+) calls\)", out, re.S)
+    assert latency is not None and int(latency.group(3)) > 0
 
 
 def test_demo_refuses_nonsense_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -211,3 +213,23 @@ def test_verifier_fails_on_unacknowledged_reports() -> None:
     )
     assert not result.ok
     assert result.failures == ["report evt-9 was not acknowledged by the daemon: HTTP 503"]
+
+
+def test_live_latency_is_measured_from_report_to_task() -> None:
+    """Each live call's newest version: the Task's LastModifiedDate minus when it was reported."""
+    expected = expected_from(_ACKED)
+    assert expected.live_calls == {f"{WS_SOURCE}:c1": "evt-2", f"{WS_SOURCE}:c2": "evt-1"}
+    tasks, _ = _org()
+    tasks[0]["LastModifiedDate"] = "2026-11-24T12:00:06.250+0000"
+    tasks[1]["LastModifiedDate"] = "2026-11-24T12:00:03.040+0000"
+    reported = {"evt-2": _T0 + timedelta(seconds=6), "evt-1": _T0 + timedelta(seconds=3)}
+    assert sorted(live_latencies(expected, tasks, reported)) == pytest.approx([0.04, 0.25])
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """p50/p99 of the live latencies are real observations (nearest rank), None when empty."""
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([0.3], 0.99) == 0.3
+    assert percentile([], 0.5) is None
