@@ -85,7 +85,15 @@ tz = "UTC"
     return path
 
 
-async def demo(seconds: float, rate: float, out: TextIO) -> int:
+async def demo(
+    seconds: float,
+    rate: float,
+    out: TextIO,
+    *,
+    org_faults: dict[str, Any] | None = None,
+    org_rules: list[dict[str, Any]] | None = None,
+) -> int:
+    """The demo; ``org_faults`` / ``org_rules`` set sfsim faults and validation rules first."""
     from daemon.logging import configure_logging, reset_logging
     from sfsim import SimOrg
 
@@ -104,6 +112,12 @@ async def demo(seconds: float, rate: float, out: TextIO) -> int:
                     httpx.AsyncClient(base_url=sim.info["instance_url"], timeout=30.0) as control,
                 ):
                     await _seed_leads(control)
+                    if org_rules is not None:
+                        (
+                            await control.post("/__sim/validation_rules", json=org_rules)
+                        ).raise_for_status()
+                    if org_faults is not None:
+                        (await control.post("/__sim/faults", json=org_faults)).raise_for_status()
                     plan = plan_calls(
                         total,
                         leads=LEADS,
@@ -167,14 +181,39 @@ async def _run(cfg: Path, feed: Feed, control: httpx.AsyncClient, console: Any) 
                     await asyncio.sleep(0.25)  # polling the spool with a deadline
                 progress.update(_snapshot(daemon, feed, settings.spool.path), final=True)
                 if not drained:
-                    notes.append("the spool did not drain before the deadline")
                     feeding.cancel()
         finally:
             daemon.request_stop()
     code = task.result()
     if code != 0:
         notes.append(f"the daemon exited with {code}")
+    notes.extend(_spool_notes(settings.spool.path, drained))
     return await _report(console, daemon, feed, control, notes)
+
+
+def _spool_notes(path: Path, drained: bool) -> list[str]:
+    """What the spool still holds after the run (each one a failure)."""
+    from spool import read_stats
+
+    stats = read_stats(path)
+    notes: list[str] = []
+    if not drained or stats.pending or stats.inflight:
+        where = ", ".join(
+            f"{state} {rail or '-'}={n}"
+            for state in ("pending", "inflight")
+            for rail, n in sorted(stats.by_rail.get(state, {}).items())
+        )
+        notes.append(
+            f"the spool did not drain before the deadline: pending={stats.pending} "
+            f"inflight={stats.inflight} ({where or 'no rail'}), "
+            f"bulk jobs unfinished={stats.jobs_in_flight} {stats.jobs_by_state or ''}".rstrip()
+        )
+    if stats.dead:
+        codes = ", ".join(
+            f"{code or 'no code'}: {n}" for code, n in sorted(stats.dead_by_error.items())
+        )
+        notes.append(f"{stats.dead} record(s) dead-lettered by the daemon ({codes})")
+    return notes
 
 
 async def _wait_started(daemon: Any, feed: Feed, task: asyncio.Task[int]) -> None:

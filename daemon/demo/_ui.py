@@ -116,7 +116,8 @@ def render_summary(console: Console, s: Summary) -> None:
     saved = 1 - s.api_calls / s.naive_calls if s.naive_calls else 0.0
     facts.add_row("reports the daemon acknowledged", str(s.reports))
     facts.add_row("Salesforce API calls", str(s.api_calls))
-    facts.add_row("naive: one call per Task/Lead write", f"{s.naive_calls} ({saved:.0%} saved)")
+    delta = f"{saved:.0%} saved" if saved >= 0 else f"{-saved:.0%} more used"
+    facts.add_row("naive: one call per Task/Lead write", f"{s.naive_calls} ({delta})")
     latency = (
         "-"
         if s.live_p50_s is None or s.live_p99_s is None

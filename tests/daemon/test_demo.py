@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import random
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.demo._dialer import WEBHOOK_SOURCE, WS_SOURCE, DialerCall, plan_calls
+from daemon.demo._run import demo
 from daemon.demo._verify import expected_from, live_latencies, percentile, verify
 
 _T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -38,6 +40,23 @@ def test_demo_verifies_every_record(capsys: pytest.CaptureFixture[str]) -> None:
     assert "naive: one call per Task/Lead write" in out
     latency = re.search(r"live latency p50 / p99.*?(\d+) / (\d+) ms \((\d+) calls\)", out, re.S)
     assert latency is not None and int(latency.group(3)) > 0
+
+
+async def test_demo_fails_when_the_org_refuses_records() -> None:
+    """A Task the org refuses for good (validation rule) makes the demo exit 1, naming it."""
+    out = io.StringIO()
+    rule = {
+        "object": "Task",
+        "field": "CallDisposition",
+        "condition": "equals",
+        "value": "connected",
+        "message": "demo: connected calls are refused",
+    }
+    assert await demo(3, 20, out, org_rules=[rule]) == 1
+    text = out.getvalue()
+    assert "verification FAILED" in text and "all records verified" not in text
+    assert re.search(r"Task demo-(ws|vicidial):demo-\d+: missing in the org", text)
+    assert "dead-lettered by the daemon (FIELD_CUSTOM_VALIDATION_EXCEPTION" in text
 
 
 def test_demo_refuses_nonsense_arguments(capsys: pytest.CaptureFixture[str]) -> None:
