@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from railkit import FAST_POLL, FAST_RETRY, make_client
 
 from daemon.mapping import Mapping, load_mapping
 from daemon.rails import Rails
-from daemon.salesforce import Backoff, QuotaView, SalesforceClient
-from spool import CallOutcome, Spool, open_spool
-
-# Millisecond-scale timing for tests (STYLE habit 14): no patched sleeps.
-FAST_RETRY = Backoff(initial=0.001, factor=2.0, cap=0.02, jitter=0.0)
-FAST_POLL = Backoff(initial=0.005, factor=1.5, cap=0.05, jitter=0.0)
-T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
-_seq = itertools.count(1)
+from daemon.salesforce import SalesforceClient
+from spool import Spool, open_spool
 
 
 @pytest.fixture
@@ -34,24 +27,6 @@ async def sim() -> AsyncIterator[Any]:
 async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
     async with open_spool(tmp_path / "spool.db", synchronous="NORMAL") as sp:
         yield sp
-
-
-def login_url(sim: Any) -> str:
-    token_url: str = sim.info["token_url"]
-    return token_url.removesuffix("/services/oauth2/token")
-
-
-def make_client(sim: Any, **kw: Any) -> SalesforceClient:
-    info = sim.info
-    kw.setdefault("quota", QuotaView(reserve=0.0, max_share=1.0))
-    return SalesforceClient(
-        login_url=login_url(sim),
-        auth="client_credentials",
-        client_id=info["client_id"],
-        client_secret=info["client_secret"],
-        allow_http=True,
-        **kw,
-    )
 
 
 @pytest.fixture
@@ -69,51 +44,3 @@ def make_rails(spool: Spool, client: SalesforceClient) -> Callable[..., Rails]:
         return Rails(spool=spool, client=client, mapping=mapping or load_mapping(None), **kw)
 
     return build
-
-
-def store(sim: Any) -> Any:
-    return sim.org.store
-
-
-def seed_leads(sim: Any, n: int, *, prefix: str = "L") -> list[str]:
-    """Create n Leads in the sim (Dialer_Lead_Id__c = prefix + index); their Ids."""
-    st = store(sim)
-    return [
-        st.insert(
-            "Lead",
-            {
-                "LastName": f"Lead {i}",
-                "Company": "Acme",
-                "Dialer_Lead_Id__c": f"{prefix}{i}",
-                "Phone": f"+1555{i:07d}",
-            },
-        )
-        for i in range(n)
-    ]
-
-
-def outcome(lead: dict[str, str] | None = None, **kw: Any) -> CallOutcome:
-    n = next(_seq)
-    base: dict[str, Any] = {
-        "source": "vici",
-        "call_id": f"call-{n}",
-        "disposition": "no_answer",
-        "ended_at": T0 + timedelta(seconds=n),
-        "duration_s": 30,
-    }
-    if lead is not None:
-        base["lead"] = lead
-    base.update(kw)
-    return CallOutcome.model_validate(base)
-
-
-def task_by_key(sim: Any, key: str) -> dict[str, Any] | None:
-    st = store(sim)
-    ids = st.find("Task", "Call_Id__c", key)
-    return st.get("Task", ids[0]) if ids else None
-
-
-def lead(sim: Any, lead_id: str) -> dict[str, Any]:
-    row = store(sim).get("Lead", lead_id)
-    assert row is not None
-    return row

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
+from railkit import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
 
 from daemon.mapping import load_mapping
 from daemon.rails import Rails

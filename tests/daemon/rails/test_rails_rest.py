@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from conftest import lead, outcome, seed_leads, task_by_key
+from railkit import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
 
 from daemon.mapping import parse_mapping
 from daemon.salesforce import ConfigurationError, SalesforceClient
@@ -225,8 +225,6 @@ async def test_low_quota_degrades_live_to_collections_and_holds_the_rest(
     sim: Any, spool: Spool
 ) -> None:
     """Under the quota reserve, urgent outcomes go batched by collections; the rest waits."""
-    from conftest import FAST_POLL, FAST_RETRY, make_client
-
     from daemon.mapping import load_mapping
     from daemon.rails import Rails
     from daemon.salesforce import QuotaView
