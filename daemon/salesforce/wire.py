@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
-from daemon.mapping import CLEAR, Clear
+from daemon.mapping import Clear
 
 from .errors import RecordError, parse_error_body, parse_sf_error_column
 
@@ -58,7 +58,10 @@ def json_value(value: Any) -> Any:
 
 def _sf_datetime(value: datetime) -> str:
     utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
+    )
 
 
 class LiteralNullError(ValueError):
@@ -74,16 +77,25 @@ def csv_value(value: Any) -> str:
     A literal ``#N/A`` cannot be expressed in Bulk CSV, so it raises
     :class:`LiteralNullError` and the record goes by REST instead.
     """
-    if value is None:
-        return ""
-    if value is CLEAR or isinstance(value, Clear):
-        return CSV_NULL
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         if value == CSV_NULL:
             raise LiteralNullError("the value '#N/A' would clear the field in Bulk")
-        return value
-    if isinstance(value, bool):
+        return value  # type: ignore[no-any-return]
+    if value is None:
+        return ""
+    if kind is int:
+        return str(value)
+    if kind is bool:
         return "true" if value else "false"
+    if kind is datetime:
+        return _sf_datetime(value)
+    if kind is date:
+        return value.isoformat()  # type: ignore[no-any-return]
+    if isinstance(value, Clear):
+        return CSV_NULL
+    if isinstance(value, str):
+        return csv_value(str(value))
     if isinstance(value, datetime):
         return _sf_datetime(value)
     if isinstance(value, date):
@@ -108,9 +120,14 @@ class CsvRows:
         buf = self._buf
         buf.seek(0)
         buf.truncate()
-        writer = self._all if any("\r" in v for v in row) else self._minimal
-        writer.writerow(row)
-        return buf.getvalue().encode("utf-8")
+        self._minimal.writerow(row)
+        text = buf.getvalue()
+        if "\r" in text:
+            buf.seek(0)
+            buf.truncate()
+            self._all.writerow(row)
+            text = buf.getvalue()
+        return text.encode("utf-8")
 
 
 def sobject_path(api_version: str, sobject: str, *parts: str) -> str:
