@@ -272,12 +272,39 @@ async def _all_dead(spool: Any, error_code: str | None = None) -> list[Any]:
         offset += _PAGE
 
 
+# The error code of a dead letter whose stored payload this version cannot read
+# (spool/_store.py UNREADABLE); such a DeadLetter has outcome None and the raw payload.
+UNREADABLE_CODE = "SPOOL_UNREADABLE_PAYLOAD"
+
+
+def _raw_payload(d: Any) -> Any:
+    """The stored payload as JSON when it parses, else the text itself."""
+    try:
+        return json.loads(d.payload)
+    except (TypeError, ValueError):
+        return d.payload
+
+
+def _disposition(d: Any) -> str | None:
+    if d.outcome is not None:
+        return str(d.outcome.disposition)
+    raw = _raw_payload(d)
+    value = raw.get("disposition") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _outcome_json(d: Any) -> str:
+    """The outcome as JSON; the stored payload unchanged when it cannot be read."""
+    return str(d.outcome.model_dump_json()) if d.outcome is not None else str(d.payload)
+
+
 def _dead_dict(d: Any) -> dict[str, Any]:
     return {
         "id": d.record_id,
         "source": d.source,
         "call_id": d.call_id,
-        "disposition": str(d.outcome.disposition),
+        "disposition": _disposition(d),
+        "readable": d.outcome is not None,
         "rail": d.rail,
         "error_code": d.error_code,
         "error_message": d.error_message,
@@ -330,7 +357,7 @@ async def _dl_list(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
         table.add_row(
             str(r["id"]),
             f"{r['source']}:{r['call_id']}",
-            r["disposition"],
+            r["disposition"] or "?",
             r["rail"] or "-",
             r["error_code"] or "-",
             message,
@@ -347,14 +374,34 @@ async def _dl_show(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
         return 1
     for key, value in _dead_dict(found).items():
         print(f"{key:>14}: {value if value is not None else '-'}", file=out)
-    print("       outcome:", file=out)
-    outcome = json.loads(found.outcome.model_dump_json())
-    for line in json.dumps(outcome, indent=2, sort_keys=True).splitlines():
+    if found.outcome is not None:
+        print("       outcome:", file=out)
+        shown: Any = json.loads(found.outcome.model_dump_json())
+    else:
+        print(
+            "       outcome: this version of dispo-sync cannot read it; the stored payload"
+            " is kept unchanged:",
+            file=out,
+        )
+        shown = _raw_payload(found)
+    text = json.dumps(shown, indent=2, sort_keys=True) if not isinstance(shown, str) else shown
+    for line in text.splitlines():
         print(f"  {line}", file=out)
     return 0
 
 
+async def _unreadable_in(spool: Any, args: Any) -> int:
+    """How many of the dead letters a retry selects this version cannot read."""
+    if args.id is not None:
+        found = await spool.dead_letter(args.id)
+        return int(found is not None and found.outcome is None)
+    if args.error_code not in (None, UNREADABLE_CODE):
+        return 0  # a record is dead-lettered as unreadable with that code only
+    return sum(1 for d in await _all_dead(spool, UNREADABLE_CODE) if d.outcome is None)
+
+
 async def _dl_retry(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
+    unreadable = await _unreadable_in(spool, args)
     if args.id is not None:
         n = await spool.retry_dead(ids=[args.id])
         if n == 0:
@@ -369,6 +416,13 @@ async def _dl_retry(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
         "(the running service picks them up on its next pass)",
         file=out,
     )
+    if unreadable:
+        print(
+            f"note: {unreadable} of them {'was' if unreadable == 1 else 'were'} stored in a form "
+            f"this version cannot read ({UNREADABLE_CODE}); unless a version that reads "
+            "it runs, they come back as dead letters",
+            file=err,
+        )
     return 0
 
 
@@ -392,6 +446,7 @@ _CSV_COLUMNS = (
     "attempts",
     "received_at",
     "failed_at",
+    "readable",
     "outcome_json",
 )
 
@@ -413,7 +468,7 @@ async def _dl_export(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
         writer.writerow(_CSV_COLUMNS)
         for d in items:
             row = _dead_dict(d)
-            row["outcome_json"] = d.outcome.model_dump_json()
+            row["outcome_json"] = _outcome_json(d)
             writer.writerow([_csv_safe(row[c]) for c in _CSV_COLUMNS])
     tmp.replace(path)
     print(f"{len(items)} dead letter{'s' if len(items) != 1 else ''} written to {path}", file=out)

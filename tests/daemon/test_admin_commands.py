@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,55 @@ def test_dead_letters_export_csv_is_spreadsheet_safe(
         assert json.loads(row["outcome_json"])["source"] == "vicidial"
     # The message "...field: =Nope" is not a formula; a leading "=" would be.
     assert all(not r["error_message"].startswith("=") for r in rows)
+
+
+async def dead_letter_this_version_cannot_read(path: Path) -> int:
+    """A record whose stored payload no longer parses, dead-lettered by the spool's own claim."""
+    async with open_spool(path) as spool:
+        record_id = (await spool.put(outcome(500, Disposition.BUSY))).record_id
+    # A payload written by another version: it keeps its keys but not our schema.
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "UPDATE outcomes SET payload = ? WHERE id = ?",
+            (json.dumps({"call_id": "call-500", "disposition": "busy", "v": 99}), record_id),
+        )
+    async with open_spool(path) as spool:
+        claimed = await spool.claim("bulk", 100, urgent=False)
+        assert record_id not in {c.record_id for c in claimed}
+        await spool.release(claimed)
+        (dead,) = await spool.dead_letters(error_code="SPOOL_UNREADABLE_PAYLOAD")
+        assert dead.record_id == record_id and dead.outcome is None
+    return record_id
+
+
+def test_dead_letters_this_version_cannot_read_are_listed_shown_exported_and_retried(
+    spool_file: tuple[Path, dict[str, int]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreadable dead letter: list, show and export keep the raw payload; retry warns."""
+    path, _ = spool_file
+    record_id = asyncio.run(dead_letter_this_version_cannot_read(path))
+
+    assert main(["dead-letters", "list", "--json", "--spool", str(path)]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[record_id]["disposition"] == "busy" and rows[record_id]["readable"] is False
+    assert rows[record_id]["error_code"] == "SPOOL_UNREADABLE_PAYLOAD"
+    assert main(["dead-letters", "list", "--spool", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "dead letters (3 shown)" in table and "vicidial:call-500" in table.replace("\n", "")
+
+    assert main(["dead-letters", "show", str(record_id), "--spool", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot read it" in out and '"v": 99' in out
+
+    target = tmp_path / "dead.csv"
+    assert main(["dead-letters", "export", str(target), "--spool", str(path)]) == 0
+    with target.open(newline="") as fh:
+        exported = {int(r["id"]): r for r in csv.DictReader(fh)}
+    assert len(exported) == 3
+    assert json.loads(exported[record_id]["outcome_json"])["v"] == 99
+    assert exported[record_id]["readable"] == "False"
+
+    assert main(["dead-letters", "retry", "--all", "--spool", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "3 dead letters queued" in captured.out
+    assert "1 of them was stored in a form this version cannot read" in captured.err
