@@ -16,6 +16,7 @@ Metric names carry the ``dispo_`` prefix and follow Prometheus naming
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as _CONTENT_TYPE
@@ -123,6 +124,12 @@ class Metrics:
             ["adapter", "kind"],
             registry=r,
         )
+        self.adapter_extra = Gauge(
+            "dispo_adapter_extra",
+            "Adapter-specific figures (e.g. unauthorized requests, open ARI channels)",
+            ["adapter", "name"],
+            registry=r,
+        )
         self.ready = Gauge("dispo_ready", "1 when /readyz answers 200", registry=r)
 
     # ----------------------------------------------------------------- events
@@ -168,12 +175,17 @@ class Metrics:
         for h in healths:
             state = str(getattr(h.state, "value", h.state))
             self.adapter_up.labels(adapter=h.name, type=h.type).set(1 if h.up else 0)
-            for candidate in _ADAPTER_STATES:
+            # Every state the adapter's enum knows (one series each, 1 for the current one).
+            states = [str(m.value) for m in type(h.state)] if isinstance(h.state, Enum) else []
+            for candidate in dict.fromkeys([*_ADAPTER_STATES, *states, state]):
                 self.adapter_state.labels(adapter=h.name, state=candidate).set(
                     1 if candidate == state else 0
                 )
             for kind in ("received", "accepted", "duplicates", "rejected", "refused", "reconnects"):
                 self.adapter_events.labels(adapter=h.name, kind=kind).set(getattr(h, kind, 0))
+            for name, value in (getattr(h, "extra", None) or {}).items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.adapter_extra.labels(adapter=h.name, name=str(name)).set(value)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""

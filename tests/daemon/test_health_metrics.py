@@ -33,6 +33,7 @@ async def test_health_ready_and_metrics_endpoints() -> None:
                     received=7,
                     accepted=6,
                     rejected=1,
+                    extra={"unauthorized": 2},
                 )
             ]
         )
@@ -97,6 +98,7 @@ async def test_health_ready_and_metrics_endpoints() -> None:
                 'dispo_adapter_up{adapter="vicidial",type="webhook"} 1.0',
                 'dispo_adapter_state{adapter="vicidial",state="listening"} 1.0',
                 'dispo_adapter_events{adapter="vicidial",kind="rejected"} 1.0',
+                'dispo_adapter_extra{adapter="vicidial",name="unauthorized"} 2.0',
                 "dispo_ready 0.0",
             ]:
                 assert line in text, line

@@ -265,6 +265,12 @@ listen = "127.0.0.1:0"
 bulk_interval_s = 1
 [daemon]
 status_interval_s = 0.1
+[[adapter]]
+type = "webhook"
+preset = "json"
+name = "crm-hook"
+listen = "127.0.0.1:0"
+secret = "a-long-enough-secret"
 """
         )
         settings = load_settings(cfg, environ={})
@@ -289,12 +295,24 @@ status_interval_s = 0.1
                     await asyncio.sleep(0.05)
             assert stats.done == 6 and stats.dead == 0
             assert daemon.health is not None
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.health.port}") as c:
-                ready = await c.get("/readyz")
+            (hook,) = daemon.adapters
+            async with httpx.AsyncClient() as c:
+                # No credentials: refused, and counted among the adapter's own figures.
+                refused = await c.post(f"http://127.0.0.1:{hook.bound_port}/outcomes", json={})
+                assert refused.status_code == 401
+                base = f"http://127.0.0.1:{daemon.health.port}"
+                ready = await c.get(f"{base}/readyz")
                 assert ready.status_code == 200, ready.text
-                text = (await c.get("/metrics")).text
+                text = (await c.get(f"{base}/metrics")).text
             assert 'dispo_outcomes_sent_total{disposition="do_not_call"' in text
             assert "dispo_api_calls_total" in text
+            for line in (
+                'dispo_adapter_up{adapter="crm-hook",type="webhook"} 1.0',
+                'dispo_adapter_state{adapter="crm-hook",state="listening"} 1.0',
+                'dispo_adapter_state{adapter="crm-hook",state="stopped"} 0.0',
+                'dispo_adapter_extra{adapter="crm-hook",name="unauthorized"} 1.0',
+            ):
+                assert line in text, line
             os.kill(os.getpid(), signal.SIGTERM)
         assert task.result() == 0
         async with SimControl.open(sim) as control:
