@@ -317,7 +317,7 @@ secret = "a-long-enough-secret"
         assert task.result() == 0
         async with SimControl.open(sim) as control:
             tasks = await control.records("Task")
-        keys = sorted(t.get("Call_Id__c") for t in tasks)
+        keys = sorted(str(t.get("Call_Id__c")) for t in tasks)
         assert keys == [f"vicidial:c{n}" for n in range(6)]
 
 
