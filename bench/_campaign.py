@@ -1,0 +1,1149 @@
+"""Shared harness of the issue-7 campaigns: sfsim and ``dispo-sync run`` as real processes,
+a load generator that records exactly what the daemon acknowledged, and a verifier.
+
+Pieces (each usable alone; ``bench/campaign_*.py`` put them together):
+
+- :class:`SimProcess`: ``dispo-sync sim --print-json --state-dir DIR --port N`` as a child
+  process on a fixed port, so it can be stopped (SIGTERM saves its state) and started again
+  at the same address, and survives every daemon kill. Its control API (``/__sim/``):
+  :meth:`SimProcess.stats`, :meth:`~SimProcess.records`, :meth:`~SimProcess.faults`, ...
+- :func:`write_config`: a daemon config (spool in the work dir, JSON webhook + websocket
+  adapters, fixed ports, short bulk interval) from a :class:`Ports` and the sim's info.
+- :class:`DaemonProcess`: ``dispo-sync run --config FILE`` as a child process: ``start()``
+  waits for ``/healthz``; ``kill()`` is SIGKILL; ``stop()`` is SIGTERM. Its log lines go to
+  one file (all incarnations, each headed by a marker line) and the last bulk events are
+  watched (:attr:`DaemonProcess.events`) so a campaign can aim its kills.
+- :func:`plan_load` (pure, seeded): deliveries of call outcomes over two channels (JSON
+  webhook, websocket feed): mixed live and non-live, repeated Leads, re-sent duplicates,
+  newer versions of earlier calls (explicit ``version`` bump, later end, other outcome),
+  optionally invalid records (``call_id`` starting ``inv-``) an org validation rule refuses.
+- :class:`LoadGenerator`: sends the plan. Webhook deliveries are POSTed in JSON batches,
+  retried with backoff and jitter until a 2xx (connection refused while the daemon is dead,
+  503 while it stops); websocket deliveries go to every daemon connection and are resent
+  after a reconnect until acknowledged. Only a 2xx or an ack counts as acknowledged.
+- :func:`verify` (pure): the org against what was acknowledged: one Task per call id with
+  the newest acknowledged version's fields, each Lead showing its newest outcome, DoNotCall
+  on exactly the Leads that asked for it; counts ``missing``, ``duplicates``,
+  ``stale_tasks``, ``stale_leads``. A version sent but never acknowledged may legitimately
+  be in the org (stored, then the daemon died before answering), so it is accepted too.
+
+Everything runs on loopback; nothing here mocks a component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import httpx
+
+__all__ = [
+    "INVALID_PREFIX",
+    "INVALID_RULE",
+    "WEBHOOK_SOURCE",
+    "WS_SOURCE",
+    "DaemonProcess",
+    "Delivery",
+    "LoadGenerator",
+    "Ports",
+    "SimProcess",
+    "Verdict",
+    "dead_letters",
+    "free_port",
+    "lead_key",
+    "load_average",
+    "plan_load",
+    "recent",
+    "seed_leads",
+    "spool_stats",
+    "verify",
+    "wait_drained",
+    "write_config",
+]
+
+WEBHOOK_SOURCE: Final = "camp-hook"
+WS_SOURCE: Final = "camp-ws"
+#: Calls whose id starts with this are refused by :data:`INVALID_RULE` in the org.
+INVALID_PREFIX: Final = "inv-"
+#: An org validation rule (sfsim) refusing the Task of every invalid call.
+INVALID_RULE: Final = {
+    "object": "Task",
+    "field": "CallObject",
+    "condition": "matches",
+    "value": f"{INVALID_PREFIX}.*",
+    "message": "Campaign test: this call id is refused by a validation rule",
+    "error_field": "CallObject",
+}
+WEBHOOK_PATH: Final = "/outcomes"
+_SECRET: Final = "campaign-webhook-secret-0123456789"
+_START_TIMEOUT_S: Final = 60.0
+_STOP_TIMEOUT_S: Final = 40.0
+
+Channel = Literal["webhook", "ws"]
+Kind = Literal["new", "duplicate", "update"]
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (the machine is shared: say how busy it was)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def lead_key(index: int) -> str:
+    """``Dialer_Lead_Id__c`` of seeded Lead ``index``."""
+    return f"CL{index:06d}"
+
+
+def _cli() -> list[str]:
+    """How to run ``dispo-sync`` with this interpreter."""
+    script = Path(sys.executable).with_name("dispo-sync")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "daemon"]
+
+
+async def _terminate(proc: asyncio.subprocess.Process, sig: int, within_s: float) -> int:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+    try:
+        async with asyncio.timeout(within_s):
+            return await proc.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        return await proc.wait()
+
+
+# --------------------------------------------------------------------------- sfsim
+
+
+class SimProcess:
+    """sfsim in a child process on a fixed port, its state kept in ``state_dir``."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        port: int | None = None,
+        bulk_rate: float | None = None,
+        api_limit: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.port = port if port is not None else free_port()
+        self.bulk_rate = bulk_rate
+        self.api_limit = api_limit
+        self.log_path = log_path if log_path is not None else state_dir.parent / "sfsim.log"
+        self.info: dict[str, Any] = {}
+        self.starts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> dict[str, Any]:
+        """Start (again) and return its connection info once it accepts connections."""
+        if self.running:
+            raise RuntimeError("sfsim is already running")
+        args = [*_cli(), "sim", "--print-json", "--state-dir", str(self.state_dir)]
+        args += ["--port", str(self.port)]
+        if self.bulk_rate is not None:
+            args += ["--bulk-rate", str(self.bulk_rate)]
+        if self.api_limit is not None:
+            args += ["--api-limit", str(self.api_limit)]
+        with self.log_path.open("ab") as err:
+            self._proc = await asyncio.create_subprocess_exec(
+                *args, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL
+            )
+        assert self._proc.stdout is not None
+        try:
+            async with asyncio.timeout(_START_TIMEOUT_S):
+                line = await self._proc.stdout.readline()
+        except TimeoutError:
+            await _terminate(self._proc, signal.SIGKILL, 5)
+            raise RuntimeError("sfsim did not start within 60 s") from None
+        if not line:
+            code = await self._proc.wait()
+            raise RuntimeError(f"sfsim exited at start (status {code}); see {self.log_path}")
+        self.info = json.loads(line)
+        self.starts += 1
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
+        return self.info
+
+    async def stop(self) -> int:
+        """SIGTERM: sfsim saves its state to ``state_dir`` and exits."""
+        if self._proc is None:
+            return 0
+        code = await _terminate(self._proc, signal.SIGTERM, _STOP_TIMEOUT_S)
+        self._proc = None
+        return code
+
+    async def aclose(self) -> None:
+        await self.stop()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ---------------------------------------------------------------- control API
+    @property
+    def control(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("sfsim was never started")
+        return self._client
+
+    async def _json(self, method: str, path: str, body: Any = None) -> Any:
+        r = await self.control.request(method, f"/__sim/{path}", json=body)
+        r.raise_for_status()
+        return r.json()
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._json("GET", "stats")
+        return result
+
+    async def records(self, sobject: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._json("GET", f"records/{sobject}")
+        return result
+
+    async def seed(self, sobject: str, records: list[dict[str, Any]]) -> list[str]:
+        return [str(i) for i in await self._json("POST", f"records/{sobject}", records)]
+
+    async def faults(self, **settings: Any) -> dict[str, Any]:
+        """Change fault injection (``sfsim.faults``); returns the settings and counters."""
+        result: dict[str, Any] = await self._json("POST", "faults", settings)
+        return result
+
+    async def validation_rules(self, rules: list[dict[str, Any]]) -> None:
+        await self._json("POST", "validation_rules", rules)
+
+
+async def seed_leads(sim: SimProcess, count: int) -> dict[str, str]:
+    """Seed ``count`` Leads (``Dialer_Lead_Id__c`` = :func:`lead_key`); key -> Id."""
+    keys = [lead_key(i) for i in range(count)]
+    ids: list[str] = []
+    for start in range(0, count, 5000):
+        chunk = keys[start : start + 5000]
+        ids += await sim.seed(
+            "Lead",
+            [
+                {
+                    "LastName": f"Campaign {k}",
+                    "Company": "Campaign Inc.",
+                    "Phone": f"+1555{i + start:07d}",
+                    "Dialer_Lead_Id__c": k,
+                }
+                for i, k in enumerate(chunk)
+            ],
+        )
+    return dict(zip(keys, ids, strict=True))
+
+
+# --------------------------------------------------------------------------- daemon
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The daemon's fixed addresses (the same across restarts)."""
+
+    webhook: int
+    http: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(webhook=free_port(), http=free_port())
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook}{WEBHOOK_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http}"
+
+
+def write_config(
+    path: Path,
+    *,
+    sim_info: Mapping[str, Any],
+    ports: Ports,
+    ws_url: str,
+    spool_path: Path,
+    bulk_interval_s: float = 2.0,
+    bulk_min_records: int = 300,
+    bulk_max_records: int = 5000,
+    lease_s: float = 20.0,
+    synchronous: str = "FULL",
+    read_timeout_s: float = 30.0,
+    log_level: str = "info",
+    extra: str = "",
+) -> Path:
+    """A daemon config: JSON webhook (bearer secret) + websocket feed, fixed ports."""
+    path.write_text(
+        f"""# Generated by bench/_campaign.py
+[salesforce]
+login_url = "{sim_info["instance_url"]}"
+client_id = "{sim_info["client_id"]}"
+client_secret = "{sim_info["client_secret"]}"
+connect_timeout_s = 5.0
+read_timeout_s = {read_timeout_s}
+
+[spool]
+path = "{spool_path}"
+synchronous = "{synchronous}"
+lease_s = {lease_s}
+
+[http]
+listen = "127.0.0.1:{ports.http}"
+
+[rails]
+bulk_interval_s = {bulk_interval_s}
+bulk_min_records = {bulk_min_records}
+bulk_max_records = {bulk_max_records}
+live_dispositions = ["do_not_call", "callback_requested"]
+
+[log]
+format = "logfmt"
+level = "{log_level}"
+
+[daemon]
+shutdown_timeout_s = 20.0
+status_interval_s = 1.0
+
+[[adapter]]
+type = "webhook"
+preset = "json"
+name = "{WEBHOOK_SOURCE}"
+listen = "127.0.0.1:{ports.webhook}"
+path = "{WEBHOOK_PATH}"
+secret = "{_SECRET}"
+
+[[adapter]]
+type = "websocket"
+name = "{WS_SOURCE}"
+url = "{ws_url}"
+auth = "none"
+event_types = ["call.ended"]
+ack = "each"
+ack_message = {{ type = "ack", id = "{{id}}" }}
+reconnect_initial_s = 0.2
+reconnect_max_s = 2.0
+fields = {{ call_id = "call_id", disposition = "disposition", ended_at = "ended_at", \
+started_at = "started_at", duration_s = "duration_s", agent_id = "agent_id", \
+lead_external_key = "lead_external_key", callback_at = "callback_at", version = "version", \
+live = "live" }}
+{extra}"""
+    )
+    return path
+
+
+#: Log events a campaign aims its kills by (substring of the logfmt line -> name).
+_WATCHED: Final = {
+    "event=bulk_job_started": "bulk_job_started",
+    "event=bulk_batch_done": "bulk_batch_done",
+    "event=bulk_job_recovered": "bulk_job_recovered",
+    "event=bulk_batch_retry": "bulk_batch_retry",
+    "event=rail_paused": "rail_paused",
+    'event="dispo-sync ready"': "ready",
+    'event="task failed"': "task_failed",
+}
+
+
+class DaemonProcess:
+    """``dispo-sync run --config FILE`` as a child process, killed and restarted at will."""
+
+    def __init__(self, config: Path, ports: Ports, log_path: Path) -> None:
+        self.config = config
+        self.ports = ports
+        self.log_path = log_path
+        self.starts = 0
+        self.kills = 0
+        #: name -> monotonic time of the latest such log line (see ``_WATCHED``)
+        self.events: dict[str, float] = {}
+        #: counts of the watched log events over every incarnation
+        self.event_counts: Counter[str] = Counter()
+        self.exit_codes: list[int] = []
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._http = httpx.AsyncClient(base_url=ports.http_url, timeout=5.0)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self, *, timeout_s: float = _START_TIMEOUT_S) -> float:
+        """Start and wait until ``/healthz`` answers (adapters bound); returns the seconds."""
+        if self.running:
+            raise RuntimeError("the daemon is already running")
+        t0 = time.monotonic()
+        self.starts += 1
+        with self.log_path.open("ab") as out:
+            out.write(f"\n# ---- campaign: start {self.starts} at {time.time():.3f}\n".encode())
+        self._proc = await asyncio.create_subprocess_exec(
+            *_cli(),
+            "run",
+            "--config",
+            str(self.config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = asyncio.create_task(self._read_log(self._proc))
+        deadline = t0 + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.returncode is not None:
+                raise RuntimeError(
+                    f"dispo-sync exited at start (status {self._proc.returncode}); "
+                    f"see {self.log_path}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if (await self._http.get("/healthz")).status_code == 200:
+                    return time.monotonic() - t0
+            await asyncio.sleep(0.05)  # polling a condition with a deadline
+        await self.kill()
+        raise RuntimeError(f"dispo-sync did not answer /healthz within {timeout_s:g} s")
+
+    async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        with self.log_path.open("ab") as out:
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    return
+                out.write(line)
+                if b"event=bulk" in line or b"event=rail" in line or b'event="' in line:
+                    text = line.decode("utf-8", "replace")
+                    for needle, name in _WATCHED.items():
+                        if needle in text:
+                            self.events[name] = time.monotonic()
+                            self.event_counts[name] += 1
+
+    async def _reap(self, sig: int, within_s: float) -> int:
+        assert self._proc is not None
+        code = await _terminate(self._proc, sig, within_s)
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader
+        self._proc = None
+        self._reader = None
+        self.exit_codes.append(code)
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL, at once: no shutdown code runs."""
+        if self._proc is None:
+            return
+        self.kills += 1
+        await self._reap(signal.SIGKILL, 10.0)
+
+    async def stop(self) -> int:
+        """SIGTERM: the orderly stop; returns the exit status (0 expected)."""
+        if self._proc is None:
+            return 0
+        return await self._reap(signal.SIGTERM, _STOP_TIMEOUT_S)
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        """(status, body) of ``/readyz``."""
+        r = await self._http.get("/readyz")
+        body: dict[str, Any] = r.json()
+        return r.status_code, body
+
+    async def aclose(self) -> None:
+        if self.running:
+            await self.stop()
+        await self._http.aclose()
+
+    def log_lines(self) -> Iterable[str]:
+        with self.log_path.open(encoding="utf-8", errors="replace") as fh:
+            yield from fh
+
+
+# --------------------------------------------------------------------------- the plan
+
+_AGENT_OUTCOMES: Final = ("connected", "callback_requested", "do_not_call")
+#: (disposition, weight, agent call)
+_MIX: Final = (
+    ("no_answer", 28, False),
+    ("voicemail", 22, False),
+    ("busy", 12, False),
+    ("connected", 20, True),
+    ("callback_requested", 7, True),
+    ("do_not_call", 5, True),
+    ("invalid_number", 3, False),
+    ("abandoned", 3, False),
+)
+_UPDATE_TO: Final = ("connected", "callback_requested", "voicemail")
+_EPOCH: Final = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One report the generator sends: one version of one call (``seq`` is unique)."""
+
+    seq: int
+    kind: Kind
+    channel: Channel
+    call_id: str
+    version: int
+    disposition: str
+    lead: str | None
+    ended_at: datetime
+    duration_s: int
+    live: bool
+    agent_id: str | None = None
+
+    @property
+    def source(self) -> str:
+        return WEBHOOK_SOURCE if self.channel == "webhook" else WS_SOURCE
+
+    @property
+    def external_key(self) -> str:
+        """The Task's ``Call_Id__c``."""
+        return f"{self.source}:{self.call_id}"
+
+    @property
+    def invalid(self) -> bool:
+        return self.call_id.startswith(INVALID_PREFIX)
+
+    @property
+    def delivery_id(self) -> str:
+        return f"d{self.seq}"
+
+    @property
+    def callback_at(self) -> datetime | None:
+        if self.disposition != "callback_requested":
+            return None
+        return (self.ended_at + timedelta(days=1)).replace(microsecond=0)
+
+    def outcome(self) -> dict[str, Any]:
+        """The ``CallOutcome``-shaped JSON the JSON webhook takes."""
+        body: dict[str, Any] = {
+            "call_id": self.call_id,
+            "version": self.version,
+            "disposition": self.disposition,
+            "started_at": (self.ended_at - timedelta(seconds=self.duration_s)).isoformat(),
+            "ended_at": self.ended_at.isoformat(),
+            "duration_s": self.duration_s,
+            "live": self.live,
+        }
+        if self.lead is not None:
+            body["lead"] = {"external_key": self.lead}
+        if self.agent_id is not None:
+            body["agent_id"] = self.agent_id
+        if self.callback_at is not None:
+            body["callback_at"] = self.callback_at.isoformat()
+        return body
+
+    def ws_event(self) -> dict[str, Any]:
+        """The flat event the websocket feed sends (``id`` for the ack)."""
+        event = {"id": self.delivery_id, "type": "call.ended", **self.outcome()}
+        lead = event.pop("lead", None)
+        if lead is not None:
+            event["lead_external_key"] = lead["external_key"]
+        return event
+
+
+def plan_load(
+    total: int,
+    *,
+    leads: int,
+    seed: int = 7,
+    duplicate_rate: float = 0.05,
+    update_rate: float = 0.07,
+    invalid_rate: float = 0.0,
+    live_share: float = 0.5,
+) -> list[Delivery]:
+    """``total`` deliveries, channels alternating; reproducible from ``seed``.
+
+    Every delivery ends 10 ms after the one before, so no two reports of one Lead
+    tie and "newest" is always defined. A duplicate re-sends an earlier delivery
+    unchanged (same channel, version, fields); an update is a newer version of an
+    earlier call (version + 1, its own later end, another outcome, a longer call).
+    Do-not-call calls are never updated (DoNotCall is sticky: which version reached
+    the org first would decide it). Invalid calls name no Lead and are never updated.
+    """
+    if total < 0 or leads < 1:
+        raise ValueError("total must be >= 0 and leads >= 1")
+    rng = random.Random(seed)
+    names = [m[0] for m in _MIX]
+    weights = [m[1] for m in _MIX]
+    agent = {m[0]: m[2] for m in _MIX}
+    out: list[Delivery] = []
+    newest: dict[str, Delivery] = {}  # external key -> newest version so far
+    updatable: list[str] = []  # external keys that may get a newer version
+    for seq in range(total):
+        ended = _EPOCH + timedelta(milliseconds=10 * seq)
+        roll = rng.random()
+        if out and roll < duplicate_rate:
+            original = out[rng.randrange(len(out))]
+            out.append(_copy(original, seq=seq, kind="duplicate"))
+            continue
+        if updatable and roll < duplicate_rate + update_rate:
+            key = updatable[rng.randrange(len(updatable))]
+            prior = newest[key]
+            disposition = rng.choice([d for d in _UPDATE_TO if d != prior.disposition])
+            update = Delivery(
+                seq=seq,
+                kind="update",
+                channel=prior.channel,
+                call_id=prior.call_id,
+                version=prior.version + 1,
+                disposition=disposition,
+                lead=prior.lead,
+                ended_at=ended,
+                duration_s=prior.duration_s + 7,
+                live=agent[disposition] and rng.random() < live_share,
+                agent_id=prior.agent_id or f"agent{rng.randrange(40):02d}",
+            )
+            out.append(update)
+            newest[key] = update
+            continue
+        channel: Channel = "webhook" if seq % 2 == 0 else "ws"
+        if invalid_rate and rng.random() < invalid_rate:
+            bad = Delivery(
+                seq=seq,
+                kind="new",
+                channel=channel,
+                call_id=f"{INVALID_PREFIX}{seq:07d}",
+                version=0,
+                disposition="no_answer",
+                lead=None,
+                ended_at=ended,
+                duration_s=0,
+                live=False,
+            )
+            out.append(bad)
+            newest[bad.external_key] = bad
+            continue
+        disposition = rng.choices(names, weights)[0]
+        is_agent = agent[disposition]
+        call = Delivery(
+            seq=seq,
+            kind="new",
+            channel=channel,
+            call_id=f"c{seq:07d}",
+            version=0,
+            disposition=disposition,
+            lead=lead_key(rng.randrange(leads)),
+            ended_at=ended,
+            duration_s=rng.randrange(5, 600) if is_agent else rng.randrange(0, 40),
+            live=is_agent and rng.random() < live_share,
+            agent_id=f"agent{rng.randrange(40):02d}" if is_agent else None,
+        )
+        out.append(call)
+        newest[call.external_key] = call
+        if disposition != "do_not_call":
+            updatable.append(call.external_key)
+    return out
+
+
+def _copy(d: Delivery, *, seq: int, kind: Kind) -> Delivery:
+    return Delivery(
+        seq=seq,
+        kind=kind,
+        channel=d.channel,
+        call_id=d.call_id,
+        version=d.version,
+        disposition=d.disposition,
+        lead=d.lead,
+        ended_at=d.ended_at,
+        duration_s=d.duration_s,
+        live=d.live,
+        agent_id=d.agent_id,
+    )
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class LoadGenerator:
+    """Sends a plan over the JSON webhook and a websocket feed; records what was acked.
+
+    ``ws_url`` is where the daemon's websocket adapter connects (served here, across
+    daemon restarts). Call :meth:`serve` (an async context manager) around the run,
+    then :meth:`run`. ``rate`` caps deliveries per second (0: as fast as acked).
+    """
+
+    plan: Sequence[Delivery]
+    webhook_url: str
+    rate: float = 0.0
+    webhook_workers: int = 4
+    webhook_batch: int = 25
+    ws_window: int = 1000
+    secret: str = _SECRET
+    sent: int = 0
+    #: seq -> monotonic time of the acknowledgement
+    acked: dict[int, float] = field(default_factory=dict)
+    #: requests per outcome of the webhook (all attempts), for "retried without backoff"
+    webhook_attempts: Counter[str] = field(default_factory=Counter)
+    webhook_status: Counter[str] = field(default_factory=Counter)
+    ws_connections: int = 0
+    ws_resent: int = 0
+    rejected: dict[int, str] = field(default_factory=dict)  # seq -> why (a 4xx)
+    ws_url: str = ""
+    _ws_queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
+    _ws_unacked: dict[str, Delivery] = field(default_factory=dict)
+    _ws_slots: asyncio.Semaphore | None = None
+    _ws_conns: set[Any] = field(default_factory=set)
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
+
+    @property
+    def acked_count(self) -> int:
+        return len(self.acked)
+
+    def acked_deliveries(self) -> list[Delivery]:
+        return [d for d in self.plan if d.seq in self.acked]
+
+    def sent_deliveries(self) -> list[Delivery]:
+        return list(self.plan[: self.sent])
+
+    @contextlib.asynccontextmanager
+    async def serve(self) -> Any:
+        """The websocket feed the daemon connects to; sets :attr:`ws_url`."""
+        from websockets.asyncio.server import serve
+
+        self._ws_slots = asyncio.Semaphore(self.ws_window)
+        async with serve(self._ws_handler, "127.0.0.1", 0, max_queue=4096) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            self.ws_url = f"ws://127.0.0.1:{port}/events"
+            try:
+                yield self
+            finally:
+                self._stopping = True
+                for ws in list(self._ws_conns):
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+
+    async def wait_acked(self, count: int, timeout_s: float | None = None) -> None:
+        """Until at least ``count`` deliveries were acknowledged."""
+        async with asyncio.timeout(timeout_s):
+            while self.acked_count < count:
+                self._progress.clear()
+                await self._progress.wait()
+
+    def _ack(self, seq: int) -> None:
+        if seq not in self.acked:
+            self.acked[seq] = time.monotonic()
+            self._progress.set()
+
+    async def run(self, *, give_up_after_s: float = 600.0) -> None:
+        """Send every delivery; return once each was acked (or given up after the deadline)."""
+        if self._ws_slots is None:
+            raise RuntimeError("use `async with generator.serve():` around run()")
+        hook_q: asyncio.Queue[Delivery | None] = asyncio.Queue(
+            maxsize=self.webhook_workers * self.webhook_batch * 2
+        )
+        async with (
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(30.0, connect=5.0),
+                limits=httpx.Limits(max_connections=self.webhook_workers),
+                headers={"Authorization": f"Bearer {self.secret}"},
+            ) as client,
+            asyncio.TaskGroup() as tg,
+        ):
+            workers = [
+                tg.create_task(self._webhook_worker(client, hook_q, give_up_after_s))
+                for _ in range(self.webhook_workers)
+            ]
+            start = time.monotonic()
+            for n, d in enumerate(self.plan):
+                if self.rate > 0:
+                    delay = start + n / self.rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # pacing to the schedule
+                if d.channel == "webhook":
+                    await hook_q.put(d)
+                else:
+                    await self._ws_slots.acquire()
+                    self._ws_unacked[d.delivery_id] = d
+                    self._ws_queue.put_nowait(d)
+                self.sent += 1
+            for _ in workers:
+                await hook_q.put(None)
+            await self._wait_ws_acked(give_up_after_s)
+
+    async def _wait_ws_acked(self, within_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within_s):
+                while self._ws_unacked:
+                    self._progress.clear()
+                    await self._progress.wait()
+        for d in self._ws_unacked.values():
+            self.rejected.setdefault(d.seq, "websocket: never acknowledged")
+
+    async def _webhook_worker(
+        self, client: httpx.AsyncClient, queue: asyncio.Queue[Delivery | None], within_s: float
+    ) -> None:
+        while True:
+            first = await queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.webhook_batch:
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is None:
+                    queue.put_nowait(None)  # for another worker (or us, next turn)
+                    break
+                batch.append(item)
+            await self._post(client, batch, within_s)
+
+    async def _post(
+        self, client: httpx.AsyncClient, batch: list[Delivery], within_s: float
+    ) -> None:
+        body = json.dumps([d.outcome() for d in batch]).encode()
+        deadline = time.monotonic() + within_s
+        attempt = 0
+        while True:
+            for d in batch:
+                self.webhook_attempts[d.delivery_id] += 1
+            why: str
+            try:
+                r = await client.post(
+                    self.webhook_url, content=body, headers={"Content-Type": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                why = type(exc).__name__
+                self.webhook_status[why] += 1
+            else:
+                self.webhook_status[str(r.status_code)] += 1
+                if r.is_success:
+                    for d in batch:
+                        self._ack(d.seq)
+                    return
+                why = f"HTTP {r.status_code}: {r.text[:200]}"
+                if r.status_code < 500 and r.status_code not in (408, 429):
+                    for d in batch:
+                        self.rejected[d.seq] = why
+                    return
+            if time.monotonic() > deadline:
+                for d in batch:
+                    self.rejected[d.seq] = f"given up: {why}"
+                return
+            # Exponential backoff with full jitter, capped (a dialer's retry policy).
+            await asyncio.sleep(random.uniform(0.02, min(2.0, 0.05 * 2**attempt)))
+            attempt += 1
+
+    async def _ws_handler(self, ws: Any) -> None:
+        """One connection of the daemon's websocket adapter: resend unacked, then stream."""
+        self.ws_connections += 1
+        self._ws_conns.add(ws)
+
+        async def read_acks() -> None:
+            async for message in ws:
+                data = json.loads(message)
+                if isinstance(data, dict) and data.get("type") == "ack":
+                    d = self._ws_unacked.pop(str(data.get("id")), None)
+                    if d is not None:
+                        self._ack(d.seq)
+                        assert self._ws_slots is not None
+                        self._ws_slots.release()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                reader = tg.create_task(read_acks())
+                # A reconnect: resend what was not acknowledged (at-least-once).
+                again = sorted(self._ws_unacked.values(), key=lambda d: d.seq)
+                # The queue holds new ones; drain it first so nothing is sent twice here.
+                queued: list[Delivery] = []
+                while not self._ws_queue.empty():
+                    queued.append(self._ws_queue.get_nowait())
+                fresh = {d.delivery_id for d in queued}
+                for d in again:
+                    if d.delivery_id not in fresh:
+                        self.ws_resent += 1
+                        await ws.send(json.dumps(d.ws_event()))
+                for d in queued:
+                    await ws.send(json.dumps(d.ws_event()))
+                while not self._stopping:
+                    get = asyncio.ensure_future(self._ws_queue.get())
+                    closed = asyncio.ensure_future(reader)
+                    done, _ = await asyncio.wait([get, closed], return_when=asyncio.FIRST_COMPLETED)
+                    if get not in done:
+                        get.cancel()
+                        # Put back what the cancelled get may have taken.
+                        if get.done() and not get.cancelled():
+                            self._ws_queue.put_nowait(get.result())
+                        break
+                    d = get.result()
+                    try:
+                        await ws.send(json.dumps(d.ws_event()))
+                    except Exception:
+                        break  # it stays unacked: the next connection resends it
+        except* Exception:
+            pass  # a killed daemon drops the connection mid-send: normal here
+        finally:
+            self._ws_conns.discard(ws)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass
+class Verdict:
+    """The org against what was acknowledged. ``ok`` when nothing is missing, doubled
+    or stale (and no Task/Lead disagrees)."""
+
+    acked: int = 0
+    acked_calls: int = 0
+    tasks: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    stale_tasks: int = 0
+    stale_leads: int = 0
+    dnc_wrong: int = 0
+    unexpected_tasks: int = 0
+    invalid_in_org: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing
+            or self.duplicates
+            or self.stale_tasks
+            or self.stale_leads
+            or self.dnc_wrong
+            or self.unexpected_tasks
+            or self.invalid_in_org
+        )
+
+    def note(self, text: str) -> None:
+        if len(self.examples) < 20:
+            self.examples.append(text)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "acked": self.acked,
+            "acked_calls": self.acked_calls,
+            "tasks": self.tasks,
+            "missing": self.missing,
+            "duplicates": self.duplicates,
+            "stale_tasks": self.stale_tasks,
+            "stale_leads": self.stale_leads,
+            "dnc_wrong": self.dnc_wrong,
+            "unexpected_tasks": self.unexpected_tasks,
+            "invalid_in_org": self.invalid_in_org,
+            "ok": self.ok,
+            "examples": self.examples,
+        }
+
+
+def _newer(a: Delivery, b: Delivery) -> bool:
+    return (a.version, a.ended_at) > (b.version, b.ended_at)
+
+
+def verify(
+    acked: Iterable[Delivery],
+    sent: Iterable[Delivery],
+    tasks: Sequence[Mapping[str, Any]],
+    leads: Sequence[Mapping[str, Any]],
+) -> Verdict:
+    """Compare the org with what the daemon acknowledged (``sent`` ⊇ ``acked``).
+
+    Per call: exactly one Task (``Call_Id__c``), whose ``CallDisposition`` and
+    ``CallDurationInSeconds`` are those of the newest acknowledged version, or of a newer
+    version that was sent but not acknowledged. Per Lead: ``Last_Call_Outcome__c`` of the
+    newest call (by end) among the calls' newest versions, with the same allowance; the
+    Task's ``WhoId`` is that Lead. DoNotCall exactly on the Leads a do-not-call named.
+    Invalid calls (``inv-``) must not be in the org.
+    """
+    v = Verdict()
+    newest: dict[str, Delivery] = {}
+    for d in acked:
+        v.acked += 1
+        cur = newest.get(d.external_key)
+        if cur is None or _newer(d, cur):
+            newest[d.external_key] = d
+    # Newer versions sent but never acknowledged: allowed in the org instead.
+    maybe: dict[str, list[Delivery]] = {}
+    for d in sent:
+        cur = newest.get(d.external_key)
+        if cur is not None and _newer(d, cur):
+            maybe.setdefault(d.external_key, []).append(d)
+    sent_keys = set(newest) | set(maybe)
+    valid = {k: d for k, d in newest.items() if not d.invalid}
+    v.acked_calls = len(newest)
+
+    prefixes = (f"{WEBHOOK_SOURCE}:", f"{WS_SOURCE}:")
+    ours = [t for t in tasks if str(t.get("Call_Id__c") or "").startswith(prefixes)]
+    v.tasks = len(ours)
+    count = Counter(str(t["Call_Id__c"]) for t in ours)
+    by_key = {str(t["Call_Id__c"]): t for t in ours}
+    lead_ids = {str(r.get("Dialer_Lead_Id__c")): str(r.get("Id")) for r in leads}
+    for key, d in valid.items():
+        n = count.get(key, 0)
+        if n == 0:
+            v.missing += 1
+            v.note(f"missing: Task {key}")
+            continue
+        if n > 1:
+            v.duplicates += n - 1
+            v.note(f"duplicate: {n} Tasks {key}")
+        task = by_key[key]
+        candidates = [d, *maybe.get(key, [])]
+        if not any(_task_matches(task, c, lead_ids) for c in candidates):
+            v.stale_tasks += 1
+            v.note(
+                f"stale Task {key}: CallDisposition={task.get('CallDisposition')!r} "
+                f"CallDurationInSeconds={task.get('CallDurationInSeconds')!r}, newest acked "
+                f"v{d.version} {d.disposition!r} {d.duration_s}"
+            )
+    for key, n in count.items():
+        if key not in sent_keys:
+            v.unexpected_tasks += n
+            v.note(f"unexpected: Task {key} was never sent")
+        elif key in newest and newest[key].invalid:
+            v.invalid_in_org += n
+            v.note(f"invalid call in the org: Task {key}")
+
+    # Leads: the newest call by end, among each call's newest version (acked, or sent).
+    def lead_candidates() -> dict[str, tuple[Delivery, list[Delivery]]]:
+        best: dict[str, Delivery] = {}
+        for d in valid.values():
+            if d.lead is not None and (d.lead not in best or d.ended_at > best[d.lead].ended_at):
+                best[d.lead] = d
+        out: dict[str, tuple[Delivery, list[Delivery]]] = {}
+        for lead, d in best.items():
+            later = [
+                m
+                for key, ms in maybe.items()
+                for m in ms
+                if m.lead == lead and m.ended_at > d.ended_at
+            ]
+            out[lead] = (d, later)
+        return out
+
+    by_lead = {str(r.get("Dialer_Lead_Id__c")): r for r in leads if r.get("Dialer_Lead_Id__c")}
+    dnc = {d.lead for d in valid.values() if d.disposition == "do_not_call" and d.lead}
+    for ms in maybe.values():
+        dnc |= {m.lead for m in ms if m.disposition == "do_not_call" and m.lead is not None}
+    has_maybe = bool(maybe)
+    for lead, (d, later) in lead_candidates().items():
+        record = by_lead.get(lead)
+        got = record.get("Last_Call_Outcome__c") if record else None
+        if got != d.disposition and got not in {m.disposition for m in later}:
+            v.stale_leads += 1
+            v.note(f"stale Lead {lead}: Last_Call_Outcome__c={got!r}, newest {d.disposition!r}")
+    for lead, record in by_lead.items():
+        flagged = record.get("DoNotCall") is True
+        if (lead in dnc) != flagged and not (flagged and has_maybe):
+            v.dnc_wrong += 1
+            v.note(f"DoNotCall={flagged} on Lead {lead}")
+    return v
+
+
+def _task_matches(task: Mapping[str, Any], d: Delivery, lead_ids: Mapping[str, str]) -> bool:
+    if task.get("CallDisposition") != d.disposition:
+        return False
+    duration = task.get("CallDurationInSeconds")
+    if duration is not None and int(duration) != d.duration_s:
+        return False
+    if d.lead is not None and task.get("WhoId") and lead_ids.get(d.lead):
+        return str(task["WhoId"])[:15] == lead_ids[d.lead][:15]
+    return True
+
+
+# --------------------------------------------------------------------------- spool
+
+
+def spool_stats(path: Path) -> Any:
+    """:class:`spool.SpoolStats` read from another process (None while unreadable)."""
+    from spool import SpoolError, read_stats
+
+    try:
+        return read_stats(path)
+    except (SpoolError, OSError):
+        return None
+
+
+async def wait_drained(path: Path, *, timeout_s: float, poll_s: float = 0.25) -> Any:
+    """Until the spool has nothing pending or in flight and no unfinished bulk job.
+
+    Returns the last stats; raises TimeoutError with what is left.
+    """
+    deadline = time.monotonic() + timeout_s
+    stats = None
+    while time.monotonic() < deadline:
+        stats = spool_stats(path)
+        if (
+            stats is not None
+            and stats.pending == 0
+            and stats.inflight == 0
+            and stats.jobs_in_flight == 0
+        ):
+            return stats
+        await asyncio.sleep(poll_s)  # polling the spool file with a deadline
+    left = (
+        f"pending={stats.pending} inflight={stats.inflight} jobs={stats.jobs_by_state} "
+        f"by_rail={stats.by_rail}"
+        if stats is not None
+        else "spool unreadable"
+    )
+    raise TimeoutError(f"the spool did not drain within {timeout_s:g} s: {left}")
+
+
+async def dead_letters(path: Path) -> list[dict[str, Any]]:
+    """Every dead letter in the spool (open it only while the daemon is stopped)."""
+    from spool import open_spool
+
+    out: list[dict[str, Any]] = []
+    async with open_spool(path) as spool:
+        offset = 0
+        while True:
+            page = await spool.dead_letters(limit=1000, offset=offset)
+            if not page:
+                break
+            for dl in page:
+                out.append(
+                    {
+                        "external_key": f"{dl.source}:{dl.call_id}",
+                        "error_code": dl.error_code,
+                        "error_message": dl.error_message,
+                        "attempt": dl.attempt,
+                        "rail": dl.rail,
+                    }
+                )
+            offset += len(page)
+    return out
+
+
+def recent(times: Mapping[str, float], name: str, within_s: float) -> bool:
+    """Whether event ``name`` happened in the last ``within_s`` seconds."""
+    at = times.get(name)
+    return at is not None and time.monotonic() - at <= within_s
