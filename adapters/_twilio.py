@@ -76,7 +76,8 @@ def validate_signature(
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     if "bodySHA256" in query:
         expected_hash = hashlib.sha256(body or b"").hexdigest()
-        body_ok = hmac.compare_digest(expected_hash, query["bodySHA256"][0])
+        # bytes: compare_digest raises TypeError on a str with non-ASCII characters
+        body_ok = hmac.compare_digest(expected_hash.encode(), query["bodySHA256"][0].encode())
         params = {}
     given = signature.encode()
     ok_plain = hmac.compare_digest(
