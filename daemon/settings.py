@@ -20,6 +20,7 @@ from and what is expected (:class:`SettingsError`). Secret values are
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import re
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -297,13 +299,36 @@ class LogSettings(BaseModel):
 
 
 class DaemonSettings(BaseModel):
-    """``[daemon]``: shutdown and status timing."""
+    """``[daemon]``: shutdown and status timing, time zone, event loop."""
 
     model_config = _Frozen
 
     # Must stay below the unit's TimeoutStopSec (30 s) so systemd never kills us.
     shutdown_timeout_s: float = Field(default=25.0, gt=0, le=120)
     status_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    # Zone of dialer timestamps written without an offset (VICIdial, CDR files),
+    # for adapters without their own ``tz`` and for ``dispo-sync ingest``.
+    default_tz: str = "UTC"
+    # "auto": uvloop when installed, else asyncio's own loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+    @field_validator("default_tz")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "expected an IANA time zone name such as 'America/Chicago' or 'UTC'"
+            ) from None
+        return value
+
+    @field_validator("event_loop")
+    @classmethod
+    def _check_loop(cls, value: str) -> str:
+        if value == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            raise ValueError("uvloop is not installed here; use 'auto' or 'asyncio'")
+        return value
 
 
 class Settings(BaseSettings):

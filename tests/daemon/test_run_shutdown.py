@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import structlog.testing
 from daemon.http import ReadinessCheck
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
-from daemon.runner import Daemon
+from daemon.runner import Daemon, event_loop_factory
 from daemon.settings import Settings, load_settings
 
 pytest.importorskip("spool", reason="spool package")
@@ -238,6 +239,9 @@ async def test_cli_run_process_notifies_and_exits_0_on_sigterm(
     events = [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
     names = [e["event"] for e in events]
     assert "dispo-sync ready" in names and "stopped" in names
+    # The service runs on uvloop when it is installed (a runtime dependency on CPython).
+    starting = next(e for e in events if e["event"] == "dispo-sync starting")
+    assert starting["event_loop"] == ("uvloop" if find_spec("uvloop") else "asyncio")
     assert info["client_secret"] not in (out + err).decode()
 
 
@@ -482,3 +486,15 @@ async def test_a_taken_http_port_fails_the_start_with_exit_1(tmp_path: Path) -> 
     (line,) = [e for e in logs if e["event"] == "dispo-sync stopped on an error"]
     assert "Address already in use" in line["error"]
     assert not daemon.started.is_set()
+
+
+def test_event_loop_choice() -> None:
+    """[daemon] event_loop: asyncio's own loop on request; auto prefers uvloop when installed."""
+    assert event_loop_factory("asyncio") == ("asyncio", None)
+    name, factory = event_loop_factory("auto")
+    if find_spec("uvloop") is None:
+        assert (name, factory) == ("asyncio", None)
+    else:
+        import uvloop
+
+        assert (name, factory) == ("uvloop", uvloop.new_event_loop)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from daemon.settings import (
     CREDENTIAL_FILES,
@@ -78,6 +80,40 @@ def test_example_documents_every_key() -> None:
                 assert "salesforce-private-key" in text
                 continue
             assert re.search(rf"^#? ?{key} = ", text, re.M), f"{section}.{key} undocumented"
+
+
+def test_example_shows_every_default() -> None:
+    """Each key with a default is set in config.example.toml to exactly that default."""
+    example = tomllib.loads(EXAMPLE.read_text())
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if section == "adapter" or not isinstance(model, type) or not issubclass(model, BaseModel):
+            continue
+        for key, info in model.model_fields.items():
+            if info.is_required():
+                assert key in example[section], f"{section}.{key} (required) is not shown"
+                continue
+            if info.get_default() is None:
+                continue  # optional, shown commented out (test_example_documents_every_key)
+            assert key in example[section], f"{section}.{key} is not set to its default"
+            shown = model.model_validate({**example[section], key: example[section][key]})
+            assert getattr(shown, key) == info.get_default(), f"{section}.{key}"
+
+
+def test_daemon_zone_and_event_loop_are_checked(tmp_path: Path) -> None:
+    """[daemon] default_tz must be an IANA zone; event_loop one of auto, uvloop, asyncio."""
+    with pytest.raises(SettingsError) as exc:
+        load_settings(
+            write(tmp_path, MINIMAL + '[daemon]\ndefault_tz = "CST"\nevent_loop = "trio"\n'),
+            environ={},
+        )
+    text = str(exc.value)
+    assert "daemon.default_tz" in text and "IANA time zone" in text
+    assert "daemon.event_loop" in text
+    s = load_settings(
+        write(tmp_path, MINIMAL + '[daemon]\ndefault_tz = "America/Chicago"\n'), environ={}
+    )
+    assert s.daemon.default_tz == "America/Chicago" and s.daemon.event_loop == "auto"
 
 
 def test_env_overrides_file_and_parses_lists(tmp_path: Path) -> None:
