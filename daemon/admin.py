@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 __all__ = [
+    "IngestOptions",
     "StatusReport",
     "dead_letters_command",
     "ingest_command",
@@ -478,23 +479,95 @@ async def _dl_export(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
 # -------------------------------------------------------------------- ingest
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """``dispo-sync ingest`` options; None / empty = from the adapter table or the default."""
+
+    adapter: str | None = None
+    file_format: str | None = None
+    mapping: tuple[str, ...] = ()  # "FIELD=COLUMN"
+    dispositions: tuple[str, ...] = ()  # "CODE=NAME"
+    tz: str | None = None
+    source: str | None = None
+
+
+class _IngestUsage(Exception):
+    """An ingest option or the named adapter is wrong (message for the admin)."""
+
+
+def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise _IngestUsage(f"{what}: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _ingest_kwargs(settings: Any, options: IngestOptions) -> dict[str, Any]:
+    """``adapters.file.ingest_file`` keyword arguments: options over the adapter table."""
+    from adapters.config import CSV_FIELDS, check_tz
+    from adapters.dispositions import parse_overrides
+
+    table: dict[str, Any] = {}
+    if options.adapter is not None:
+        files = [dict(t) for t in settings.adapter if t.get("type") == "file"]
+        found = [t for t in files if t.get("name") == options.adapter]
+        if not found:
+            names = ", ".join(str(t.get("name")) for t in files if t.get("name")) or "none"
+            raise _IngestUsage(
+                f'no [[adapter]] with type = "file" and name = {options.adapter!r} '
+                f"(file adapters with a name: {names})"
+            )
+        table = found[0]
+    mapping = {**table.get("mapping", {}), **_pairs(options.mapping, "--mapping")}
+    unknown = sorted(set(mapping) - set(CSV_FIELDS))
+    if unknown:
+        raise _IngestUsage(
+            f"--mapping: unknown field(s) {', '.join(unknown)}; known: {', '.join(CSV_FIELDS)}"
+        )
+    dispositions: dict[str, Any] = {
+        **table.get("dispositions", {}),
+        **_pairs(options.dispositions, "--disposition"),
+    }
+    problems = parse_overrides(dispositions, "--disposition")[1]
+    if problems:
+        raise _IngestUsage("; ".join(problems))
+    tz = options.tz or table.get("tz") or settings.daemon.default_tz
+    try:
+        check_tz(tz)
+    except ValueError as exc:
+        raise _IngestUsage(f"--tz: {exc}") from None
+    file_format = options.file_format or table.get("format") or "asterisk-cdr"
+    if mapping and file_format != "csv":
+        raise _IngestUsage("--mapping applies to --format csv only")
+    kwargs: dict[str, Any] = {
+        "format": file_format,
+        "source": options.source or table.get("name"),
+        "mapping": mapping,
+        "tz": tz,
+        "dispositions": dispositions,
+    }
+    for key in ("direction", "batch_size"):
+        if key in table:
+            kwargs[key] = table[key]
+    return kwargs
+
+
 def ingest_command(
-    settings: Any,
-    file: Path,
-    out: TextIO,
-    err: TextIO,
-    *,
-    file_format: str | None = None,
-    source: str | None = None,
+    settings: Any, file: Path, out: TextIO, err: TextIO, options: IngestOptions | None = None
 ) -> int:
     """``dispo-sync ingest FILE``: backfill through the same spool (idempotent)."""
-    try:
-        from adapters import ingest_file  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        print("dispo-sync ingest: the file adapter is not part of this build yet", file=err)
-        return 1
+    from adapters.file import ingest_file
+
     if not file.is_file():
         print(f"no such file: {file}", file=err)
+        return 1
+    try:
+        kwargs = _ingest_kwargs(settings, options or IngestOptions())
+    except _IngestUsage as exc:
+        print(f"dispo-sync ingest: {exc}", file=err)
         return 1
 
     async def go() -> Any:
@@ -509,16 +582,26 @@ def ingest_command(
             retention_s=s.retention_days * 86400,
             lease_s=s.lease_s,
         ) as spool:
-            kwargs: dict[str, Any] = {}
-            if file_format:
-                kwargs["format"] = file_format
-            if source:
-                kwargs["source"] = source
             return await ingest_file(file, spool, **kwargs)
 
-    result = asyncio.run(go())
-    summary: Sequence[tuple[str, Any]] = (
-        list(result.items()) if isinstance(result, dict) else list(vars(result).items())
+    try:
+        summary = asyncio.run(go())
+    except (OSError, UnicodeError) as exc:
+        print(f"cannot read {file}: {exc}", file=err)
+        return 1
+    print(
+        f"{file} ({summary.format}, source {summary.source}, times without an offset read as "
+        f"{kwargs['tz']}): {summary.rows} rows, {summary.accepted} queued, "
+        f"{summary.duplicates} already known, {summary.rejected} refused"
+        + (f" (continued from byte {summary.resumed_from})" if summary.resumed_from else ""),
+        file=out,
     )
-    print(f"ingested {file}: " + ", ".join(f"{k}={v}" for k, v in summary), file=out)
+    for reason, n in sorted(summary.reasons.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  refused {n}: {reason}", file=out)
+    if summary.rejected:
+        print(
+            "refused rows are kept aside (quarantine) and counted by `dispo-sync status`",
+            file=out,
+        )
+        return 1
     return 0

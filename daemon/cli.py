@@ -218,20 +218,68 @@ type, and accepts the picklist values used. Prints a pass/fail list; exit code
         formatter_class=_Formatter,
         help="load past calls from a CDR/CSV export (backfill)",
         description="""\
-Read call outcomes from a file your dialer exported (CDR or CSV) and queue them
-like live ones. Running it twice on the same file does not create duplicates in
-Salesforce: each call is identified by its call id.
+Read call outcomes from a file your dialer exported (an Asterisk Master.csv CDR
+or any CSV with a header row) and queue them like live ones, in the same spool
+file the service sends from. Running it twice on the same file adds nothing:
+each call is identified by its call id, and an interrupted run continues where
+it stopped. Rows that cannot be read are kept aside (quarantine) and counted.
+
+Settings come from the [[adapter]] section named with --adapter (type = "file"),
+else from the options below; an option given on the command line wins.
+""",
+        epilog="""\
+examples:
+  dispo-sync ingest /var/log/asterisk/cdr-csv/Master.csv --tz America/Chicago
+  dispo-sync ingest calls.csv --format csv --mapping call_id="Call ID" \\
+      --mapping disposition=Result --mapping ended_at=End --disposition SALE=connected
+  dispo-sync ingest export.csv --adapter crm-export
+
+exit codes: 0 every row was read, 1 some rows were refused (see the summary)
+or the file could not be read, 78 the configuration is invalid.
 """,
     )
     ingest.add_argument("file", type=Path, metavar="FILE", help="the exported file")
     ingest.add_argument(
-        "--format",
-        dest="file_format",
+        "--adapter",
         metavar="NAME",
-        help="the export format, if it cannot be told from the file",
+        help="take the format, column mapping, time zone and disposition codes from the "
+        '[[adapter]] section with type = "file" and this name',
     )
     ingest.add_argument(
-        "--source", metavar="NAME", help="the dialer name to record (default: from the format)"
+        "--format",
+        dest="file_format",
+        choices=["asterisk-cdr", "csv"],
+        help="asterisk-cdr: Asterisk's Master.csv (no header row); csv: a file with a "
+        "header row, columns named by --mapping (default: asterisk-cdr)",
+    )
+    ingest.add_argument(
+        "--mapping",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="for --format csv: which header column holds FIELD (call_id, disposition, "
+        "ended_at, lead_external_key, phone, ...); repeat for each field. A field whose "
+        "column has the same name needs no --mapping",
+    )
+    ingest.add_argument(
+        "--disposition",
+        action="append",
+        default=[],
+        metavar="CODE=NAME",
+        help="read the dialer's result CODE as disposition NAME (e.g. SALE=connected, "
+        "WN=wrong_number); repeat for each code",
+    )
+    ingest.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="time zone of times written without an offset, e.g. America/Chicago (default: "
+        "the adapter's tz, else [daemon] default_tz, which defaults to UTC)",
+    )
+    ingest.add_argument(
+        "--source",
+        metavar="NAME",
+        help="the dialer name recorded with each call; part of its identity, so keep it the "
+        "same across runs (default: the adapter's name, else cdr or csv)",
     )
     return parser
 
@@ -289,13 +337,19 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
             return dead_letters_command(args, _spool_path(args), out, err)
         if args.command == "ingest":
-            settings = load_settings(args.config, only=("spool", "log", "adapter"))
+            settings = load_settings(args.config, only=("spool", "log", "daemon", "adapter"))
             _setup_logging(args, settings, to_stderr=True)
-            from daemon.admin import ingest_command
+            from daemon.admin import IngestOptions, ingest_command
 
-            return ingest_command(
-                settings, args.file, out, err, file_format=args.file_format, source=args.source
+            options = IngestOptions(
+                adapter=args.adapter,
+                file_format=args.file_format,
+                mapping=tuple(args.mapping),
+                dispositions=tuple(args.disposition),
+                tz=args.tz,
+                source=args.source,
             )
+            return ingest_command(settings, args.file, out, err, options)
         if args.command == "demo":
             from daemon.demo import run_demo  # lazy: imports sfsim
 
