@@ -26,8 +26,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from sfsim.errors import SfError
-from sfsim.schema import FieldDef, SObjectDef
-from sfsim.store import NULL_MARKER, Column, RecordStore, _coerce_text, _index_key
+from sfsim.schema import STRING_TYPES, FieldDef, SObjectDef
+from sfsim.store import (
+    NULL_MARKER,
+    Column,
+    Holders,
+    RecordStore,
+    _add_holder,
+    _coerce_text,
+    _remove_holder,
+)
 
 __all__ = ["FastSaver", "Outcome"]
 
@@ -108,6 +116,19 @@ class FastSaver:
             for i in self.value_indexes
         ]
         self._key_memo = self._static_memo(columns[key_index]) if key_index is not None else None
+        # A plain text key (no picklist, no email format): a cell converts to itself when it is
+        # neither empty nor #N/A and fits the length (store._check_text), so a whole column of
+        # such cells needs no per-cell conversion.
+        self._plain_key_length: int | None = None
+        if self.key_field is not None:
+            kf = self.key_field
+            if kf.type in STRING_TYPES and kf.type != "email" and not kf.restricted_picklist:
+                self._plain_key_length = kf.length or None
+                self._plain_key = True
+            else:
+                self._plain_key = False
+        else:
+            self._plain_key = False
         self._template = self._insert_template()
 
     @classmethod
@@ -170,15 +191,16 @@ class FastSaver:
         target_field = column.target_field
         if target is not None and target_field is not None and target_field.name != "Id":
             index = store._tables[target].indexes[target_field.name]
+            fold = not target_field.case_sensitive
 
             def resolve_key(value: Any) -> Any:
                 # store.resolve_reference: exactly one record with that key, through the index.
                 if value is None or value is _SKIP or value is _FAIL:
                     return value
-                holders = index.get(_index_key(target_field, value))
-                if holders is None or len(holders) != 1:
-                    return _FAIL
-                return next(iter(holders))  # already canonical; a valid reference by type
+                holders = index.get(value.lower() if fold and isinstance(value, str) else value)
+                # One holder is a bare id (already canonical, a valid reference by type); a set
+                # holds several.
+                return holders if isinstance(holders, str) else _FAIL
 
             return resolve_key
 
@@ -220,6 +242,16 @@ class FastSaver:
 
     # ------------------------------------------------------------------ saving
 
+    def _keys(self, cells: Sequence[str]) -> list[Any]:
+        """The key column converted (the memo's values: _SKIP / _FAIL / None / the key)."""
+        if self._plain_key and cells and NULL_MARKER not in cells and "" not in cells:
+            limit = self._plain_key_length
+            if limit is None or max(map(len, cells)) <= limit:
+                return list(cells)
+        key_memo = self._key_memo
+        assert key_memo is not None
+        return list(map(key_memo.__getitem__, cells))
+
     def save(self, rows: Sequence[Sequence[str]]) -> list[Outcome]:
         """Save ``rows`` (all well-formed CSV rows); one outcome per row.
 
@@ -253,8 +285,8 @@ class FastSaver:
             converted.append(values)
         keys: list[Any] = []
         if self.key_index is not None and self._key_memo is not None:
+            keys = self._keys(by_column[self.key_index])
             key_memo = self._key_memo
-            keys = list(map(key_memo.__getitem__, by_column[self.key_index]))
             if key_memo.failed or key_memo.skipped:
                 # A bad or empty key: the row path reports it (MISSING_ARGUMENT, too long, ...).
                 failed_rows.update(i for i, v in enumerate(keys) if v is _FAIL or v is _SKIP)
@@ -268,18 +300,29 @@ class FastSaver:
         obj = self.obj
         obj_name, prefix, table, fields = obj.name, obj.key_prefix, self.table, obj.fields
         check_lock, new_id = store._check_lock, store.ids.new
-        derive, check_unique, put = store._derive, store._check_unique, store._put
+        derive = store.deriver(obj)
         rows_by_id = table.rows
         user_id = store.user_id
         touched = [n for n in ("LastModifiedDate", "SystemModstamp") if n in fields]
         stamp_user = bool(user_id) and "LastModifiedById" in fields
+        # store._check_unique and store._put, unrolled over this chunk's indexes (an index built
+        # on demand between chunks is picked up here). Inside a transaction (a journal to keep)
+        # rows go through store._put itself.
+        indexes = [
+            (name, holders_of, not fields[name].case_sensitive)
+            for name, holders_of in table.indexes.items()
+        ]
+        uniques = [entry for entry in indexes if entry[0] in table.unique]
+        journaled = store._journal is not None
+        put = store._put
         # Required fields the insert template leaves empty, and required columns an update may
         # clear with #N/A (store.insert / store.update raise REQUIRED_FIELD_MISSING for those).
         need_on_insert = [n for n in self.required_names if template.get(n) is None]
-        required_cols = [n for n in names if n in self.required_names]
+        required_at = [p for p, n in enumerate(names) if n in self.required_names]
         key_field = self.key_field
+        key_name = key_field.name if key_field is not None else ""
         index_keys: list[Any] = []
-        key_index: dict[Any, set[str]] = {}
+        key_index: dict[Any, Holders] = {}
         if key_field is not None:
             key_index = table.indexes[key_field.name]
             if key_field.case_sensitive:
@@ -287,6 +330,15 @@ class FastSaver:
             else:
                 index_keys = [k.lower() if type(k) is str else k for k in keys]
         can_create, can_update = self.can_create, self.can_update
+        # Ids for the rows that look like creates, minted in one go (a row that then fails leaves
+        # its id unused: ids have gaps, as on a real org).
+        creates = 0
+        if can_create:
+            if key_field is not None:
+                creates = list(map(key_index.get, index_keys)).count(None)
+            else:
+                creates = count - len(failed_rows)
+        fresh_ids = iter(store.ids.new_block(prefix, creates))
         # store.upsert consults its race hook before creating; while that fault is set, creating
         # upserts take the row path so the hook is asked exactly as it would be there.
         racing = key_field is not None and self._race_possible()
@@ -295,40 +347,39 @@ class FastSaver:
         for i, row_values in enumerate(rows_values):
             if i in failed_rows:
                 continue
+            given: Any
             if skipped:
-                given = {n: v for n, v in zip(names, row_values, strict=True) if v is not _SKIP}
+                given = [(n, v) for n, v in zip(names, row_values, strict=True) if v is not _SKIP]
             else:
-                given = dict(zip(names, row_values, strict=True))
+                given = zip(names, row_values, strict=True)
             old = None
             rid = None
             if key_field is not None:
                 holders = key_index.get(index_keys[i])
-                if holders:
-                    if len(holders) > 1:
+                if holders is not None:
+                    if not isinstance(holders, str):
                         continue  # several matches: the row path raises MULTIPLE_CHOICES
-                    (rid,) = holders
+                    rid = holders
                     old = rows_by_id[rid]
-                else:
-                    if racing:
-                        continue
-                    given[key_field.name] = keys[i]
+                elif racing:
+                    continue
             try:
                 if old is None:
-                    if not can_create or (
-                        need_on_insert and any(given.get(n) is None for n in need_on_insert)
-                    ):
+                    if not can_create:
                         continue  # the row path words the error
-                    check_lock(obj_name, None)
-                    rid = new_id(prefix)
                     row = dict(template)
-                    row["Id"] = rid
                     row.update(given)
-                    derive(obj, row, None)
-                    check_unique(table, row, rid)
+                    if key_field is not None:
+                        row[key_name] = keys[i]
+                    if need_on_insert and any(row.get(n) is None for n in need_on_insert):
+                        continue
+                    check_lock(obj_name, None)
+                    rid = next(fresh_ids, None) or new_id(prefix)
+                    row["Id"] = rid
                     created = True
                 else:
                     if not can_update or (
-                        required_cols and any(given.get(n, 0) is None for n in required_cols)
+                        required_at and any(row_values[p] is None for p in required_at)
                     ):
                         continue
                     assert rid is not None
@@ -339,12 +390,35 @@ class FastSaver:
                         row[name] = now
                     if stamp_user:
                         row["LastModifiedById"] = user_id
-                    derive(obj, row, old)
-                    check_unique(table, row, rid)
                     created = False
+                derive(row, old)
+                for name, holders_of, fold in uniques:  # store._check_unique
+                    value = row.get(name)
+                    if value is None:
+                        continue
+                    holders = holders_of.get(_fold(value, fold))
+                    if holders is not None and holders != rid:
+                        store._check_unique(table, row, rid)  # raises, worded by the store
             except SfError as exc:
                 outcomes[i] = exc
                 continue
-            put(table, rid, row)
+            if journaled:
+                put(table, rid, row)
+            else:  # store._put
+                rows_by_id[rid] = row
+                for name, holders_of, fold in indexes:
+                    value = row.get(name)
+                    previous = old.get(name) if old is not None else None
+                    if value == previous and type(value) is type(previous):
+                        continue  # the same key: the index already holds this record
+                    if previous is not None:
+                        _remove_holder(holders_of, _fold(previous, fold), rid)
+                    if value is not None:
+                        _add_holder(holders_of, _fold(value, fold), rid)
             outcomes[i] = (rid, created)
         return outcomes
+
+
+def _fold(value: Any, fold: bool) -> Any:
+    """store._index_key for a field that is (fold) or is not case-sensitive."""
+    return value.lower() if fold and isinstance(value, str) else value

@@ -40,6 +40,10 @@ _UPPER_BITS: Final = str.maketrans(
     {c: "1" for c in string.ascii_uppercase}
     | {c: "0" for c in string.ascii_lowercase + string.digits}
 )
+# Upper-case bit of each base-62 digit, and the two bits of each pair in _PAIRS (first char = bit
+# 0): the suffix of a minted id's last chunk comes from these without looking at characters.
+_DIGIT_BITS: Final = tuple(int(c.isupper()) for c in _BASE62)
+_PAIR_BITS: Final = tuple(a | b << 1 for a in _DIGIT_BITS for b in _DIGIT_BITS)
 
 
 def _chunk_suffix(chunk5: str) -> str:
@@ -106,23 +110,57 @@ class IdGenerator:
         """A fresh 18-character id with the given 3-character key prefix."""
         with self._lock:
             n = next(self._counter)
-        # Same result as to18(prefix + "8d0" + 9 base-62 digits of n), computed in pieces: the
-        # first 10 characters change rarely and are cached; bulk loads mint ids per row.
-        high, low = divmod(n, _62_5)
+        return self._mint(key_prefix, n, 1)[0]
+
+    def new_block(self, key_prefix: str, count: int) -> list[str]:
+        """``count`` fresh ids at once (a bulk chunk's inserts), in order, as ``new`` mints them."""
+        if count <= 0:
+            return []
+        with self._lock:
+            n = next(self._counter)
+            self._counter = itertools.count(n + count)
+        return self._mint(key_prefix, n, count)
+
+    def _head(self, key_prefix: str, high: int) -> tuple[str, str]:
+        """The first 10 characters for counter values ``high * 62**5`` on, and their suffix."""
         head = self._heads.get((key_prefix, high))
         if head is None:
             digits = []
+            rest = high
             for _ in range(4):
-                high, rem = divmod(high, 62)
+                rest, rem = divmod(rest, 62)
                 digits.append(_BASE62[rem])
             first10 = key_prefix + "8d0" + "".join(reversed(digits))
             head = (first10, _chunk_suffix(first10[:5]) + _chunk_suffix(first10[5:]))
             if len(self._heads) > 64:
                 self._heads.clear()
             self._heads[(key_prefix, high)] = head
-        a, b = divmod(low, _62_2)
-        tail = _BASE62[a // _62_2] + _PAIRS[a % _62_2] + _PAIRS[b]
-        return head[0] + tail + head[1] + _chunk_suffix(tail)
+        return head
+
+    def _mint(self, key_prefix: str, n: int, count: int) -> list[str]:
+        # Same result as to18(prefix + "8d0" + 9 base-62 digits of n), computed in pieces: the
+        # first 10 characters change rarely and are cached; bulk loads mint ids per row.
+        out: list[str] = []
+        end = n + count
+        while n < end:
+            high, low = divmod(n, _62_5)
+            first10, first_suffix = self._head(key_prefix, high)
+            stop = min(end - n, _62_5 - low)
+            for value in range(low, low + stop):
+                a, b = divmod(value, _62_2)
+                first, pair = divmod(a, _62_2)
+                # The last chunk's suffix (_chunk_suffix of its 5 characters), from the bits.
+                mask = _DIGIT_BITS[first] | _PAIR_BITS[pair] << 1 | _PAIR_BITS[b] << 3
+                out.append(
+                    first10
+                    + _BASE62[first]
+                    + _PAIRS[pair]
+                    + _PAIRS[b]
+                    + first_suffix
+                    + _SUFFIX_ALPHABET[mask]
+                )
+            n += stop
+        return out
 
     def advance_past(self, used: int) -> None:
         """Continue numbering after ``used`` (after loading persisted records)."""

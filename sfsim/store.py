@@ -44,9 +44,11 @@ from sfsim.schema import CLOSED_TASK_STATUSES, STRING_TYPES, FieldDef, Schema, S
 __all__ = [
     "NULL_MARKER",
     "Column",
+    "Holders",
     "LockHook",
     "RecordStore",
     "format_datetime",
+    "holder_ids",
     "parse_datetime",
 ]
 
@@ -55,6 +57,8 @@ NULL_MARKER: Final = "#N/A"
 
 #: Called before each write with (sobject, record id or None); True simulates a row lock.
 LockHook = Callable[[str, str | None], bool]
+#: Sets the fields a real org computes on a row about to be saved (given the old row on update).
+Deriver = Callable[[dict[str, Any], Mapping[str, Any] | None], None]
 
 _EMAIL_RE: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DATE_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -113,8 +117,9 @@ class _Table:
         self.obj = obj
         self.rows: dict[str, dict[str, Any]] = {}
         self.deleted: set[str] = set()
-        # index name -> key -> set of ids; ``unique`` names the indexes that must stay unique.
-        self.indexes: dict[str, dict[Any, set[str]]] = {}
+        # index name -> key -> holders (see Holders); ``unique`` names the indexes that must stay
+        # unique.
+        self.indexes: dict[str, dict[Any, Holders]] = {}
         self.unique: set[str] = set()
         for f in obj.fields.values():
             if f.name != "Id" and (f.unique or f.external_id or f.id_lookup):
@@ -127,6 +132,48 @@ def _index_key(f: FieldDef, value: Any) -> Any:
     if isinstance(value, str) and not f.case_sensitive:
         return value.lower()
     return value
+
+
+#: What an index holds for one key: the id of the one record with that key (a ``str``, the usual
+#: case, and the only one on unique fields), or a set of two or more ids. A set per key per
+#: record was most of the store's memory and of the cyclic GC's work on a large org (sets are
+#: GC-tracked containers; rows of plain values and bare strings are not).
+Holders = str | set[str]
+
+
+def holder_ids(holders: Holders | None) -> list[str]:
+    """The ids an index entry holds, sorted."""
+    if holders is None:
+        return []
+    if isinstance(holders, str):
+        return [holders]
+    return sorted(holders)
+
+
+def _add_holder(index: dict[Any, Holders], key: Any, rid: str) -> None:
+    held = index.get(key)
+    if held is None:
+        index[key] = rid
+    elif isinstance(held, str):
+        if held != rid:
+            index[key] = {held, rid}
+    else:
+        held.add(rid)
+
+
+def _remove_holder(index: dict[Any, Holders], key: Any, rid: str) -> None:
+    held = index.get(key)
+    if held is None:
+        return
+    if isinstance(held, str):
+        if held == rid:
+            del index[key]
+        return
+    held.discard(rid)
+    if len(held) == 1:
+        index[key] = next(iter(held))
+    elif not held:
+        del index[key]
 
 
 class RecordStore:
@@ -154,6 +201,7 @@ class RecordStore:
         self._tables: dict[str, _Table] = {name: _Table(o) for name, o in schema.objects.items()}
         self._journal: list[tuple[str, str, dict[str, Any] | None, bool]] | None = None
         self._frozen_stamp: str | None = None
+        self._derivers: dict[str, tuple[SObjectDef, Deriver]] = {}
         self._required: dict[str, tuple[FieldDef, ...]] = {
             name: tuple(f for f in o.fields.values() if f.required_on_create)
             for name, o in schema.objects.items()
@@ -201,21 +249,21 @@ class RecordStore:
         if index is None and value is not None and f.type not in _UNINDEXABLE:
             index = self._build_index(table, f)
         if index is not None and value is not None:
-            return sorted(index.get(_index_key(f, value), ()))
+            return holder_ids(index.get(_index_key(f, value)))
         key = _index_key(f, value)
         return [rid for rid, row in table.rows.items() if _index_key(f, row.get(f.name)) == key]
 
-    def _build_index(self, table: _Table, f: FieldDef) -> dict[Any, set[str]]:
+    def _build_index(self, table: _Table, f: FieldDef) -> dict[Any, Holders]:
         """Index ``f`` on first lookup (a Lead by Phone, say) and keep it up to date from then on.
 
         Lookups stay O(1) however many records there are; the index costs memory in proportion
         to the records, like the rest of the store.
         """
-        index: dict[Any, set[str]] = {}
+        index: dict[Any, Holders] = {}
         for rid, row in table.rows.items():
             value = row.get(f.name)
             if value is not None:
-                index.setdefault(_index_key(f, value), set()).add(rid)
+                _add_holder(index, _index_key(f, value), rid)
         table.indexes[f.name] = index
         return index
 
@@ -773,8 +821,11 @@ class RecordStore:
                 continue
             f = table.obj.fields[name]
             holders = table.indexes[name].get(_index_key(f, value))
-            if holders:
-                other = next((h for h in holders if h != rid), None)
+            if holders is not None:
+                if isinstance(holders, str):
+                    other = holders if holders != rid else None
+                else:
+                    other = next((h for h in sorted(holders) if h != rid), None)
                 if other is not None:
                     raise SfError(400, "DUPLICATE_VALUE",
                                   f"duplicate value found: {name} duplicates value on record with "
@@ -793,46 +844,64 @@ class RecordStore:
         for name, index in table.indexes.items():
             value = row.get(name)
             if value is not None:
-                index.setdefault(_index_key(table.obj.fields[name], value), set()).add(rid)
+                _add_holder(index, _index_key(table.obj.fields[name], value), rid)
 
     def _unindex(self, table: _Table, rid: str, row: Mapping[str, Any]) -> None:
         for name, index in table.indexes.items():
             value = row.get(name)
             if value is None:
                 continue
-            key = _index_key(table.obj.fields[name], value)
-            holders = index.get(key)
-            if holders is not None:
-                holders.discard(rid)
-                if not holders:
-                    del index[key]
+            _remove_holder(index, _index_key(table.obj.fields[name], value), rid)
 
     def _derive(self, obj: SObjectDef, row: dict[str, Any], old: Mapping[str, Any] | None) -> None:
         """Fields a real org computes: Name, and Task IsClosed / CompletedDateTime / priority."""
+        self.deriver(obj)(row, old)
+
+    def deriver(self, obj: SObjectDef) -> Deriver:
+        """``_derive`` for one object, with the schema questions answered once (every save asks)."""
+        cached = self._derivers.get(obj.name)
+        if cached is not None and cached[0] is obj:
+            return cached[1]
         fields = obj.fields
         name_f = fields.get("Name")
-        if name_f is not None and not name_f.createable and "LastName" in fields:
-            parts = [row.get("FirstName"), row.get("LastName")]
-            row["Name"] = " ".join(p for p in parts if p) or None
-        if "IsClosed" in fields and "Status" in fields:
-            closed = row.get("Status") in CLOSED_TASK_STATUSES
-            row["IsClosed"] = closed
-            if "CompletedDateTime" in fields:
-                if closed and not (old and old.get("IsClosed")):
-                    row["CompletedDateTime"] = self._stamp()
-                elif not closed:
-                    row["CompletedDateTime"] = None
-        if "IsHighPriority" in fields and "Priority" in fields:
-            row["IsHighPriority"] = row.get("Priority") == "High"
-        if "AccountId" in fields and not fields["AccountId"].createable and "WhatId" in fields:
-            what = row.get("WhatId")
-            row["AccountId"] = what if isinstance(what, str) and what.startswith("001") else None
-        # The org's validation rules run on the record as saved (every write path derives).
-        rules = self.validation_rules.get(obj.name)
-        if rules and not self._seeding:
-            for rule in rules:
-                if rule.violated_by(row):
-                    raise rule.error()
+        full_name = name_f is not None and not name_f.createable and "LastName" in fields
+        closed_from_status = "IsClosed" in fields and "Status" in fields
+        completed = closed_from_status and "CompletedDateTime" in fields
+        priority = "IsHighPriority" in fields and "Priority" in fields
+        account = (
+            "AccountId" in fields and not fields["AccountId"].createable and "WhatId" in fields
+        )
+        name = obj.name
+
+        def derive(row: dict[str, Any], old: Mapping[str, Any] | None) -> None:
+            if full_name:
+                parts = [row.get("FirstName"), row.get("LastName")]
+                row["Name"] = " ".join(p for p in parts if p) or None
+            if closed_from_status:
+                closed = row.get("Status") in CLOSED_TASK_STATUSES
+                row["IsClosed"] = closed
+                if completed:
+                    if closed and not (old and old.get("IsClosed")):
+                        row["CompletedDateTime"] = self._stamp()
+                    elif not closed:
+                        row["CompletedDateTime"] = None
+            if priority:
+                row["IsHighPriority"] = row.get("Priority") == "High"
+            if account:
+                what = row.get("WhatId")
+                row["AccountId"] = (
+                    what if isinstance(what, str) and what.startswith("001") else None
+                )
+            # The org's validation rules run on the record as saved (every write path derives).
+            # Looked up per save: the control API replaces the whole mapping.
+            rules = self.validation_rules.get(name)
+            if rules and not self._seeding:
+                for rule in rules:
+                    if rule.violated_by(row):
+                        raise rule.error()
+
+        self._derivers[name] = (obj, derive)
+        return derive
 
 
 def _num_text(value: int | float) -> str:

@@ -236,3 +236,18 @@ def test_id_generator_matches_the_plain_algorithm() -> None:
         for k in range(200):
             prefix = rng.choice(["00T", "00Q", "750", "001"])
             assert gen.new(prefix) == plain(prefix, start + k)
+    # Counters anywhere in the range: every upper/lower-case pattern of the last chunk's suffix.
+    for _ in range(5000):
+        n = rng.randrange(62**9)
+        assert IdGenerator(n).new("00T") == plain("00T", n)
+
+
+def test_id_blocks_continue_the_sequence_across_the_high_digits() -> None:
+    """new_block mints what as many new() calls would, also across a change of the first 10."""
+    for start in (5, 62**5 - 40, 3 * 62**5 - 1):
+        one_by_one = IdGenerator(start)
+        blocks = IdGenerator(start)
+        expected = [one_by_one.new("00T") for _ in range(300)]
+        got = blocks.new_block("00T", 100) + blocks.new_block("00T", 0)
+        got += [blocks.new("00T")] + blocks.new_block("00T", 199)
+        assert got == expected
