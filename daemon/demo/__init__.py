@@ -30,5 +30,8 @@ def run_demo(*, seconds: float = 20.0, rate: float = 20.0, out: TextIO) -> int:
         print("--seconds and --rate must be positive", file=out)
         return 2
     from daemon.demo._run import demo  # lazy: imports sfsim
+    from daemon.runner import event_loop_factory
 
-    return asyncio.run(demo(seconds, rate, out))
+    # The same event loop as `dispo-sync run` (uvloop when installed).
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")[1]) as runner:
+        return runner.run(demo(seconds, rate, out))
