@@ -144,7 +144,9 @@ async def test_sigterm_finishes_in_flight_work_and_exits_0(
             r = await c.get("/readyz")
             assert r.status_code == 200, r.text
             assert "dispo_api_quota_max 15000.0" in (await c.get("/metrics")).text
-        await sock.wait_for("STATUS=")
+        status = await sock.wait_for("STATUS=")
+        # Pending count, oldest pending age, quota headroom (what `systemctl status` shows).
+        assert status == "STATUS=0 pending, none waiting, API quota 250/15000 (98% left)"
         await sock.wait_for("WATCHDOG=1")
         t0 = time.monotonic()
         os.kill(os.getpid(), signal.SIGTERM)
@@ -187,12 +189,6 @@ async def test_sighup_reloads_the_mapping(tmp_path: Path, notify_socket: NotifyS
     assert task.result() == 0
 
 
-# 2026-11-24: spool/spool.py logs extra={"created": ...}, a reserved LogRecord name, which
-# raises at INFO level (reported to SPOOL). Remove this guard once that line is fixed.
-_SPOOL_LOG_BUG = '"created": created' in Path(__import__("spool.spool").spool.__file__).read_text()
-
-
-@pytest.mark.skipif(_SPOOL_LOG_BUG, reason="spool logs a reserved LogRecord key at INFO")
 async def test_cli_run_process_notifies_and_exits_0_on_sigterm(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
@@ -399,7 +395,7 @@ status_interval_s = 0.1
                 while jobs_in_flight() == 0:  # noqa: ASYNC110 - polled, deadline above
                     await asyncio.sleep(0.05)
             t0 = time.monotonic()
-            first.request_stop()
+            os.kill(os.getpid(), signal.SIGTERM)  # what `systemctl stop` sends
         assert task.result() == 0
         assert time.monotonic() - t0 < 5
         stats = read_stats(settings.spool.path)
