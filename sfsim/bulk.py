@@ -43,6 +43,13 @@ class BulkPlugin:
             upsert_race_possible=lambda: bool(
                 org.faults.settings.upsert_race_rate or org.faults.settings.upsert_race_next
             ),
+            # The store's lock hook answers only from these settings (Faults.lock_row), unless
+            # something replaced the hook.
+            row_locks_possible=lambda: bool(
+                org.faults.settings.lock_rate
+                or org.faults.settings.lock_next
+                or org.store.lock_hook != org.faults.lock_row
+            ),
             # With --state-dir, uploads live there so jobs and their results survive a restart.
             upload_dir=(
                 str(org.config.state_dir / "bulk-uploads")

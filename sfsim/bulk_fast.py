@@ -43,7 +43,6 @@ __all__ = ["FastSaver", "Outcome"]
 Outcome = tuple[str, bool] | SfError | None
 
 _SKIP: Final = object()  # an empty cell: the field is left out
-_MISSING: Final = object()
 _MEMO_LIMIT: Final = 50_000  # distinct cells remembered per column (bounded memory)
 
 
@@ -89,9 +88,11 @@ class FastSaver:
         columns: Sequence[Column],
         key_index: int | None,
         race_possible: Callable[[], bool] = lambda: False,
+        locks_possible: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
         self._race_possible = race_possible
+        self._locks_possible = locks_possible
         self.obj = obj
         self.table = store._tables[obj.name]
         self.key_index = key_index
@@ -141,6 +142,7 @@ class FastSaver:
         key_index: int | None,
         key_field: str | None,
         race_possible: Callable[[], bool] = lambda: False,
+        locks_possible: Callable[[], bool] = lambda: True,
     ) -> FastSaver | None:
         """A saver when the job can take the fast path: insert, or upsert on a non-Id key."""
         if operation not in ("insert", "upsert"):
@@ -152,7 +154,14 @@ class FastSaver:
         obj = store.schema.get(object_name)
         if obj is None:
             return None
-        return cls(store, obj, columns, key_index if operation == "upsert" else None, race_possible)
+        return cls(
+            store,
+            obj,
+            columns,
+            key_index if operation == "upsert" else None,
+            race_possible,
+            locks_possible,
+        )
 
     # ------------------------------------------------------------------ conversion
 
@@ -183,8 +192,8 @@ class FastSaver:
 
         return _Memo(convert)
 
-    def _resolver(self, column: Column) -> Callable[[Any], Any]:
-        """Value -> checked reference, for what depends on the records present (per chunk)."""
+    def _resolver(self, column: Column) -> Callable[[dict[Any, Any]], None]:
+        """Fills a chunk's ``{value: checked reference}`` (it depends on the records present)."""
         store = self.store
         f = column.field
         target = column.target
@@ -193,27 +202,33 @@ class FastSaver:
             index = store._tables[target].indexes[target_field.name]
             fold = not target_field.case_sensitive
 
-            def resolve_key(value: Any) -> Any:
+            def resolve_keys(mapping: dict[Any, Any]) -> None:
                 # store.resolve_reference: exactly one record with that key, through the index.
-                if value is None or value is _SKIP or value is _FAIL:
-                    return value
-                holders = index.get(value.lower() if fold and isinstance(value, str) else value)
-                # One holder is a bare id (already canonical, a valid reference by type); a set
-                # holds several.
-                return holders if isinstance(holders, str) else _FAIL
+                get = index.get
+                for value in mapping:
+                    if value is None or value is _SKIP or value is _FAIL:
+                        mapping[value] = value
+                        continue
+                    holders = get(value.lower() if fold and isinstance(value, str) else value)
+                    # One holder is a bare id (already canonical, a valid reference by type); a
+                    # set holds several.
+                    mapping[value] = holders if isinstance(holders, str) else _FAIL
 
-            return resolve_key
+            return resolve_keys
 
-        def check(value: Any) -> Any:
+        def check(mapping: dict[Any, Any]) -> None:
             # store._validate: a non-null reference must name an existing record of a
             # referenced type (_check_reference).
-            if value is None or value is _SKIP or value is _FAIL:
-                return value
-            try:
-                store._check_reference(f, value)
-            except SfError:
-                return _FAIL
-            return value
+            for value in mapping:
+                if value is None or value is _SKIP or value is _FAIL:
+                    mapping[value] = value
+                    continue
+                try:
+                    store._check_reference(f, value)
+                except SfError:
+                    mapping[value] = _FAIL
+                else:
+                    mapping[value] = value
 
         return check
 
@@ -269,16 +284,10 @@ class FastSaver:
             failed = memo.failed
             resolver = self._resolvers[position]
             if resolver is not None:
-                seen: dict[Any, Any] = {}
-                get = seen.get
-                checked = []
-                for value in values:
-                    out = get(value, _MISSING)
-                    if out is _MISSING:
-                        out = seen[value] = resolver(value)
-                        failed = failed or out is _FAIL
-                    checked.append(out)
-                values = checked
+                mapping = dict.fromkeys(values)
+                resolver(mapping)
+                values = list(map(mapping.__getitem__, values))
+                failed = failed or any(v is _FAIL for v in mapping.values())
             if failed:
                 failed_rows.update(i for i, v in enumerate(values) if v is _FAIL)
             skipped = skipped or memo.skipped
@@ -342,6 +351,9 @@ class FastSaver:
         # store.upsert consults its race hook before creating; while that fault is set, creating
         # upserts take the row path so the hook is asked exactly as it would be there.
         racing = key_field is not None and self._race_possible()
+        # store._check_lock asks the lock hook (a fault) and refuses converted Leads; with no lock
+        # fault set this chunk, only Leads need it.
+        locking = obj_name == "Lead" or self._locks_possible()
         outcomes: list[Outcome] = [None] * count
         rows_values = zip(*converted, strict=True) if converted else iter([()] * count)
         for i, row_values in enumerate(rows_values):
@@ -373,7 +385,8 @@ class FastSaver:
                         row[key_name] = keys[i]
                     if need_on_insert and any(row.get(n) is None for n in need_on_insert):
                         continue
-                    check_lock(obj_name, None)
+                    if locking:
+                        check_lock(obj_name, None)
                     rid = next(fresh_ids, None) or new_id(prefix)
                     row["Id"] = rid
                     created = True
@@ -383,7 +396,8 @@ class FastSaver:
                     ):
                         continue
                     assert rid is not None
-                    check_lock(obj_name, rid)
+                    if locking:
+                        check_lock(obj_name, rid)
                     row = dict(old)
                     row.update(given)
                     for name in touched:
@@ -396,7 +410,9 @@ class FastSaver:
                     value = row.get(name)
                     if value is None:
                         continue
-                    holders = holders_of.get(_fold(value, fold))
+                    holders = holders_of.get(
+                        value.lower() if fold and isinstance(value, str) else value
+                    )
                     if holders is not None and holders != rid:
                         store._check_unique(table, row, rid)  # raises, worded by the store
             except SfError as exc:
@@ -411,14 +427,16 @@ class FastSaver:
                     previous = old.get(name) if old is not None else None
                     if value == previous and type(value) is type(previous):
                         continue  # the same key: the index already holds this record
+                    # store._index_key, inline.
                     if previous is not None:
-                        _remove_holder(holders_of, _fold(previous, fold), rid)
+                        if fold and isinstance(previous, str):
+                            previous = previous.lower()
+                        _remove_holder(holders_of, previous, rid)
                     if value is not None:
-                        _add_holder(holders_of, _fold(value, fold), rid)
+                        key = value.lower() if fold and isinstance(value, str) else value
+                        if key in holders_of:
+                            _add_holder(holders_of, key, rid)
+                        else:
+                            holders_of[key] = rid
             outcomes[i] = (rid, created)
         return outcomes
-
-
-def _fold(value: Any, fold: bool) -> Any:
-    """store._index_key for a field that is (fold) or is not case-sensitive."""
-    return value.lower() if fold and isinstance(value, str) else value
