@@ -334,7 +334,10 @@ class BulkRail:
             for job in jobs:
                 await self._collect(job)
         except ConfigurationError:
+            # Paused (bad setup, or a job Failed on the file): records pending again,
+            # attempt not counted; the batch's other jobs are closed in the spool.
             await self._spool.release(claims)
+            await self._close_jobs(jobs)
             raise
         except SalesforceError as exc:
             # Transport / server trouble in the middle of the cycle: retry the whole batch
@@ -345,9 +348,7 @@ class BulkRail:
                 for r in recs
             ]
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
-            for job in jobs:
-                if job.job_id is not None and job.info.get("state") not in TERMINAL:
-                    await self._abort_quietly(job.job_id)
+            await self._close_jobs(jobs)
             return len(recs)
         await self._reconcile(recs, task_jobs, lead_jobs, started)
         self._lead_rows = [{}, {}]  # free the batch before the next one is built
@@ -365,7 +366,8 @@ class BulkRail:
         await self._spool.record_job(job.job_id, job.sobject, job.operation, claims, state="Open")
         self.stats.jobs += 1
         header = CsvRows().encode(job.header)
-        await self._client.upload_job_data(job.job_id, _stream(header, job.rows), size=job.size)
+        rows = job.rows
+        await self._client.upload_job_data(job.job_id, lambda: _stream(header, rows), size=job.size)
         job.info = await self._client.set_job_state(job.job_id, "UploadComplete")
         await self._spool.update_job(job.job_id, state="UploadComplete", rows=len(job.rows))
         log.info(
@@ -523,6 +525,17 @@ class BulkRail:
             except SalesforceError as exc:
                 log.warning("bulk_newer_resend_failed", error=str(exc)[:300], leads=len(chunk))
 
+    async def _close_jobs(self, jobs: Sequence[_Job]) -> None:
+        """A batch given up: abort its unfinished jobs, mark every job finished in the spool."""
+        for job in jobs:
+            if job.job_id is None:
+                continue
+            state = job.info.get("state")
+            if state in TERMINAL:
+                await self._spool.finish_job(job.job_id, str(state))
+            else:
+                await self._abort_quietly(job.job_id)
+
     async def _abort_quietly(self, job_id: str) -> None:
         try:
             await self._client.set_job_state(job_id, "Aborted")
@@ -532,54 +545,113 @@ class BulkRail:
 
     # ---------------------------------------------------------------- restart
     async def recover(self, stop: asyncio.Event) -> int:
-        """Jobs left by a previous run: abort Open ones, wait for running ones; re-queue.
+        """Jobs left by a previous run, in whatever state they were left; returns how many.
 
-        Records of a recovered job go back to pending unless their row failed for
-        good (dead letter): re-sending is safe because every write is an upsert.
+        - ``Open``: aborted (nothing of it was processed: its one upload may not have
+          landed); its records are re-queued.
+        - ``UploadComplete`` / ``InProgress``: polled (backing off) until they finish.
+        - ``JobComplete``: reconciled per record from its result files. A record whose
+          Task succeeded and whose Lead row succeeded (or that has no Lead) is done; a
+          record refused for good is dead-lettered; every other one is re-queued.
+        - ``Failed`` / ``Aborted`` / unknown to Salesforce (404): records re-queued.
+
+        Re-queued records are sent again by the normal rails: safe, every write is an
+        upsert (or an update of the newest Lead state). All jobs of one batch carry the
+        same records, so they are reconciled together.
         """
-        jobs = [j for j in await self._spool.jobs() if not j.finished]
-        for row in jobs:
-            job_id = row.sf_job_id
-            try:
-                info = await self._client.job_info(job_id)
-            except SalesforceError as exc:
-                if exc.status_code == 404:
-                    info = {"state": "Aborted"}
-                else:
-                    raise
-            state = info.get("state")
-            if state == "Open":
-                await self._abort_quietly(job_id)
-                state = "Aborted"
-            delays = iter(self._poll)
-            while state not in TERMINAL and not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), next(delays))
-                info = await self._client.job_info(job_id)
-                state = info.get("state")
-            if stop.is_set():
-                return len(jobs)
-            failed: dict[str, RecordError] = {}
-            key_col = self._m.task_external_id if row.object == self._m.task_object else None
-            if state == "JobComplete" and key_col is not None:
-                async with self._client.job_results(job_id, "failedResults") as chunks:
+        rows = [j for j in await self._spool.jobs() if not j.finished]
+        if not rows:
+            return 0
+        m = self._m
+        states: dict[str, str] = {}
+        for row in rows:
+            state = await self._terminal_state(row.sf_job_id, stop)
+            if state is None:  # stopping: the next start picks them up again
+                return len(rows)
+            states[row.sf_job_id] = state
+        task_results: dict[str, RecordError | None] = {}
+        lead_results: dict[str, RecordError | None] = {}
+        for row in rows:
+            if states[row.sf_job_id] != "JobComplete":
+                continue
+            is_task = row.object == m.task_object
+            if is_task:
+                key_col = m.task_external_id
+            else:
+                key_col = "Id" if row.operation == "update" else m.lead_external_id
+            normalize = _id15 if key_col == "Id" else _same
+            into = task_results if is_task else lead_results
+            for which in ("successfulResults", "failedResults"):
+                async with self._client.job_results(row.sf_job_id, which) as chunks:
                     async for batch in iter_result_csv(chunks, key_column=key_col):
                         for r in batch:
-                            if r.error is not None and r.error.kind is Kind.PERMANENT:
-                                failed[r.key] = r.error
-            verdicts: list[Verdict] = []
-            async for page in self._spool.iter_job_records(job_id):
+                            into[normalize(r.key)] = r.error
+        verdicts: list[Verdict] = []
+        seen: set[int] = set()
+        for row in rows:
+            async for page in self._spool.iter_job_records(row.sf_job_id):
                 for claim in page:
-                    err = failed.get(claim.outcome.external_key)
-                    if err is not None:
-                        verdicts.append(Verdict(claim, Action.DEAD, err.code, err.message))
-            if verdicts:
-                await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
-            async for page in self._spool.iter_job_records(job_id):
-                await self._spool.release(page)
-            await self._spool.finish_job(job_id, str(state))
-            log.info("bulk_job_recovered", job_id=job_id, state=state, dead=len(verdicts))
-        return len(jobs)
+                    if claim.record_id in seen:
+                        continue
+                    seen.add(claim.record_id)
+                    verdicts.append(self._recovered_verdict(claim, task_results, lead_results))
+        counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+        for row in rows:
+            await self._spool.finish_job(row.sf_job_id, states[row.sf_job_id])
+            log.info("bulk_job_recovered", job_id=row.sf_job_id, state=states[row.sf_job_id])
+        log.info(
+            "bulk_recovery_done",
+            jobs=len(rows),
+            done=counts.get(Action.ACK, 0),
+            requeued=counts.get(Action.RELEASE, 0),
+            dead=counts.get(Action.DEAD, 0),
+        )
+        return len(rows)
+
+    async def _terminal_state(self, job_id: str, stop: asyncio.Event) -> str | None:
+        """Bring a recovered job to a final state (abort it if Open); None when stopping."""
+        try:
+            info = await self._client.job_info(job_id)
+        except SalesforceError as exc:
+            if exc.status_code != 404:
+                raise
+            log.warning("bulk_job_unknown", job_id=job_id)
+            return "Aborted"
+        state = str(info.get("state"))
+        if state == "Open":
+            await self._client.set_job_state(job_id, "Aborted")
+            return "Aborted"
+        delays = iter(self._poll)
+        while state not in TERMINAL:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), next(delays))
+            if stop.is_set():
+                return None
+            state = str((await self._client.job_info(job_id)).get("state"))
+        return state
+
+    def _recovered_verdict(
+        self,
+        claim: Claim,
+        task_results: dict[str, RecordError | None],
+        lead_results: dict[str, RecordError | None],
+    ) -> Verdict:
+        o = claim.outcome
+        missing = RecordError("UNPROCESSED", "no result")
+        err = task_results.get(o.external_key, missing)
+        if err is not None:
+            if err.kind is Kind.PERMANENT and err is not missing:
+                return Verdict(claim, Action.DEAD, err.code, err.message)
+            return Verdict(claim, Action.RELEASE)
+        ref = o.lead
+        if ref is None:
+            return Verdict(claim, Action.ACK)
+        # Only a Lead row seen to succeed counts (a phone-named Lead's Id is not known
+        # here, and a Lead job may not have been created before the crash): else re-send.
+        key = ref.id[:15] if ref.id is not None else ref.external_key
+        if key is not None and key in lead_results and lead_results[key] is None:
+            return Verdict(claim, Action.ACK)
+        return Verdict(claim, Action.RELEASE)
 
 
 def _id15(key: str) -> str:

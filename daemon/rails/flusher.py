@@ -108,6 +108,7 @@ class Rails:
         self._route: Route | None = None
         self._last_bulk = clock()
         self._burst = False
+        self._recovered = False
         known: LruCache[str, bool] = LruCache(200_000)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
@@ -203,9 +204,11 @@ class Rails:
         for delay in self._retry:
             try:
                 await self.client.limits()
-                await self.bulk.recover(stop)
+                await self._recover(stop)
                 return
             except (ConfigurationError, AuthError) as exc:
+                # E.g. the token endpoint refuses our credentials: every rail stops with
+                # one clear line (rail_paused ... fix: ...) and rechecks now and then.
                 self._pause("all", str(exc))
                 return
             except RetryableError as exc:
@@ -214,6 +217,12 @@ class Rails:
                     await asyncio.wait_for(stop.wait(), delay)
                 if stop.is_set():
                     return
+
+    async def _recover(self, stop: asyncio.Event) -> None:
+        """Bulk jobs of a previous run (once per process, retried until it succeeds)."""
+        if not self._recovered:
+            await self.bulk.recover(stop)
+            self._recovered = not stop.is_set()
 
     def _pause(self, rail: str, reason: str) -> None:
         if self.paused.get(rail) != reason:
@@ -404,6 +413,13 @@ class Rails:
     async def _batch_step(self, stop: asyncio.Event) -> bool:
         stats = await self.spool.stats()
         decision = self._decide(stats.pending)
+        if not self._recovered and decision.other is not Via.WAIT:
+            # Start-up recovery did not run (e.g. paused on auth): before any new job.
+            try:
+                await self._recover(stop)
+            except (ConfigurationError, AuthError) as exc:
+                self._pause("all" if isinstance(exc, AuthError) else "bulk", str(exc))
+                return False
         worked = False
         if decision.urgent is Via.COLLECTIONS:
             claims = await self.spool.claim("collections", 200, urgent=True)

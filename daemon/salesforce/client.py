@@ -518,28 +518,38 @@ class SalesforceClient:
     async def upload_job_data(
         self,
         job_id: str,
-        data: bytes | AsyncIterable[bytes],
+        data: bytes | AsyncIterable[bytes] | Callable[[], AsyncIterable[bytes]],
         *,
         size: int | None = None,
         rail: str = "bulk",
     ) -> None:
-        """The one PUT of a job's CSV (§4.2). Never replayed: a second PUT is refused.
+        """The one PUT of a job's CSV (§4.2).
 
         ``data`` may be a stream; give ``size`` to send a Content-Length instead of
-        chunked transfer encoding.
+        chunked transfer encoding. Only a 401 ``INVALID_SESSION_ID`` is replayed (once,
+        after the single-flight refresh): the upload was refused before it touched the
+        job, so the job's one PUT is still unused. That needs ``data`` as bytes or as a
+        factory of fresh streams (a consumed stream cannot be sent again).
         """
         headers = {"Content-Type": "text/csv; charset=UTF-8"}
         if size is not None:
             headers["Content-Length"] = str(size)
-        response, _ = await self._send_once(
-            "PUT",
-            self.data_path(f"jobs/ingest/{job_id}/batches"),
-            rail=rail,
-            content=data,
-            headers=headers,
-        )
-        if response.status_code not in (200, 201):
+        replayable = not isinstance(data, AsyncIterable)
+        for replay in (False, True):
+            body = data() if callable(data) else data
+            response, generation = await self._send_once(
+                "PUT",
+                self.data_path(f"jobs/ingest/{job_id}/batches"),
+                rail=rail,
+                content=body,
+                headers=headers,
+            )
+            if response.status_code in (200, 201):
+                return
             err = error_from_response(response.status_code, response.content)
+            if isinstance(err, SessionExpired) and replayable and not replay:
+                await self.authenticate(seen_generation=generation)
+                continue
             if isinstance(err, RequestLimitError):
                 self.quota.limit_exceeded()
             raise err

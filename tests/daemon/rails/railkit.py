@@ -3,12 +3,16 @@ directories have a conftest.py, so ``from conftest import`` would pick the wrong
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from daemon.mapping import load_mapping
+from daemon.rails import Rails
 from daemon.salesforce import Backoff, QuotaView, SalesforceClient
-from spool import CallOutcome
+from spool import CallOutcome, Spool
 
 # Millisecond-scale timing for tests (STYLE habit 14): no patched sleeps.
 FAST_RETRY = Backoff(initial=0.001, factor=2.0, cap=0.02, jitter=0.0)
@@ -74,10 +78,34 @@ def outcome(lead: dict[str, str] | None = None, **kw: Any) -> CallOutcome:
 def task_by_key(sim: Any, key: str) -> dict[str, Any] | None:
     st = store(sim)
     ids = st.find("Task", "Call_Id__c", key)
-    return st.get("Task", ids[0]) if ids else None
+    row: dict[str, Any] | None = st.get("Task", ids[0]) if ids else None
+    return row
+
+
+def task_of(sim: Any, key: str) -> dict[str, Any]:
+    """The Task with this external key (it must exist)."""
+    row = task_by_key(sim, key)
+    assert row is not None, f"no Task {key}"
+    return row
 
 
 def lead(sim: Any, lead_id: str) -> dict[str, Any]:
-    row = store(sim).get("Lead", lead_id)
+    row: dict[str, Any] | None = store(sim).get("Lead", lead_id)
     assert row is not None
     return row
+
+
+def rails_for(spool: Spool, client: SalesforceClient, **kw: Any) -> Rails:
+    """Rails with millisecond-scale timing over this spool and client."""
+    kw.setdefault("mapping", load_mapping(None))
+    kw.setdefault("retry_backoff", FAST_RETRY)
+    kw.setdefault("bulk_poll", FAST_POLL)
+    kw.setdefault("idle_poll_s", 0.005)
+    return Rails(spool=spool, client=client, **kw)
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], *, timeout_s: float = 10.0) -> None:
+    """Poll ``check`` until it is true (a deadline, not a fixed sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110 - the condition lives in another process
+            await asyncio.sleep(0.005)

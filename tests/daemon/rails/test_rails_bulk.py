@@ -6,7 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from railkit import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
+from railkit import (
+    FAST_POLL,
+    FAST_RETRY,
+    lead,
+    make_client,
+    outcome,
+    seed_leads,
+    task_by_key,
+    task_of,
+)
 
 from daemon.mapping import load_mapping
 from daemon.rails import Rails
@@ -89,7 +98,7 @@ async def test_external_keys_use_relationship_columns(
     rails = make_rails(bulk_min_records=1)
     await rails.drain(timeout_s=60)
     assert rails.resolver.lookups == 0
-    assert task_by_key(sim, outs[3].external_key)["WhoId"][:15] == ids[3][:15]
+    assert task_of(sim, outs[3].external_key)["WhoId"][:15] == ids[3][:15]
     assert lead(sim, ids[3])["Status"] == "Working - Contacted"
     t = task_by_key(sim, ghost.external_key)
     assert t is not None and t.get("WhoId") is None
@@ -103,11 +112,7 @@ async def test_whole_job_failure_pauses_bulk_and_keeps_records(
     ids = seed_leads(sim, 10)
     await spool.put_many([outcome({"id": i}) for i in ids])
     sim.org.faults.configure({"fail_next_jobs": 5})
-    rails = (
-        make_rails(bulk_min_records=1, collections_fallback=False)
-        if False
-        else make_rails(bulk_min_records=1)
-    )
+    rails = make_rails(bulk_min_records=1)
     with pytest.raises(ConfigurationError, match="Failed"):
         await rails.drain(timeout_s=30)
     assert "bulk" in rails.paused
@@ -223,7 +228,7 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
                 stop.set()
         assert sent_live
         assert rails.bulk.stats.resent_newer == 1
-        row = slow_sim.org.store.get("Lead", lead_id)
+        row = lead(slow_sim, lead_id)
         assert row["Last_Call_Outcome__c"] == "connected"
         assert row["Status"] == "Working - Contacted"
 

@@ -6,7 +6,16 @@ import asyncio
 from typing import Any
 
 import pytest
-from railkit import FAST_POLL, FAST_RETRY, lead, make_client, outcome, seed_leads, task_by_key
+from railkit import (
+    FAST_POLL,
+    FAST_RETRY,
+    lead,
+    make_client,
+    outcome,
+    seed_leads,
+    task_by_key,
+    task_of,
+)
 
 from daemon.mapping import parse_mapping
 from daemon.salesforce import ConfigurationError, SalesforceClient
@@ -71,14 +80,14 @@ async def test_external_key_and_phone_leads_are_looked_up_and_cached(
     await spool.put_many([a, b])
     rails = make_rails()
     await rails.drain(timeout_s=20)
-    assert task_by_key(sim, a.external_key)["WhoId"][:15] == ids[0][:15]
-    assert task_by_key(sim, b.external_key)["WhoId"][:15] == ids[1][:15]
+    assert task_of(sim, a.external_key)["WhoId"][:15] == ids[0][:15]
+    assert task_of(sim, b.external_key)["WhoId"][:15] == ids[1][:15]
     lookups = rails.resolver.lookups
     c = outcome({"external_key": "L0"}, live=True)
     await spool.put(c)
     await rails.drain(timeout_s=20)
     assert rails.resolver.lookups == lookups
-    assert task_by_key(sim, c.external_key)["WhoId"][:15] == ids[0][:15]
+    assert task_of(sim, c.external_key)["WhoId"][:15] == ids[0][:15]
 
 
 async def test_unknown_lead_follows_policy(
@@ -268,4 +277,4 @@ async def test_set_mapping_applies_to_the_next_send(
     o = outcome({"id": lead_id}, live=True, disposition="busy")
     await spool.put(o)
     await rails.drain(timeout_s=20)
-    assert task_by_key(sim, o.external_key)["Subject"] == "Dialer: busy"
+    assert task_of(sim, o.external_key)["Subject"] == "Dialer: busy"
