@@ -56,6 +56,11 @@ class Metrics:
             "Age of the oldest record still waiting to be sent",
             registry=r,
         )
+        self.quarantined = Gauge(
+            "dispo_quarantined",
+            "Dialer input that was not a call outcome, kept aside in the spool with its reason",
+            registry=r,
+        )
         self.dead_letters = Gauge(
             "dispo_dead_letters",
             "Records Salesforce refused for good, by error code",
@@ -163,10 +168,12 @@ class Metrics:
         oldest_pending_s: float | None,
         dead_by_error: Mapping[str, int],
         jobs_by_state: Mapping[str, int],
+        quarantined: int = 0,
     ) -> None:
         """Refresh the spool gauges from a stats snapshot (vanished labels go to 0)."""
         _set_all(self.spool_records, "state", by_state, ("pending", "inflight", "done", "dead"))
         self.spool_oldest_pending.set(oldest_pending_s or 0.0)
+        self.quarantined.set(quarantined)
         _set_all(self.dead_letters, "error_code", dead_by_error, ())
         _set_all(self.bulk_jobs, "state", jobs_by_state, ())
 

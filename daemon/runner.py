@@ -396,6 +396,7 @@ class Daemon:
             oldest_pending_s=_get(stats, "oldest_pending_age_s", None),
             dead_by_error=_get(stats, "dead_by_error", {}) or {},
             jobs_by_state=_get(stats, "jobs_by_state", {}) or {},
+            quarantined=_get(stats, "quarantined", 0) or 0,
         )
 
 

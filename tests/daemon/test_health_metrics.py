@@ -77,6 +77,7 @@ async def test_health_ready_and_metrics_endpoints() -> None:
                 oldest_pending_s=12.5,
                 dead_by_error={"INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST": 1},
                 jobs_by_state={"InProgress": 1},
+                quarantined=2,
             )
             r = await client.get("/metrics")
             assert r.status_code == 200
@@ -86,6 +87,7 @@ async def test_health_ready_and_metrics_endpoints() -> None:
                 'dispo_spool_records{state="pending"} 5.0',
                 'dispo_spool_records{state="inflight"} 0.0',
                 "dispo_spool_oldest_pending_seconds 12.5",
+                "dispo_quarantined 2.0",
                 'dispo_outcomes_received_total{disposition="do_not_call",source="vicidial"} 3.0',
                 'dispo_outcomes_sent_total{disposition="do_not_call",rail="live"} 2.0',
                 'dispo_api_calls_total{rail="live"} 1.0',
