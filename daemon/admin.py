@@ -579,6 +579,8 @@ def ingest_command(
             synchronous=s.synchronous,
             max_pending=s.max_pending,
             max_bytes=s.max_bytes or None,
+            # The same urgency rule as `run`: backfilled outcomes sort like live ones.
+            urgent_dispositions=frozenset(str(d) for d in settings.rails.live_dispositions),
             retention_s=s.retention_days * 86400,
             lease_s=s.lease_s,
         ) as spool:

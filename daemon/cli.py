@@ -337,7 +337,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
             return dead_letters_command(args, _spool_path(args), out, err)
         if args.command == "ingest":
-            settings = load_settings(args.config, only=("spool", "log", "daemon", "adapter"))
+            sections = ("spool", "rails", "log", "daemon", "adapter")
+            settings = load_settings(args.config, only=sections)
             _setup_logging(args, settings, to_stderr=True)
             from daemon.admin import IngestOptions, ingest_command
 

@@ -32,6 +32,14 @@ async def queued_in(path: Path) -> dict[str, CallOutcome]:
         return {c.outcome.call_id: c.outcome for c in claims}
 
 
+async def urgent_in(path: Path) -> list[str]:
+    """Call ids of the pending outcomes marked urgent."""
+    async with open_spool(path) as spool:
+        claims = await spool.claim("live", 100, urgent=True)
+        await spool.release(claims)
+        return [c.outcome.call_id for c in claims]
+
+
 def queued(path: Path) -> dict[str, CallOutcome]:
     return asyncio.run(queued_in(path))
 
@@ -93,7 +101,7 @@ def test_ingest_takes_a_file_adapter_table_and_the_default_zone(
     export.write_text(CSV)
     cfg = config(
         tmp_path,
-        '[daemon]\ndefault_tz = "Europe/Paris"\n'
+        '[daemon]\ndefault_tz = "Europe/Paris"\n[rails]\nlive_dispositions = ["no_answer"]\n'
         '[[adapter]]\ntype = "file"\nname = "crm-export"\n'
         f'path = "{export}"\nformat = "csv"\n'
         'mapping = { call_id = "Call ID", disposition = "Result", ended_at = "End" }\n'
@@ -104,6 +112,8 @@ def test_ingest_takes_a_file_adapter_table_and_the_default_zone(
     got = queued(tmp_path / "spool.db")
     assert got["c-1"].source == "crm-export"
     assert got["c-1"].ended_at == datetime(2026, 11, 24, 7, 0, tzinfo=UTC)  # Paris is UTC+1
+    # [rails] live_dispositions decides what is urgent, as under `run`.
+    assert sorted(asyncio.run(urgent_in(tmp_path / "spool.db"))) == ["c-2"]
 
     assert main(["ingest", str(export), "--config", str(cfg), "--adapter", "nope"]) == 1
     assert "file adapters with a name: crm-export" in capsys.readouterr().err
