@@ -249,5 +249,62 @@ def test_id_blocks_continue_the_sequence_across_the_high_digits() -> None:
         blocks = IdGenerator(start)
         expected = [one_by_one.new("00T") for _ in range(300)]
         got = blocks.new_block("00T", 100) + blocks.new_block("00T", 0)
-        got += [blocks.new("00T")] + blocks.new_block("00T", 199)
+        got += [blocks.new("00T"), *blocks.new_block("00T", 199)]
         assert got == expected
+
+
+async def _run_jobs(org: Org, fast: bool, jobs: list[tuple[dict[str, Any], bytes]]) -> None:
+    engine = _engine(org)
+    engine.settings.fast_path = fast
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    try:
+        for body, data in jobs:
+            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
+            await engine.upload(job.id, _body(data))
+            engine.close(job.id)
+            await asyncio.wait_for(engine.wait(job.id), 60)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_fast_path_keeps_indexes_built_on_demand_right() -> None:
+    """Lookups by Phone / Email (indexes built on first use) see what both paths saved.
+
+    The fast path updates indexes itself; every lookup must match a scan of the stored rows,
+    and the same keys must be found after the row path.
+    """
+    rng = random.Random(99)
+    phones = ["555-0100", "555-0101", "555-0102", "", "#N/A"]
+    emails = ["a@b.co", "A@B.CO", "c@d.co", "", "#N/A"]
+    lines = ["Dialer_Lead_Id__c,LastName,Company,Phone,Email"]
+    for _ in range(400):
+        lines.append(f"N-{rng.randrange(60)},Smith,Acme,{rng.choice(phones)},{rng.choice(emails)}")
+    data = ("\n".join(lines) + "\n").encode()
+    upsert = {"object": "Lead", "operation": "upsert", "externalIdFieldName": "Dialer_Lead_Id__c"}
+    seen = []
+    for fast in (True, False):
+        org = Org()
+        _seed(org)
+        org.store.find("Lead", "Phone", "555-0100")  # builds the index
+        org.store.find("Lead", "Email", "a@b.co")
+        await _run_jobs(org, fast, [(upsert, data), (upsert, data)])
+        keys = {r["Id"]: r["Dialer_Lead_Id__c"] for r in org.store.records("Lead")}
+        found = {}
+        for field, values in (("Phone", phones), ("Email", emails)):
+            for value in values:
+                if value in ("", "#N/A"):
+                    continue
+                ids = org.store.find("Lead", field, value)
+                scan = [
+                    r["Id"]
+                    for r in org.store.records("Lead")
+                    if isinstance(r[field], str) and r[field].lower() == value.lower()
+                ]
+                assert sorted(ids) == sorted(scan), (field, value)
+                found[(field, value)] = sorted(keys[i] for i in ids)
+        seen.append(found)
+    assert seen[0] == seen[1]
+    assert any(len(v) > 1 for v in seen[0].values())  # several records share a value
