@@ -29,7 +29,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
-from typing import Any, Final
+from operator import itemgetter
+from typing import Any, Final, cast
 
 import structlog
 
@@ -708,12 +709,15 @@ class BulkEngine:
                 continue
             todo.append((base + i, row))
         if usual:
-            # The usual chunk: nothing to sort out before saving.
-            todo = [(base + i, row) for i, row in enumerate(chunk) if not isinstance(row, BadRow)]
+            # The usual chunk: nothing to sort out before saving (and no BadRow in it).
+            rows = cast(Sequence[list[str]], chunk)
+            todo = list(zip(range(base, base + len(rows)), rows, strict=True))
+        else:
+            rows = [row for _, row in todo]
         with self.store.frozen_clock():
             fast = plan.fast
             if fast is not None and todo:
-                results = fast.save([row for _, row in todo])
+                results = fast.save(rows)
                 slow: list[tuple[int, list[str]]] = []
                 status, ids = outcomes.status, outcomes.ids
                 created_code, updated_code = RowOutcomes.CREATED, RowOutcomes.UPDATED
@@ -860,10 +864,10 @@ def _duplicate_keys(operation: str, plan: _Plan, chunk: Sequence[list[str] | Bad
         return set()
     if index is None:
         return set()
-    if BadRow not in map(type, chunk):
-        keys = [row[index].lower() for row in chunk if not isinstance(row, BadRow)]
-        if len(set(keys)) == len(keys):
-            return set()  # the usual chunk: every key once
+    if BadRow not in map(type, chunk) and len(
+        set(map(str.lower, map(itemgetter(index), cast(Sequence[list[str]], chunk))))
+    ) == len(chunk):
+        return set()  # the usual chunk: every key once (checked without a Python-level loop)
     seen: set[str] = set()
     dup: set[str] = set()
     for row in chunk:

@@ -408,8 +408,8 @@ class FastSaver:
                 derive(row, old)
                 for name, holders_of, fold in uniques:  # store._check_unique
                     value = row.get(name)
-                    if value is None:
-                        continue
+                    if value is None or (old is None and name == key_name):
+                        continue  # (a created row's key has no holder: looked up above)
                     holders = holders_of.get(
                         value.lower() if fold and isinstance(value, str) else value
                     )
@@ -424,16 +424,20 @@ class FastSaver:
                 rows_by_id[rid] = row
                 for name, holders_of, fold in indexes:
                     value = row.get(name)
-                    previous = old.get(name) if old is not None else None
-                    if value == previous and type(value) is type(previous):
-                        continue  # the same key: the index already holds this record
-                    # store._index_key, inline.
-                    if previous is not None:
-                        if fold and isinstance(previous, str):
-                            previous = previous.lower()
-                        _remove_holder(holders_of, previous, rid)
+                    if old is not None:
+                        previous = old.get(name)
+                        if value == previous and type(value) is type(previous):
+                            continue  # the same key: the index already holds this record
+                        # store._index_key, inline.
+                        if previous is not None:
+                            if fold and isinstance(previous, str):
+                                previous = previous.lower()
+                            _remove_holder(holders_of, previous, rid)
                     if value is not None:
-                        key = value.lower() if fold and isinstance(value, str) else value
+                        if old is None and name == key_name:
+                            key = index_keys[i]  # folded already
+                        else:
+                            key = value.lower() if fold and isinstance(value, str) else value
                         if key in holders_of:
                             _add_holder(holders_of, key, rid)
                         else:
