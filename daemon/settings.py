@@ -591,13 +591,12 @@ def load_settings(
         problems += _translate(exc, prov, secrets)
 
     if wanted is None or "salesforce" in wanted:
-        # Cross-key checks run whenever the section itself is well-formed, so one
-        # bad key elsewhere does not hide them.
-        try:
-            salesforce = SalesforceSettings.model_validate(merged["salesforce"])
-        except ValidationError:
-            salesforce = None
+        # Cross-key checks (what the auth flow needs) run even when other keys of
+        # the section are wrong, so fixing one problem never reveals another.
+        salesforce, bad_keys = _salesforce_for_cross_checks(merged["salesforce"])
         for key, message in salesforce.problems() if salesforce is not None else []:
+            if key in bad_keys:
+                continue  # already reported by the validation above
             path = ("salesforce", key)
             source = prov.where.get(path, "not set")
             hint = f"; {prov.where_to_set(path)}" if source == "not set" else ""
@@ -609,6 +608,31 @@ def load_settings(
         raise SettingsError(_dedupe(problems))
     assert settings is not None
     return settings
+
+
+# Stand-ins for required [salesforce] keys that were already reported as wrong.
+_SALESFORCE_STAND_INS = {"login_url": "https://stand-in.invalid", "client_id": "stand-in"}
+
+
+def _salesforce_for_cross_checks(
+    raw: Any,
+) -> tuple[SalesforceSettings | None, set[str]]:
+    """The section validated without its wrong keys (None if that is impossible)."""
+    if not isinstance(raw, Mapping):
+        return None, set()
+    try:
+        return SalesforceSettings.model_validate(raw), set()
+    except ValidationError as exc:
+        bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    if "auth" in bad:
+        return None, bad  # which flow's needs to check is unknown
+    kept = {k: v for k, v in raw.items() if k not in bad}
+    for key, stand_in in _SALESFORCE_STAND_INS.items():
+        kept.setdefault(key, stand_in)
+    try:
+        return SalesforceSettings.model_validate(kept), bad
+    except ValidationError:
+        return None, bad
 
 
 def _adapter_problems(

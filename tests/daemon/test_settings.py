@@ -248,3 +248,24 @@ def test_only_spool_section_needs_no_salesforce(tmp_path: Path) -> None:
     """Admin commands can read [spool] from a file without Salesforce keys."""
     path = write(tmp_path, f'[spool]\npath = "{tmp_path / "q.db"}"\n')
     assert load_settings(path, environ={}, only=("spool",)).spool.path == tmp_path / "q.db"
+
+
+def test_a_wrong_key_does_not_hide_what_the_auth_flow_needs(tmp_path: Path) -> None:
+    """A bad login_url and a missing secret are reported together, each once."""
+    cfg = write(tmp_path, '[salesforce]\nlogin_url = "http://acme.example.com"\nclient_id = "k"\n')
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg, environ={})
+    assert [p.key for p in exc.value.problems] == [
+        "salesforce.login_url",
+        "salesforce.client_secret",
+    ]
+    cfg = write(tmp_path, '[salesforce]\nauth = "jwt"\nclient_id = 5\n')
+    with pytest.raises(SettingsError) as exc:
+        load_settings(cfg, environ={})
+    keys = sorted(p.key for p in exc.value.problems)
+    assert keys == [
+        "salesforce.client_id",
+        "salesforce.login_url",
+        "salesforce.private_key_file",
+        "salesforce.username",
+    ]
