@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
 from daemon.cli import EXIT_CONFIG, build_parser, main
+from daemon.settings import Settings
 
 COMMANDS = ["run", "demo", "status", "dead-letters", "check-config", "ingest"]
 
@@ -147,3 +150,27 @@ async def test_check_config_against_an_org_passes_then_names_a_bad_field(
         login = next(c for c in checks if c.name == "salesforce login")
         assert login.ok is False and "invalid_client" in login.detail
         assert "wrong-secret" not in login.detail
+
+
+def all_help_texts() -> str:
+    parser = build_parser()
+    texts = [parser.format_help()]
+    pending = [parser]
+    while pending:
+        for action in pending.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    texts.append(sub.format_help())
+                    pending.append(sub)
+    return "\n".join(texts)
+
+
+def test_help_states_the_settings_defaults_truly() -> None:
+    """Every '[section] key, which defaults to X' in --help is the default in settings.py."""
+    text = " ".join(all_help_texts().split())
+    claims = re.findall(r"\[(\w+)\] (\w+), which defaults to ([\w/]+)", text)
+    assert len(claims) >= 3
+    for section, key, value in claims:
+        model = Settings.model_fields[section].annotation
+        assert model is not None
+        assert str(model.model_fields[key].get_default()) == value, (section, key)
