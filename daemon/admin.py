@@ -489,6 +489,7 @@ class IngestOptions:
     dispositions: tuple[str, ...] = ()  # "CODE=NAME"
     tz: str | None = None
     source: str | None = None
+    direction: str | None = None
 
 
 class _IngestUsage(Exception):
@@ -552,6 +553,8 @@ def _ingest_kwargs(settings: Any, options: IngestOptions) -> dict[str, Any]:
     for key in ("direction", "batch_size"):
         if key in table:
             kwargs[key] = table[key]
+    if options.direction is not None:
+        kwargs["direction"] = options.direction
     return kwargs
 
 

@@ -270,6 +270,12 @@ or the file could not be read, 78 the configuration is invalid.
         "WN=wrong_number); repeat for each code",
     )
     ingest.add_argument(
+        "--direction",
+        choices=["outbound", "inbound"],
+        help="whether the file's calls were made by agents (outbound) or taken by them "
+        "(inbound), when the file does not say (default: the adapter's, else outbound)",
+    )
+    ingest.add_argument(
         "--tz",
         metavar="ZONE",
         help="time zone of times written without an offset, e.g. America/Chicago (default: "
@@ -349,6 +355,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 dispositions=tuple(args.disposition),
                 tz=args.tz,
                 source=args.source,
+                direction=args.direction,
             )
             return ingest_command(settings, args.file, out, err, options)
         if args.command == "demo":

@@ -74,6 +74,8 @@ def test_ingest_csv_with_mapping_codes_and_zone_is_idempotent(
         "America/Chicago",
         "--source",
         "crm",
+        "--direction",
+        "inbound",
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -83,6 +85,7 @@ def test_ingest_csv_with_mapping_codes_and_zone_is_idempotent(
     assert sorted(got) == ["c-1", "c-2", "c-3"]
     assert got["c-1"].source == "crm" and got["c-1"].disposition is Disposition.CONNECTED
     assert got["c-2"].disposition is Disposition.NO_ANSWER
+    assert got["c-1"].direction.value == "inbound"
     # Naive times are Chicago wall-clock (UTC-6 in November); explicit offsets stay.
     assert got["c-1"].ended_at == datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
     assert got["c-3"].ended_at == datetime(2026, 11, 24, 8, 10, tzinfo=UTC)
