@@ -546,6 +546,7 @@ class BulkEngine:
                 plan.key_field,
                 self._upsert_race_possible,
                 self._row_locks_possible,
+                plan.id_index,
             )
             if self.settings.fast_path
             else None
@@ -730,7 +731,7 @@ class BulkEngine:
                         slow.append((index, row))
                     else:
                         assert isinstance(result, SfError)
-                        failures.append((index, result, ""))
+                        failures.append((index, result, _given_id(plan, row)))
                 todo = slow
             for index, row in todo:
                 try:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from sfsim.errors import SfError
+from sfsim.ids import normalize_id
 from sfsim.schema import STRING_TYPES, FieldDef, SObjectDef
 from sfsim.store import (
     NULL_MARKER,
@@ -89,8 +90,12 @@ class FastSaver:
         key_index: int | None,
         race_possible: Callable[[], bool] = lambda: False,
         locks_possible: Callable[[], bool] = lambda: True,
+        *,
+        by_id: bool = False,
     ) -> None:
         self.store = store
+        # An update job: ``key_index`` is the Id column, every row updates the record it names.
+        self.by_id = by_id
         self._race_possible = race_possible
         self._locks_possible = locks_possible
         self.obj = obj
@@ -105,7 +110,7 @@ class FastSaver:
         # Static parts of store._validate: a column the operation cannot write sends its rows
         # down the row path (which reports INVALID_FIELD_FOR_INSERT_UPDATE).
         key_fields = [self.key_field] if self.key_field is not None else []
-        self.can_create = all(f.createable for f in fields + key_fields)
+        self.can_create = not by_id and all(f.createable for f in fields + key_fields)
         self.can_update = all(f.updateable for f in fields)
         required = store._required[obj.name]
         self.required_names = {f.name for f in required}
@@ -116,12 +121,14 @@ class FastSaver:
             else None
             for i in self.value_indexes
         ]
-        self._key_memo = self._static_memo(columns[key_index]) if key_index is not None else None
+        self._key_memo = (
+            self._static_memo(columns[key_index]) if key_index is not None and not by_id else None
+        )
         # A plain text key (no picklist, no email format): a cell converts to itself when it is
         # neither empty nor #N/A and fits the length (store._check_text), so a whole column of
         # such cells needs no per-cell conversion.
         self._plain_key_length: int | None = None
-        if self.key_field is not None:
+        if self.key_field is not None and not by_id:
             kf = self.key_field
             if kf.type in STRING_TYPES and kf.type != "email" and not kf.restricted_picklist:
                 self._plain_key_length = kf.length or None
@@ -143,16 +150,22 @@ class FastSaver:
         key_field: str | None,
         race_possible: Callable[[], bool] = lambda: False,
         locks_possible: Callable[[], bool] = lambda: True,
+        id_index: int | None = None,
     ) -> FastSaver | None:
-        """A saver when the job can take the fast path: insert, or upsert on a non-Id key."""
+        """A saver when the job can take the fast path: insert, upsert on a non-Id key, update."""
+        obj = store.schema.get(object_name)
+        if obj is None:
+            return None
+        if operation == "update":
+            # The row path's update: the Id column names the record, the others are written.
+            if id_index is None:
+                return None
+            return cls(store, obj, columns, id_index, race_possible, locks_possible, by_id=True)
         if operation not in ("insert", "upsert"):
             return None
         if any(c.field.name == "Id" and c.target is None for c in columns):
             return None  # an Id column: insert refuses it, upsert by Id updates by id
         if operation == "upsert" and (key_index is None or key_field is None or key_field == "Id"):
-            return None
-        obj = store.schema.get(object_name)
-        if obj is None:
             return None
         return cls(
             store,
@@ -293,7 +306,11 @@ class FastSaver:
             skipped = skipped or memo.skipped
             converted.append(values)
         keys: list[Any] = []
-        if self.key_index is not None and self._key_memo is not None:
+        by_id = self.by_id
+        if by_id:
+            assert self.key_index is not None
+            keys = list(by_column[self.key_index])
+        elif self.key_index is not None and self._key_memo is not None:
             keys = self._keys(by_column[self.key_index])
             key_memo = self._key_memo
             if key_memo.failed or key_memo.skipped:
@@ -332,7 +349,7 @@ class FastSaver:
         key_name = key_field.name if key_field is not None else ""
         index_keys: list[Any] = []
         key_index: dict[Any, Holders] = {}
-        if key_field is not None:
+        if key_field is not None and not by_id:
             key_index = table.indexes[key_field.name]
             if key_field.case_sensitive:
                 index_keys = keys
@@ -343,14 +360,14 @@ class FastSaver:
         # its id unused: ids have gaps, as on a real org).
         creates = 0
         if can_create:
-            if key_field is not None:
+            if key_field is not None:  # (never by_id: no creating there)
                 creates = list(map(key_index.get, index_keys)).count(None)
             else:
                 creates = count - len(failed_rows)
         fresh_ids = iter(store.ids.new_block(prefix, creates))
         # store.upsert consults its race hook before creating; while that fault is set, creating
         # upserts take the row path so the hook is asked exactly as it would be there.
-        racing = key_field is not None and self._race_possible()
+        racing = key_field is not None and not by_id and self._race_possible()
         # store._check_lock asks the lock hook (a fault) and refuses converted Leads; with no lock
         # fault set this chunk, only Leads need it.
         locking = obj_name == "Lead" or self._locks_possible()
@@ -366,7 +383,16 @@ class FastSaver:
                 given = zip(names, row_values, strict=True)
             old = None
             rid = None
-            if key_field is not None:
+            if by_id:
+                # store.update's _existing_id, for the ids it accepts: a canonical id present
+                # is itself; anything else (15 characters, other case, malformed, deleted, of
+                # another object, unknown, empty) is looked at by the row path.
+                cell = keys[i]
+                rid = cell if cell in rows_by_id else normalize_id(cell)
+                old = rows_by_id.get(rid) if rid is not None else None
+                if old is None:
+                    continue
+            elif key_field is not None:
                 holders = key_index.get(index_keys[i])
                 if holders is not None:
                     if not isinstance(holders, str):

@@ -15,6 +15,7 @@ from sfsim.bulk import BulkPlugin
 from sfsim.bulk_engine import BulkEngine
 from sfsim.ids import _BASE62, IdGenerator, to18
 from sfsim.org import Org
+from sfsim.rules import group_rules, parse_rules
 
 _VOLATILE = {
     "Id",
@@ -253,8 +254,12 @@ def test_id_blocks_continue_the_sequence_across_the_high_digits() -> None:
         assert got == expected
 
 
-async def _run_jobs(org: Org, fast: bool, jobs: list[tuple[dict[str, Any], bytes]]) -> None:
+async def _run_jobs(
+    org: Org, fast: bool, jobs: list[tuple[dict[str, Any], bytes]]
+) -> list[tuple[str, int, int, dict[str, str]]]:
+    """Run each job; its state, counters and result files (read while the engine runs)."""
     engine = _engine(org)
+    out = []
     engine.settings.fast_path = fast
     task = asyncio.create_task(engine.run())
     await engine.started()
@@ -264,10 +269,16 @@ async def _run_jobs(org: Org, fast: bool, jobs: list[tuple[dict[str, Any], bytes
             await engine.upload(job.id, _body(data))
             engine.close(job.id)
             await asyncio.wait_for(engine.wait(job.id), 60)
+            files = {
+                kind: "".join(engine.result_chunks(job.id, kind))
+                for kind in ("successful", "failed", "unprocessed")
+            }
+            out.append((job.state.value, job.records_processed, job.records_failed, files))
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    return out
 
 
 async def test_fast_path_keeps_indexes_built_on_demand_right() -> None:
@@ -308,3 +319,90 @@ async def test_fast_path_keeps_indexes_built_on_demand_right() -> None:
         seen.append(found)
     assert seen[0] == seen[1]
     assert any(len(v) > 1 for v in seen[0].values())  # several records share a value
+
+
+async def test_fast_path_updates_by_id_like_the_row_path() -> None:
+    """Update jobs: ids in every form (15 characters, other case, malformed, deleted, of another
+    object, unknown, repeated, empty), bad cells, a converted Lead and a validation rule give the
+    same results, ids and records on both paths."""
+    outcomes = []
+    for fast in (True, False):
+        rng = random.Random(5)
+        org = Org()
+        ids = [
+            org.store.insert(
+                "Lead", {"LastName": f"L{i}", "Company": "C", "Dialer_Lead_Id__c": f"L-{i}"}
+            )
+            for i in range(300)
+        ]
+        converted = org.store.insert(
+            "Lead", {"LastName": "C", "Company": "C", "IsConverted": True}, seed=True
+        )
+        task_id = org.store.insert("Task", {"Subject": "t"})
+        org.store.delete("Lead", ids[1])
+        org.store.validation_rules = group_rules(
+            parse_rules(
+                [
+                    {
+                        "object": "Lead",
+                        "field": "Title",
+                        "condition": "equals",
+                        "value": "t2",
+                        "message": "no t2",
+                    }
+                ],
+                org.schema,
+            )
+        )
+        # Rows of these ids have only good cells, so the id decides their outcome.
+        special = [
+            converted,
+            ids[1],
+            ids[3][:15],
+            ids[4].lower(),
+            ids[5][:15].upper(),
+            "00Qbad",
+            task_id,
+            to18("00Q8d0000zzzzzz"),
+            "",
+        ]
+        forms = [*ids[7:], ids[6], ids[6], *special]
+        rng.shuffle(forms)
+        lines = ["Id,Status,Title,Phone,LastName"]
+        for rid in forms:
+            if rid in special:
+                lines.append(f"{rid},Working - Contacted,t1,555,Smith")
+                continue
+            lines.append(
+                ",".join(
+                    [
+                        rid,
+                        rng.choice(["Working - Contacted", "Nope", "", "#N/A"]),
+                        rng.choice(["t1", "t2", "#N/A", "", "x" * 200]),
+                        rng.choice(["555", "", "#N/A"]),
+                        rng.choice(["Smith", "", "", "#N/A"]),
+                    ]
+                )
+            )
+        data = ("\n".join(lines) + "\n").encode()
+        (result,) = await _run_jobs(org, fast, [({"object": "Lead", "operation": "update"}, data)])
+        records = [
+            {k: v for k, v in r.items() if k not in _VOLATILE - {"Id"}}
+            for r in org.store.records("Lead")
+        ]
+        outcomes.append((*result, records))
+    assert outcomes[0] == outcomes[1]
+    state, processed, failed, files, _ = outcomes[0]
+    assert (state, processed) == ("JobComplete", len(forms))
+    assert failed and files["successful"].count("\n") > 50
+    for code in (
+        "CANNOT_UPDATE_CONVERTED_LEAD",
+        "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+        "MALFORMED_ID",
+        "ENTITY_IS_DELETED",
+        "INVALID_CROSS_REFERENCE_KEY",
+        "DUPLICATE_VALUE",
+        "MISSING_ARGUMENT",
+        "STRING_TOO_LONG",
+    ):
+        assert code in files["failed"], code
