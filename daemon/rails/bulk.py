@@ -537,11 +537,15 @@ class BulkRail:
                 await self._abort_quietly(job.job_id)
 
     async def _abort_quietly(self, job_id: str) -> None:
+        state = "Aborted"
         try:
             await self._client.set_job_state(job_id, "Aborted")
-            await self._spool.finish_job(job_id, "Aborted")
         except SalesforceError as exc:
             log.warning("bulk_abort_failed", job_id=job_id, error=str(exc)[:300])
+            state = "Abandoned"
+        # Finished either way: its records were re-queued with the batch, so nothing is
+        # left to reconcile (left open, it would count as in flight for ever).
+        await self._spool.finish_job(job_id, state)
 
     # ---------------------------------------------------------------- restart
     async def recover(self, stop: asyncio.Event) -> int:
