@@ -42,7 +42,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,16 +58,22 @@ __all__ = [
     "DaemonProcess",
     "Delivery",
     "LoadGenerator",
+    "Outcome",
     "Ports",
+    "Session",
     "SimProcess",
     "Verdict",
+    "attempts",
+    "check_dead_letters",
     "dead_letters",
+    "finish",
     "free_port",
     "lead_key",
     "load_average",
     "plan_load",
     "recent",
     "seed_leads",
+    "session",
     "spool_stats",
     "verify",
     "wait_drained",
@@ -204,6 +210,20 @@ class SimProcess:
         code = await _terminate(self._proc, signal.SIGTERM, _STOP_TIMEOUT_S)
         self._proc = None
         return code
+
+    async def restart_with_fresh_allocation(self) -> None:
+        """Stop, zero the saved daily API usage, start again (state otherwise kept).
+
+        sfsim's ``exhaust_daily_limit`` fault has no undo (the allocation is a rolling
+        24 hours); a campaign that exhausts it "for a minute" restores it this way.
+        Fault settings are not part of the saved state: set them again afterwards.
+        """
+        await self.stop()
+        path = self.state_dir / "sfsim-state.json"
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state.setdefault("usage", {})["used"] = 0
+        path.write_text(json.dumps(state, separators=(",", ":")), encoding="utf-8")
+        await self.start()
 
     async def aclose(self) -> None:
         await self.stop()
@@ -1140,6 +1160,130 @@ async def dead_letters(path: Path) -> list[dict[str, Any]]:
                     }
                 )
             offset += len(page)
+    return out
+
+
+def attempts(path: Path) -> Counter[int]:
+    """Attempts per stored outcome (how many times each was claimed to be sent) -> count."""
+    import sqlite3
+
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    try:
+        return Counter(
+            {
+                int(a): int(n)
+                for a, n in conn.execute("SELECT attempt, count(*) FROM outcomes GROUP BY attempt")
+            }
+        )
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- a run
+
+
+@dataclass
+class Session:
+    """One campaign run's processes and files (see :func:`session`)."""
+
+    workdir: Path
+    sim: SimProcess
+    daemon: DaemonProcess
+    gen: LoadGenerator
+    spool_path: Path
+    leads: dict[str, str]
+
+
+@dataclass
+class Outcome:
+    """What a run left behind: the org, the spool's dead letters and attempts."""
+
+    verdict: Verdict
+    dead: list[dict[str, Any]]
+    attempts: Counter[int]
+    sim_stats: dict[str, Any]
+    stop_status: int
+
+
+@contextlib.asynccontextmanager
+async def session(
+    workdir: Path,
+    plan: Sequence[Delivery],
+    *,
+    leads: int,
+    rate: float = 0.0,
+    bulk_rate: float | None = None,
+    rules: list[dict[str, Any]] | None = None,
+    **config: Any,
+) -> AsyncIterator[Session]:
+    """sfsim (seeded with ``leads`` Leads and ``rules``), the feed, and a started daemon.
+
+    Keyword arguments go to :func:`write_config`. Everything is stopped on the way out.
+    """
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    sim = SimProcess(workdir / "sim", bulk_rate=bulk_rate)
+    await sim.start()
+    ports = Ports.pick()
+    spool_path = workdir / "spool.db"
+    gen = LoadGenerator(plan, webhook_url=ports.webhook_url, rate=rate)
+    daemon: DaemonProcess | None = None
+    try:
+        ids = await seed_leads(sim, leads)
+        if rules:
+            await sim.validation_rules(rules)
+        async with gen.serve():
+            cfg = write_config(
+                workdir / "config.toml",
+                sim_info=sim.info,
+                ports=ports,
+                ws_url=gen.ws_url,
+                spool_path=spool_path,
+                **config,
+            )
+            daemon = DaemonProcess(cfg, ports, workdir / "daemon.log")
+            await daemon.start()
+            yield Session(workdir, sim, daemon, gen, spool_path, ids)
+    finally:
+        if daemon is not None:
+            await daemon.aclose()
+        await sim.aclose()
+
+
+async def finish(s: Session, *, drain_timeout_s: float) -> Outcome:
+    """Wait for the drain, stop the daemon (SIGTERM), read the org and the spool, verify."""
+    await wait_drained(s.spool_path, timeout_s=drain_timeout_s)
+    code = await s.daemon.stop()
+    dead = await dead_letters(s.spool_path)
+    tries = attempts(s.spool_path)
+    tasks = await s.sim.records("Task")
+    leads = await s.sim.records("Lead")
+    stats = await s.sim.stats()
+    verdict = verify(s.gen.acked_deliveries(), s.gen.sent_deliveries(), tasks, leads)
+    return Outcome(verdict, dead, tries, stats, code)
+
+
+def check_dead_letters(
+    acked: Iterable[Delivery], dead: Iterable[Mapping[str, Any]], *, error_code: str
+) -> dict[str, int]:
+    """Only invalid calls dead-lettered, every one of them, each with the org's error."""
+    invalid = {d.external_key for d in acked if d.invalid}
+    seen: set[str] = set()
+    out = {
+        "invalid_acked": len(invalid),
+        "dead_letters": 0,
+        "dead_valid": 0,
+        "invalid_not_dead": 0,
+        "dead_wrong_error": 0,
+    }
+    for row in dead:
+        out["dead_letters"] += 1
+        key = str(row["external_key"])
+        seen.add(key)
+        if key not in invalid:
+            out["dead_valid"] += 1
+        elif row.get("error_code") != error_code or not row.get("error_message"):
+            out["dead_wrong_error"] += 1
+    out["invalid_not_dead"] = len(invalid - seen)
     return out
 
 

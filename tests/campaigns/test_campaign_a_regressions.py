@@ -1,0 +1,107 @@
+"""Regression tests for defects the crash / faults / kill-Salesforce campaigns found
+(bench/campaign_crash.py, campaign_faults.py, campaign_kill_sf.py). Real sfsim over
+loopback, real spool file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daemon.mapping import load_mapping
+from daemon.rails import Rails
+from daemon.salesforce import Backoff, QuotaView, SalesforceClient
+from spool import CallOutcome, Spool, open_spool
+
+_FAST = Backoff(initial=0.001, factor=2.0, cap=0.02, jitter=0.0)
+_T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Any]:
+    from sfsim import SimOrg
+
+    async with SimOrg(port=0) as org:
+        yield org
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    async with open_spool(tmp_path / "spool.db", synchronous="NORMAL") as sp:
+        yield sp
+
+
+def _client(sim: Any, **kw: Any) -> SalesforceClient:
+    info = sim.info
+    return SalesforceClient(
+        login_url=info["token_url"].removesuffix("/services/oauth2/token"),
+        auth="client_credentials",
+        client_id=info["client_id"],
+        client_secret=info["client_secret"],
+        allow_http=True,
+        quota=QuotaView(reserve=0.0, max_share=1.0),
+        **kw,
+    )
+
+
+def _outcomes(sim: Any, n: int) -> list[CallOutcome]:
+    store = sim.org.store
+    out = []
+    for i in range(n):
+        lead_id = store.insert(
+            "Lead", {"LastName": f"L{i}", "Company": "Acme", "Dialer_Lead_Id__c": f"K{i}"}
+        )
+        out.append(
+            CallOutcome.model_validate(
+                {
+                    "source": "camp",
+                    "call_id": f"c{i}",
+                    "disposition": "no_answer",
+                    "ended_at": _T0 + timedelta(seconds=i),
+                    "lead": {"id": lead_id},
+                }
+            )
+        )
+    return out
+
+
+async def test_a_given_up_bulk_batch_closes_its_jobs_even_when_the_abort_fails(
+    sim: Any, spool: Spool
+) -> None:
+    """Found by the faults campaign (5xx bursts): a poll failing mid-batch gives the batch up
+    and aborts its jobs; when the abort itself got a 5xx the jobs stayed "in flight" in the
+    spool for ever (``status`` and the drain never saw the end of them)."""
+    outs = _outcomes(sim, 30)
+    await spool.put_many(outs)
+    armed = False
+
+    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+        nonlocal armed
+        if (method, kind, status) == ("GET", "bulk", 200) and not armed:
+            # After the first poll: the next poll and every abort of this batch fail.
+            armed = True
+            sim.org.faults.configure({"error_next": 4, "kinds": ["bulk"]})
+
+    async with _client(sim, on_call=hook) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=_FAST,
+            bulk_poll=_FAST,
+            idle_poll_s=0.005,
+        )
+        await rails.drain(timeout_s=30)
+    assert armed and sim.org.faults.settings.counters.get("errors") == 4
+    stats = await spool.stats()
+    assert stats.jobs_in_flight == 0, stats.jobs_by_state
+    assert stats.done == 30 and stats.dead == 0
+    states = {j.state for j in await spool.jobs()}
+    assert "Abandoned" in states  # the jobs whose abort failed, closed all the same
+    store = sim.org.store
+    for o in outs:
+        assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
