@@ -144,9 +144,14 @@ class WebhookAdapter:
             return
         host, port = parse_listen(self.cfg.listen)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on an accepted socket only
+        # when its proto says TCP (accepted sockets inherit the listener's). Without it
+        # uvicorn's header and body writes meet Nagle + the client's delayed ACK: every
+        # keep-alive response waited ~40 ms (about 700 requests/s at 32 clients).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)

@@ -205,7 +205,7 @@ async def run_baseline(requests: int, clients: int) -> dict[str, Any]:
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_client_process, args=(requests, clients, child), daemon=True)
     proc.start()
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     config = uvicorn.Config(_hello, log_config=None, access_log=False, lifespan="off")
