@@ -109,6 +109,7 @@ class Rails:
         self._last_bulk = clock()
         self._burst = False
         self._recovered = False
+        self._reconcile_due = False  # recovery needed now, even with nothing pending
         known: LruCache[str, bool] = LruCache(200_000)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
@@ -223,6 +224,7 @@ class Rails:
         if not self._recovered:
             await self.bulk.recover(stop)
             self._recovered = not stop.is_set()
+            self._reconcile_due = not self._recovered
 
     def _pause(self, rail: str, reason: str) -> None:
         if self.paused.get(rail) != reason:
@@ -232,6 +234,7 @@ class Rails:
             self._event("paused", {"rail": rail, "reason": reason})
         self.paused[rail] = reason
         self._paused_at[rail] = self._clock()
+        self._progress.set()  # drain() notices at once
 
     def _is_paused(self, rail: str) -> bool:
         for name in (rail, "all"):
@@ -400,6 +403,12 @@ class Rails:
                 trouble = None
             except (SpoolError, SalesforceError) as exc:
                 # Trouble outside a send (spool busy, /limits or job polling failing).
+                # A bulk batch cut short this way (e.g. the disk full while its job's
+                # state was recorded) left its jobs unfinished in the spool and its
+                # records leased for the whole bulk lease: reconcile them as a restart
+                # would, before the next batch (and even when nothing new is pending).
+                self._recovered = False
+                self._reconcile_due = True
                 trouble = trouble or iter(_LOOP_BACKOFF)
                 await self._trouble(stop, "batch", exc, next(trouble))
                 continue
@@ -413,7 +422,7 @@ class Rails:
     async def _batch_step(self, stop: asyncio.Event) -> bool:
         stats = await self.spool.stats()
         decision = self._decide(stats.pending)
-        if not self._recovered and decision.other is not Via.WAIT:
+        if not self._recovered and (decision.other is not Via.WAIT or self._reconcile_due):
             # Start-up recovery did not run (e.g. paused on auth): before any new job.
             try:
                 await self._recover(stop)
