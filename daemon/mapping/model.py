@@ -19,7 +19,7 @@ from typing import Any
 
 from spool.record import CallOutcome, Disposition
 
-from ._template import ValueFn, compile_value
+from ._template import ValueFn, compile_value, placeholders
 
 __all__ = ["LeadNotFound", "Mapping", "MappingError", "load_mapping", "parse_mapping"]
 
@@ -103,6 +103,22 @@ class Mapping:
     def sticky_update(self, outcome: CallOutcome) -> dict[str, Any]:
         """Only the sticky fields this outcome sets: sent even when a newer outcome won."""
         return {k: v for k, v in self.lead_update(outcome).items() if k in self.sticky}
+
+    def task_value_fns(self) -> tuple[tuple[str, ValueFn], ...]:
+        """(field, compiled value function) per Task field, in :meth:`task_columns` order."""
+        return self._task_fns
+
+    def task_field_inputs(self) -> dict[str, frozenset[str]]:
+        """Task field -> the placeholders its value depends on (empty: a constant).
+
+        Lets the Bulk rail compute fields that depend only on, say, the disposition
+        once per distinct value instead of once per row.
+        """
+        out: dict[str, frozenset[str]] = {}
+        for name, _ in self._task_fns:
+            raw = self.task_fields.get(name)
+            out[name] = frozenset(placeholders(raw)) if isinstance(raw, str) else frozenset()
+        return out
 
     def task_columns(self) -> list[str]:
         """Every Task field this mapping can produce, in a stable order (for CSV headers)."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -67,9 +67,9 @@ class Action(StrEnum):
     RELEASE = "release"  # keep pending, attempt not counted (rail paused)
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A claimed record without its payload (Bulk keeps one per outcome in a batch)."""
+class Ref(NamedTuple):
+    """A claimed record without its payload (Bulk keeps one per outcome in a batch;
+    a tuple: cheap to build and small)."""
 
     record_id: int
     rev: int
@@ -312,10 +312,13 @@ class RestSender:
             else:
                 await self._send_collections(items, rows, rail=rail)
         except RetryableError as exc:
+            # No answer (or a retryable one) for the whole request: every record is retried.
+            # Its code alone would not say so: a dropped connection has none ("TransportError")
+            # and a 500 says UNKNOWN_EXCEPTION, both "permanent" for a record's own error.
             error = RecordError(exc.error_code or type(exc).__name__, exc.message)
             for i in items:
                 i.errors.append(error)
-                if i.verdict is None and exc.retry_after_s is not None:
+                if i.verdict is None:
                     i.verdict = Verdict(
                         i.claim, Action.RETRY, error.code, error.message, exc.retry_after_s
                     )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +36,14 @@ from daemon.salesforce import (
 )
 from daemon.salesforce.wire import (
     MAX_UPLOAD_BYTES,
-    CsvRows,
+    CsvLines,
     LiteralNullError,
     csv_value,
-    iter_result_csv,
+    iter_result_errors,
+    utf8_len,
 )
-from spool import Claim, Spool
+from spool import CallOutcome, Claim, Spool
+from spool.record import Direction, Disposition
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
 from ._rest import LEAD_NOT_FOUND, Action, Ref, RestSender, Verdict, apply_verdicts, verdict_for
@@ -93,7 +96,7 @@ class _Job:
     key_column: str
     ext_field: str | None
     header: list[str]
-    rows: list[tuple[str, bytes]]  # (sort key, encoded row)
+    rows: list[tuple[str, str]]  # (sort key, CSV line)
     size: int
     job_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +110,64 @@ class BulkStats:
     records: int = 0
     failed_jobs: int = 0
     resent_newer: int = 0
+
+
+# Task fields whose value depends on nothing but these are computed once per
+# (disposition, direction) instead of once per row.
+_PER_KIND_INPUTS = frozenset({"disposition", "disposition_label", "direction", "call_type"})
+
+
+def _none(o: CallOutcome, agents: AbcMapping[str, str]) -> None:
+    return None
+
+
+class _TaskPlan:
+    """The Task CSV row of an outcome, with the per-kind cells cached (the hot path).
+
+    Columns: external key, the per-row fields, the Lead column, the per-kind fields.
+    Create-only fields (TaskSubtype) are left empty for Tasks known to exist (an
+    empty Bulk value is ignored on update, §4.9).
+    """
+
+    def __init__(self, m: Mapping) -> None:
+        inputs = m.task_field_inputs()
+        fns = m.task_value_fns()
+        self._agents = m.agents
+        self._ext_col = m.task_external_id
+        self._per_row = [n for n, _ in fns if not inputs[n] <= _PER_KIND_INPUTS]
+        self._per_kind = [n for n, _ in fns if inputs[n] <= _PER_KIND_INPUTS]
+        by_name = dict(fns)
+        # [include create-only fields?] -> the functions, with create-only ones blanked
+        self._row_fns = {
+            inc: [by_name[n] if inc or n not in m.create_only else _none for n in self._per_row]
+            for inc in (False, True)
+        }
+        self._kind_fns = {
+            inc: [by_name[n] if inc or n not in m.create_only else _none for n in self._per_kind]
+            for inc in (False, True)
+        }
+        self._kind_cells: dict[tuple[Disposition, Direction, bool], list[str]] = {}
+
+    def header(self, who_col: str) -> list[str]:
+        return [self._ext_col, *self._per_row, who_col, *self._per_kind]
+
+    def row(self, o: CallOutcome, ext_key: str, who: str | None, new_task: bool) -> list[str]:
+        """CSV cells (raises LiteralNullError for a text value that is exactly #N/A)."""
+        kind = (o.disposition, o.direction, new_task)
+        per_kind = self._kind_cells.get(kind)
+        agents = self._agents
+        if per_kind is None:
+            per_kind = [csv_value(fn(o, agents)) for fn in self._kind_fns[new_task]]
+            self._kind_cells[kind] = per_kind
+        cells = [csv_value(ext_key)]
+        cells += [csv_value(fn(o, agents)) for fn in self._row_fns[new_task]]
+        cells.append(csv_value(who))
+        cells += per_kind
+        return cells
+
+
+def _first(row: tuple[str, str]) -> str:
+    return row[0]
 
 
 class BulkRail:
@@ -154,8 +215,8 @@ class BulkRail:
     # ---------------------------------------------------------------- building
     async def _claim_batch(self) -> tuple[list[_Rec], list[_Job], list[_Job], list[Claim]]:
         m = self._m
-        csv_rows = CsvRows()
-        task_cols = m.task_columns()
+        lines = CsvLines()
+        plan = _TaskPlan(m)
         rel_col = f"{m.lead_object}:Who.{m.lead_external_id}"
         # WhoId and Lead:Who.<key> set the same field: one header cannot carry both, so
         # Tasks whose Lead is named by Id and those named by external key go in two jobs.
@@ -165,25 +226,29 @@ class BulkRail:
                 "upsert",
                 m.task_external_id,
                 m.task_external_id,
-                [m.task_external_id, *task_cols, who_col],
+                plan.header(who_col),
                 [],
                 0,
             )
             for who_col in ("WhoId", rel_col)
         ]
         for job in task_jobs:
-            job.size = len(csv_rows.encode(job.header))
-
-        def task_bytes() -> int:
-            return task_jobs[0].size + task_jobs[1].size
+            job.size = utf8_len(lines.line(job.header))
+        task_bytes = task_jobs[0].size + task_jobs[1].size
 
         recs: list[_Rec] = []
         rest_claims: list[Claim] = []  # records Bulk cannot express (literal #N/A)
         # Lead rows by key: Id jobs (0) and external-key upsert jobs (1).
         lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
         lead_cols = m.lead_columns()
+        sticky_by_disposition = {d: m.sets_sticky(d) for d in Disposition}
+        dead_letter_missing = m.lead_not_found is LeadNotFound.DEAD_LETTER
+        known = self._known
+        ledger = self._ledger
+        resolver = self._resolver
         full_limit = self.job_max_records
-        while len(recs) < full_limit and task_bytes() < self.max_upload_bytes:
+        max_bytes = self.max_upload_bytes
+        while len(recs) < full_limit and task_bytes < max_bytes:
             want = min(self.claim_page, full_limit - len(recs))
             claims = await self._spool.claim("bulk", want, urgent=False, lease_s=self.lease_s)
             if not claims:
@@ -195,21 +260,23 @@ class BulkRail:
                 and c.outcome.lead.id is None
                 and c.outcome.lead.external_key is None
             ]
-            phone_ids = await self._resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
+            phone_ids = await resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
             lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
             newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
             leftover: list[Claim] = []
+            not_found: list[Verdict] = []
             for n, claim in enumerate(claims):
-                if task_bytes() >= self.max_upload_bytes:
+                if task_bytes >= max_bytes:
                     leftover = list(claims[n:])
                     break
                 o = claim.outcome
-                rec = _Rec(Ref.of(claim), o.external_key, claim.lead_key)
+                ext_key = o.external_key
+                lead_key = claim.lead_key
                 ref = o.lead
                 who_id: str | None = None
                 rel: str | None = None
                 lead_target: tuple[int, str, str | None] | None = None
-                if ref is not None and not self._resolver.is_missing_key(claim.lead_key):
+                if ref is not None and not resolver.is_missing_key(lead_key):
                     if ref.id is not None:
                         who_id = ref.id
                         lead_target = (0, ref.id[:15], ref.id)
@@ -220,70 +287,68 @@ class BulkRail:
                         who_id = phone_ids.get(ref.key)
                         if who_id is not None:
                             lead_target = (0, who_id[:15], who_id)
-                if (
-                    ref is not None
-                    and lead_target is None
-                    and m.lead_not_found is LeadNotFound.DEAD_LETTER
-                ):
-                    await apply_verdicts(
-                        self._spool,
-                        [
-                            Verdict(
-                                claim,
-                                Action.DEAD,
-                                LEAD_NOT_FOUND,
-                                f"no {m.lead_object} matches {ref.key}",
-                            )
-                        ],
-                        backoff=self._retry,
-                        rail="bulk",
+                if ref is not None and lead_target is None and dead_letter_missing:
+                    not_found.append(
+                        Verdict(
+                            claim,
+                            Action.DEAD,
+                            LEAD_NOT_FOUND,
+                            f"no {m.lead_object} matches {ref.key}",
+                        )
                     )
                     continue
                 # Lead row first: whether this outcome carries the Lead's newest state.
-                order = (o.ended_at.timestamp(), claim.record_id)
                 lead_update: dict[str, Any] = {}
                 take_full = False
                 lr: _LeadRow | None = None
-                if lead_target is not None and claim.lead_key is not None:
+                order: tuple[float, int] | None = None
+                sticky = sticky_by_disposition[o.disposition]
+                if lead_target is not None and lead_key is not None:
+                    order = (o.ended_at.timestamp(), claim.record_id)
                     lr = lead_rows[lead_target[0]].get(lead_target[1])
-                    is_newest = newest.get(claim.lead_key, (claim.record_id,))[0] == claim.record_id
-                    sent = self._ledger.get(claim.lead_key)
-                    if sent is not None and sent.order > order:
-                        is_newest = False
+                    is_newest = newest.get(lead_key, (claim.record_id,))[0] == claim.record_id
+                    if is_newest:
+                        sent = ledger.get(lead_key)
+                        if sent is not None and sent.order > order:
+                            is_newest = False
                     take_full = is_newest and (lr is None or lr.order is None or order > lr.order)
-                    if take_full or m.sets_sticky(o.disposition):
+                    if take_full or sticky:
                         lead_update = m.lead_update(o)
-                task = m.task_record(o, include_create_only=rec.ext_key not in self._known)
                 try:
-                    values = [csv_value(rec.ext_key)]
-                    values += [csv_value(task.get(col)) for col in task_cols]
-                    values.append(csv_value(who_id if rel is None else rel))
+                    cells = plan.row(
+                        o, ext_key, who_id if rel is None else rel, ext_key not in known
+                    )
                     for v in lead_update.values():
                         csv_value(v)
                 except LiteralNullError:
                     rest_claims.append(claim)
                     continue
-                row = csv_rows.encode(values)
+                line = lines.line(cells)
+                size = utf8_len(line)
                 task_job = task_jobs[0 if rel is None else 1]
-                task_job.rows.append((claim.lead_key or "", row))
-                task_job.size += len(row)
+                task_job.rows.append((lead_key or "", line))
+                task_job.size += size
+                task_bytes += size
+                rec = _Rec(Ref.of(claim), ext_key, lead_key)
                 recs.append(rec)
-                if lead_target is None or claim.lead_key is None:
+                if lead_target is None or lead_key is None:
                     continue
                 which, key, lead_id = lead_target
                 rec.lead_key = key
                 rec.lead_job = which
                 rec.lead_ok = False
                 if lr is None:
-                    lr = _LeadRow(key, claim.lead_key, None, {}, [], lead_id)
+                    lr = _LeadRow(key, lead_key, None, {}, [], lead_id)
                     lead_rows[which][key] = lr
                 lr.recs.append(rec)
                 if take_full:
                     keep_sticky = {k: v for k, v in lr.fields.items() if k in m.sticky}
                     lr.fields = {**lead_update, **keep_sticky}
                     lr.order = order
-                if lead_update and m.sets_sticky(o.disposition):
+                if lead_update and sticky:
                     lr.fields.update({k: v for k, v in lead_update.items() if k in m.sticky})
+            if not_found:
+                await apply_verdicts(self._spool, not_found, backoff=self._retry, rail="bulk")
             if leftover:
                 await self._spool.release(leftover)
                 break
@@ -293,22 +358,22 @@ class BulkRail:
             op = "update" if which == 0 else "upsert"
             hdr = [key_col, *lead_cols]
             job = _Job(m.lead_object, op, key_col, None if which == 0 else key_col, hdr, [], 0)
-            job.size = len(csv_rows.encode(hdr))
+            job.size = utf8_len(lines.line(hdr))
             for lr in rows.values():
                 if not lr.fields:
                     for rec in lr.recs:
                         rec.lead_ok = True
                     continue
                 key_value = lr.lead_id if which == 0 else lr.key
-                enc = csv_rows.encode(
+                line = lines.line(
                     [key_value or "", *(csv_value(lr.fields.get(c)) for c in lead_cols)]
                 )
-                job.rows.append((lr.key, enc))
-                job.size += len(enc)
+                job.rows.append((lr.key, line))
+                job.size += utf8_len(line)
             lead_jobs.append(job)
         self._lead_rows = lead_rows
         for job in task_jobs:
-            job.rows.sort(key=lambda r: r[0])
+            job.rows.sort(key=_first)
         return recs, task_jobs, lead_jobs, rest_claims
 
     # ---------------------------------------------------------------- running
@@ -324,8 +389,10 @@ class BulkRail:
         jobs = [j for j in (*task_jobs, *lead_jobs) if j.rows]
         started = self._clock()
         try:
-            for job in jobs:
-                await self._start_job(job, claims)
+            for n, job in enumerate(jobs):
+                # The batch's records are recorded once, with its first job (recovery
+                # reconciles every unfinished job together); that job is finished last.
+                await self._start_job(job, claims if n == 0 else ())
             await self._wait_jobs(jobs, claims, stop)
             if stop.is_set() and any(j.info.get("state") not in TERMINAL for j in jobs):
                 # Shutdown: the jobs are in the spool; the next start polls and reconciles them.
@@ -351,6 +418,9 @@ class BulkRail:
             await self._close_jobs(jobs)
             return len(recs)
         await self._reconcile(recs, task_jobs, lead_jobs, started)
+        for job in reversed(jobs):
+            assert job.job_id is not None
+            await self._spool.finish_job(job.job_id, str(job.info.get("state")))
         self._lead_rows = [{}, {}]  # free the batch before the next one is built
         self.stats.batches += 1
         self.stats.records += len(recs)
@@ -365,7 +435,7 @@ class BulkRail:
         # Committed before the upload: a restart finds every job it started.
         await self._spool.record_job(job.job_id, job.sobject, job.operation, claims, state="Open")
         self.stats.jobs += 1
-        header = CsvRows().encode(job.header)
+        header = CsvLines().line(job.header)
         rows = job.rows
         await self._client.upload_job_data(job.job_id, lambda: _stream(header, rows), size=job.size)
         job.info = await self._client.set_job_state(job.job_id, "UploadComplete")
@@ -414,21 +484,22 @@ class BulkRail:
                 "bulk_job_failed", job_id=job.job_id, object=job.sobject, reason=message[:500]
             )
             raise ConfigurationError(f"Bulk job {job.job_id} ({job.sobject}) Failed: {message}")
-        normalize = _id15 if job.key_column == "Id" else _same
+        results = job.results
         for which in ("successfulResults", "failedResults"):
             async with self._client.job_results(job.job_id, which) as chunks:
-                async for batch in iter_result_csv(chunks, key_column=job.key_column):
-                    for row in batch:
-                        job.results[normalize(row.key)] = row.error
-        if state == "Aborted" or len(job.results) < len(job.rows):
+                async for pairs in iter_result_errors(chunks, key_column=job.key_column):
+                    if job.key_column == "Id":
+                        results.update((key[:15], err) for key, err in pairs)
+                    else:
+                        results.update(pairs)
+        if state == "Aborted" or len(results) < len(job.rows):
+            unprocessed = RecordError("UNPROCESSED", "not processed by the job")
             async with self._client.job_results(job.job_id, "unprocessedrecords") as chunks:
-                async for batch in iter_result_csv(chunks, key_column=job.key_column):
-                    for row in batch:
-                        job.results.setdefault(
-                            normalize(row.key),
-                            RecordError("UNPROCESSED", "not processed by the job"),
+                async for pairs in iter_result_errors(chunks, key_column=job.key_column):
+                    for key, _ in pairs:
+                        results.setdefault(
+                            _id15(key) if job.key_column == "Id" else key, unprocessed
                         )
-        await self._spool.finish_job(job.job_id, str(state))
 
     async def _reconcile(
         self,
@@ -527,7 +598,7 @@ class BulkRail:
 
     async def _close_jobs(self, jobs: Sequence[_Job]) -> None:
         """A batch given up: abort its unfinished jobs, mark every job finished in the spool."""
-        for job in jobs:
+        for job in reversed(jobs):
             if job.job_id is None:
                 continue
             state = job.info.get("state")
@@ -583,13 +654,12 @@ class BulkRail:
                 key_col = m.task_external_id
             else:
                 key_col = "Id" if row.operation == "update" else m.lead_external_id
-            normalize = _id15 if key_col == "Id" else _same
             into = task_results if is_task else lead_results
             for which in ("successfulResults", "failedResults"):
                 async with self._client.job_results(row.sf_job_id, which) as chunks:
-                    async for batch in iter_result_csv(chunks, key_column=key_col):
-                        for r in batch:
-                            into[normalize(r.key)] = r.error
+                    async for pairs in iter_result_errors(chunks, key_column=key_col):
+                        for key, err in pairs:
+                            into[_id15(key) if key_col == "Id" else key] = err
         verdicts: list[Verdict] = []
         seen: set[int] = set()
         for row in rows:
@@ -662,10 +732,6 @@ def _id15(key: str) -> str:
     return key[:15]
 
 
-def _same(key: str) -> str:
-    return key
-
-
 def _lead_missing(err: RecordError) -> bool:
     if err.code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY", "NOT_FOUND"):
         return True
@@ -677,15 +743,16 @@ def _lead_missing(err: RecordError) -> bool:
     )
 
 
-async def _stream(header: bytes, rows: Sequence[tuple[str, bytes]]) -> AsyncIterator[bytes]:
+async def _stream(header: str, rows: Sequence[tuple[str, str]]) -> AsyncIterator[bytes]:
+    """The CSV body in ~1 MB chunks, encoded a chunk at a time."""
     buf = [header]
     size = len(header)
-    for _, row in rows:
-        buf.append(row)
-        size += len(row)
+    for _, line in rows:
+        buf.append(line)
+        size += len(line)
         if size >= _CHUNK:
-            yield b"".join(buf)
+            yield "".join(buf).encode("utf-8")
             buf, size = [], 0
             await asyncio.sleep(0)
     if buf:
-        yield b"".join(buf)
+        yield "".join(buf).encode("utf-8")

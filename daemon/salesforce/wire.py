@@ -11,6 +11,7 @@ import io
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -23,18 +24,23 @@ __all__ = [
     "MAX_COLLECTION",
     "MAX_COMPOSITE",
     "MAX_UPLOAD_BYTES",
+    "CsvLines",
     "CsvRows",
     "ItemResult",
     "LiteralNullError",
+    "ResultColumns",
     "ResultRow",
     "collection_records",
     "composite_body",
     "csv_value",
     "iter_result_csv",
+    "iter_result_errors",
+    "iter_result_rows",
     "json_value",
     "parse_collection_results",
     "parse_composite_results",
     "sobject_path",
+    "utf8_len",
 ]
 
 MAX_COLLECTION = 200  # records per sObject Collections call (§3.2)
@@ -128,6 +134,30 @@ class CsvRows:
             self._all.writerow(row)
             text = buf.getvalue()
         return text.encode("utf-8")
+
+
+class CsvLines:
+    """Like :class:`CsvRows`, as ``str`` lines, for the Bulk hot path (encoded to UTF-8
+    a chunk at a time on upload). :func:`utf8_len` gives a line's size in bytes."""
+
+    def __init__(self) -> None:
+        self._out: list[str] = []
+        sink = SimpleNamespace(write=self._out.append)
+        self._minimal = csv.writer(sink, lineterminator="\n")
+        self._all = csv.writer(sink, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def line(self, row: Sequence[str]) -> str:
+        self._minimal.writerow(row)
+        text = self._out.pop()
+        if "\r" in text:
+            self._all.writerow(row)
+            text = self._out.pop()
+        return text
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (no copy for ASCII: ``isascii`` is O(1))."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def sobject_path(api_version: str, sobject: str, *parts: str) -> str:
@@ -256,6 +286,87 @@ class ResultRow:
     error: RecordError | None = None
 
 
+async def iter_result_rows(
+    chunks: AsyncIterator[bytes], *, batch: int = 5000
+) -> AsyncIterator[list[list[str]]]:
+    """Stream any CSV as batches of parsed rows (the header is the first row).
+
+    Each chunk is cut after its last newline that lies outside quotes (an even count
+    of quote characters before it), so values holding newlines stay whole; the part
+    before the cut is parsed by one C ``csv.reader`` (no per-row Python parsing).
+    """
+    decoder = _Utf8Decoder()
+    pending = ""
+    out: list[list[str]] = []
+    async for chunk in chunks:
+        pending += decoder.decode(chunk)
+        cut = _last_record_end(pending)
+        if cut > 0:
+            out.extend(csv.reader(io.StringIO(pending[:cut], newline="")))
+            pending = pending[cut:]
+        if len(out) >= batch:
+            yield out
+            out = []
+    pending += decoder.decode(b"", final=True)
+    if pending.strip():
+        out.extend(csv.reader(io.StringIO(pending, newline="")))
+    if out:
+        yield out
+
+
+def _last_record_end(text: str) -> int:
+    """Index just after the last newline of ``text`` outside quotes (0: none yet)."""
+    nl = text.rfind("\n")
+    while nl >= 0:
+        if text.count('"', 0, nl) % 2 == 0:
+            return nl + 1
+        nl = text.rfind("\n", 0, nl)
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultColumns:
+    """Where the columns of a Bulk result file are (found by name, §4.8)."""
+
+    key: int
+    sf_id: int = -1
+    created: int = -1
+    error: int = -1
+
+    @classmethod
+    def of(cls, header: Sequence[str], key_column: str) -> ResultColumns:
+        names = [h.lstrip("\ufeff") for h in header]
+        if key_column not in names:
+            raise ValueError(f"result file has no {key_column!r} column: {names[:8]}")
+
+        def index(name: str) -> int:
+            return names.index(name) if name in names else -1
+
+        return cls(
+            names.index(key_column), index("sf__Id"), index("sf__Created"), index("sf__Error")
+        )
+
+
+async def iter_result_errors(
+    chunks: AsyncIterator[bytes], *, key_column: str, batch: int = 5000
+) -> AsyncIterator[list[tuple[str, RecordError | None]]]:
+    """A Bulk result file as batches of ``(key, error or None)`` (the reconcile hot path)."""
+    cols: ResultColumns | None = None
+    async for rows in iter_result_rows(chunks, batch=batch):
+        if cols is None:
+            cols = ResultColumns.of(rows[0], key_column)
+            rows = rows[1:]
+        k, e = cols.key, cols.error
+        if e < 0:
+            yield [(r[k], None) for r in rows if len(r) > k]
+        else:
+            yield [
+                (r[k], parse_sf_error_column(r[e]) if len(r) > e else None)
+                for r in rows
+                if len(r) > k
+            ]
+
+
 async def iter_result_csv(
     chunks: AsyncIterator[bytes], *, key_column: str, batch: int = 5000
 ) -> AsyncIterator[list[ResultRow]]:
@@ -265,59 +376,23 @@ async def iter_result_csv(
     holding newlines stay whole. Columns are found by name: order is not
     guaranteed and headers may come back quoted or not (§4.8).
     """
-    decoder = _Utf8Decoder()
-    pending = ""
-    header: list[str] | None = None
-    key_idx = id_idx = created_idx = error_idx = -1
-    out: list[ResultRow] = []
-
-    def handle(record_text: str) -> None:
-        nonlocal header, key_idx, id_idx, created_idx, error_idx
-        for row in csv.reader([record_text]):
-            if header is None:
-                header = [h.lstrip("\ufeff") for h in row]
-                if key_column not in header:
-                    raise ValueError(f"result file has no {key_column!r} column: {header[:8]}")
-                key_idx = header.index(key_column)
-                id_idx = header.index("sf__Id") if "sf__Id" in header else -1
-                created_idx = header.index("sf__Created") if "sf__Created" in header else -1
-                error_idx = header.index("sf__Error") if "sf__Error" in header else -1
-                continue
-            if not row or len(row) <= key_idx:
-                continue
-            out.append(
-                ResultRow(
-                    key=row[key_idx],
-                    sf_id=(row[id_idx] or None) if id_idx >= 0 else None,
-                    created=(row[created_idx].lower() == "true") if created_idx >= 0 else None,
-                    error=parse_sf_error_column(row[error_idx]) if error_idx >= 0 else None,
-                )
+    cols: ResultColumns | None = None
+    async for rows in iter_result_rows(chunks, batch=batch):
+        if cols is None:
+            cols = ResultColumns.of(rows[0], key_column)
+            rows = rows[1:]
+        out = [
+            ResultRow(
+                key=r[cols.key],
+                sf_id=(r[cols.sf_id] or None) if 0 <= cols.sf_id < len(r) else None,
+                created=(r[cols.created].lower() == "true") if 0 <= cols.created < len(r) else None,
+                error=parse_sf_error_column(r[cols.error]) if 0 <= cols.error < len(r) else None,
             )
-
-    async for chunk in chunks:
-        pending += decoder.decode(chunk)
-        start = 0
-        quotes = 0
-        scan = 0
-        while True:
-            nl = pending.find("\n", scan)
-            if nl < 0:
-                break
-            quotes += pending.count('"', scan, nl)
-            scan = nl + 1
-            if quotes % 2 == 0:
-                handle(pending[start:nl])
-                start = scan
-                quotes = 0
-        pending = pending[start:]
-        if len(out) >= batch:
+            for r in rows
+            if len(r) > cols.key
+        ]
+        if out:
             yield out
-            out = []
-    pending += decoder.decode(b"", final=True)
-    if pending.strip():
-        handle(pending.rstrip("\r\n"))
-    if out:
-        yield out
 
 
 class _Utf8Decoder:

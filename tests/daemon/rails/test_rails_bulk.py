@@ -108,7 +108,8 @@ async def test_external_keys_use_relationship_columns(
 async def test_whole_job_failure_pauses_bulk_and_keeps_records(
     sim: Any, spool: Spool, make_rails: Any
 ) -> None:
-    """A job Failed on the file pauses the Bulk rail; its records stay pending, none dead."""
+    """A job Failed on the file pauses the Bulk rail; its records stay pending, none dead
+    (collections may carry some meanwhile: the router goes around a paused rail)."""
     ids = seed_leads(sim, 10)
     await spool.put_many([outcome({"id": i}) for i in ids])
     sim.org.faults.configure({"fail_next_jobs": 5})
@@ -117,7 +118,7 @@ async def test_whole_job_failure_pauses_bulk_and_keeps_records(
         await rails.drain(timeout_s=30)
     assert "bulk" in rails.paused
     stats = await spool.stats()
-    assert stats.pending == 10 and stats.dead == 0
+    assert stats.pending + stats.done == 10 and stats.pending > 0 and stats.dead == 0
 
 
 async def test_lock_failures_go_into_a_later_job(sim: Any, spool: Spool, make_rails: Any) -> None:
