@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import tracemalloc
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
+import pytest
+
 from sfsim.app import SimApp
+from sfsim.bulk import BulkPlugin
 from sfsim.org import Org
 
 
@@ -67,3 +71,60 @@ async def test_repeated_requests_do_not_grow_memory() -> None:
     growth = sum(s.size_diff for s in after.compare_to(before, "filename"))
     assert growth < 64 * 1024, f"grew {growth} bytes over 3,000 requests"
     assert org.store.counts()["Task"] == 1 and org.store.counts()["Lead"] == 1
+
+
+async def test_bulk_jobs_keep_only_compact_outcomes() -> None:
+    """Bulk jobs over the same records grow nothing once deleted; a kept job holds a few bytes
+    per row (status and id reference) to serve its result files, never the rows themselves."""
+    org = Org()
+    plugin = next(p for p in org.plugins if p.name == "bulk")
+    assert isinstance(plugin, BulkPlugin)
+    engine = plugin.engine
+    rows = 1000
+    data = (
+        "Dialer_Lead_Id__c,LastName,Company,Title\n"
+        + "".join(f"M-{i},Last{i},Co,Title {i % 7}\n" for i in range(rows))
+    ).encode()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    async def job(keep: bool) -> None:
+        spec = {"object": "Lead", "operation": "upsert", "externalIdFieldName": "Dialer_Lead_Id__c"}
+        j = engine.create_job(spec, api_version="62.0", user_id=org.user_id)
+        await engine.upload(j.id, body())
+        engine.close(j.id)
+        await asyncio.wait_for(engine.wait(j.id), 60)
+        assert j.records_processed == rows and not j.records_failed
+        assert sum(c.count("\n") for c in engine.result_chunks(j.id, "successful")) == rows + 1
+        if not keep:
+            engine.delete(j.id)
+
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    # Traced from the start: the records the jobs rewrite must be traced before and after.
+    tracemalloc.start()
+    try:
+        try:
+            for _ in range(2):  # creates the records, then warms every cache
+                await job(keep=False)
+            gc.collect()
+            before = tracemalloc.take_snapshot()
+            for _ in range(3):
+                await job(keep=False)
+            gc.collect()
+            middle = tracemalloc.take_snapshot()
+            await job(keep=True)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    deleted_growth = sum(s.size_diff for s in middle.compare_to(before, "filename"))
+    kept_growth = sum(s.size_diff for s in after.compare_to(middle, "filename"))
+    assert deleted_growth < 64 * 1024, f"grew {deleted_growth} bytes over 3 deleted jobs"
+    assert kept_growth < rows * 16 + 32 * 1024, f"a kept job holds {kept_growth} bytes"
+    assert org.store.counts()["Lead"] == rows
