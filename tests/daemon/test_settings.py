@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
+from adapters.config import FileConfig, WebhookConfig
 from daemon.settings import (
     CREDENTIAL_FILES,
     SalesforceSettings,
@@ -67,7 +70,7 @@ def test_example_config_loads_with_a_credential_file(tmp_path: Path) -> None:
 
 def test_example_documents_every_key() -> None:
     """config.example.toml mentions every key of every section (set or commented out)."""
-    text = EXAMPLE.read_text()
+    text = EXAMPLE.read_text().split("every [[adapter]] key")[0]  # not the adapter reference
     for section, field in Settings.model_fields.items():
         if section == "adapter":
             assert "[[adapter]]" in text
@@ -269,3 +272,53 @@ def test_a_wrong_key_does_not_hide_what_the_auth_flow_needs(tmp_path: Path) -> N
         "salesforce.private_key_file",
         "salesforce.username",
     ]
+
+
+def example_adapter_block(kind: str) -> tuple[dict[str, Any], set[str]]:
+    """The commented-out reference block for one adapter type: (table, example keys)."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index(f'# type = "{kind}"')
+    body: list[str] = []
+    for line in lines[start:]:
+        if line in ("#", "") or line == "# [[adapter]]":
+            break
+        body.append(line.removeprefix("# "))
+    table = tomllib.loads("\n".join(body))
+    examples = {line.split(" = ")[0] for line in body if "(example)" in line}
+    return table, examples
+
+
+REQUIRED = {
+    "webhook": {"type": "webhook"},
+    "websocket": {"type": "websocket", "url": "ws://dialer.invalid"},
+    "ari": {"type": "ari", "url": "ws://pbx.invalid", "app": "dialer"},
+    "file": {"type": "file", "path": "/var/log/cdr.csv"},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED))
+def test_example_lists_every_adapter_key_with_its_default(kind: str) -> None:
+    """Each adapter type's reference block names every key, is valid, and shows defaults."""
+    from adapters import ADAPTER_TYPES
+
+    module = importlib.import_module(ADAPTER_TYPES[kind])
+    table, examples = example_adapter_block(kind)
+    if kind in ("webhook", "file"):
+        model = WebhookConfig if kind == "webhook" else FileConfig
+        keys = set(model.model_fields)
+
+        def build(t: dict[str, Any]) -> Any:
+            return model.model_validate(t)
+    else:
+        keys = set(module._KEYS)
+        config = module.WebsocketConfig if kind == "websocket" else module.AriConfig
+
+        def build(t: dict[str, Any]) -> Any:
+            return config.from_table(t, 0)
+
+    assert keys == set(table), f"{kind}: missing {keys - set(table)}, unknown {set(table) - keys}"
+    assert module.validate(table, 0) == []
+    shown = {k: v for k, v in table.items() if k not in examples}
+    required = REQUIRED[kind]
+    # The lines not marked (example) are exactly the defaults: they change nothing.
+    assert build({**shown, **required}) == build(required)
