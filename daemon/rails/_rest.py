@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -67,9 +67,9 @@ class Action(StrEnum):
     RELEASE = "release"  # keep pending, attempt not counted (rail paused)
 
 
-@dataclass(frozen=True, slots=True)
-class Ref:
-    """A claimed record without its payload (Bulk keeps one per outcome in a batch)."""
+class Ref(NamedTuple):
+    """A claimed record without its payload (Bulk keeps one per outcome in a batch;
+    a tuple: cheap to build and small)."""
 
     record_id: int
     rev: int
