@@ -105,3 +105,40 @@ async def test_a_given_up_bulk_batch_closes_its_jobs_even_when_the_abort_fails(
     store = sim.org.store
     for o in outs:
         assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"drop_next": 1},  # the connection cut: no answer at all
+        {"error_next": 1, "error_status": 500},  # UNKNOWN_EXCEPTION
+    ],
+    ids=["dropped", "500"],
+)
+async def test_a_request_without_an_answer_is_retried_not_dead_lettered(
+    sim: Any, spool: Spool, fault: dict[str, Any]
+) -> None:
+    """Found by the kill-Salesforce campaign: with the org unreachable, urgent outcomes on the
+    live rail became dead letters ("TransportError", a 500's UNKNOWN_EXCEPTION): the
+    request's error was classified as if it were the record's own."""
+    outs = [o.model_copy(update={"live": True}) for o in _outcomes(sim, 3)]
+    for o in outs:
+        await spool.put(o)
+    sim.org.faults.configure({**fault, "kinds": ["composite", "collections"]})
+    async with _client(sim) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            retry_backoff=_FAST,
+            bulk_poll=_FAST,
+            idle_poll_s=0.005,
+        )
+        await rails.drain(timeout_s=30)
+    counters = sim.org.faults.settings.counters
+    assert counters.get("drops", 0) + counters.get("errors", 0) == 1
+    assert await spool.dead_letters() == []
+    assert (await spool.stats()).done == 3
+    store = sim.org.store
+    for o in outs:
+        assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
