@@ -203,14 +203,18 @@ class DaemonProc:
     log_path: Path
     err_path: Path
     ports: dict[str, int] = field(default_factory=dict)
+    pumps: list[asyncio.Task[None]] = field(default_factory=list)
     _offset: int = 0
     _lines: list[dict[str, Any]] = field(default_factory=list)
     _raw: list[str] = field(default_factory=list)
 
     def _read(self) -> None:
-        with self.log_path.open("rb") as f:
-            f.seek(self._offset)
-            data = f.read()
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
         end = data.rfind(b"\n") + 1
         self._offset += end
         for raw in data[:end].decode("utf-8", "replace").splitlines():
@@ -229,7 +233,11 @@ class DaemonProc:
     def raw_lines(self) -> list[str]:
         """Every log line written so far, as text (stdout and stderr)."""
         self._read()
-        err = self.err_path.read_text("utf-8", "replace").splitlines()
+        err = (
+            self.err_path.read_text("utf-8", "replace").splitlines()
+            if self.err_path.exists()
+            else []
+        )
         return [*self._raw, *err]
 
     def events(self, name: str) -> list[dict[str, Any]]:
@@ -240,7 +248,10 @@ class DaemonProc:
         return self.proc.returncode is None
 
     async def stop(self, within_s: float = 30.0) -> int | None:
-        return await _stop(self.proc, within_s)
+        code = await _stop(self.proc, within_s)
+        if self.pumps:
+            await asyncio.gather(*self.pumps)
+        return code
 
     def kill(self) -> None:
         if self.proc.returncode is None:
@@ -256,19 +267,43 @@ def _write_config(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+async def _pump(stream: asyncio.StreamReader, path: Path) -> None:
+    with path.open("ab") as f:
+        while chunk := await stream.read(65536):
+            f.write(chunk)
+            f.flush()
+
+
 async def start_daemon(
-    workdir: Path, config: str, *, name: str = "daemon", wait_ready: bool = True
+    workdir: Path,
+    config: str,
+    *,
+    name: str = "daemon",
+    wait_ready: bool = True,
+    pipe_logs: bool = False,
 ) -> DaemonProc:
     """Write ``config`` and start ``dispo-sync run``; returns once it logged ready."""
     cfg = workdir / f"{name}.toml"
     await asyncio.to_thread(_write_config, cfg, config)
     log_path = workdir / f"{name}.log"
     err_path = workdir / f"{name}.err"
-    with log_path.open("ab") as out, err_path.open("ab") as err:
+    argv = [sys.executable, "-m", "daemon", "run", "--config", str(cfg)]
+    pumps: list[asyncio.Task[None]] = []
+    if pipe_logs:
+        # Through pipes: a file-size limit set on the daemon (RLIMIT_FSIZE) then hits
+        # only its spool, never its log; this process appends the lines to the files.
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "daemon", "run", "--config", str(cfg), stdout=out, stderr=err
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
-    d = DaemonProc(proc, log_path, err_path)
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [
+            asyncio.create_task(_pump(proc.stdout, log_path)),
+            asyncio.create_task(_pump(proc.stderr, err_path)),
+        ]
+    else:
+        with log_path.open("ab") as out, err_path.open("ab") as err:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=err)
+    d = DaemonProc(proc, log_path, err_path, pumps=pumps)
     d._offset = log_path.stat().st_size if log_path.exists() else 0
     # earlier runs' lines stay in the file; this object reads from its own start
     if not wait_ready:
@@ -283,16 +318,16 @@ async def start_daemon(
         if any(e.get("event") == "dispo-sync ready" for e in d._lines):
             return d
         if proc.returncode is not None or time.monotonic() > deadline:
-            await _stop(proc)
+            await d.stop()
             raise DaemonExited(proc.returncode, d.tail())
         await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
 async def daemon_process(
-    workdir: Path, config: str, *, name: str = "daemon"
+    workdir: Path, config: str, *, name: str = "daemon", pipe_logs: bool = False
 ) -> AsyncIterator[DaemonProc]:
-    d = await start_daemon(workdir, config, name=name)
+    d = await start_daemon(workdir, config, name=name, pipe_logs=pipe_logs)
     try:
         yield d
     finally:
