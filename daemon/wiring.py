@@ -199,6 +199,10 @@ class DaemonRails:
 
         self._metrics = metrics
         self._mapping_file = settings.mapping.file
+        # Requests in a row that got no answer or a 5xx, since when, and the last one's why.
+        self._failed_calls = 0
+        self._failing_since = 0.0
+        self._last_failure = ""
         quota = QuotaView(
             reserve=settings.rails.quota_reserve, max_share=settings.rails.quota_max_share
         )
@@ -227,6 +231,16 @@ class DaemonRails:
         checks: list[ReadinessCheck] = []
         if self.client.instance_url is None:
             checks.append(ReadinessCheck("salesforce", False, "not authenticated yet"))
+        elif self._failed_calls:
+            checks.append(
+                ReadinessCheck(
+                    "salesforce",
+                    False,
+                    f"unreachable: the last {self._failed_calls} request(s) failed "
+                    f"({self._last_failure}) over "
+                    f"{time.monotonic() - self._failing_since:.0f} s; outcomes wait in the spool",
+                )
+            )
         else:
             checks.append(
                 ReadinessCheck("salesforce", True, f"authenticated to {self.client.instance_url}")
@@ -252,6 +266,15 @@ class DaemonRails:
 
     def _on_call(self, rail: str, method: str, path_kind: str, status: int, seconds: float) -> None:
         self._metrics.api_call(rail)
+        # Reachability for /readyz: no answer (status 0) or a 5xx means the org is not
+        # taking work; any other answer (errors included) means it is there.
+        if status == 0 or status >= 500:
+            if not self._failed_calls:
+                self._failing_since = time.monotonic()
+            self._failed_calls += 1
+            self._last_failure = "no answer" if status == 0 else f"HTTP {status}"
+        else:
+            self._failed_calls = 0
 
     def _on_event(self, name: str, fields: dict[str, Any]) -> None:
         if name == "paused":
