@@ -142,3 +142,40 @@ async def test_a_request_without_an_answer_is_retried_not_dead_lettered(
     store = sim.org.store
     for o in outs:
         assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
+
+
+async def test_readiness_reports_salesforce_unreachable_until_it_answers_again(
+    sim: Any, spool: Spool, tmp_path: Path
+) -> None:
+    """Found by the kill-Salesforce campaign: with the org stopped, /readyz kept answering
+    200 ("authenticated") for the whole outage; the daemon never said it was degraded."""
+    from daemon.metrics import Metrics
+    from daemon.salesforce import RetryableError
+    from daemon.settings import load_settings
+    from daemon.wiring import DaemonRails
+
+    info = sim.info
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'[salesforce]\nlogin_url = "{info["instance_url"]}"\n'
+        f'client_id = "{info["client_id"]}"\nclient_secret = "{info["client_secret"]}"\n'
+        f'[spool]\npath = "{tmp_path / "spool.db"}"\n'
+    )
+    rails = DaemonRails(load_settings(cfg, environ={}), spool, Metrics())
+
+    def salesforce() -> Any:
+        return next(c for c in rails.readiness() if c.name == "salesforce")
+
+    async with rails.client:
+        await rails.client.limits()
+        assert salesforce().ok
+        sim.org.faults.configure({"drop_next": 1, "error_next": 1, "kinds": ["limits"]})
+        with pytest.raises(RetryableError):
+            await rails.client.limits()  # the 5xx
+        with pytest.raises(RetryableError):
+            await rails.client.limits()  # no answer at all
+        check = salesforce()
+        assert not check.ok
+        assert "the last 2 request(s) failed (no answer)" in check.detail
+        await rails.client.limits()
+        assert salesforce().ok
