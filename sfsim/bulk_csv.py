@@ -74,6 +74,8 @@ class BadRow:
 
     message: str
     values: list[str]
+    #: The CSV reader refused the text (not one line = one row any more).
+    unparsed: bool = False
 
 
 def base64_size(raw_size: int) -> int:
@@ -95,12 +97,17 @@ class UploadScanner:
         self._last_was_cr = False
         self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self._utf8_error: str | None = None
+        #: No quote and no NUL anywhere: every line is one row of cells split at the delimiter
+        #: (what the CSV reader makes of it), so result files can be written without re-parsing.
+        self.plain = True
 
     def feed(self, chunk: bytes) -> None:
         """Account for the next piece of the body."""
         if not chunk:
             return
         self.size += len(chunk)
+        if self.plain and (b'"' in chunk or b"\0" in chunk):
+            self.plain = False
         self._lf += chunk.count(b"\n")
         self._cr += chunk.count(b"\r")
         self._crlf += chunk.count(b"\r\n")
@@ -174,7 +181,7 @@ def _rows(reader: Iterator[list[str]], width: int) -> Iterator[list[str] | BadRo
         except csv.Error as exc:
             # strict=True refuses `"John" ,x` (text after a closing quote); the reader resumes at
             # the next line, so only this row fails (§4.9). [U] code and wording are ours.
-            yield BadRow(f"Unable to parse the row: {exc}", [])
+            yield BadRow(f"Unable to parse the row: {exc}", [], unparsed=True)
             continue
         if not row:
             continue

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from operator import itemgetter
-from typing import Any, Final, cast
+from typing import IO, Any, Final, cast
 
 import structlog
 
@@ -416,6 +416,7 @@ class BulkEngine:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         job.upload_size = scanner.size
+        job.upload_plain = scanner.plain
         problem = scanner.finish(job.spec.line_ending)
         job.upload_error = problem.error_message if problem is not None else None
         job.modified_at = self._clock()
@@ -694,6 +695,8 @@ class BulkEngine:
         usual = not duplicates and not contention and BadRow not in map(type, chunk)
         for i, row in enumerate(() if usual else chunk):
             if isinstance(row, BadRow):
+                if row.unparsed:
+                    job.upload_plain = False  # lines and rows no longer match one to one
                 # [U] code for a row the CSV parser refused.
                 failures.append((base + i, SfError(400, "INVALID_FIELD", row.message), ""))
                 continue
@@ -907,11 +910,27 @@ def _result_chunks(job: Job, kind: str, rows_per_chunk: int) -> Iterator[str]:
         # header is unknown.
         yield write_rows([result_header(kind, header or [])]) if kind != "unprocessed" else ""
         return
+    out = job.outcomes
+    if header is not None and _nothing_of_kind(job, kind):
+        # No row of this kind (the failed rows of a clean job, say): the header alone, without
+        # reading the upload again. job.header is the header the rows were read with.
+        if os.path.exists(path):
+            yield write_rows([result_header(kind, header)])
+        return
     try:
         stream = open_upload(path)
     except FileNotFoundError:
         return
     try:
+        if (
+            job.upload_plain
+            and job.state is JobState.JOB_COMPLETE  # every line was read as one row
+            and header is not None
+            and _plain_header(stream, job, header)
+        ):
+            yield write_rows([result_header(kind, header)])
+            yield from _plain_result_chunks(job, kind, rows_per_chunk, stream)
+            return
         try:
             file_header, rows = iter_data_rows(stream, job.spec.delimiter)
         except BulkFileError:
@@ -919,7 +938,6 @@ def _result_chunks(job: Job, kind: str, rows_per_chunk: int) -> Iterator[str]:
             return
         width = len(file_header)
         yield write_rows([result_header(kind, file_header)])
-        out = job.outcomes
         status, ids, errors = out.status, out.ids, out.errors
         total = len(status)
         buffer: list[list[str]] = []
@@ -945,3 +963,79 @@ def _result_chunks(job: Job, kind: str, rows_per_chunk: int) -> Iterator[str]:
             yield write_rows(buffer)
     finally:
         stream.close()
+
+
+def _nothing_of_kind(job: Job, kind: str) -> bool:
+    """True when no row can be in the ``kind`` result file (known from the outcomes alone)."""
+    status = job.outcomes.status
+    if kind == "successful":
+        return RowOutcomes.CREATED not in status and RowOutcomes.UPDATED not in status
+    if kind == "failed":
+        return RowOutcomes.FAILED not in status
+    # Rows past the outcomes are unprocessed too, unless every row of the file was processed.
+    return job.state is JobState.JOB_COMPLETE and RowOutcomes.UNPROCESSED not in status
+
+
+def _plain_header(stream: IO[str], job: Job, header: list[str]) -> bool:
+    """Read the header line of a plain upload; False (and back to the start) if it is not
+    ``header`` as the CSV reader read it."""
+    line = stream.readline()
+    if _line_body(line).split(job.spec.delimiter) == header:
+        return True
+    stream.seek(0)
+    return False
+
+
+def _line_body(line: str) -> str:
+    if line.endswith("\r\n"):
+        return line[:-2]
+    if line.endswith("\n"):
+        return line[:-1]
+    return line
+
+
+def _plain_result_chunks(job: Job, kind: str, rows_per_chunk: int, lines: IO[str]) -> Iterator[str]:
+    """The rows of a result file of a plain upload (no quote, no NUL: UploadScanner.plain), read
+    line by line: each line is one row split at the delimiter, a blank one is skipped, a row of
+    the wrong width is padded or cut, as ``_result_chunks`` does from the CSV reader's rows. The
+    text is what ``write_rows`` writes (every value quoted, comma-delimited, LF)."""
+    delimiter = job.spec.delimiter
+    header = job.header or []
+    width = len(header)
+    out = job.outcomes
+    status, ids, errors = out.status, out.ids, out.errors
+    total = len(status)
+    wanted = {
+        "successful": (RowOutcomes.CREATED, RowOutcomes.UPDATED),
+        "failed": (RowOutcomes.FAILED,),
+        "unprocessed": (RowOutcomes.UNPROCESSED,),
+    }[kind]
+    buffer: list[str] = []
+    index = -1
+    for line in lines:
+        body = _line_body(line)
+        if not body:
+            continue  # the CSV reader skips a blank line (no row)
+        index += 1
+        code = status[index] if index < total else RowOutcomes.UNPROCESSED
+        if code not in wanted:
+            continue
+        if body.count(delimiter) == width - 1:
+            values = '"' + body.replace(delimiter, '","') + '"'
+        else:
+            cells = (body.split(delimiter) + [""] * width)[:width]
+            values = '"' + '","'.join(cells) + '"'
+        if kind == "successful":
+            created = "true" if code == RowOutcomes.CREATED else "false"
+            buffer.append(f'"{ids[index] or ""}","{created}",{values}\n')
+        elif kind == "failed":
+            error = errors.get(index, "").replace('"', '""')
+            # (an sf__Id is a normalized id: letters and digits only)
+            buffer.append(f'"{ids[index] or ""}","{error}",{values}\n')
+        else:
+            buffer.append(values + "\n")
+        if len(buffer) >= rows_per_chunk:
+            yield "".join(buffer)
+            buffer = []
+    if buffer:
+        yield "".join(buffer)

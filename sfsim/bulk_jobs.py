@@ -241,6 +241,8 @@ class Job:
     upload_path: str | None = None
     upload_size: int = 0
     upload_error: str | None = None
+    # The upload holds no quote and no NUL (UploadScanner.plain).
+    upload_plain: bool = False
     header: list[str] | None = None
     outcomes: RowOutcomes = field(default_factory=RowOutcomes)
     records_processed: int = 0
@@ -339,6 +341,7 @@ class Job:
             "upload_path": self.upload_path,
             "upload_size": self.upload_size,
             "upload_error": self.upload_error,
+            "upload_plain": self.upload_plain,
             "header": self.header,
             "status": base64.b64encode(bytes(out.status)).decode("ascii"),
             "ids": out.ids,
@@ -369,6 +372,7 @@ class Job:
             upload_path=data["upload_path"],
             upload_size=data["upload_size"],
             upload_error=data["upload_error"],
+            upload_plain=bool(data.get("upload_plain", False)),
             header=data["header"],
             outcomes=outcomes,
             records_processed=data["records_processed"],

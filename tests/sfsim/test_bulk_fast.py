@@ -406,3 +406,102 @@ async def test_fast_path_updates_by_id_like_the_row_path() -> None:
         "STRING_TOO_LONG",
     ):
         assert code in files["failed"], code
+
+
+async def test_plain_result_files_match_the_csv_module() -> None:
+    """Results of quote-free uploads, written line by line, equal the CSV reader/writer's."""
+    rng = random.Random(11)
+    rows = []
+    for i in range(700):
+        key = f"p:{rng.randrange(500)}" if rng.random() < 0.97 else ""
+        cells = [
+            key,
+            rng.choice(["Call", "", "#N/A", "x" * 300]),
+            rng.choice(["Completed", "Bogus", ""]),
+            rng.choice(["12", "abc", ""]),
+            rng.choice(["L-1", "L-404", ""]),
+        ]
+        if i % 97 == 5:
+            cells = cells[:3]  # short row
+        elif i % 89 == 7:
+            cells.append("extra")  # long row
+        rows.append(cells)
+    header = [
+        "Call_Id__c",
+        "Subject",
+        "Status",
+        "CallDurationInSeconds",
+        "Lead:Who.Dialer_Lead_Id__c",
+    ]
+
+    def text(delimiter: str, newline: str) -> bytes:
+        lines = [delimiter.join(header)]
+        for n, cells in enumerate(rows):
+            lines.append(delimiter.join(cells))
+            if n % 50 == 0:
+                lines.append("")  # a blank line
+        return (newline.join(lines) + newline).encode()
+
+    upsert = {"object": "Task", "operation": "upsert", "externalIdFieldName": "Call_Id__c"}
+    jobs = [
+        (upsert, text(",", "\n")),
+        ({**upsert, "columnDelimiter": "TAB", "lineEnding": "CRLF"}, text("\t", "\r\n")),
+        (
+            {"object": "Task", "operation": "insert"},
+            text("|", "\n").replace(b"Call_Id__c", b"CallObject", 1),
+        ),
+    ]
+    jobs[2] = ({**jobs[2][0], "columnDelimiter": "PIPE"}, jobs[2][1])
+    org = Org()
+    _seed(org)
+    engine = _engine(org)
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    try:
+        for body, data in jobs:
+            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
+            await engine.upload(job.id, _body(data))
+            engine.close(job.id)
+            await asyncio.wait_for(engine.wait(job.id), 60)
+            assert job.upload_plain and job.state.value == "JobComplete"
+            assert job.records_failed and job.records_processed == len(rows)
+            for kind in ("successful", "failed", "unprocessed"):
+                for size in (7, 5000):
+                    plain = "".join(engine.result_chunks(job.id, kind, rows_per_chunk=size))
+                    job.upload_plain = False
+                    try:
+                        parsed = "".join(engine.result_chunks(job.id, kind, rows_per_chunk=size))
+                    finally:
+                        job.upload_plain = True
+                    assert plain == parsed, (body, kind)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_an_unparsable_row_turns_plain_results_off() -> None:
+    """A cell over the CSV reader's field limit fails its row; the results are then written
+    from the CSV reader's rows, not line by line."""
+    org = Org()
+    engine = _engine(org)
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    try:
+        data = f"Call_Id__c,Subject\nk1,a\nk2,{'y' * (csv.field_size_limit() + 1)}\nk3,b\n"
+        job = engine.create_job(
+            {"object": "Task", "operation": "upsert", "externalIdFieldName": "Call_Id__c"},
+            api_version="62.0",
+            user_id=org.user_id,
+        )
+        await engine.upload(job.id, _body(data.encode()))
+        engine.close(job.id)
+        await asyncio.wait_for(engine.wait(job.id), 60)
+        assert job.records_failed == 1 and not job.upload_plain
+        failed = list(csv.reader(io.StringIO("".join(engine.result_chunks(job.id, "failed")))))
+        assert failed[1][1].startswith("INVALID_FIELD:Unable to parse the row")
+        assert failed[1][2:] == ["", ""]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
