@@ -492,7 +492,7 @@ class BulkEngine:
         failure = self._take_job_failure()
         # Reads from a local file (page cache) in 10,000-row batches; cheap next to the saves.
         with open_upload(job.upload_path) as stream:
-            header, rows = iter_data_rows(stream, job.spec.delimiter)
+            header, rows = iter_data_rows(stream, job.spec.delimiter, plain=job.upload_plain)
             job.header = header
             plan = self._plan(job, header)
             if failure is not None:
@@ -980,18 +980,10 @@ def _plain_header(stream: IO[str], job: Job, header: list[str]) -> bool:
     """Read the header line of a plain upload; False (and back to the start) if it is not
     ``header`` as the CSV reader read it."""
     line = stream.readline()
-    if _line_body(line).split(job.spec.delimiter) == header:
+    if line.rstrip("\r\n").split(job.spec.delimiter) == header:
         return True
     stream.seek(0)
     return False
-
-
-def _line_body(line: str) -> str:
-    if line.endswith("\r\n"):
-        return line[:-2]
-    if line.endswith("\n"):
-        return line[:-1]
-    return line
 
 
 def _plain_result_chunks(job: Job, kind: str, rows_per_chunk: int, lines: IO[str]) -> Iterator[str]:
@@ -1013,7 +1005,7 @@ def _plain_result_chunks(job: Job, kind: str, rows_per_chunk: int, lines: IO[str
     buffer: list[str] = []
     index = -1
     for line in lines:
-        body = _line_body(line)
+        body = line.rstrip("\r\n")  # the one line end (UploadScanner allows no other CR/LF)
         if not body:
             continue  # the CSV reader skips a blank line (no row)
         index += 1

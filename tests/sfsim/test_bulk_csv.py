@@ -27,10 +27,44 @@ def _scan(data: bytes, line_ending: str, *, chunk: int = 7) -> BulkFileError | N
     return scanner.finish(line_ending)
 
 
-def _rows(data: bytes, delimiter: str = ",") -> tuple[list[str], list[list[str] | BadRow]]:
+def _read(data: bytes, delimiter: str, plain: bool) -> tuple[list[str], list[list[str] | BadRow]]:
     text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline="")
-    header, rows = iter_data_rows(text, delimiter)
+    header, rows = iter_data_rows(text, delimiter, plain=plain)
     return header, list(rows)
+
+
+def _rows(data: bytes, delimiter: str = ",") -> tuple[list[str], list[list[str] | BadRow]]:
+    """The rows as the CSV reader reads them; for a plain upload, also read line by line (the
+    engine's way for those), which must give the same rows and the same errors."""
+    scanner = UploadScanner()
+    scanner.feed(data)
+    try:
+        read = _read(data, delimiter, plain=False)
+    except BulkFileError as exc:
+        if scanner.plain:
+            with pytest.raises(BulkFileError) as plain_exc:
+                _read(data, delimiter, plain=True)
+            assert plain_exc.value.error_message == exc.error_message
+        raise
+    if scanner.plain and (scanner.finish("LF") is None or scanner.finish("CRLF") is None):
+        assert _read(data, delimiter, plain=True) == read
+    return read
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("delimiter", [",", "\t", "|"])
+def test_plain_lines_read_as_the_csv_reader_reads_them(newline: str, delimiter: str) -> None:
+    """Blank lines, short and long rows, empty cells, a cell past the field limit, spaces and
+    a last line without a line end: line by line gives the reader's rows."""
+    big = "z" * (csv.field_size_limit() + 1)
+    lines = ["A,B,C", "1,2,3", "", "", "4,,", ",,", "5,6", "7,8,9,10", f"x,{big},y", " a , b ,c ",
+             "", "#N/A,é,ü", "last,line,here"]
+    text = newline.join(line.replace(",", delimiter) for line in lines)
+    for data in (text, text + newline):
+        header, rows = _rows(data.encode(), delimiter)
+        assert header == ["A", "B", "C"]
+        assert len(rows) == 9
+        assert isinstance(rows[5], BadRow) and rows[5].unparsed
 
 
 def test_lf_job_accepts_lf_data() -> None:
