@@ -255,3 +255,15 @@ def test_missing_sobject_is_reported() -> None:
     """No access to the Task object is a single clear line."""
     problems = load_mapping(None).check_against_describe({"Lead": good_describes()["Lead"]})
     assert problems == ["task.object: sObject Task is not available to this user"]
+
+
+def test_task_field_inputs_name_what_each_field_depends_on() -> None:
+    """Constants depend on nothing; templates on their placeholders (the Bulk rail caches
+    fields that depend only on the disposition or direction)."""
+    m = load_mapping(None)
+    inputs = m.task_field_inputs()
+    assert inputs["Status"] == frozenset() and inputs["TaskSubtype"] == frozenset()
+    assert inputs["Subject"] == {"disposition_label"}
+    assert inputs["CallType"] == {"call_type"}
+    assert inputs["ActivityDate"] == {"ended_date"}
+    assert [n for n, _ in m.task_value_fns()] == m.task_columns()

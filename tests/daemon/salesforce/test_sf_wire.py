@@ -12,16 +12,19 @@ import pytest
 from daemon.mapping import CLEAR
 from daemon.salesforce.errors import Kind, RecordError
 from daemon.salesforce.wire import (
+    CsvLines,
     CsvRows,
     LiteralNullError,
     collection_records,
     composite_body,
     csv_value,
     iter_result_csv,
+    iter_result_errors,
     json_value,
     parse_collection_results,
     parse_composite_results,
     sobject_path,
+    utf8_len,
 )
 
 
@@ -192,3 +195,38 @@ async def test_result_file_without_key_column_is_an_error() -> None:
     """A result file missing our key column is refused, never read as 'no failures'."""
     with pytest.raises(ValueError, match="Call_Id__c"):
         [b async for b in iter_result_csv(chunks_of(b"sf__Id\n1\n", 100), key_column="Call_Id__c")]
+
+
+@pytest.mark.parametrize("size", [1, 3, 64])
+async def test_result_errors_pairs_match_the_row_parser(size: int) -> None:
+    """The reconcile hot path gives (key, error) pairs, same as the full parser, with
+    quoted newlines, CRLF and a missing trailing newline split anywhere."""
+    text = (
+        b'"sf__Id","sf__Error","Call_Id__c","Description"\r\n'
+        b'"","STRING_TOO_LONG:too long:Subject --","vici:1","a\r\nb"\r\n'
+        b'"00T2","UNABLE_TO_LOCK_ROW:busy:--","vici:2",""'
+    )
+    pairs = [
+        p
+        async for b in iter_result_errors(chunks_of(text, size), key_column="Call_Id__c")
+        for p in b
+    ]
+    rows = [
+        r async for b in iter_result_csv(chunks_of(text, size), key_column="Call_Id__c") for r in b
+    ]
+    assert [k for k, _ in pairs] == [r.key for r in rows] == ["vici:1", "vici:2"]
+    assert [e for _, e in pairs] == [r.error for r in rows]
+    assert pairs[0][1] is not None and pairs[0][1].fields == ("Subject",)
+    ok = b"sf__Id,sf__Created,Call_Id__c\n00T1,true,a:1\n"
+    assert [
+        p async for b in iter_result_errors(chunks_of(ok, 4), key_column="Call_Id__c") for p in b
+    ] == [("a:1", None)]
+
+
+def test_csv_lines_match_csv_rows_and_count_utf8_bytes() -> None:
+    """The str line writer quotes exactly like CsvRows; sizes count UTF-8 bytes."""
+    lines, rows = CsvLines(), CsvRows()
+    for row in (["a", "b,c", 'd"e'], ["x\ny", ""], ["a\rb", "c"], ["é", "#"]):
+        line = lines.line(row)
+        assert line.encode() == rows.encode(row)
+        assert utf8_len(line) == len(rows.encode(row))
