@@ -26,7 +26,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Any, Final, Literal, TextIO
 
 import structlog
 from pydantic import SecretBytes, SecretStr
@@ -73,18 +73,67 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _configured_handler: logging.Handler | None = None
 _saved_levels: dict[str, int] | None = None
 
+# Whether a key names a secret, per key (keys come from code: a small, fixed set).
+_key_is_secret: dict[str, bool] = {}
+_KEY_CACHE_MAX: Final = 4096
+# Values returned as they are (no text to scan), unless their key names a secret.
+_PLAIN: Final = frozenset({int, float, bool, type(None)})
+
+
+def _may_hold_secret(value: str) -> bool:
+    """False when no pattern of ``_TEXT_PATTERNS`` can match ``value`` (keep in step).
+
+    A cheap pre-check: most log values are ids, codes and names, and the four regex
+    passes over each value cost ~8 us each, ~300 us per log line. Each pattern needs
+    one of its keywords (ASCII, any case), a "!" (session ids) or "-----BEGIN" (PEM).
+    Non-ASCII text always takes the full passes (re's IGNORECASE also folds a few
+    non-ASCII letters, such as the long s and the Kelvin sign, to ASCII ones).
+    """
+    if "!" in value or "-----BEGIN" in value or not value.isascii():
+        return True
+    low = value.lower()
+    return (
+        "token" in low
+        or "secret" in low
+        or "password" in low
+        or "assertion" in low
+        or "bearer" in low
+        or "basic" in low
+        or "oauth" in low
+    )
+
 
 def redact(value: str) -> str:
     """Remove tokens, passwords and keys embedded in a string."""
+    if not _may_hold_secret(value):
+        return value
     for pattern, replacement in _TEXT_PATTERNS:
         value = pattern.sub(replacement, value)
     return value
 
 
+def _secret_key(key: str) -> bool:
+    known = _key_is_secret.get(key)
+    if known is None:
+        known = _SECRET_KEY.search(key) is not None
+        if len(_key_is_secret) < _KEY_CACHE_MAX:
+            _key_is_secret[key] = known
+    return known
+
+
 def _redact_value(key: str, value: Any, depth: int = 0) -> Any:
+    cls = type(value)
+    if cls is str:  # the common case first
+        if value and key and _secret_key(key):
+            return REDACTED
+        return redact(value)
+    if cls in _PLAIN:
+        if key and value not in (None, False) and _secret_key(key):
+            return REDACTED
+        return value
     if isinstance(value, SecretStr | SecretBytes):
         return REDACTED
-    if key and _SECRET_KEY.search(key) and value not in (None, "", False):
+    if key and _secret_key(key) and value not in (None, "", False):
         return REDACTED
     if depth > 5:
         return value
@@ -103,10 +152,16 @@ def redact_event(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: remove secrets from every key and value of an event."""
-    for key in list(event_dict):
-        if key.startswith("_"):  # structlog/ProcessorFormatter internals
-            continue
-        event_dict[key] = _redact_value(key, event_dict[key])
+    for key, value in list(event_dict.items()):
+        if type(value) is str:  # most values: ids, names, codes (inlined fast path)
+            if value and _secret_key(key):
+                event_dict[key] = REDACTED
+            elif _may_hold_secret(value):
+                event_dict[key] = redact(value)
+        elif not key.startswith("_"):  # structlog/ProcessorFormatter internals
+            redacted = _redact_value(key, value)
+            if redacted is not value:
+                event_dict[key] = redacted
     return event_dict
 
 
@@ -195,8 +250,8 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _drop_color_message,
-            # Runs again on the final dict: anything a foreign record smuggled in.
-            redact_event,
+            # No second redact_event here: structlog events were redacted by the
+            # chain above and foreign records by foreign_pre_chain (both end in it).
             renderer,
         ],
     )
