@@ -17,7 +17,9 @@ only after the outcome's transaction is on disk):
 clients: on a shared machine that is the ceiling any webhook can reach.
 
 The daemon's own logging is configured as in production (one line per stored
-outcome at INFO) and written to /dev/null, so its cost is included.
+outcome at INFO) and written to /dev/null, so its cost is included. The server
+side runs on the event loop the daemon picks (``[daemon] event_loop``, default
+``auto``: uvloop when installed); ``--loop asyncio`` times asyncio's own loop.
 
 Prints one JSON object with ``webhook_per_s``, ``webhook_p99_ack_ms``,
 ``websocket_per_s`` and details. Targets (issue 5, 2-core machine): webhook
@@ -32,7 +34,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -256,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="event loop of the server side (the daemon runs the default asyncio loop)",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop of the server side, chosen as the daemon's [daemon] event_loop "
+        "(auto, its default: uvloop when installed)",
     )
     parser.add_argument(
         "--switch-interval",
@@ -270,20 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     from daemon.logging import configure_logging
+    from daemon.runner import event_loop_factory
 
     with open(os.devnull, "w") as devnull:
         configure_logging("json", args.log_level, stream=devnull)
-        # 2026-11-24: until spool stops logging the reserved LogRecord key "created"
-        # at INFO (reported to SPOOL), keep its open/close lines at WARNING here.
-        logging.getLogger("dispo.spool").setLevel(logging.WARNING)
-        if args.loop == "uvloop":
-            import uvloop
-
-            result = uvloop.run(_main(args))
-        else:
-            result = asyncio.run(_main(args))
+        loop_name, loop_factory = event_loop_factory(args.loop)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(_main(args))
     result["log_level"] = args.log_level
-    result["loop"] = args.loop
+    result["loop"] = loop_name
     result["switch_interval_s"] = sys.getswitchinterval()
     result["load_average_1m"] = round(os.getloadavg()[0], 2)
     json.dump(result, sys.stdout)
