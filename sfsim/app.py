@@ -60,8 +60,12 @@ _ERROR_BODIES: Final[dict[int, SfError]] = {
 }
 
 
+#: One encoder for every response (json.dumps with options builds a new encoder per call).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
