@@ -40,9 +40,12 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Generator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -122,14 +125,12 @@ async def _client(port: int, n: int, clients: int) -> dict[str, Any]:
 
 
 def _client_process(n: int, clients: int, conn: Connection) -> None:
-    port = conn.recv()
-    try:
-        import uvloop  # the load generator may use the fastest loop; the server does not
+    from daemon.runner import event_loop_factory
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    conn.send(runner(_client(port, n, clients)))
+    port = conn.recv()
+    # the load generator takes the fastest loop there is (uvloop when installed)
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")[1]) as runner:
+        conn.send(runner.run(_client(port, n, clients)))
 
 
 async def run_webhook_bench(requests: int, clients: int, workdir: Path) -> dict[str, Any]:
@@ -196,11 +197,15 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # Ctrl-C stays with the bench
+
+
 async def run_baseline(requests: int, clients: int) -> dict[str, Any]:
     """The floor of this machine: the same clients against a bare ASGI app on uvicorn."""
     import socket
-
-    import uvicorn
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -210,8 +215,7 @@ async def run_baseline(requests: int, clients: int) -> dict[str, Any]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     config = uvicorn.Config(_hello, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server = _QuietServer(config)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(server.serve(sockets=[sock]))
