@@ -676,14 +676,16 @@ class Store:
         out: dict[str, tuple[int, tuple[float, int]]] = {}
         keys = list(dict.fromkeys(lead_keys))
         # One statement per chunk of keys (not one per key): each statement costs the
-        # connection thread a GIL round trip.
+        # connection thread a GIL round trip. Per key, one backwards seek in outcomes_lead
+        # (LIMIT 1), not a window over all of the Lead's rows: done rows pile up per Lead,
+        # and the window made this O(outcomes per Lead) (measured at 1M rows / 20k Leads:
+        # 150 ms against 7.5 ms per 1,900 keys).
         for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
             for key, record_id, ts in self.conn.execute(
-                "SELECT lead_key, id, ord_ts FROM (SELECT lead_key, id, ord_ts, row_number()"
-                " OVER (PARTITION BY lead_key ORDER BY ord_ts DESC, id DESC) AS rn"
-                f" FROM outcomes WHERE lead_key IN ({marks}) AND state <> 3) WHERE rn = 1",
-                chunk,
+                "SELECT o.lead_key, o.id, o.ord_ts FROM json_each(?) AS k JOIN outcomes AS o"
+                " ON o.id = (SELECT id FROM outcomes WHERE lead_key = k.value AND state <> 3"
+                " ORDER BY ord_ts DESC, id DESC LIMIT 1)",
+                (json.dumps(list(chunk)),),
             ):
                 out[key] = (int(record_id), (float(ts), int(record_id)))
         return out
