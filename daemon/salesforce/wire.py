@@ -24,6 +24,7 @@ __all__ = [
     "MAX_COLLECTION",
     "MAX_COMPOSITE",
     "MAX_UPLOAD_BYTES",
+    "CarriageReturnError",
     "CsvLines",
     "CsvRows",
     "ItemResult",
@@ -74,6 +75,15 @@ class LiteralNullError(ValueError):
     """A text value is exactly ``#N/A``: Bulk would clear the field instead of storing it."""
 
 
+class CarriageReturnError(LiteralNullError):
+    """A text value holds a CR: in an LF job that can fail the whole job (§7.2).
+
+    Salesforce's line-ending check may count a CR even inside a quoted value ([U], and
+    sfsim takes that reading), so one such value would fail every record of the job and
+    pause the Bulk rail. Like ``#N/A``, the record goes by REST instead.
+    """
+
+
 def csv_value(value: Any) -> str:
     """A mapped value -> its Bulk CSV text.
 
@@ -81,12 +91,15 @@ def csv_value(value: Any) -> str:
     spreadsheet-formula guard (prefixing ``'`` to ``=+-@``) would corrupt real data
     such as ``+15551234567``; protecting spreadsheet exports is the exporter's job.
     A literal ``#N/A`` cannot be expressed in Bulk CSV, so it raises
-    :class:`LiteralNullError` and the record goes by REST instead.
+    :class:`LiteralNullError` and the record goes by REST instead; so does a value
+    holding a CR (:class:`CarriageReturnError`, a subclass).
     """
     kind = type(value)
     if kind is str:
         if value == CSV_NULL:
             raise LiteralNullError("the value '#N/A' would clear the field in Bulk")
+        if "\r" in value:
+            raise CarriageReturnError("a CR in a value can fail a whole Bulk job (LF)")
         return value  # type: ignore[no-any-return]
     if value is None:
         return ""
