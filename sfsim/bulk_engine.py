@@ -721,20 +721,14 @@ class BulkEngine:
         with self.store.frozen_clock():
             fast = plan.fast
             if fast is not None and todo:
-                results = fast.save(rows)
+                positions = range(base, base + len(rows)) if usual else [i for i, _ in todo]
                 slow: list[tuple[int, list[str]]] = []
-                status, ids = outcomes.status, outcomes.ids
-                created_code, updated_code = RowOutcomes.CREATED, RowOutcomes.UPDATED
-                for (index, row), result in zip(todo, results, strict=True):
-                    if type(result) is tuple:
-                        # outcomes.succeed(), inlined: this runs once per saved row.
-                        ids[index] = result[0]
-                        status[index] = created_code if result[1] else updated_code
-                    elif result is None:
+                for i, error in fast.save(rows, positions, outcomes):
+                    index, row = todo[i]
+                    if error is None:
                         slow.append((index, row))
                     else:
-                        assert isinstance(result, SfError)
-                        failures.append((index, result, _given_id(plan, row)))
+                        failures.append((index, error, _given_id(plan, row)))
                 todo = slow
             for index, row in todo:
                 try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from sfsim.bulk_jobs import RowOutcomes
 from sfsim.errors import SfError
 from sfsim.ids import normalize_id
 from sfsim.schema import STRING_TYPES, FieldDef, SObjectDef
@@ -38,10 +39,11 @@ from sfsim.store import (
     _remove_holder,
 )
 
-__all__ = ["FastSaver", "Outcome"]
+__all__ = ["FastSaver", "Unsaved"]
 
-#: Per row: ``(id, created)``, a final :class:`SfError`, or None = "redo on the row path".
-Outcome = tuple[str, bool] | SfError | None
+#: A row ``save`` did not save: its position in ``rows`` and a final :class:`SfError`, or None
+#: for "redo on the row path".
+Unsaved = tuple[int, SfError | None]
 
 _SKIP: Final = object()  # an empty cell: the field is left out
 _MEMO_LIMIT: Final = 50_000  # distinct cells remembered per column (bounded memory)
@@ -280,8 +282,12 @@ class FastSaver:
         assert key_memo is not None
         return list(map(key_memo.__getitem__, cells))
 
-    def save(self, rows: Sequence[Sequence[str]]) -> list[Outcome]:
-        """Save ``rows`` (all well-formed CSV rows); one outcome per row.
+    def save(
+        self, rows: Sequence[Sequence[str]], positions: Sequence[int], outcomes: RowOutcomes
+    ) -> list[Unsaved]:
+        """Save ``rows`` (all well-formed CSV rows); ``rows[i]`` is row ``positions[i]`` of the
+        job, still unprocessed in ``outcomes``. Each saved row is recorded there (created or
+        updated, and its id); the others are returned, in order.
 
         Must run inside ``store.frozen_clock()``.
         """
@@ -371,7 +377,9 @@ class FastSaver:
         # store._check_lock asks the lock hook (a fault) and refuses converted Leads; with no lock
         # fault set this chunk, only Leads need it.
         locking = obj_name == "Lead" or self._locks_possible()
-        outcomes: list[Outcome] = [None] * count
+        status, ids = outcomes.status, outcomes.ids
+        created_code, updated_code = RowOutcomes.CREATED, RowOutcomes.UPDATED
+        errors: dict[int, SfError] = {}
         rows_values = zip(*converted, strict=True) if converted else iter([()] * count)
         for i, row_values in enumerate(rows_values):
             if i in failed_rows:
@@ -409,7 +417,7 @@ class FastSaver:
                     row.update(given)
                     if key_field is not None:
                         row[key_name] = keys[i]
-                    if need_on_insert and any(row.get(n) is None for n in need_on_insert):
+                    if need_on_insert and None in map(row.get, need_on_insert):
                         continue
                     if locking:
                         check_lock(obj_name, None)
@@ -418,7 +426,7 @@ class FastSaver:
                     created = True
                 else:
                     if not can_update or (
-                        required_at and any(row_values[p] is None for p in required_at)
+                        required_at and None in map(row_values.__getitem__, required_at)
                     ):
                         continue
                     assert rid is not None
@@ -442,7 +450,7 @@ class FastSaver:
                     if holders is not None and holders != rid:
                         store._check_unique(table, row, rid)  # raises, worded by the store
             except SfError as exc:
-                outcomes[i] = exc
+                errors[i] = exc
                 continue
             if journaled:
                 put(table, rid, row)
@@ -468,5 +476,8 @@ class FastSaver:
                             _add_holder(holders_of, key, rid)
                         else:
                             holders_of[key] = rid
-            outcomes[i] = (rid, created)
-        return outcomes
+            # RowOutcomes.succeed, inline.
+            position = positions[i]
+            ids[position] = rid
+            status[position] = created_code if created else updated_code
+        return [(i, errors.get(i)) for i in range(count) if not status[positions[i]]]
