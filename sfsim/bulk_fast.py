@@ -1,16 +1,22 @@
-"""Column-at-a-time saving of insert and upsert chunks: same rules as the store, fewer steps.
+"""Column-at-a-time saving of insert, upsert and update chunks: the store's rules, fewer steps.
 
-:meth:`RecordStore.insert` / :meth:`RecordStore.upsert` do per row what only needs doing once per
-column or once per distinct cell value: look fields up, check the field is writable, coerce and
-check each value (`_coerce_text` then `_coerce_json`, the store's own functions). This module
-hoists that work out of the row loop (memoising each column's converted cells) and then builds
-and stores each row exactly as the store does, through its own helpers (`_check_lock`,
-`_derive`, `_check_unique`, `_put`).
+:meth:`RecordStore.insert` / :meth:`RecordStore.upsert` / :meth:`RecordStore.update` do per row
+what only needs doing once per column or once per distinct cell value: look fields up, check the
+field is writable, coerce and check each value (`_coerce_text` then `_coerce_json`, the store's
+own functions), resolve a relationship key. This module hoists that work out of the row loop
+(memoising each column's converted cells, resolving each distinct reference once per chunk) and
+then builds and stores each row as the store does: its lock check (`_check_lock`, skipped while
+no lock fault can fire and the object is not Lead), its derived fields (`RecordStore.deriver`,
+the same function `_derive` runs), its uniqueness rule (`_check_unique` words any violation) and
+its index upkeep (`_put`, unrolled per chunk: an index entry changes only when the value does).
+Ids for a chunk's creates are minted in one block (`IdGenerator.new_block`); a row that then
+fails leaves a gap in the sequence, as ids on a real org have.
 
 Anything unusual goes back to the row-by-row store path, which then produces the exact error:
-a cell that fails to convert, a required field left empty, several records matching one key.
-``tests/sfsim/test_bulk_fast.py`` runs the same files through both paths and compares the
-results and the stored records.
+a cell that fails to convert, a required field left empty, several records matching one key, an
+update naming a record in any form other than its stored id (15 characters, other case, deleted,
+unknown, malformed). ``tests/sfsim/test_bulk_fast.py`` runs the same files through both paths and
+compares the results, the ids and the stored records, and checks the indexes against scans.
 
 The store is not thread-safe; this runs on the event loop inside ``store.frozen_clock()``.
 
