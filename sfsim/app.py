@@ -41,8 +41,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: Request headers the REST resources look at.
-_PASSED_HEADERS: Final = frozenset({b"if-modified-since", b"sforce-auto-assign",
-                                    b"x-prettyprint", b"sforce-query-options"})
+_PASSED_HEADERS: Final = frozenset(
+    {b"if-modified-since", b"sforce-auto-assign", b"x-prettyprint", b"sforce-query-options"}
+)
 _VERSION_RE: Final = re.compile(r"^(\d{1,3})\.(\d)$")
 #: Largest request body accepted on REST paths (50 MB of JSON text, §2.8 "413").
 MAX_BODY: Final = 50 * 1024 * 1024
@@ -52,9 +53,12 @@ _JSON_CT: Final = b"application/json;charset=UTF-8"
 _SESSION_INVALID: Final = SfError(401, "INVALID_SESSION_ID", "Session expired or invalid")
 _LIMIT_EXCEEDED: Final = SfError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
 _ERROR_BODIES: Final[dict[int, SfError]] = {
-    500: SfError(500, "UNKNOWN_EXCEPTION",
-                 "An unexpected error occurred. Please include this ErrorId if you contact "
-                 "support: 1404726549-52637 (-1328129466)"),
+    500: SfError(
+        500,
+        "UNKNOWN_EXCEPTION",
+        "An unexpected error occurred. Please include this ErrorId if you contact "
+        "support: 1404726549-52637 (-1328129466)",
+    ),
     502: SfError(502, "SERVER_UNAVAILABLE", "Bad Gateway"),
     503: SfError(503, "SERVER_UNAVAILABLE", "Server temporarily unavailable"),
 }
@@ -148,8 +152,11 @@ class SimApp:
         elif path.startswith("/__sim/"):
             await self.control(scope, receive, send)
         else:
-            await _send_json(send, 404, [{"errorCode": "NOT_FOUND",
-                                          "message": "The requested resource does not exist"}])
+            await _send_json(
+                send,
+                404,
+                [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}],
+            )
 
     @staticmethod
     async def _lifespan(receive: Receive, send: Send) -> None:
@@ -163,8 +170,16 @@ class SimApp:
 
     async def _versions(self, scope: Scope, send: Send) -> None:
         if scope["method"] not in ("GET", "HEAD"):
-            await _send_json(send, 405, [{"errorCode": "METHOD_NOT_ALLOWED",
-                                          "message": "HTTP Method not allowed: Allow: GET"}])
+            await _send_json(
+                send,
+                405,
+                [
+                    {
+                        "errorCode": "METHOD_NOT_ALLOWED",
+                        "message": "HTTP Method not allowed: Allow: GET",
+                    }
+                ],
+            )
             return
         versions = [
             {"label": version_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
@@ -174,22 +189,27 @@ class SimApp:
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            await _send_json(send, 405, {"error": "invalid_request",
-                                         "error_description": "must use HTTP POST"})
+            await _send_json(
+                send, 405, {"error": "invalid_request", "error_description": "must use HTTP POST"}
+            )
             return
         try:
             body = await _read_body(receive, 1024 * 1024)
         except _TooLarge:
-            await _send_json(send, 400, {"error": "invalid_request",
-                                         "error_description": "request too large"})
+            await _send_json(
+                send, 400, {"error": "invalid_request", "error_description": "request too large"}
+            )
             return
         handled, _ = await self._request_faults("oauth", send, None)
         if handled:
             return
         ctype = (_header(scope, b"content-type") or "").lower()
         if "json" in ctype:
-            await _send_json(send, 400, {"error": "invalid_request",
-                                         "error_description": "unsupported content type"})
+            await _send_json(
+                send,
+                400,
+                {"error": "invalid_request", "error_description": "unsupported content type"},
+            )
             return
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         # Query-string parameters are accepted too, as a real org does for the token endpoint.
@@ -227,14 +247,23 @@ class SimApp:
         user = user or {}
         identity = f"{base}/id/{org.org_id}/{user_id}"
         body = {
-            "id": identity, "asserted_user": True, "user_id": user_id,
-            "organization_id": org.org_id, "username": org.config.username,
+            "id": identity,
+            "asserted_user": True,
+            "user_id": user_id,
+            "organization_id": org.org_id,
+            "username": org.config.username,
             "nick_name": user.get("Alias") or "integration",
             "display_name": user.get("Name") or org.config.username,
-            "email": user.get("Email"), "email_verified": True,
-            "first_name": user.get("FirstName"), "last_name": user.get("LastName"),
-            "timezone": user.get("TimeZoneSidKey") or "GMT", "active": True,
-            "user_type": "STANDARD", "language": "en_US", "locale": "en_US", "utcOffset": 0,
+            "email": user.get("Email"),
+            "email_verified": True,
+            "first_name": user.get("FirstName"),
+            "last_name": user.get("LastName"),
+            "timezone": user.get("TimeZoneSidKey") or "GMT",
+            "active": True,
+            "user_type": "STANDARD",
+            "language": "en_US",
+            "locale": "en_US",
+            "utcOffset": 0,
             "urls": {
                 "rest": f"{base}/services/data/v{{version}}/",
                 "sobjects": f"{base}/services/data/v{{version}}/sobjects/",
@@ -244,10 +273,19 @@ class SimApp:
             },
         }
         if path == "/services/oauth2/userinfo":
-            body = {"sub": identity, "user_id": user_id, "organization_id": org.org_id,
-                    "preferred_username": org.config.username, "name": body["display_name"],
-                    "email": body["email"], "email_verified": True, "zoneinfo": body["timezone"],
-                    "active": True, "user_type": "STANDARD", "urls": body["urls"]}
+            body = {
+                "sub": identity,
+                "user_id": user_id,
+                "organization_id": org.org_id,
+                "preferred_username": org.config.username,
+                "name": body["display_name"],
+                "email": body["email"],
+                "email_verified": True,
+                "zoneinfo": body["timezone"],
+                "active": True,
+                "user_type": "STANDARD",
+                "urls": body["urls"],
+            }
         await _send_json(send, 200, body)
 
     @staticmethod
@@ -283,19 +321,30 @@ class SimApp:
             await _send(send, 431, b"", None)
             return
         raw_path = bytes(raw).split(b"?", 1)[0].decode("latin-1")
-        version, _, tail = raw_path[len("/services/data/v"):].partition("/")
+        version, _, tail = raw_path[len("/services/data/v") :].partition("/")
         m = _VERSION_RE.match(version)
         if not self._authorized(scope):
             await _send_json(send, 401, _SESSION_INVALID.rest_body())
             return
         if m is None or int(m.group(1)) > LATEST_VERSION:
-            await _send_json(send, 404, [{"errorCode": "NOT_FOUND",
-                                          "message": "The requested resource does not exist"}])
+            await _send_json(
+                send,
+                404,
+                [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}],
+            )
             return
         if int(m.group(1)) < MIN_VERSION:
             # Retired versions answer 410 GONE (§2.1). [U] body text.
-            await _send_json(send, 410, [{"errorCode": "API_VERSION_RETIRED",
-                                          "message": f"API version {version} has been retired"}])
+            await _send_json(
+                send,
+                410,
+                [
+                    {
+                        "errorCode": "API_VERSION_RETIRED",
+                        "message": f"API version {version} has been retired",
+                    }
+                ],
+            )
             return
         tail_path = "/" + tail
         plugin_kind = None
@@ -327,17 +376,34 @@ class SimApp:
             if raw_body.strip():
                 ctype = (_header(scope, b"content-type") or "application/json").lower()
                 if "json" not in ctype:
-                    await _send_json(send, 415, [{
-                        "errorCode": "UNSUPPORTED_MEDIA_TYPE",
-                        "message": f"Content type '{ctype}' not supported for this resource"}],
-                        usage.header)
+                    await _send_json(
+                        send,
+                        415,
+                        [
+                            {
+                                "errorCode": "UNSUPPORTED_MEDIA_TYPE",
+                                "message": (
+                                    f"Content type '{ctype}' not supported for this resource"
+                                ),
+                            }
+                        ],
+                        usage.header,
+                    )
                     return
                 try:
                     body = json.loads(raw_body)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    await _send_json(send, 400, [{
-                        "errorCode": "JSON_PARSER_ERROR",
-                        "message": f"Unexpected character: {exc}"}], usage.header)
+                    await _send_json(
+                        send,
+                        400,
+                        [
+                            {
+                                "errorCode": "JSON_PARSER_ERROR",
+                                "message": f"Unexpected character: {exc}",
+                            }
+                        ],
+                        usage.header,
+                    )
                     return
         qs: bytes = scope.get("query_string", b"")
         query = dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {}
@@ -346,24 +412,26 @@ class SimApp:
             if key in _PASSED_HEADERS:
                 headers[bytes(key).decode("latin-1")] = bytes(value).decode("latin-1")
         # HEAD is GET without the body (the server drops it).
-        reply: Reply = self.rest.dispatch("GET" if method == "HEAD" else method, version,
-                                          segments, query, body, headers)
+        reply: Reply = self.rest.dispatch(
+            "GET" if method == "HEAD" else method, version, segments, query, body, headers
+        )
         if reply.body is None:
             payload = b""
         elif "x-prettyprint" in headers:
             payload = json.dumps(reply.body, indent=4, ensure_ascii=False).encode("utf-8")
         else:
             payload = _dumps(reply.body)
-        extra = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                 for k, v in reply.headers.items()]
+        extra = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()
+        ]
         if drop_after:
             await _send_truncated(send, payload[: len(payload) // 2] or b"{")
             return
-        await _send(send, reply.status, payload, _JSON_CT if payload else None, usage.header,
-                    extra)
+        await _send(send, reply.status, payload, _JSON_CT if payload else None, usage.header, extra)
 
-    async def _request_faults(self, kind: str, send: Send, limit_info: str | None
-                              ) -> tuple[bool, bool]:
+    async def _request_faults(
+        self, kind: str, send: Send, limit_info: str | None
+    ) -> tuple[bool, bool]:
         """Latency, injected 5xx and dropped connections; returns (answered, drop_after)."""
         faults = self.org.faults
         if not (faults.active and faults.applies_to(kind)):
@@ -373,8 +441,12 @@ class SimApp:
             await asyncio.sleep(delay)
         status = faults.take_error()
         if status is not None:
-            await _send_json(send, status, _ERROR_BODIES[status].rest_body(),
-                             self.org.usage.header if limit_info else None)
+            await _send_json(
+                send,
+                status,
+                _ERROR_BODIES[status].rest_body(),
+                self.org.usage.header if limit_info else None,
+            )
             return True, False
         if faults.take_drop():
             if not faults.settings.drop_after_processing:
@@ -453,6 +525,14 @@ async def _send_json(send: Send, status: int, value: Any, limit_info: str | None
 
 async def _send_truncated(send: Send, partial: bytes) -> None:
     """Start a response and stop mid-body: the server then closes the connection."""
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", _JSON_CT), (b"content-length", str(len(partial) + 64).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", _JSON_CT),
+                (b"content-length", str(len(partial) + 64).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": partial, "more_body": True})

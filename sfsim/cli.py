@@ -67,41 +67,89 @@ def build_parser(prog: str = "dispo-sync sim") -> argparse.ArgumentParser:
         "(OAuth, REST, composite, collections, Bulk API 2.0), for trying a configuration "
         "safely and for tests. Stop it with Ctrl-C or SIGTERM.",
     )
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=0,
-                   help="port to listen on; 0 picks a free one (default: 0)")
-    p.add_argument("--tls", action="store_true",
-                   help="serve HTTPS with a certificate from a CA generated on start; the CA "
-                   "file is reported as ca_file so clients can verify it")
-    p.add_argument("--print-json", action="store_true",
-                   help="once ready, print one JSON line with instance_url, token_url, "
-                   "client_id, client_secret, username, password and ca_file")
-    p.add_argument("--schema", metavar="FILE", type=Path,
-                   help="describe JSON to use instead of the built-in schema: a list of "
-                   "describe results or {\"sobjects\": [...]}, e.g. exported from your org")
-    p.add_argument("--api-limit", type=_positive_int, default=DEFAULT_API_LIMIT,
-                   help=f"daily API call allocation (default: {DEFAULT_API_LIMIT})")
-    p.add_argument("--token-ttl", type=_positive_float, default=7200.0, metavar="SECONDS",
-                   help="access tokens expire this many seconds after issue (default: 7200)")
-    p.add_argument("--bulk-rate", type=_positive_float, default=None, metavar="RECORDS_PER_S",
-                   help="Bulk API 2.0 processing speed in records per second "
-                   "(default: as fast as possible)")
-    p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
-                   help="keep records, jobs and counters here across restarts")
-    p.add_argument("--validation-rules", type=Path, default=None, metavar="FILE",
-                   help="JSON array of your org's validation rules to enforce (see sfsim.rules): "
-                   "saves breaking one fail with FIELD_CUSTOM_VALIDATION_EXCEPTION")
-    p.add_argument("--jwt-cert", type=Path, default=None, metavar="FILE",
-                   help="PEM certificate the JWT bearer flow verifies assertions against")
-    p.add_argument("--client-id", default=None, help="connected app consumer key to accept "
-                   "(default: generated)")
-    p.add_argument("--client-secret", default=None, help="connected app consumer secret to "
-                   "accept (default: generated)")
-    p.add_argument("--username", default=None, help="integration user name "
-                   "(default: integration@dispo-sync.sim)")
-    p.add_argument("--password", default=None, help="integration user password "
-                   "(default: generated)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, default=0, help="port to listen on; 0 picks a free one (default: 0)"
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a certificate from a CA generated on start; the CA "
+        "file is reported as ca_file so clients can verify it",
+    )
+    p.add_argument(
+        "--print-json",
+        action="store_true",
+        help="once ready, print one JSON line with instance_url, token_url, "
+        "client_id, client_secret, username, password and ca_file",
+    )
+    p.add_argument(
+        "--schema",
+        metavar="FILE",
+        type=Path,
+        help="describe JSON to use instead of the built-in schema: a list of "
+        'describe results or {"sobjects": [...]}, e.g. exported from your org',
+    )
+    p.add_argument(
+        "--api-limit",
+        type=_positive_int,
+        default=DEFAULT_API_LIMIT,
+        help=f"daily API call allocation (default: {DEFAULT_API_LIMIT})",
+    )
+    p.add_argument(
+        "--token-ttl",
+        type=_positive_float,
+        default=7200.0,
+        metavar="SECONDS",
+        help="access tokens expire this many seconds after issue (default: 7200)",
+    )
+    p.add_argument(
+        "--bulk-rate",
+        type=_positive_float,
+        default=None,
+        metavar="RECORDS_PER_S",
+        help="Bulk API 2.0 processing speed in records per second (default: as fast as possible)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep records, jobs and counters here across restarts",
+    )
+    p.add_argument(
+        "--validation-rules",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON array of your org's validation rules to enforce (see sfsim.rules): "
+        "saves breaking one fail with FIELD_CUSTOM_VALIDATION_EXCEPTION",
+    )
+    p.add_argument(
+        "--jwt-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="PEM certificate the JWT bearer flow verifies assertions against",
+    )
+    p.add_argument(
+        "--client-id",
+        default=None,
+        help="connected app consumer key to accept (default: generated)",
+    )
+    p.add_argument(
+        "--client-secret",
+        default=None,
+        help="connected app consumer secret to accept (default: generated)",
+    )
+    p.add_argument(
+        "--username",
+        default=None,
+        help="integration user name (default: integration@dispo-sync.sim)",
+    )
+    p.add_argument(
+        "--password", default=None, help="integration user password (default: generated)"
+    )
     return p
 
 
@@ -198,8 +246,9 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
         try:
             jwt_cert = args.jwt_cert.read_bytes()
         except OSError as exc:
-            print(f"sfsim: --jwt-cert: cannot read {args.jwt_cert}: {exc.strerror}",
-                  file=sys.stderr)
+            print(
+                f"sfsim: --jwt-cert: cannot read {args.jwt_cert}: {exc.strerror}", file=sys.stderr
+            )
             return 2
     rules: list[dict[str, Any]] = []
     if args.validation_rules is not None:
@@ -207,15 +256,22 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
             rules = json.loads(args.validation_rules.read_text(encoding="utf-8"))
             parse_rules(rules, schema or default_schema())
         except OSError as exc:
-            print(f"sfsim: --validation-rules: cannot read {args.validation_rules}: "
-                  f"{exc.strerror}", file=sys.stderr)
+            print(
+                f"sfsim: --validation-rules: cannot read {args.validation_rules}: {exc.strerror}",
+                file=sys.stderr,
+            )
             return 2
         except (ValueError, RuleError) as exc:
             print(f"sfsim: --validation-rules: {exc}", file=sys.stderr)
             return 2
-    config = SimConfig(api_limit=args.api_limit, token_ttl=args.token_ttl,
-                       bulk_rate=args.bulk_rate, state_dir=args.state_dir,
-                       jwt_cert_pem=jwt_cert, validation_rules=rules)
+    config = SimConfig(
+        api_limit=args.api_limit,
+        token_ttl=args.token_ttl,
+        bulk_rate=args.bulk_rate,
+        state_dir=args.state_dir,
+        jwt_cert_pem=jwt_cert,
+        validation_rules=rules,
+    )
     fixed = set()
     for name in ("client_id", "client_secret", "username", "password"):
         value = getattr(args, name)
@@ -235,7 +291,9 @@ def run_sim_cli(argv: Sequence[str] | None = None) -> int:
         with _cli_logging(), asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(_serve(sim, args.print_json))
     except OSError as exc:
-        print(f"sfsim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"sfsim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
         return 1
     return 0

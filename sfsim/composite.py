@@ -38,10 +38,13 @@ _REF_RE: Final = re.compile(r"@\{([A-Za-z0-9_]+)\.([^}]+)\}")
 _PATH_STEP_RE: Final = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 _FORBIDDEN_SUB_HEADERS: Final = frozenset({"accept", "authorization", "content-type"})
 _METHODS: Final = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
-_HALTED: Final = ("The transaction was rolled back since another operation in the same "
-                  "transaction failed.")
-_ROLLED_BACK: Final = ("Record rolled back because not all records were valid and the request "
-                       "was using AllOrNone header")
+_HALTED: Final = (
+    "The transaction was rolled back since another operation in the same transaction failed."
+)
+_ROLLED_BACK: Final = (
+    "Record rolled back because not all records were valid and the request "
+    "was using AllOrNone header"
+)
 
 
 def _bad_request(message: str, code: str = "INVALID_INPUT") -> SfError:
@@ -66,9 +69,18 @@ class CompositeApi:
         self.rest = rest
         self.store = rest.store
 
-    def route(self, method: str, version: str, seg: list[str], query: Mapping[str, str],
-              body: Any, headers: Mapping[str, str], *, in_composite: bool,
-              force_all_or_none: bool) -> Reply:
+    def route(
+        self,
+        method: str,
+        version: str,
+        seg: list[str],
+        query: Mapping[str, str],
+        body: Any,
+        headers: Mapping[str, str],
+        *,
+        in_composite: bool,
+        force_all_or_none: bool,
+    ) -> Reply:
         from sfsim.rest import Reply
 
         major = int(version.split(".")[0])
@@ -94,8 +106,9 @@ class CompositeApi:
                 return Reply(200, self._update(body, force_all_or_none, headers))
             if method == "DELETE":
                 return Reply(200, self._delete(query, force_all_or_none))
-            raise SfError(405, "METHOD_NOT_ALLOWED",
-                          "HTTP Method not allowed: Allow: POST, PATCH, DELETE")
+            raise SfError(
+                405, "METHOD_NOT_ALLOWED", "HTTP Method not allowed: Allow: POST, PATCH, DELETE"
+            )
         if len(rest) == 1:
             if method in ("GET", "POST"):
                 return Reply(200, self._retrieve(version, rest[0], method, query, body))
@@ -110,20 +123,25 @@ class CompositeApi:
 
     # ---------------------------------------------------------------- composite
 
-    def _composite(self, version: str, body: Any, headers: Mapping[str, str]
-                   ) -> dict[str, Any]:
+    def _composite(self, version: str, body: Any, headers: Mapping[str, str]) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get("compositeRequest"), list):
-            raise SfError(400, "JSON_PARSER_ERROR",
-                          "compositeRequest is required and must be an array of subrequests")
+            raise SfError(
+                400,
+                "JSON_PARSER_ERROR",
+                "compositeRequest is required and must be an array of subrequests",
+            )
         subs: list[Any] = body["compositeRequest"]
         all_or_none = body.get("allOrNone") is True
         if not subs:
             raise _bad_request("compositeRequest must contain at least one subrequest")
         if len(subs) > MAX_SUBREQUESTS:
             # [U] exact code/message for too many subrequests; the request is refused as a whole.
-            raise SfError(400, "LIMIT_EXCEEDED",
-                          f"Limit Exceeded: compositeRequest can contain at most "
-                          f"{MAX_SUBREQUESTS} subrequests, got {len(subs)}")
+            raise SfError(
+                400,
+                "LIMIT_EXCEEDED",
+                f"Limit Exceeded: compositeRequest can contain at most "
+                f"{MAX_SUBREQUESTS} subrequests, got {len(subs)}",
+            )
         seen: set[str] = set()
         heavy = 0
         for i, sub in enumerate(subs):
@@ -132,16 +150,20 @@ class CompositeApi:
             ref = sub.get("referenceId")
             if not isinstance(ref, str) or not _REF_ID_RE.match(ref):
                 # v52.0+: an illegal referenceId fails the whole request (§3.1).
-                raise _bad_request(f"Invalid referenceId: {ref!r}. A referenceId may contain "
-                                   "only letters, numbers and underscores, and must start with "
-                                   "a letter or number.")
+                raise _bad_request(
+                    f"Invalid referenceId: {ref!r}. A referenceId may contain "
+                    "only letters, numbers and underscores, and must start with "
+                    "a letter or number."
+                )
             if ref in seen:
                 raise _bad_request(f"Duplicate referenceId provided in the request: {ref}")
             seen.add(ref)
             method = sub.get("method")
             if method not in _METHODS:
-                raise _bad_request(f"Invalid HTTP method: {method!r} (one of GET, POST, PUT, "
-                                   "PATCH, DELETE, case-sensitive)")
+                raise _bad_request(
+                    f"Invalid HTTP method: {method!r} (one of GET, POST, PUT, "
+                    "PATCH, DELETE, case-sensitive)"
+                )
             url = sub.get("url")
             if not isinstance(url, str) or not re.match(r"^/services/data/v\d+\.\d/", url):
                 raise _bad_request(f"The url of {ref} must start with /services/data/vXX.X/")
@@ -149,15 +171,20 @@ class CompositeApi:
             if not isinstance(hdrs, dict) or any(
                 str(k).lower() in _FORBIDDEN_SUB_HEADERS for k in hdrs
             ):
-                raise _bad_request(f"{ref}: subrequest httpHeaders may not contain Accept, "
-                                   "Authorization or Content-Type")
+                raise _bad_request(
+                    f"{ref}: subrequest httpHeaders may not contain Accept, "
+                    "Authorization or Content-Type"
+                )
             path = urlsplit(url).path
             if "/composite/sobjects" in path or re.search(r"/query(All)?(/|$)", path):
                 heavy += 1
         if heavy > MAX_HEAVY_SUBREQUESTS:
-            raise SfError(400, "LIMIT_EXCEEDED",
-                          f"Limit Exceeded: at most {MAX_HEAVY_SUBREQUESTS} subrequests may be "
-                          "sObject Collections or queries")
+            raise SfError(
+                400,
+                "LIMIT_EXCEEDED",
+                f"Limit Exceeded: at most {MAX_HEAVY_SUBREQUESTS} subrequests may be "
+                "sObject Collections or queries",
+            )
 
         results: dict[str, Any] = {}
         failed: set[str] = set()
@@ -174,21 +201,26 @@ class CompositeApi:
                     if all_or_none:
                         out.append(self._entry(ref, 400, _halted()))
                         break
-                    message = (f"Invalid reference specified. No value for {un.ref}.{un.path} "
-                               f"found in {un.ref}. Provided referenceId ('{un.ref}') must match "
-                               "a referenceId of a previous subrequest that succeeded.")
+                    message = (
+                        f"Invalid reference specified. No value for {un.ref}.{un.path} "
+                        f"found in {un.ref}. Provided referenceId ('{un.ref}') must match "
+                        "a referenceId of a previous subrequest that succeeded."
+                    )
                     out.append(self._entry(ref, 400, _halted(message)))
                     continue
                 # The top-level request's headers (Sforce-Auto-Assign) apply unless the
                 # subrequest sets its own.
-                sub_headers = {**headers, **{str(k).lower(): str(v) for k, v in
-                                             (sub.get("httpHeaders") or {}).items()}}
+                sub_headers = {
+                    **headers,
+                    **{str(k).lower(): str(v) for k, v in (sub.get("httpHeaders") or {}).items()},
+                }
                 reply = self._run_sub(sub["method"], url, sub_body, sub_headers, all_or_none)
                 out.append(self._entry(ref, reply.status, reply.body, reply.headers))
                 collection_failed = (
-                    all_or_none and isinstance(reply.body, list) and reply.status == 200
-                    and any(isinstance(i, dict) and i.get("success") is False
-                            for i in reply.body)
+                    all_or_none
+                    and isinstance(reply.body, list)
+                    and reply.status == 200
+                    and any(isinstance(i, dict) and i.get("success") is False for i in reply.body)
                 )
                 if reply.status >= 400 or collection_failed:
                     failed.add(ref)
@@ -213,57 +245,87 @@ class CompositeApi:
         from sfsim.rest import NO_BODY
 
         if not isinstance(body, dict) or not isinstance(body.get("batchRequests"), list):
-            raise SfError(400, "JSON_PARSER_ERROR",
-                          "batchRequests is required and must be an array of subrequests")
+            raise SfError(
+                400,
+                "JSON_PARSER_ERROR",
+                "batchRequests is required and must be an array of subrequests",
+            )
         subs: list[Any] = body["batchRequests"]
         if not subs or len(subs) > MAX_SUBREQUESTS:
-            raise SfError(400, "LIMIT_EXCEEDED",
-                          f"A batch must contain between 1 and {MAX_SUBREQUESTS} subrequests, "
-                          f"got {len(subs)}")
+            raise SfError(
+                400,
+                "LIMIT_EXCEEDED",
+                f"A batch must contain between 1 and {MAX_SUBREQUESTS} subrequests, "
+                f"got {len(subs)}",
+            )
         halt = body.get("haltOnError") is True
         results: list[dict[str, Any]] = []
         has_errors = False
         usage = self.rest.org.usage
         for i, sub in enumerate(subs):
             if has_errors and halt:
-                results.append({"statusCode": 412, "result": [{
-                    "errorCode": "BATCH_PROCESSING_HALTED",
-                    "message": "Batch processing halted per request"}]})
+                results.append(
+                    {
+                        "statusCode": 412,
+                        "result": [
+                            {
+                                "errorCode": "BATCH_PROCESSING_HALTED",
+                                "message": "Batch processing halted per request",
+                            }
+                        ],
+                    }
+                )
                 continue
             # The batch request itself paid for the first subrequest; each further one is a
             # call of its own (unlike /composite, §5.3).
             if i > 0 and not usage.try_count("composite_batch"):
-                results.append({"statusCode": 403, "result": [{
-                    "errorCode": "REQUEST_LIMIT_EXCEEDED",
-                    "message": "TotalRequests Limit exceeded."}]})
+                results.append(
+                    {
+                        "statusCode": 403,
+                        "result": [
+                            {
+                                "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                                "message": "TotalRequests Limit exceeded.",
+                            }
+                        ],
+                    }
+                )
                 has_errors = True
                 continue
             method = sub.get("method") if isinstance(sub, dict) else None
             url = sub.get("url") if isinstance(sub, dict) else None
             if method not in _METHODS or not isinstance(url, str):
-                raise _bad_request(f"batchRequests[{i}] needs a method (GET, POST, PUT, PATCH, "
-                                   "DELETE) and a url")
+                raise _bad_request(
+                    f"batchRequests[{i}] needs a method (GET, POST, PUT, PATCH, DELETE) and a url"
+                )
             if not url.startswith("/"):
                 url = "/services/data/" + url
             if not re.match(r"^/services/data/v\d+\.\d/", url):
-                raise _bad_request(f"batchRequests[{i}].url must be vXX.X/... "
-                                   f"(relative to /services/data/), got {sub['url']!r}")
+                raise _bad_request(
+                    f"batchRequests[{i}].url must be vXX.X/... "
+                    f"(relative to /services/data/), got {sub['url']!r}"
+                )
             rich = sub.get("richInput")
-            reply = self._run_sub(method, url, NO_BODY if rich is None else rich,
-                                  headers, False)
+            reply = self._run_sub(method, url, NO_BODY if rich is None else rich, headers, False)
             results.append({"statusCode": reply.status, "result": reply.body})
             if reply.status >= 400:
                 has_errors = True
         return {"hasErrors": has_errors, "results": results}
 
     @staticmethod
-    def _entry(ref: str, status: int, body: Any, headers: Mapping[str, str] | None = None
-               ) -> dict[str, Any]:
-        return {"body": body, "httpHeaders": dict(headers or {}), "httpStatusCode": status,
-                "referenceId": ref}
+    def _entry(
+        ref: str, status: int, body: Any, headers: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        return {
+            "body": body,
+            "httpHeaders": dict(headers or {}),
+            "httpStatusCode": status,
+            "referenceId": ref,
+        }
 
-    def _run_sub(self, method: str, url: str, body: Any, headers: Mapping[str, Any],
-                 force_all_or_none: bool) -> Reply:
+    def _run_sub(
+        self, method: str, url: str, body: Any, headers: Mapping[str, Any], force_all_or_none: bool
+    ) -> Reply:
         from sfsim.rest import NO_BODY
 
         if body is NO_BODY:
@@ -275,9 +337,16 @@ class CompositeApi:
         segments = [unquote(s) for s in (m.group(2) or "/").split("/")[1:]]
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         hdrs = {str(k).lower(): str(v) for k, v in headers.items()}
-        return self.rest.dispatch(method, version, segments, query,
-                                  NO_BODY if body is None else body, hdrs,
-                                  in_composite=True, force_all_or_none=force_all_or_none)
+        return self.rest.dispatch(
+            method,
+            version,
+            segments,
+            query,
+            NO_BODY if body is None else body,
+            hdrs,
+            in_composite=True,
+            force_all_or_none=force_all_or_none,
+        )
 
     def _lookup(self, results: Mapping[str, Any], failed: set[str], ref: str, path: str) -> Any:
         if ref not in results or ref in failed:
@@ -295,10 +364,12 @@ class CompositeApi:
                 value = value[i]
         return value
 
-    def _substitute_str(self, text: str, results: Mapping[str, Any], failed: set[str], *,
-                        in_url: bool = False) -> str:
-        return _REF_RE.sub(lambda m: str(self._lookup(results, failed, m.group(1), m.group(2))),
-                           text)
+    def _substitute_str(
+        self, text: str, results: Mapping[str, Any], failed: set[str], *, in_url: bool = False
+    ) -> str:
+        return _REF_RE.sub(
+            lambda m: str(self._lookup(results, failed, m.group(1), m.group(2))), text
+        )
 
     def _substitute(self, value: Any, results: Mapping[str, Any], failed: set[str]) -> Any:
         if isinstance(value, str):
@@ -321,9 +392,12 @@ class CompositeApi:
         records: list[Any] = body["records"]
         if len(records) > MAX_COLLECTION_RECORDS:
             # [U] status (§2.8 EXCEEDED_ID_LIMIT): refused as a whole with 400.
-            raise SfError(400, "EXCEEDED_ID_LIMIT",
-                          "record limit reached. cannot submit more than 200 records into this "
-                          "call", [])
+            raise SfError(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+                [],
+            )
         return records, body.get("allOrNone") is True
 
     def _run_items(self, items: list[Any], all_or_none: bool, op: Any) -> list[dict[str, Any]]:
@@ -344,8 +418,11 @@ class CompositeApi:
                     results.append(res)
             if all_or_none and any(not r["success"] for r in results):
                 self.store.rollback_to(mark)
-                rolled = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-                          "message": _ROLLED_BACK, "fields": []}
+                rolled = {
+                    "statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                    "message": _ROLLED_BACK,
+                    "fields": [],
+                }
                 for i, r in enumerate(results):
                     if r["success"]:
                         results[i] = {**r, "success": False, "errors": [rolled]}
@@ -361,15 +438,18 @@ class CompositeApi:
             raise SfError(400, "INVALID_TYPE", "Must specify a type in the attributes field", [])
         return rtype
 
-    def _create(self, body: Any, force: bool, headers: Mapping[str, str]
-                ) -> list[dict[str, Any]]:
+    def _create(self, body: Any, force: bool, headers: Mapping[str, str]) -> list[dict[str, Any]]:
         records, all_or_none = self._records(body)
 
         def op(record: Any) -> dict[str, Any]:
             rtype = self._type_of(record)
             if "id" in record or "Id" in record:
-                raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
-                              "cannot specify Id in an insert call", ["Id"])
+                raise SfError(
+                    400,
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    "cannot specify Id in an insert call",
+                    ["Id"],
+                )
             fields = {k: v for k, v in record.items() if k != "attributes"}
             rid = self.store.insert(rtype, fields)
             self.rest.assign(self.store.sobject(rtype).name, rid, headers)
@@ -377,8 +457,7 @@ class CompositeApi:
 
         return self._run_items(records, all_or_none or force, op)
 
-    def _update(self, body: Any, force: bool, headers: Mapping[str, str]
-                ) -> list[dict[str, Any]]:
+    def _update(self, body: Any, force: bool, headers: Mapping[str, str]) -> list[dict[str, Any]]:
         records, all_or_none = self._records(body)
 
         def op(record: Any) -> dict[str, Any]:
@@ -396,21 +475,29 @@ class CompositeApi:
 
         return self._run_items(records, all_or_none or force, op)
 
-    def _upsert(self, obj_name: str, ext_field: str, body: Any, force: bool,
-                headers: Mapping[str, str]) -> list[dict[str, Any]]:
+    def _upsert(
+        self, obj_name: str, ext_field: str, body: Any, force: bool, headers: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
         obj = self.store.sobject(obj_name)
         f = obj.field(ext_field)
         if f is None or not f.is_upsert_key:
-            raise SfError(400, "INVALID_FIELD",
-                          f"Field name provided, {ext_field} is not an External ID or indexed "
-                          f"field for {obj.name}")
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"Field name provided, {ext_field} is not an External ID or indexed "
+                f"field for {obj.name}",
+            )
         records, all_or_none = self._records(body)
 
         def op(record: Any) -> dict[str, Any]:
             rtype = self._type_of(record)
             if rtype.lower() != obj.name.lower():
-                raise SfError(400, "INVALID_TYPE",
-                              f"Record type {rtype} does not match {obj.name} in the URI", [])
+                raise SfError(
+                    400,
+                    "INVALID_TYPE",
+                    f"Record type {rtype} does not match {obj.name} in the URI",
+                    [],
+                )
             fields = {k: v for k, v in record.items() if k != "attributes"}
             value = next((v for k, v in fields.items() if k.lower() == f.name.lower()), None)
             if value is None or value == "":
@@ -426,9 +513,12 @@ class CompositeApi:
         if not ids:
             raise SfError(400, "MISSING_ARGUMENT", "ids parameter is required", [])
         if len(ids) > MAX_COLLECTION_RECORDS:
-            raise SfError(400, "EXCEEDED_ID_LIMIT",
-                          "record limit reached. cannot submit more than 200 records into this "
-                          "call", [])
+            raise SfError(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+                [],
+            )
         all_or_none = query.get("allOrNone", "").lower() == "true"
 
         def op(raw_id: str) -> dict[str, Any]:
@@ -445,8 +535,9 @@ class CompositeApi:
 
         return self._run_items(ids, all_or_none or force, op)
 
-    def _retrieve(self, version: str, obj_name: str, method: str, query: Mapping[str, str],
-                  body: Any) -> list[dict[str, Any] | None]:
+    def _retrieve(
+        self, version: str, obj_name: str, method: str, query: Mapping[str, str], body: Any
+    ) -> list[dict[str, Any] | None]:
         obj = self.store.sobject(obj_name)
         if method == "POST":
             if not isinstance(body, dict):
@@ -466,13 +557,15 @@ class CompositeApi:
         for n in names:
             fd = obj.field(n)
             if fd is None:
-                raise SfError(400, "INVALID_FIELD",
-                              f"No such column '{n}' on sobject of type {obj.name}")
+                raise SfError(
+                    400, "INVALID_FIELD", f"No such column '{n}' on sobject of type {obj.name}"
+                )
             fields.append(fd.name)
         out: list[dict[str, Any] | None] = []
         for raw_id in ids:
             rid = normalize_id(raw_id)
             row = self.store.raw(obj.name, rid) if rid else None
-            out.append(None if row is None else
-                       self.rest.record_json(version, obj.name, row, fields))
+            out.append(
+                None if row is None else self.rest.record_json(version, obj.name, row, fields)
+            )
         return out

@@ -59,11 +59,17 @@ class ControlApi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._allowed(scope):
-            await _json(send, 403, {"error": "the control API is open on loopback only; "
-                                             "send a bearer token from elsewhere"})
+            await _json(
+                send,
+                403,
+                {
+                    "error": "the control API is open on loopback only; "
+                    "send a bearer token from elsewhere"
+                },
+            )
             return
         method: str = scope["method"]
-        parts = [p for p in scope["path"][len("/__sim/"):].split("/") if p]
+        parts = [p for p in scope["path"][len("/__sim/") :].split("/") if p]
         body: Any = None
         if method in ("POST", "PUT", "PATCH"):
             raw = await _read(receive)
@@ -110,14 +116,17 @@ class ControlApi:
                     return 400, {"error": 'expected {"active": true|false}'}
                 org.set_lead_assignment(body["active"])
             if method in ("GET", "POST"):
-                return 200, {"active": org.lead_assignment_owner is not None,
-                             "owner_id": org.lead_assignment_owner}
+                return 200, {
+                    "active": org.lead_assignment_owner is not None,
+                    "owner_id": org.lead_assignment_owner,
+                }
         elif head == "validation_rules":
             if method == "POST":
                 org.store.validation_rules = group_rules(parse_rules(body, org.schema))
             if method in ("GET", "POST"):
-                return 200, [r.as_json() for rules in org.store.validation_rules.values()
-                             for r in rules]
+                return 200, [
+                    r.as_json() for rules in org.store.validation_rules.values() for r in rules
+                ]
         elif head == "refresh_token" and method == "POST":
             return 200, {"refresh_token": org.tokens.issue_refresh(org.user_id)}
         elif head == "info" and method == "GET":
@@ -139,8 +148,10 @@ class ControlApi:
                         err.index = index  # type: ignore[attr-defined]
                         raise
         except SfError as err:
-            return 400, {"error": f"record {getattr(err, 'index', '?')}: {err.error_code}: "
-                                  f"{err.message}", "errors": err.rest_body()}
+            return 400, {
+                "error": f"record {getattr(err, 'index', '?')}: {err.error_code}: {err.message}",
+                "errors": err.rest_body(),
+            }
         return 201, ids
 
 
@@ -163,6 +174,14 @@ async def _read(receive: Receive) -> bytes:
 
 async def _json(send: Send, status: int, payload: Any) -> None:
     data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

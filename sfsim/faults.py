@@ -55,13 +55,30 @@ __all__ = ["FaultConfigError", "FaultSettings", "Faults"]
 _DEFAULT_JOB_FAILURE: Final = (
     "InvalidBatch : Failed to process query: UNKNOWN_EXCEPTION: An unexpected error occurred."
 )
-_KNOWN_KEYS: Final = frozenset({
-    "latency_ms", "error_rate", "error_next", "error_status", "drop_rate", "drop_next",
-    "drop_after_processing", "lock_rate", "lock_next", "kinds", "job_failure_rate",
-    "fail_next_jobs", "job_failure_message", "revoke_tokens", "exhaust_daily_limit", "seed",
-    "bulk_lock_contention", "upsert_race_rate", "upsert_race_next",
-    "clear",
-})
+_KNOWN_KEYS: Final = frozenset(
+    {
+        "latency_ms",
+        "error_rate",
+        "error_next",
+        "error_status",
+        "drop_rate",
+        "drop_next",
+        "drop_after_processing",
+        "lock_rate",
+        "lock_next",
+        "kinds",
+        "job_failure_rate",
+        "fail_next_jobs",
+        "job_failure_message",
+        "revoke_tokens",
+        "exhaust_daily_limit",
+        "seed",
+        "bulk_lock_contention",
+        "upsert_race_rate",
+        "upsert_race_next",
+        "clear",
+    }
+)
 
 
 class FaultConfigError(ValueError):
@@ -109,11 +126,15 @@ def _latency(value: Any) -> float | dict[str, Any]:
         return float(value)
     if isinstance(value, Mapping):
         dist = value.get("dist")
-        need = {"uniform": ("min_ms", "max_ms"), "exponential": ("mean_ms",),
-                "normal": ("mean_ms", "stddev_ms")}.get(str(dist))
+        need = {
+            "uniform": ("min_ms", "max_ms"),
+            "exponential": ("mean_ms",),
+            "normal": ("mean_ms", "stddev_ms"),
+        }.get(str(dist))
         if need is None:
             raise FaultConfigError(
-                f"latency_ms.dist: expected uniform, exponential or normal, got {dist!r}")
+                f"latency_ms.dist: expected uniform, exponential or normal, got {dist!r}"
+            )
         out: dict[str, Any] = {"dist": dist}
         for k in need:
             v = value.get(k)
@@ -147,14 +168,27 @@ class Faults:
         unknown = sorted(set(changes) - _KNOWN_KEYS)
         if unknown:
             raise FaultConfigError(f"unknown fault setting(s): {', '.join(unknown)}")
-        s = FaultSettings() if changes.get("clear") else FaultSettings(**{
-            k: v for k, v in asdict(self.settings).items()})
+        s = (
+            FaultSettings()
+            if changes.get("clear")
+            else FaultSettings(**{k: v for k, v in asdict(self.settings).items()})
+        )
         for key, value in changes.items():
-            if key in ("error_rate", "drop_rate", "lock_rate", "job_failure_rate",
-                       "upsert_race_rate"):
+            if key in (
+                "error_rate",
+                "drop_rate",
+                "lock_rate",
+                "job_failure_rate",
+                "upsert_race_rate",
+            ):
                 setattr(s, key, _rate(key, value))
-            elif key in ("error_next", "drop_next", "lock_next", "fail_next_jobs",
-                         "upsert_race_next"):
+            elif key in (
+                "error_next",
+                "drop_next",
+                "lock_next",
+                "fail_next_jobs",
+                "upsert_race_next",
+            ):
                 setattr(s, key, _count(key, value))
             elif key == "latency_ms":
                 s.latency_ms = _latency(value)
@@ -162,14 +196,16 @@ class Faults:
                 statuses = value if isinstance(value, list) else [value]
                 if not statuses or any(v not in (500, 502, 503) for v in statuses):
                     raise FaultConfigError(
-                        f"error_status: expected 500, 502 or 503 (or a list), got {value!r}")
+                        f"error_status: expected 500, 502 or 503 (or a list), got {value!r}"
+                    )
                 s.error_status = value
             elif key == "drop_after_processing":
                 s.drop_after_processing = bool(value)
             elif key == "bulk_lock_contention":
                 if not isinstance(value, bool):
                     raise FaultConfigError(
-                        f"bulk_lock_contention: expected true or false, got {value!r}")
+                        f"bulk_lock_contention: expected true or false, got {value!r}"
+                    )
                 s.bulk_lock_contention = value
             elif key == "kinds":
                 if value is not None and (
@@ -186,8 +222,13 @@ class Faults:
                 self._rng.seed(value)
         self.settings = s
         self.active = bool(
-            s.latency_ms or s.error_rate or s.error_next or s.drop_rate or s.drop_next
-            or s.lock_rate or s.lock_next
+            s.latency_ms
+            or s.error_rate
+            or s.error_next
+            or s.drop_rate
+            or s.drop_next
+            or s.lock_rate
+            or s.lock_next
         )
         if changes.get("revoke_tokens"):
             if self._on_revoke is not None:

@@ -68,8 +68,12 @@ def normalize_id(value: str) -> str | None:
     real org (an all-lower-case 18-character id is still accepted). A suffix character outside the
     alphabet, or one that marks a digit as upper case, makes the id malformed.
     """
-    if len(value) == 18 and value.isascii() and value.isalnum() and value[15:] == (
-        _chunk_suffix(value[:5]) + _chunk_suffix(value[5:10]) + _chunk_suffix(value[10:15])
+    if (
+        len(value) == 18
+        and value.isascii()
+        and value.isalnum()
+        and value[15:]
+        == (_chunk_suffix(value[:5]) + _chunk_suffix(value[5:10]) + _chunk_suffix(value[10:15]))
     ):
         return value  # fast path: already canonical (every id a client echoes back)
     if not is_id_shaped(value):

@@ -30,8 +30,9 @@ BUCKET_S: Final = 3600.0
 class RollingCount:
     """A count over the last ``window_s`` seconds, in ``bucket_s`` buckets (O(1) per add)."""
 
-    def __init__(self, clock: Callable[[], float], window_s: float = WINDOW_S,
-                 bucket_s: float = BUCKET_S) -> None:
+    def __init__(
+        self, clock: Callable[[], float], window_s: float = WINDOW_S, bucket_s: float = BUCKET_S
+    ) -> None:
         self._clock = clock
         self._window = window_s
         self._bucket = bucket_s
@@ -72,8 +73,9 @@ class ApiUsage:
     contents with that many calls charged now.
     """
 
-    def __init__(self, limit: int = DEFAULT_API_LIMIT,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, limit: int = DEFAULT_API_LIMIT, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if limit < 1:
             raise ValueError(f"api limit must be at least 1, got {limit}")
         self.limit = limit

@@ -130,8 +130,10 @@ class TokenStore:
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Restore a ``dump()``."""
-        self._access = {t: TokenInfo(str(v[0]), str(v[1]), float(v[2]))
-                        for t, v in (state.get("access") or {}).items()}
+        self._access = {
+            t: TokenInfo(str(v[0]), str(v[1]), float(v[2]))
+            for t, v in (state.get("access") or {}).items()
+        }
         self._refresh = {str(k): str(v) for k, v in (state.get("refresh") or {}).items()}
 
 
@@ -231,8 +233,9 @@ def token_endpoint(
         # [U] whether JWT responses carry signature/issued_at (§1.5): left out, the stricter
         # choice for clients that must not depend on them.
         issued_at = str(int(time.time() * 1000))
-        mac = hmac.new(config.client_secret.encode(), (identity + issued_at).encode(),
-                       hashlib.sha256)
+        mac = hmac.new(
+            config.client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256
+        )
         body["issued_at"] = issued_at
         body["signature"] = base64.b64encode(mac.digest()).decode()
     return 200, body
@@ -252,9 +255,17 @@ def _check_jwt(
     try:
         key = _public_key(config.jwt_cert_pem)
         claims = jwt.decode(
-            assertion, key, algorithms=["RS256"],
-            options={"verify_exp": False, "verify_aud": False, "verify_iat": False,
-                     "verify_nbf": False, "verify_iss": False, "verify_sub": False},
+            assertion,
+            key,
+            algorithms=["RS256"],
+            options={
+                "verify_exp": False,
+                "verify_aud": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+                "verify_iss": False,
+                "verify_sub": False,
+            },
         )
     except (jwt.PyJWTError, ValueError):
         return _err("invalid_grant", "invalid assertion")

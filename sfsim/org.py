@@ -85,7 +85,8 @@ class Org:
         self.store.race_hook = self.faults.upsert_race
         if self.config.validation_rules:
             self.store.validation_rules = group_rules(
-                parse_rules(self.config.validation_rules, self.schema))
+                parse_rules(self.config.validation_rules, self.schema)
+            )
         self.oauth = OAuthConfig(
             client_id=self.config.client_id,
             client_secret=self.config.client_secret,
@@ -113,9 +114,15 @@ class Org:
         if user is None:
             self.user_id = self.ids.new("005")
             return
-        values: dict[str, Any] = {"Username": self.config.username, "LastName": "Integration",
-                                  "FirstName": "Dispo", "Email": "integration@example.com",
-                                  "Alias": "dispo", "TimeZoneSidKey": "GMT", "IsActive": True}
+        values: dict[str, Any] = {
+            "Username": self.config.username,
+            "LastName": "Integration",
+            "FirstName": "Dispo",
+            "Email": "integration@example.com",
+            "Alias": "dispo",
+            "TimeZoneSidKey": "GMT",
+            "IsActive": True,
+        }
         fields = {k: v for k, v in values.items() if user.field(k) is not None}
         self.user_id = self.store.insert(user.name, fields, seed=True)
         self.store.user_id = self.user_id
@@ -134,9 +141,14 @@ class Org:
         if found:
             self.lead_assignment_owner = found[0]
         else:
-            values: dict[str, Any] = {"Username": username, "LastName": "Lead Queue",
-                                      "Email": "lead-queue@example.com", "Alias": "leadq",
-                                      "TimeZoneSidKey": "GMT", "IsActive": True}
+            values: dict[str, Any] = {
+                "Username": username,
+                "LastName": "Lead Queue",
+                "Email": "lead-queue@example.com",
+                "Alias": "leadq",
+                "TimeZoneSidKey": "GMT",
+                "IsActive": True,
+            }
             fields = {k: v for k, v in values.items() if user.field(k) is not None}
             self.lead_assignment_owner = self.store.insert(user.name, fields, seed=True)
         return self.lead_assignment_owner
@@ -161,8 +173,12 @@ class Org:
     def stats(self) -> dict[str, Any]:
         """``GET /__sim/stats``: API calls in total and per kind, records per object, plugins."""
         out: dict[str, Any] = {
-            "api_calls": {"total": self.usage.used, "limit": self.usage.limit,
-                          "refused": self.usage.refused, "by_kind": dict(self.usage.by_kind)},
+            "api_calls": {
+                "total": self.usage.used,
+                "limit": self.usage.limit,
+                "refused": self.usage.refused,
+                "by_kind": dict(self.usage.by_kind),
+            },
             "bulk_batches": self.usage.bulk_batches,
             "records": self.store.counts(),
             "tokens": {"issued": self.tokens.issued, "active": self.tokens.active()},
@@ -180,7 +196,8 @@ class Org:
         """
         self.store.reset()
         self.store.validation_rules = group_rules(
-            parse_rules(self.config.validation_rules, self.schema))
+            parse_rules(self.config.validation_rules, self.schema)
+        )
         self.lead_assignment_owner = None
         self._seed_user()
         self.usage.used = 0
@@ -204,8 +221,11 @@ class Org:
             "user_id": self.user_id,
             "store": self.store.dump(),
             "tokens": self.tokens.dump(),
-            "usage": {"used": self.usage.used, "by_kind": dict(self.usage.by_kind),
-                      "bulk_batches": self.usage.bulk_batches},
+            "usage": {
+                "used": self.usage.used,
+                "by_kind": dict(self.usage.by_kind),
+                "bulk_batches": self.usage.bulk_batches,
+            },
             "plugins": {p.name: p.dump_state() for p in self.plugins},
         }
         directory = self.config.state_dir

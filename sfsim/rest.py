@@ -46,8 +46,7 @@ class Reply:
 
 
 def _bad_method(allowed: str) -> SfError:
-    return SfError(405, "METHOD_NOT_ALLOWED",
-                   f"HTTP Method not allowed: Allow: {allowed}")
+    return SfError(405, "METHOD_NOT_ALLOWED", f"HTTP Method not allowed: Allow: {allowed}")
 
 
 class RestApi:
@@ -58,7 +57,8 @@ class RestApi:
         self.store = org.store
         self.schema_loaded_at = datetime.now(UTC).replace(microsecond=0)
         self._cursors: OrderedDict[str, tuple[Query, list[dict[str, Any]], int, int]] = (
-            OrderedDict())
+            OrderedDict()
+        )
         self._cursor_rows = 0
         self._cursor_seq = itertools.count(1)
         # Composite and collections live in their own module; imported here to avoid a cycle.
@@ -84,21 +84,39 @@ class RestApi:
         try:
             if method == "POST" and query.get("_HttpMethod"):
                 method = query["_HttpMethod"].upper()
-            return self._route(method, version, segments, query, body, headers or {},
-                               in_composite=in_composite, force_all_or_none=force_all_or_none)
+            return self._route(
+                method,
+                version,
+                segments,
+                query,
+                body,
+                headers or {},
+                in_composite=in_composite,
+                force_all_or_none=force_all_or_none,
+            )
         except SfError as err:
             if err.status == 300:
                 matches = getattr(err, "matches", [])
                 obj = segments[1] if len(segments) > 1 else ""
                 real = self.org.schema.get(obj)
                 name = real.name if real else obj
-                return Reply(300, [f"/services/data/v{version}/sobjects/{name}/{m}"
-                                   for m in matches])
+                return Reply(
+                    300, [f"/services/data/v{version}/sobjects/{name}/{m}" for m in matches]
+                )
             return Reply(err.status, err.rest_body())
 
-    def _route(self, method: str, version: str, seg: list[str], query: Mapping[str, str],
-               body: Any, headers: Mapping[str, str], *, in_composite: bool,
-               force_all_or_none: bool) -> Reply:
+    def _route(
+        self,
+        method: str,
+        version: str,
+        seg: list[str],
+        query: Mapping[str, str],
+        body: Any,
+        headers: Mapping[str, str],
+        *,
+        in_composite: bool,
+        force_all_or_none: bool,
+    ) -> Reply:
         # A trailing slash is the same resource (simple-salesforce calls ``query/``).
         if len(seg) > 1 and seg[-1] == "":
             seg = seg[:-1]
@@ -122,9 +140,16 @@ class RestApi:
                 return self._next_page(version, seg[1])
             raise not_found()
         if head == "composite":
-            return self.composite.route(method, version, seg[1:], query, body, headers,
-                                        in_composite=in_composite,
-                                        force_all_or_none=force_all_or_none)
+            return self.composite.route(
+                method,
+                version,
+                seg[1:],
+                query,
+                body,
+                headers,
+                in_composite=in_composite,
+                force_all_or_none=force_all_or_none,
+            )
         raise not_found()
 
     @staticmethod
@@ -136,25 +161,37 @@ class RestApi:
 
     def _resources(self, version: str) -> dict[str, str]:
         base = f"/services/data/v{version}"
-        return {name: f"{base}/{name}" for name in (
-            "sobjects", "query", "queryAll", "composite", "limits", "jobs")}
+        return {
+            name: f"{base}/{name}"
+            for name in ("sobjects", "query", "queryAll", "composite", "limits", "jobs")
+        }
 
-    def _sobjects(self, method: str, version: str, seg: list[str], query: Mapping[str, str],
-                  body: Any, headers: Mapping[str, str]) -> Reply:
+    def _sobjects(
+        self,
+        method: str,
+        version: str,
+        seg: list[str],
+        query: Mapping[str, str],
+        body: Any,
+        headers: Mapping[str, str],
+    ) -> Reply:
         if not seg or seg == [""]:
             self._allow(method, "GET")
-            return Reply(200, {
-                "encoding": "UTF-8", "maxBatchSize": 200,
-                "sobjects": [o.global_entry(version) for o in self.org.schema.objects.values()],
-            })
+            return Reply(
+                200,
+                {
+                    "encoding": "UTF-8",
+                    "maxBatchSize": 200,
+                    "sobjects": [o.global_entry(version) for o in self.org.schema.objects.values()],
+                },
+            )
         obj = self.store.sobject(seg[0])
         rest = list(seg[1:])
         if rest and rest[-1] == "" and len(rest) == 1:
             rest = []
         if not rest:
             if method == "GET":
-                return Reply(200, {"objectDescribe": obj.global_entry(version),
-                                   "recentItems": []})
+                return Reply(200, {"objectDescribe": obj.global_entry(version), "recentItems": []})
             if method == "POST":
                 return self._create(version, obj.name, body, headers)
             raise _bad_method("GET,HEAD,POST")
@@ -164,8 +201,9 @@ class RestApi:
         if len(rest) == 1 or (len(rest) == 2 and rest[1] == ""):
             return self._row(method, version, obj.name, rest[0], query, body, headers)
         if len(rest) == 2:
-            return self._by_external_id(method, version, obj.name, rest[0], rest[1], query, body,
-                                        headers)
+            return self._by_external_id(
+                method, version, obj.name, rest[0], rest[1], query, body, headers
+            )
         raise not_found()
 
     def _describe(self, obj_name: str, version: str, headers: Mapping[str, str]) -> Reply:
@@ -183,12 +221,17 @@ class RestApi:
 
     # ---------------------------------------------------------------- rows
 
-    def record_json(self, version: str, obj_name: str, row: Mapping[str, Any],
-                    fields: list[str] | None = None) -> dict[str, Any]:
+    def record_json(
+        self, version: str, obj_name: str, row: Mapping[str, Any], fields: list[str] | None = None
+    ) -> dict[str, Any]:
         """A record as REST returns it: ``attributes`` first, then the fields."""
         obj = self.store.sobject(obj_name)
-        out: dict[str, Any] = {"attributes": {
-            "type": obj.name, "url": f"/services/data/v{version}/sobjects/{obj.name}/{row['Id']}"}}
+        out: dict[str, Any] = {
+            "attributes": {
+                "type": obj.name,
+                "url": f"/services/data/v{version}/sobjects/{obj.name}/{row['Id']}",
+            }
+        }
         for name in fields if fields is not None else obj.fields:
             out[name] = row.get(name)
         return out
@@ -202,8 +245,9 @@ class RestApi:
         for name in (p.strip() for p in raw.split(",") if p.strip()):
             f = obj.field(name)
             if f is None:
-                raise SfError(400, "INVALID_FIELD",
-                              f"No such column '{name}' on sobject of type {obj.name}")
+                raise SfError(
+                    400, "INVALID_FIELD", f"No such column '{name}' on sobject of type {obj.name}"
+                )
             out.append(f.name)
         return out
 
@@ -219,28 +263,40 @@ class RestApi:
             return
         self.store.assign_owner(obj_name, record_id, owner)
 
-    def _create(self, version: str, obj_name: str, body: Any,
-                headers: Mapping[str, str]) -> Reply:
+    def _create(self, version: str, obj_name: str, body: Any, headers: Mapping[str, str]) -> Reply:
         fields = _body_object(body)
         rid = self.store.insert(obj_name, fields)
         self.assign(obj_name, rid, headers)
-        return Reply(201, {"id": rid, "success": True, "errors": []},
-                     {"Location": f"/services/data/v{version}/sobjects/{obj_name}/{rid}"})
+        return Reply(
+            201,
+            {"id": rid, "success": True, "errors": []},
+            {"Location": f"/services/data/v{version}/sobjects/{obj_name}/{rid}"},
+        )
 
     def _resolve_row_id(self, obj_name: str, raw_id: str) -> str:
         """A row id from the URL: not id-shaped reads as an external-id field name (404)."""
         if not is_id_shaped(raw_id):
             raise not_found(
-                f"Provided external ID field does not exist or is not accessible: {raw_id}")
+                f"Provided external ID field does not exist or is not accessible: {raw_id}"
+            )
         rid = normalize_id(raw_id)
         obj = self.store.sobject(obj_name)
         if rid is None or rid[:3] != obj.key_prefix:
-            raise SfError(400, "MALFORMED_ID",
-                          f"{obj.label} ID: id value of incorrect type: {raw_id}", ["Id"])
+            raise SfError(
+                400, "MALFORMED_ID", f"{obj.label} ID: id value of incorrect type: {raw_id}", ["Id"]
+            )
         return rid
 
-    def _row(self, method: str, version: str, obj_name: str, raw_id: str,
-             query: Mapping[str, str], body: Any, headers: Mapping[str, str]) -> Reply:
+    def _row(
+        self,
+        method: str,
+        version: str,
+        obj_name: str,
+        raw_id: str,
+        query: Mapping[str, str],
+        body: Any,
+        headers: Mapping[str, str],
+    ) -> Reply:
         if method == "POST" and raw_id == "Id":
             # Insert with Id as the "external id" (v37.0+, §2.4).
             rid = self.store.insert(obj_name, _body_object(body))
@@ -264,40 +320,57 @@ class RestApi:
             return Reply(204)
         raise _bad_method("GET,HEAD,PATCH,DELETE")
 
-    def _by_external_id(self, method: str, version: str, obj_name: str, field_name: str,
-                        value: str, query: Mapping[str, str], body: Any,
-                        headers: Mapping[str, str]) -> Reply:
+    def _by_external_id(
+        self,
+        method: str,
+        version: str,
+        obj_name: str,
+        field_name: str,
+        value: str,
+        query: Mapping[str, str],
+        body: Any,
+        headers: Mapping[str, str],
+    ) -> Reply:
         obj = self.store.sobject(obj_name)
         f = obj.field(field_name)
         if f is None or not (f.is_upsert_key or f.name == "Id"):
             raise not_found(
-                f"Provided external ID field does not exist or is not accessible: {field_name}")
+                f"Provided external ID field does not exist or is not accessible: {field_name}"
+            )
         if method == "PATCH":
             update_only = query.get("updateOnly", "").lower() == "true"
-            rid, created = self.store.upsert(obj.name, f.name, value, _body_object(body),
-                                              update_only=update_only)
+            rid, created = self.store.upsert(
+                obj.name, f.name, value, _body_object(body), update_only=update_only
+            )
             self.assign(obj.name, rid, headers)
             major = int(version.split(".")[0])
             if major < 46:
                 # v45.0 and earlier: 201 on create, 204 with no body on update (§2.6, §7.19).
-                return Reply(201, {"id": rid, "success": True, "errors": []}) if created \
+                return (
+                    Reply(201, {"id": rid, "success": True, "errors": []})
+                    if created
                     else Reply(204)
-            return Reply(201 if created else 200,
-                         {"id": rid, "success": True, "errors": [], "created": created})
+                )
+            return Reply(
+                201 if created else 200,
+                {"id": rid, "success": True, "errors": [], "created": created},
+            )
         if method in ("GET", "DELETE"):
             matches = self.store.find(obj.name, f.name, value)
             if not matches:
                 raise not_found()
             if len(matches) > 1:
-                return Reply(300, [f"/services/data/v{version}/sobjects/{obj.name}/{m}"
-                                   for m in matches])
+                return Reply(
+                    300, [f"/services/data/v{version}/sobjects/{obj.name}/{m}" for m in matches]
+                )
             if method == "DELETE":
                 self.store.delete(obj.name, matches[0])
                 return Reply(204)
             row = self.store.raw(obj.name, matches[0])
             assert row is not None
-            return Reply(200, self.record_json(version, obj.name, row,
-                                               self._field_list(obj.name, query)))
+            return Reply(
+                200, self.record_json(version, obj.name, row, self._field_list(obj.name, query))
+            )
         raise _bad_method("GET,HEAD,PATCH,DELETE")
 
     # ---------------------------------------------------------------- query
@@ -309,13 +382,17 @@ class RestApi:
             return Reply(200, {"totalSize": len(rows), "done": True, "records": []})
         return self._page(version, q, rows, 0, batch)
 
-    def _page(self, version: str, q: Query, rows: list[dict[str, Any]], start: int,
-              batch: int) -> Reply:
+    def _page(
+        self, version: str, q: Query, rows: list[dict[str, Any]], start: int, batch: int
+    ) -> Reply:
         names = [f.name for f in q.fields]
         end = start + batch
         records = [self.record_json(version, q.obj.name, r, names) for r in rows[start:end]]
-        body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows),
-                                "records": records}
+        body: dict[str, Any] = {
+            "totalSize": len(rows),
+            "done": end >= len(rows),
+            "records": records,
+        }
         if end < len(rows):
             locator = f"01g8d{next(self._cursor_seq):010d}{secrets.token_hex(2).upper()}"
             self._cursors[locator] = (q, rows, end, batch)
@@ -350,11 +427,17 @@ def _batch_size(headers: Mapping[str, str]) -> int:
 def _body_object(body: Any) -> dict[str, Any]:
     """The JSON object body of a write; a missing or non-object body is a JSON_PARSER_ERROR."""
     if body is NO_BODY or body is None:
-        raise SfError(400, "JSON_PARSER_ERROR",
-                      "The HTTP entity body is required, but this request has no entity body.")
+        raise SfError(
+            400,
+            "JSON_PARSER_ERROR",
+            "The HTTP entity body is required, but this request has no entity body.",
+        )
     if not isinstance(body, dict):
-        raise SfError(400, "JSON_PARSER_ERROR",
-                      f"Cannot deserialize instance of sObject from {_json_kind(body)} value")
+        raise SfError(
+            400,
+            "JSON_PARSER_ERROR",
+            f"Cannot deserialize instance of sObject from {_json_kind(body)} value",
+        )
     return body
 
 

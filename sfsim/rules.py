@@ -62,12 +62,22 @@ class ValidationRule:
 
     def error(self) -> SfError:
         """The error a save breaking this rule gets."""
-        return SfError(400, "FIELD_CUSTOM_VALIDATION_EXCEPTION", self.message,
-                       [self.error_field] if self.error_field else [])
+        return SfError(
+            400,
+            "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+            self.message,
+            [self.error_field] if self.error_field else [],
+        )
 
     def as_json(self) -> dict[str, Any]:
-        return {"object": self.object, "field": self.field, "condition": self.condition,
-                "value": self.value, "message": self.message, "error_field": self.error_field}
+        return {
+            "object": self.object,
+            "field": self.field,
+            "condition": self.condition,
+            "value": self.value,
+            "message": self.message,
+            "error_field": self.error_field,
+        }
 
 
 def parse_rules(raw: Any, schema: Schema) -> list[ValidationRule]:
@@ -105,8 +115,7 @@ def parse_rules(raw: Any, schema: Schema) -> list[ValidationRule]:
             if ef is None:
                 raise RuleError(f"{where}.error_field: {obj.name} has no field {error_field!r}")
             error_field = ef.name
-        rules.append(ValidationRule(obj.name, f.name, str(condition), message, value,
-                                    error_field))
+        rules.append(ValidationRule(obj.name, f.name, str(condition), message, value, error_field))
     return rules
 
 

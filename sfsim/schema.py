@@ -29,13 +29,30 @@ __all__ = [
 
 #: Field types whose values are strings with a character ``length``.
 STRING_TYPES: Final = frozenset(
-    {"string", "textarea", "phone", "email", "url", "picklist", "multipicklist", "combobox",
-     "encryptedstring"}
+    {
+        "string",
+        "textarea",
+        "phone",
+        "email",
+        "url",
+        "picklist",
+        "multipicklist",
+        "combobox",
+        "encryptedstring",
+    }
 )
 _SOAP_TYPES: Final[dict[str, str]] = {
-    "id": "tns:ID", "reference": "tns:ID", "boolean": "xsd:boolean", "int": "xsd:int",
-    "double": "xsd:double", "currency": "xsd:double", "percent": "xsd:double", "date": "xsd:date",
-    "datetime": "xsd:dateTime", "base64": "xsd:base64Binary", "time": "xsd:time",
+    "id": "tns:ID",
+    "reference": "tns:ID",
+    "boolean": "xsd:boolean",
+    "int": "xsd:int",
+    "double": "xsd:double",
+    "currency": "xsd:double",
+    "percent": "xsd:double",
+    "date": "xsd:date",
+    "datetime": "xsd:dateTime",
+    "base64": "xsd:base64Binary",
+    "time": "xsd:time",
 }
 
 
@@ -178,14 +195,36 @@ class SObjectDef:
 
     def global_entry(self, version: str) -> dict[str, Any]:
         """The entry of this object in the describeGlobal ``sobjects`` list."""
-        keys = ("activateable", "createable", "custom", "customSetting", "deletable",
-                "deprecatedAndHidden", "feedEnabled", "keyPrefix", "label", "labelPlural",
-                "layoutable", "mergeable", "mruEnabled", "name", "queryable", "replicateable",
-                "retrieveable", "searchable", "triggerable", "undeletable", "updateable")
+        keys = (
+            "activateable",
+            "createable",
+            "custom",
+            "customSetting",
+            "deletable",
+            "deprecatedAndHidden",
+            "feedEnabled",
+            "keyPrefix",
+            "label",
+            "labelPlural",
+            "layoutable",
+            "mergeable",
+            "mruEnabled",
+            "name",
+            "queryable",
+            "replicateable",
+            "retrieveable",
+            "searchable",
+            "triggerable",
+            "undeletable",
+            "updateable",
+        )
         out = {k: self.raw.get(k) for k in keys}
         base = f"/services/data/v{version}/sobjects/{self.name}"
-        out["urls"] = {"rowTemplate": f"{base}/{{ID}}", "describe": f"{base}/describe",
-                       "sobject": base}
+        out["urls"] = {
+            "rowTemplate": f"{base}/{{ID}}",
+            "describe": f"{base}/describe",
+            "sobject": base,
+        }
         return out
 
 
@@ -221,7 +260,8 @@ class Schema:
         for i, raw in enumerate(describes):
             if not isinstance(raw, Mapping):
                 raise SchemaError(
-                    f"sobjects[{i}]: expected a describe object, got {type(raw).__name__}")
+                    f"sobjects[{i}]: expected a describe object, got {type(raw).__name__}"
+                )
             name = raw.get("name")
             if not isinstance(name, str) or not name:
                 raise SchemaError(f"sobjects[{i}]: missing 'name'")
@@ -263,7 +303,7 @@ def load_schema(path: str | Path) -> Schema:
     elif isinstance(data, dict) and "fields" in data:
         data = [data]
     if not isinstance(data, list):
-        raise SchemaError(f"{p}: expected a list of describe results or {{\"sobjects\": [...]}}")
+        raise SchemaError(f'{p}: expected a list of describe results or {{"sobjects": [...]}}')
     try:
         return Schema.from_describes(data)
     except SchemaError as exc:
@@ -310,26 +350,62 @@ def _field(
         length = 18
     is_string_like = ftype in STRING_TYPES or ftype in ("id", "reference")
     return {
-        "aggregatable": True, "aiPredictionField": False, "autoNumber": False,
+        "aggregatable": True,
+        "aiPredictionField": False,
+        "autoNumber": False,
         "byteLength": length * 3 if is_string_like else 0,
-        "calculated": calculated, "calculatedFormula": None, "cascadeDelete": False,
-        "caseSensitive": False, "compoundFieldName": None, "controllerName": None,
-        "createable": c, "custom": custom, "defaultValue": False if ftype == "boolean" else None,
-        "defaultValueFormula": None, "defaultedOnCreate": d, "dependentPicklist": False,
-        "deprecatedAndHidden": False, "digits": digits, "displayLocationInDecimal": False,
-        "encrypted": False, "externalId": ext, "extraTypeInfo": None,
-        "filterable": ftype != "textarea", "filteredLookupInfo": None,
-        "groupable": ftype not in ("textarea", "datetime", "double"), "highScaleNumber": False,
-        "htmlFormatted": False, "idLookup": lookup, "inlineHelpText": None, "label": label,
-        "length": length if is_string_like else 0, "mask": None, "maskType": None, "name": name,
-        "nameField": name_field, "namePointing": bool(ref and len(ref) > 1), "nillable": n,
-        "permissionable": n and ftype != "id" and (c or u), "picklistValues": picklist or [],
-        "polymorphicForeignKey": bool(ref and len(ref) > 1), "precision": precision,
-        "queryByDistance": False, "referenceTargetField": None, "referenceTo": ref or [],
-        "relationshipName": rel, "relationshipOrder": None, "restrictedDelete": False,
-        "restrictedPicklist": restricted, "scale": scale, "searchPrefilterable": False,
-        "soapType": _SOAP_TYPES.get(ftype, "xsd:string"), "sortable": ftype != "textarea",
-        "type": ftype, "unique": unique, "updateable": u, "writeRequiresMasterRead": False,
+        "calculated": calculated,
+        "calculatedFormula": None,
+        "cascadeDelete": False,
+        "caseSensitive": False,
+        "compoundFieldName": None,
+        "controllerName": None,
+        "createable": c,
+        "custom": custom,
+        "defaultValue": False if ftype == "boolean" else None,
+        "defaultValueFormula": None,
+        "defaultedOnCreate": d,
+        "dependentPicklist": False,
+        "deprecatedAndHidden": False,
+        "digits": digits,
+        "displayLocationInDecimal": False,
+        "encrypted": False,
+        "externalId": ext,
+        "extraTypeInfo": None,
+        "filterable": ftype != "textarea",
+        "filteredLookupInfo": None,
+        "groupable": ftype not in ("textarea", "datetime", "double"),
+        "highScaleNumber": False,
+        "htmlFormatted": False,
+        "idLookup": lookup,
+        "inlineHelpText": None,
+        "label": label,
+        "length": length if is_string_like else 0,
+        "mask": None,
+        "maskType": None,
+        "name": name,
+        "nameField": name_field,
+        "namePointing": bool(ref and len(ref) > 1),
+        "nillable": n,
+        "permissionable": n and ftype != "id" and (c or u),
+        "picklistValues": picklist or [],
+        "polymorphicForeignKey": bool(ref and len(ref) > 1),
+        "precision": precision,
+        "queryByDistance": False,
+        "referenceTargetField": None,
+        "referenceTo": ref or [],
+        "relationshipName": rel,
+        "relationshipOrder": None,
+        "restrictedDelete": False,
+        "restrictedPicklist": restricted,
+        "scale": scale,
+        "searchPrefilterable": False,
+        "soapType": _SOAP_TYPES.get(ftype, "xsd:string"),
+        "sortable": ftype != "textarea",
+        "type": ftype,
+        "unique": unique,
+        "updateable": u,
+        "writeRequiresMasterRead": False,
     }
 
 
@@ -339,185 +415,450 @@ def _system_fields(owner: bool = True) -> list[dict[str, Any]]:
         _field("IsDeleted", "boolean", "Deleted", c=False, u=False, n=False, d=True),
     ]
     if owner:
-        out.append(_field("OwnerId", "reference", "Owner ID", n=False, d=True, ref=["User"],
-                          rel="Owner"))
+        out.append(
+            _field("OwnerId", "reference", "Owner ID", n=False, d=True, ref=["User"], rel="Owner")
+        )
     out += [
         _field("CreatedDate", "datetime", "Created Date", c=False, u=False, n=False, d=True),
-        _field("CreatedById", "reference", "Created By ID", c=False, u=False, n=False, d=True,
-               ref=["User"], rel="CreatedBy"),
-        _field("LastModifiedDate", "datetime", "Last Modified Date", c=False, u=False, n=False,
-               d=True),
-        _field("LastModifiedById", "reference", "Last Modified By ID", c=False, u=False,
-               n=False, d=True, ref=["User"], rel="LastModifiedBy"),
-        _field("SystemModstamp", "datetime", "System Modstamp", c=False, u=False, n=False,
-               d=True),
+        _field(
+            "CreatedById",
+            "reference",
+            "Created By ID",
+            c=False,
+            u=False,
+            n=False,
+            d=True,
+            ref=["User"],
+            rel="CreatedBy",
+        ),
+        _field(
+            "LastModifiedDate", "datetime", "Last Modified Date", c=False, u=False, n=False, d=True
+        ),
+        _field(
+            "LastModifiedById",
+            "reference",
+            "Last Modified By ID",
+            c=False,
+            u=False,
+            n=False,
+            d=True,
+            ref=["User"],
+            rel="LastModifiedBy",
+        ),
+        _field("SystemModstamp", "datetime", "System Modstamp", c=False, u=False, n=False, d=True),
     ]
     return out
 
 
-def _object(name: str, label: str, plural: str, prefix: str, fields: list[dict[str, Any]],
-            children: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _object(
+    name: str,
+    label: str,
+    plural: str,
+    prefix: str,
+    fields: list[dict[str, Any]],
+    children: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A describe result with the documented top-level keys (reference §2.3)."""
     return {
-        "actionOverrides": [], "activateable": False, "associateEntityType": None,
-        "associateParentEntity": None, "childRelationships": children or [],
-        "compactLayoutable": True, "createable": True, "custom": False, "customSetting": False,
-        "dataTranslationEnabled": False, "deepCloneable": False, "defaultImplementation": None,
-        "deletable": name != "User", "deprecatedAndHidden": False, "extendedBy": None,
-        "extendsInterfaces": None, "feedEnabled": True, "fields": fields,
-        "hasSubtypes": False, "implementedBy": None, "implementsInterfaces": None,
-        "isInterface": False, "isSubtype": False, "keyPrefix": prefix, "label": label,
-        "labelPlural": plural, "layoutable": True, "listviewable": None, "lookupLayoutable": None,
-        "mergeable": name in ("Account", "Contact", "Lead"), "mruEnabled": True,
-        "name": name, "namedLayoutInfos": [], "networkScopeFieldName": None, "queryable": True,
-        "recordTypeInfos": [{
-            "active": True, "available": True, "defaultRecordTypeMapping": True,
-            "developerName": "Master", "master": True, "name": "Master",
-            "recordTypeId": "012000000000000AAA", "urls": {},
-        }],
-        "replicateable": True, "retrieveable": True, "searchLayoutable": True,
-        "searchable": True, "sobjectDescribeOption": "FULL", "supportedScopes": [
-            {"label": "All", "name": "everything"}, {"label": "My", "name": "mine"}],
-        "triggerable": True, "undeletable": name != "User", "updateable": True,
+        "actionOverrides": [],
+        "activateable": False,
+        "associateEntityType": None,
+        "associateParentEntity": None,
+        "childRelationships": children or [],
+        "compactLayoutable": True,
+        "createable": True,
+        "custom": False,
+        "customSetting": False,
+        "dataTranslationEnabled": False,
+        "deepCloneable": False,
+        "defaultImplementation": None,
+        "deletable": name != "User",
+        "deprecatedAndHidden": False,
+        "extendedBy": None,
+        "extendsInterfaces": None,
+        "feedEnabled": True,
+        "fields": fields,
+        "hasSubtypes": False,
+        "implementedBy": None,
+        "implementsInterfaces": None,
+        "isInterface": False,
+        "isSubtype": False,
+        "keyPrefix": prefix,
+        "label": label,
+        "labelPlural": plural,
+        "layoutable": True,
+        "listviewable": None,
+        "lookupLayoutable": None,
+        "mergeable": name in ("Account", "Contact", "Lead"),
+        "mruEnabled": True,
+        "name": name,
+        "namedLayoutInfos": [],
+        "networkScopeFieldName": None,
+        "queryable": True,
+        "recordTypeInfos": [
+            {
+                "active": True,
+                "available": True,
+                "defaultRecordTypeMapping": True,
+                "developerName": "Master",
+                "master": True,
+                "name": "Master",
+                "recordTypeId": "012000000000000AAA",
+                "urls": {},
+            }
+        ],
+        "replicateable": True,
+        "retrieveable": True,
+        "searchLayoutable": True,
+        "searchable": True,
+        "sobjectDescribeOption": "FULL",
+        "supportedScopes": [
+            {"label": "All", "name": "everything"},
+            {"label": "My", "name": "mine"},
+        ],
+        "triggerable": True,
+        "undeletable": name != "User",
+        "updateable": True,
     }
 
 
 def _child(obj: str, field_name: str, rel: str | None) -> dict[str, Any]:
-    return {"cascadeDelete": False, "childSObject": obj, "deprecatedAndHidden": False,
-            "field": field_name, "junctionIdListNames": [], "junctionReferenceTo": [],
-            "relationshipName": rel, "restrictedDelete": False}
+    return {
+        "cascadeDelete": False,
+        "childSObject": obj,
+        "deprecatedAndHidden": False,
+        "field": field_name,
+        "junctionIdListNames": [],
+        "junctionReferenceTo": [],
+        "relationshipName": rel,
+        "restrictedDelete": False,
+    }
 
 
-TASK_STATUSES: Final = ("Not Started", "In Progress", "Completed", "Waiting on someone else",
-                        "Deferred")
+TASK_STATUSES: Final = (
+    "Not Started",
+    "In Progress",
+    "Completed",
+    "Waiting on someone else",
+    "Deferred",
+)
 #: Task Status values that mean IsClosed (query TaskStatus in a real org).
 CLOSED_TASK_STATUSES: Final = frozenset({"Completed"})
-LEAD_STATUSES: Final = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted",
-                        "Closed - Not Converted")
+LEAD_STATUSES: Final = (
+    "Open - Not Contacted",
+    "Working - Contacted",
+    "Closed - Converted",
+    "Closed - Not Converted",
+)
 
 
 def _default_describes() -> list[dict[str, Any]]:
     f = _field
-    account = _object("Account", "Account", "Accounts", "001", [
-        *_system_fields(),
-        f("Name", "string", "Account Name", length=255, n=False, name_field=True),
-        f("Type", "picklist", "Account Type", length=255,
-          picklist=_pick(["Prospect", "Customer - Direct", "Customer - Channel", "Partner",
-                          "Other"])),
-        f("Phone", "phone", "Account Phone", length=40),
-        f("Website", "url", "Website", length=255),
-        f("Industry", "picklist", "Industry", length=255,
-          picklist=_pick(["Banking", "Education", "Healthcare", "Retail", "Technology",
-                          "Other"])),
-        f("AccountNumber", "string", "Account Number", length=40),
-        f("BillingCity", "string", "Billing City", length=40),
-        f("BillingCountry", "string", "Billing Country", length=80),
-        f("Description", "textarea", "Account Description", length=32000),
-    ], children=[_child("Contact", "AccountId", "Contacts"), _child("Task", "WhatId", "Tasks")])
-    contact = _object("Contact", "Contact", "Contacts", "003", [
-        *_system_fields(),
-        f("AccountId", "reference", "Account ID", ref=["Account"], rel="Account"),
-        f("FirstName", "string", "First Name", length=40),
-        f("LastName", "string", "Last Name", length=80, n=False),
-        f("Name", "string", "Full Name", length=121, c=False, u=False, n=False,
-          name_field=True),
-        f("Title", "string", "Title", length=128),
-        f("Phone", "phone", "Business Phone", length=40),
-        f("MobilePhone", "phone", "Mobile Phone", length=40),
-        f("Email", "email", "Email", length=80, lookup=True),
-        f("DoNotCall", "boolean", "Do Not Call", n=False, d=True),
-        f("HasOptedOutOfEmail", "boolean", "Email Opt Out", n=False, d=True),
-        f("Description", "textarea", "Contact Description", length=32000),
-    ], children=[_child("Task", "WhoId", "Tasks")])
-    lead = _object("Lead", "Lead", "Leads", "00Q", [
-        *_system_fields(),
-        f("FirstName", "string", "First Name", length=40),
-        f("LastName", "string", "Last Name", length=80, n=False),
-        f("Name", "string", "Full Name", length=121, c=False, u=False, n=False,
-          name_field=True),
-        f("Title", "string", "Title", length=128),
-        f("Company", "string", "Company", length=255, n=False),
-        f("Phone", "phone", "Phone", length=40),
-        f("MobilePhone", "phone", "Mobile Phone", length=40),
-        f("Email", "email", "Email", length=80, lookup=True),
-        # Lead.Status is not restricted (§6.2); values come from LeadStatus in a real org.
-        f("Status", "picklist", "Status", length=255, n=False, d=True,
-          picklist=_pick(LEAD_STATUSES, "Open - Not Contacted")),
-        f("LeadSource", "picklist", "Lead Source", length=255,
-          picklist=_pick(["Web", "Phone Inquiry", "Partner Referral", "Purchased List",
-                          "Other"])),
-        f("DoNotCall", "boolean", "Do Not Call", n=False, d=True),
-        f("HasOptedOutOfEmail", "boolean", "Email Opt Out", n=False, d=True),
-        f("IsConverted", "boolean", "Converted", c=False, u=False, n=False, d=True),
-        f("ConvertedDate", "date", "Converted Date", c=False, u=False),
-        f("ConvertedContactId", "reference", "Converted Contact ID", c=False, u=False,
-          ref=["Contact"], rel="ConvertedContact"),
-        f("ConvertedAccountId", "reference", "Converted Account ID", c=False, u=False,
-          ref=["Account"], rel="ConvertedAccount"),
-        f("Description", "textarea", "Description", length=32000),
-        f("Dialer_Lead_Id__c", "string", "Dialer Lead Id", length=255, unique=True, ext=True,
-          lookup=True, custom=True),
-        f("Last_Call_Outcome__c", "string", "Last Call Outcome", length=255, custom=True),
-        f("Last_Call_At__c", "datetime", "Last Call At", custom=True),
-        f("Callback_At__c", "datetime", "Callback At", custom=True),
-    ], children=[_child("Task", "WhoId", "Tasks")])
-    task = _object("Task", "Task", "Tasks", "00T", [
-        *_system_fields(owner=False),
-        f("WhoId", "reference", "Name ID", ref=["Contact", "Lead"], rel="Who"),
-        f("WhatId", "reference", "Related To ID", ref=["Account"], rel="What"),
-        f("Subject", "combobox", "Subject", length=255,
-          picklist=_pick(["Call", "Send Letter", "Send Quote", "Other"])),
-        f("ActivityDate", "date", "Due Date Only"),
-        f("Status", "picklist", "Status", length=255, n=False, d=True,
-          picklist=_pick(TASK_STATUSES, "Not Started")),
-        f("Priority", "picklist", "Priority", length=20, n=False, d=True,
-          picklist=_pick(["High", "Normal", "Low"], "Normal")),
-        f("OwnerId", "reference", "Assigned To ID", n=False, d=True, ref=["User"], rel="Owner"),
-        f("Description", "textarea", "Description", length=32000),
-        f("Type", "picklist", "Type", length=255,
-          picklist=_pick(["Call", "Meeting", "Email", "Other"])),
-        # TaskSubtype: restricted, create-only (§6.1, §7.14).
-        f("TaskSubtype", "picklist", "Task Subtype", length=40, u=False, restricted=True,
-          picklist=[*_pick(["Task", "Email", "LinkedIn", "List Email", "Call"]),
+    account = _object(
+        "Account",
+        "Account",
+        "Accounts",
+        "001",
+        [
+            *_system_fields(),
+            f("Name", "string", "Account Name", length=255, n=False, name_field=True),
+            f(
+                "Type",
+                "picklist",
+                "Account Type",
+                length=255,
+                picklist=_pick(
+                    ["Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"]
+                ),
+            ),
+            f("Phone", "phone", "Account Phone", length=40),
+            f("Website", "url", "Website", length=255),
+            f(
+                "Industry",
+                "picklist",
+                "Industry",
+                length=255,
+                picklist=_pick(
+                    ["Banking", "Education", "Healthcare", "Retail", "Technology", "Other"]
+                ),
+            ),
+            f("AccountNumber", "string", "Account Number", length=40),
+            f("BillingCity", "string", "Billing City", length=40),
+            f("BillingCountry", "string", "Billing Country", length=80),
+            f("Description", "textarea", "Account Description", length=32000),
+        ],
+        children=[_child("Contact", "AccountId", "Contacts"), _child("Task", "WhatId", "Tasks")],
+    )
+    contact = _object(
+        "Contact",
+        "Contact",
+        "Contacts",
+        "003",
+        [
+            *_system_fields(),
+            f("AccountId", "reference", "Account ID", ref=["Account"], rel="Account"),
+            f("FirstName", "string", "First Name", length=40),
+            f("LastName", "string", "Last Name", length=80, n=False),
+            f(
+                "Name",
+                "string",
+                "Full Name",
+                length=121,
+                c=False,
+                u=False,
+                n=False,
+                name_field=True,
+            ),
+            f("Title", "string", "Title", length=128),
+            f("Phone", "phone", "Business Phone", length=40),
+            f("MobilePhone", "phone", "Mobile Phone", length=40),
+            f("Email", "email", "Email", length=80, lookup=True),
+            f("DoNotCall", "boolean", "Do Not Call", n=False, d=True),
+            f("HasOptedOutOfEmail", "boolean", "Email Opt Out", n=False, d=True),
+            f("Description", "textarea", "Contact Description", length=32000),
+        ],
+        children=[_child("Task", "WhoId", "Tasks")],
+    )
+    lead = _object(
+        "Lead",
+        "Lead",
+        "Leads",
+        "00Q",
+        [
+            *_system_fields(),
+            f("FirstName", "string", "First Name", length=40),
+            f("LastName", "string", "Last Name", length=80, n=False),
+            f(
+                "Name",
+                "string",
+                "Full Name",
+                length=121,
+                c=False,
+                u=False,
+                n=False,
+                name_field=True,
+            ),
+            f("Title", "string", "Title", length=128),
+            f("Company", "string", "Company", length=255, n=False),
+            f("Phone", "phone", "Phone", length=40),
+            f("MobilePhone", "phone", "Mobile Phone", length=40),
+            f("Email", "email", "Email", length=80, lookup=True),
+            # Lead.Status is not restricted (§6.2); values come from LeadStatus in a real org.
+            f(
+                "Status",
+                "picklist",
+                "Status",
+                length=255,
+                n=False,
+                d=True,
+                picklist=_pick(LEAD_STATUSES, "Open - Not Contacted"),
+            ),
+            f(
+                "LeadSource",
+                "picklist",
+                "Lead Source",
+                length=255,
+                picklist=_pick(
+                    ["Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other"]
+                ),
+            ),
+            f("DoNotCall", "boolean", "Do Not Call", n=False, d=True),
+            f("HasOptedOutOfEmail", "boolean", "Email Opt Out", n=False, d=True),
+            f("IsConverted", "boolean", "Converted", c=False, u=False, n=False, d=True),
+            f("ConvertedDate", "date", "Converted Date", c=False, u=False),
+            f(
+                "ConvertedContactId",
+                "reference",
+                "Converted Contact ID",
+                c=False,
+                u=False,
+                ref=["Contact"],
+                rel="ConvertedContact",
+            ),
+            f(
+                "ConvertedAccountId",
+                "reference",
+                "Converted Account ID",
+                c=False,
+                u=False,
+                ref=["Account"],
+                rel="ConvertedAccount",
+            ),
+            f("Description", "textarea", "Description", length=32000),
+            f(
+                "Dialer_Lead_Id__c",
+                "string",
+                "Dialer Lead Id",
+                length=255,
+                unique=True,
+                ext=True,
+                lookup=True,
+                custom=True,
+            ),
+            f("Last_Call_Outcome__c", "string", "Last Call Outcome", length=255, custom=True),
+            f("Last_Call_At__c", "datetime", "Last Call At", custom=True),
+            f("Callback_At__c", "datetime", "Callback At", custom=True),
+        ],
+        children=[_child("Task", "WhoId", "Tasks")],
+    )
+    task = _object(
+        "Task",
+        "Task",
+        "Tasks",
+        "00T",
+        [
+            *_system_fields(owner=False),
+            f("WhoId", "reference", "Name ID", ref=["Contact", "Lead"], rel="Who"),
+            f("WhatId", "reference", "Related To ID", ref=["Account"], rel="What"),
+            f(
+                "Subject",
+                "combobox",
+                "Subject",
+                length=255,
+                picklist=_pick(["Call", "Send Letter", "Send Quote", "Other"]),
+            ),
+            f("ActivityDate", "date", "Due Date Only"),
+            f(
+                "Status",
+                "picklist",
+                "Status",
+                length=255,
+                n=False,
+                d=True,
+                picklist=_pick(TASK_STATUSES, "Not Started"),
+            ),
+            f(
+                "Priority",
+                "picklist",
+                "Priority",
+                length=20,
+                n=False,
+                d=True,
+                picklist=_pick(["High", "Normal", "Low"], "Normal"),
+            ),
+            f("OwnerId", "reference", "Assigned To ID", n=False, d=True, ref=["User"], rel="Owner"),
+            f("Description", "textarea", "Description", length=32000),
+            f(
+                "Type",
+                "picklist",
+                "Type",
+                length=255,
+                picklist=_pick(["Call", "Meeting", "Email", "Other"]),
+            ),
+            # TaskSubtype: restricted, create-only (§6.1, §7.14).
+            f(
+                "TaskSubtype",
+                "picklist",
+                "Task Subtype",
+                length=40,
+                u=False,
+                restricted=True,
+                picklist=[
+                    *_pick(["Task", "Email", "LinkedIn", "List Email", "Call"]),
                     # Cadence is internal and cannot be set (§6.1): listed, not active.
-                    {"active": False, "defaultValue": False, "label": "Cadence",
-                     "validFor": None, "value": "Cadence"}]),
-        f("CallDurationInSeconds", "int", "Call Duration", digits=8),
-        f("CallType", "picklist", "Call Type", length=40, restricted=True,
-          picklist=_pick(["Inbound", "Internal", "Outbound"])),
-        f("CallDisposition", "string", "Call Result", length=255),
-        f("CallObject", "string", "Call Object Identifier", length=255),
-        f("IsClosed", "boolean", "Closed", c=False, u=False, n=False, d=True),
-        f("IsHighPriority", "boolean", "High Priority", c=False, u=False, n=False, d=True),
-        f("IsArchived", "boolean", "Archived", c=False, u=False, n=False, d=True),
-        f("CompletedDateTime", "datetime", "Completed Date/Time", c=False, u=False),
-        f("AccountId", "reference", "Account ID", c=False, u=False, ref=["Account"],
-          rel="Account"),
-        # [U] whether Activity custom fields take External ID + Unique (§2.6): modelled as both,
-        # which is what the integration needs and the stricter (dedup-enforcing) reading.
-        # caseSensitive false, Salesforce's default for a Unique text field: "ABC" and "abc"
-        # are the same key, for upsert matching and for DUPLICATE_VALUE alike.
-        f("Call_Id__c", "string", "Call Id", length=255, unique=True, ext=True, lookup=True,
-          custom=True),
-    ])
-    user = _object("User", "User", "Users", "005", [
-        f("Id", "id", "User ID", c=False, u=False, n=False, d=True, lookup=True),
-        f("Username", "string", "Username", length=80, n=False, unique=True, lookup=True),
-        f("FirstName", "string", "First Name", length=40),
-        f("LastName", "string", "Last Name", length=80, n=False),
-        f("Name", "string", "Full Name", length=121, c=False, u=False, n=False,
-          name_field=True),
-        f("Email", "email", "Email", length=128, n=False),
-        f("Alias", "string", "Alias", length=8, n=False),
-        f("IsActive", "boolean", "Active", n=False, d=True),
-        f("TimeZoneSidKey", "picklist", "Time Zone", length=40, n=False, restricted=True,
-          picklist=_pick(["America/New_York", "America/Chicago", "America/Los_Angeles",
-                          "Europe/London", "Europe/Paris", "GMT"])),
-        f("CreatedDate", "datetime", "Created Date", c=False, u=False, n=False, d=True),
-        f("LastModifiedDate", "datetime", "Last Modified Date", c=False, u=False, n=False,
-          d=True),
-        f("SystemModstamp", "datetime", "System Modstamp", c=False, u=False, n=False, d=True),
-    ])
+                    {
+                        "active": False,
+                        "defaultValue": False,
+                        "label": "Cadence",
+                        "validFor": None,
+                        "value": "Cadence",
+                    },
+                ],
+            ),
+            f("CallDurationInSeconds", "int", "Call Duration", digits=8),
+            f(
+                "CallType",
+                "picklist",
+                "Call Type",
+                length=40,
+                restricted=True,
+                picklist=_pick(["Inbound", "Internal", "Outbound"]),
+            ),
+            f("CallDisposition", "string", "Call Result", length=255),
+            f("CallObject", "string", "Call Object Identifier", length=255),
+            f("IsClosed", "boolean", "Closed", c=False, u=False, n=False, d=True),
+            f("IsHighPriority", "boolean", "High Priority", c=False, u=False, n=False, d=True),
+            f("IsArchived", "boolean", "Archived", c=False, u=False, n=False, d=True),
+            f("CompletedDateTime", "datetime", "Completed Date/Time", c=False, u=False),
+            f(
+                "AccountId",
+                "reference",
+                "Account ID",
+                c=False,
+                u=False,
+                ref=["Account"],
+                rel="Account",
+            ),
+            # [U] whether Activity custom fields take External ID + Unique (§2.6): modelled as both,
+            # which is what the integration needs and the stricter (dedup-enforcing) reading.
+            # caseSensitive false, Salesforce's default for a Unique text field: "ABC" and "abc"
+            # are the same key, for upsert matching and for DUPLICATE_VALUE alike.
+            f(
+                "Call_Id__c",
+                "string",
+                "Call Id",
+                length=255,
+                unique=True,
+                ext=True,
+                lookup=True,
+                custom=True,
+            ),
+        ],
+    )
+    user = _object(
+        "User",
+        "User",
+        "Users",
+        "005",
+        [
+            f("Id", "id", "User ID", c=False, u=False, n=False, d=True, lookup=True),
+            f("Username", "string", "Username", length=80, n=False, unique=True, lookup=True),
+            f("FirstName", "string", "First Name", length=40),
+            f("LastName", "string", "Last Name", length=80, n=False),
+            f(
+                "Name",
+                "string",
+                "Full Name",
+                length=121,
+                c=False,
+                u=False,
+                n=False,
+                name_field=True,
+            ),
+            f("Email", "email", "Email", length=128, n=False),
+            f("Alias", "string", "Alias", length=8, n=False),
+            f("IsActive", "boolean", "Active", n=False, d=True),
+            f(
+                "TimeZoneSidKey",
+                "picklist",
+                "Time Zone",
+                length=40,
+                n=False,
+                restricted=True,
+                picklist=_pick(
+                    [
+                        "America/New_York",
+                        "America/Chicago",
+                        "America/Los_Angeles",
+                        "Europe/London",
+                        "Europe/Paris",
+                        "GMT",
+                    ]
+                ),
+            ),
+            f("CreatedDate", "datetime", "Created Date", c=False, u=False, n=False, d=True),
+            f(
+                "LastModifiedDate",
+                "datetime",
+                "Last Modified Date",
+                c=False,
+                u=False,
+                n=False,
+                d=True,
+            ),
+            f("SystemModstamp", "datetime", "System Modstamp", c=False, u=False, n=False, d=True),
+        ],
+    )
     return [account, contact, lead, task, user]
 
 

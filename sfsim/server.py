@@ -178,7 +178,8 @@ class SimOrg:
             serve_task = tg.create_task(server.serve(sockets=[sock]), name="sfsim-server")
             for plugin in org.plugins:
                 self._plugin_tasks.append(
-                    tg.create_task(plugin.run(), name=f"sfsim-plugin-{plugin.name}"))
+                    tg.create_task(plugin.run(), name=f"sfsim-plugin-{plugin.name}")
+                )
             await self._wait_started(server, serve_task)
         except BaseException as exc:
             await self._shutdown(type(exc), exc, exc.__traceback__)
@@ -251,8 +252,7 @@ class SimOrg:
                 task.result()  # re-raise the start-up failure
                 raise RuntimeError("sfsim server stopped during start-up")
             if loop.time() > deadline:
-                raise TimeoutError("sfsim server did not start within "
-                                   f"{_STARTUP_TIMEOUT_S:.0f} s")
+                raise TimeoutError(f"sfsim server did not start within {_STARTUP_TIMEOUT_S:.0f} s")
             await asyncio.sleep(0.002)
 
     async def _shutdown(

@@ -31,17 +31,24 @@ def _element(xml: str, name: str) -> str | None:
     if m is None:
         return None
     text = m.group(1)
-    for entity, char in (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"),
-                         ("&amp;", "&")):
+    for entity, char in (
+        ("&lt;", "<"),
+        ("&gt;", ">"),
+        ("&quot;", '"'),
+        ("&apos;", "'"),
+        ("&amp;", "&"),
+    ):
         text = text.replace(entity, char)
     return text
 
 
 def _fault(code: str, message: str) -> tuple[int, str]:
-    body = (f"<soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{escape(message)}"
-            f"</faultstring><detail><sf:LoginFault xmlns:sf=\"urn:fault.partner.soap.sforce.com\""
-            f"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>"
-            f"{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault>")
+    body = (
+        f"<soapenv:Fault><faultcode>sf:{code}</faultcode><faultstring>{escape(message)}"
+        f'</faultstring><detail><sf:LoginFault xmlns:sf="urn:fault.partner.soap.sforce.com"'
+        f"><sf:exceptionCode>{code}</sf:exceptionCode><sf:exceptionMessage>"
+        f"{escape(message)}</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault>"
+    )
     return 500, _ENVELOPE.format(body)
 
 
@@ -54,10 +61,14 @@ def soap_login(org: Org, path: str, body: bytes) -> tuple[int, str]:
     username = _element(xml, "username")
     password = _element(xml, "password") or ""
     cfg = org.oauth
-    if username != cfg.username or password not in (cfg.password,
-                                                    cfg.password + cfg.security_token):
-        return _fault("INVALID_LOGIN", "INVALID_LOGIN: Invalid username, password, security "
-                      "token; or user locked out.")
+    if username != cfg.username or password not in (
+        cfg.password,
+        cfg.password + cfg.security_token,
+    ):
+        return _fault(
+            "INVALID_LOGIN",
+            "INVALID_LOGIN: Invalid username, password, security token; or user locked out.",
+        )
     token = org.tokens.issue(org.user_id, "soap")
     version = m.group(1)
     base = org.instance_url

@@ -25,8 +25,18 @@ _TOKEN_RE: Final = re.compile(
     r"\s*(?:(?P<str>'(?:[^'\\]|\\.)*')|(?P<op><>|!=|<=|>=|=|<|>)|(?P<punct>[(),])"
     r"|(?P<word>[A-Za-z0-9_.:+\-]+))"
 )
-_ESCAPES: Final = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'",
-                   "\\": "\\", "_": "\\_", "%": "\\%"}
+_ESCAPES: Final = {
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "b": "\b",
+    "f": "\f",
+    '"': '"',
+    "'": "'",
+    "\\": "\\",
+    "_": "\\_",
+    "%": "\\%",
+}
 _INVALID_FIELD_TAIL: Final = (
     ". If you are attempting to use a custom field, be sure to append the '__c' after the custom "
     "field name. Please reference your WSDL or the describe call for the appropriate names."
@@ -65,7 +75,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN_RE.match(text, pos)
         if m is None or m.end() == pos:
-            raise _malformed(f"unexpected token: '{text[pos:pos + 20].split()[0]}'")
+            raise _malformed(f"unexpected token: '{text[pos : pos + 20].split()[0]}'")
         kind = m.lastgroup or "word"
         out.append((kind, m.group(kind)))
         pos = m.end()
@@ -83,8 +93,10 @@ def _unquote(token: str) -> str:
         if char == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
             if nxt not in _ESCAPES:
-                raise _malformed(f"Invalid string literal '{body}'. Illegal character sequence "
-                                 f"'\\{nxt}' in string literal.")
+                raise _malformed(
+                    f"Invalid string literal '{body}'. Illegal character sequence "
+                    f"'\\{nxt}' in string literal."
+                )
             out.append(_ESCAPES[nxt])
             i += 2
             continue
@@ -119,15 +131,20 @@ class _Parser:
     def expect(self, word: str) -> None:
         if not self.keyword(word):
             got = self.peek()
-            raise _malformed(f"unexpected token: '{got}'" if got else
-                             f"unexpected end of query, expected {word}")
+            raise _malformed(
+                f"unexpected token: '{got}'" if got else f"unexpected end of query, expected {word}"
+            )
 
     def parse(self) -> Query:
         self.expect("SELECT")
         names: list[str] = []
         count_only = False
-        if (self.peek() or "").upper() == "COUNT" and self.pos + 2 < len(self.toks) and \
-                self.toks[self.pos + 1][1] == "(" and self.toks[self.pos + 2][1] == ")":
+        if (
+            (self.peek() or "").upper() == "COUNT"
+            and self.pos + 2 < len(self.toks)
+            and self.toks[self.pos + 1][1] == "("
+            and self.toks[self.pos + 2][1] == ")"
+        ):
             self.pos += 3
             count_only = True
         else:
@@ -143,11 +160,14 @@ class _Parser:
         kind, obj_name = self.take()
         obj = self.store.schema.get(obj_name) if kind == "word" else None
         if obj is None:
-            raise SfError(400, "INVALID_TYPE",
-                          f"sObject type '{obj_name}' is not supported. If you are attempting to "
-                          "use a custom object, be sure to append the '__c' after the entity "
-                          "name. Please reference your WSDL or the describe call for the "
-                          "appropriate names.")
+            raise SfError(
+                400,
+                "INVALID_TYPE",
+                f"sObject type '{obj_name}' is not supported. If you are attempting to "
+                "use a custom object, be sure to append the '__c' after the entity "
+                "name. Please reference your WSDL or the describe call for the "
+                "appropriate names.",
+            )
         fields = [self._field(obj, n) for n in names]
         q = Query(obj=obj, fields=fields, count_only=count_only)
         if self.keyword("WHERE"):
@@ -180,8 +200,11 @@ class _Parser:
     def _field(self, obj: SObjectDef, name: str) -> FieldDef:
         f = obj.field(name)
         if f is None:
-            raise SfError(400, "INVALID_FIELD",
-                          f"No such column '{name}' on entity '{obj.name}'{_INVALID_FIELD_TAIL}")
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"No such column '{name}' on entity '{obj.name}'{_INVALID_FIELD_TAIL}",
+            )
         return f
 
     def _cond(self, obj: SObjectDef) -> _Cond:
@@ -216,9 +239,12 @@ class _Parser:
             if f.type in ("id", "reference"):
                 return normalize_id(text) or text
             if f.type in ("date", "datetime", "boolean", "int", "double", "currency", "percent"):
-                raise SfError(400, "INVALID_FIELD",
-                              f"value of filter criterion for field '{f.name}' must be of type "
-                              f"{f.type} and should not be enclosed in quotes")
+                raise SfError(
+                    400,
+                    "INVALID_FIELD",
+                    f"value of filter criterion for field '{f.name}' must be of type "
+                    f"{f.type} and should not be enclosed in quotes",
+                )
             return text
         if kind != "word":
             raise _malformed(f"unexpected token: '{tok}'")
@@ -326,7 +352,7 @@ def run_query(store: RecordStore, q: Query) -> list[dict[str, Any]]:
         # SOQL default: NULLS FIRST ascending, NULLS LAST descending.
         rows = present + absent if q.descending else absent + present
     if q.offset:
-        rows = rows[q.offset:]
+        rows = rows[q.offset :]
     if q.limit is not None:
         rows = rows[: q.limit]
     return rows

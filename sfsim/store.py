@@ -67,15 +67,18 @@ _TRUE: Final = frozenset({"true", "1", "yes", "y"})
 _FALSE: Final = frozenset({"false", "0", "no", "n"})
 _SYSTEM_DATES: Final = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
 #: Field types never indexed on demand (not filterable in SOQL, or values too large).
-_UNINDEXABLE: Final = frozenset({"textarea", "base64", "multipicklist", "encryptedstring",
-                                 "address", "location", "anyType"})
+_UNINDEXABLE: Final = frozenset(
+    {"textarea", "base64", "multipicklist", "encryptedstring", "address", "location", "anyType"}
+)
 
 
 def format_datetime(value: datetime) -> str:
     """Salesforce's datetime form: UTC, milliseconds, ``+0000`` (no colon)."""
     v = value.astimezone(UTC)
-    return (f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:"
-            f"{v.second:02d}.{v.microsecond // 1000:03d}+0000")
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:"
+        f"{v.second:02d}.{v.microsecond // 1000:03d}+0000"
+    )
 
 
 def parse_datetime(text: str) -> datetime | None:
@@ -239,8 +242,9 @@ class RecordStore:
         obj = self.sobject(sobject)
         f = obj.field(field_name)
         if f is None:
-            raise SfError(400, "INVALID_FIELD",
-                          f"No such column '{field_name}' on entity '{obj.name}'")
+            raise SfError(
+                400, "INVALID_FIELD", f"No such column '{field_name}' on entity '{obj.name}'"
+            )
         table = self._tables[obj.name]
         if f.name == "Id":
             rid = normalize_id(str(value))
@@ -296,9 +300,11 @@ class RecordStore:
         if "Id" in values and seed:
             rid = values["Id"]
             if rid in table.rows or rid in table.deleted:
-                raise SfError(400, "DUPLICATE_VALUE",
-                              "duplicate value found: Id duplicates value on record with id: "
-                              f"{rid}")
+                raise SfError(
+                    400,
+                    "DUPLICATE_VALUE",
+                    f"duplicate value found: Id duplicates value on record with id: {rid}",
+                )
         else:
             rid = self.ids.new(obj.key_prefix)
         now = self._stamp()
@@ -324,8 +330,12 @@ class RecordStore:
         if not seed:
             missing = [f.name for f in self._required[obj.name] if row.get(f.name) is None]
             if missing:
-                raise SfError(400, "REQUIRED_FIELD_MISSING",
-                              f"Required fields are missing: [{', '.join(missing)}]", missing)
+                raise SfError(
+                    400,
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{', '.join(missing)}]",
+                    missing,
+                )
         self._seeding = seed
         try:
             self._derive(obj, row, None)
@@ -344,17 +354,25 @@ class RecordStore:
         values = self._validate(obj, fields, creating=False)
         body_id = values.pop("Id", None)
         if body_id is not None and body_id != rid:
-            raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
-                          "Unable to create/update fields: Id. Please check the security settings "
-                          "of this field and verify that it is read/write for your profile or "
-                          "permission set.", ["Id"])
+            raise SfError(
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
+                "Unable to create/update fields: Id. Please check the security settings "
+                "of this field and verify that it is read/write for your profile or "
+                "permission set.",
+                ["Id"],
+            )
         old = table.rows[rid]
         row = dict(old)
         row.update(values)
         for f in self._required[obj.name]:
             if f.name in values and values[f.name] is None:
-                raise SfError(400, "REQUIRED_FIELD_MISSING",
-                              f"Required fields are missing: [{f.name}]", [f.name])
+                raise SfError(
+                    400,
+                    "REQUIRED_FIELD_MISSING",
+                    f"Required fields are missing: [{f.name}]",
+                    [f.name],
+                )
         now = self._stamp()
         for name in ("LastModifiedDate", "SystemModstamp"):
             if name in obj.fields:
@@ -385,16 +403,21 @@ class RecordStore:
         f = obj.field(ext_field)
         if f is None or not (f.is_upsert_key or f.name == "Id"):
             raise not_found(
-                f"Provided external ID field does not exist or is not accessible: {ext_field}")
+                f"Provided external ID field does not exist or is not accessible: {ext_field}"
+            )
         body = dict(fields)
         for key in [k for k in body if k.lower() == f.name.lower()]:
             given = body.pop(key)
             if given is not None and _index_key(f, self._coerce_json(f, given)) != _index_key(
                 f, self._coerce_json(f, ext_value)
             ):
-                raise SfError(400, "INVALID_FIELD",
-                              f"{f.label}: the value in the body ({given}) does not match the "
-                              f"external ID in the URL ({ext_value})", [f.name])
+                raise SfError(
+                    400,
+                    "INVALID_FIELD",
+                    f"{f.label}: the value in the body ({given}) does not match the "
+                    f"external ID in the URL ({ext_value})",
+                    [f.name],
+                )
         if f.name == "Id":
             self.update(obj.name, str(ext_value), body)
             rid = normalize_id(str(ext_value))
@@ -405,8 +428,11 @@ class RecordStore:
         key_value = self._coerce_json(f, ext_value)
         matches = self.find(obj.name, f.name, key_value)
         if len(matches) > 1:
-            err = SfError(300, "MULTIPLE_CHOICES",
-                          f"More than one record found for external id field {f.name}: {ext_value}")
+            err = SfError(
+                300,
+                "MULTIPLE_CHOICES",
+                f"More than one record found for external id field {f.name}: {ext_value}",
+            )
             err.matches = matches  # type: ignore[attr-defined]
             raise err
         if matches:
@@ -424,9 +450,12 @@ class RecordStore:
                 winner = self.insert(obj.name, body)
             finally:
                 self._journal = journal
-            raise SfError(400, "DUPLICATE_VALUE",
-                          f"duplicate value found: {f.name} duplicates value on record with id: "
-                          f"{winner}", [])
+            raise SfError(
+                400,
+                "DUPLICATE_VALUE",
+                f"duplicate value found: {f.name} duplicates value on record with id: {winner}",
+                [],
+            )
         return self.insert(obj.name, body), True
 
     def assign_owner(self, sobject: str, record_id: str, owner_id: str) -> None:
@@ -533,26 +562,38 @@ class RecordStore:
         if f is None or "." in target_name:
             raise SfError(400, "INVALID_FIELD", f"Field name not found : {header}", [header])
         if f.polymorphic and type_prefix is None:
-            raise SfError(400, "INVALID_FIELD",
-                          f"Polymorphic field {f.name} needs an object type prefix: "
-                          f"Lead:{rel_part}.{target_name}", [header])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"Polymorphic field {f.name} needs an object type prefix: "
+                f"Lead:{rel_part}.{target_name}",
+                [header],
+            )
         if not f.polymorphic and type_prefix is not None:
-            raise SfError(400, "INVALID_FIELD",
-                          f"Field name not found : {header} (type prefix on a non-polymorphic "
-                          "field)", [header])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"Field name not found : {header} (type prefix on a non-polymorphic field)",
+                [header],
+            )
         target = type_prefix if type_prefix is not None else f.reference_to[0]
         target_obj = self.schema.get(target)
         if target_obj is None or target_obj.name not in f.reference_to:
             raise SfError(400, "INVALID_FIELD", f"Field name not found : {header}", [header])
         tf = target_obj.field(target_name)
         if tf is None or not (tf.is_upsert_key or tf.name == "Id"):
-            raise SfError(400, "INVALID_FIELD",
-                          f"Field name not found : {header} (the parent field must be an "
-                          "External ID or idLookup field)", [header])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"Field name not found : {header} (the parent field must be an "
+                "External ID or idLookup field)",
+                [header],
+            )
         return Column(header, f, target_obj.name, tf)
 
-    def resolve_reference(self, target: str, target_field: str, value: str, *,
-                          field_name: str = "") -> str:
+    def resolve_reference(
+        self, target: str, target_field: str, value: str, *, field_name: str = ""
+    ) -> str:
         """The id of the ``target`` record whose ``target_field`` equals ``value``.
 
         Raises INVALID_FIELD ``Foreign key external ID: ... not found`` when none or several match.
@@ -561,9 +602,12 @@ class RecordStore:
         if len(matches) == 1:
             return matches[0]
         what = "not found" if not matches else "matched more than one record"
-        raise SfError(400, "INVALID_FIELD",
-                      f"Foreign key external ID: {value} {what} for field {target_field} in "
-                      f"entity {target}", [field_name] if field_name else [])
+        raise SfError(
+            400,
+            "INVALID_FIELD",
+            f"Foreign key external ID: {value} {what} for field {target_field} in entity {target}",
+            [field_name] if field_name else [],
+        )
 
     def csv_row_to_fields(
         self, columns: Sequence[Column], cells: Sequence[str], *, creating: bool
@@ -586,8 +630,9 @@ class RecordStore:
                 if col.target_field.name == "Id":
                     out[f.name] = cell
                 else:
-                    out[f.name] = self.resolve_reference(col.target, col.target_field.name,
-                                                         cell, field_name=f.name)
+                    out[f.name] = self.resolve_reference(
+                        col.target, col.target_field.name, cell, field_name=f.name
+                    )
                 continue
             out[f.name] = _coerce_text(f, cell)
         return out
@@ -634,8 +679,12 @@ class RecordStore:
     def _existing_id(self, obj: SObjectDef, table: _Table, record_id: str) -> str:
         rid = normalize_id(record_id)
         if rid is None or (rid[:3] != obj.key_prefix):
-            raise SfError(400, "MALFORMED_ID",
-                          f"{obj.label} ID: id value of incorrect type: {record_id}", ["Id"])
+            raise SfError(
+                400,
+                "MALFORMED_ID",
+                f"{obj.label} ID: id value of incorrect type: {record_id}",
+                ["Id"],
+            )
         if rid in table.rows:
             return rid
         if rid in table.deleted:
@@ -653,17 +702,23 @@ class RecordStore:
             if row is not None and row.get("IsConverted"):
                 # A converted Lead is read-only to an integration user without "View and Edit
                 # Converted Leads" (§6.2); real orgs answer this (simple-salesforce#341).
-                raise SfError(400, "CANNOT_UPDATE_CONVERTED_LEAD",
-                              "cannot reference converted lead", [])
+                raise SfError(
+                    400, "CANNOT_UPDATE_CONVERTED_LEAD", "cannot reference converted lead", []
+                )
         hook = self.lock_hook
         if hook is not None and hook(sobject, rid):
             # [U] HTTP status: 400 like every record-level DML error (§2.8).
-            raise SfError(400, "UNABLE_TO_LOCK_ROW",
-                          "unable to obtain exclusive access to this record or 1 records: "
-                          f"{rid or ''}".rstrip(": ").rstrip(), [])
+            raise SfError(
+                400,
+                "UNABLE_TO_LOCK_ROW",
+                "unable to obtain exclusive access to this record or 1 records: "
+                f"{rid or ''}".rstrip(": ").rstrip(),
+                [],
+            )
 
-    def _validate(self, obj: SObjectDef, fields: Mapping[str, Any], *, creating: bool,
-                  seed: bool = False) -> dict[str, Any]:
+    def _validate(
+        self, obj: SObjectDef, fields: Mapping[str, Any], *, creating: bool, seed: bool = False
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         readonly: list[str] = []
         for key, value in fields.items():
@@ -675,18 +730,30 @@ class RecordStore:
                 if rel is not None and isinstance(value, Mapping):
                     out[rel.name] = self._resolve_nested(obj, rel, value)
                     continue
-                raise SfError(400, "INVALID_FIELD",
-                              f"No such column '{key}' on sobject of type {obj.name}", [])
+                raise SfError(
+                    400,
+                    "INVALID_FIELD",
+                    f"No such column '{key}' on sobject of type {obj.name}",
+                    [],
+                )
             if f.name == "Id":
                 if creating and not seed:
-                    raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
-                                  "cannot specify Id in an insert call", ["Id"])
+                    raise SfError(
+                        400,
+                        "INVALID_FIELD_FOR_INSERT_UPDATE",
+                        "cannot specify Id in an insert call",
+                        ["Id"],
+                    )
                 if value is None:
                     continue
                 rid = normalize_id(str(value))
                 if rid is None or rid[:3] != obj.key_prefix:
-                    raise SfError(400, "MALFORMED_ID",
-                                  f"{obj.label} ID: id value of incorrect type: {value}", ["Id"])
+                    raise SfError(
+                        400,
+                        "MALFORMED_ID",
+                        f"{obj.label} ID: id value of incorrect type: {value}",
+                        ["Id"],
+                    )
                 out["Id"] = rid
                 continue
             if not seed and not (f.createable if creating else f.updateable):
@@ -695,10 +762,13 @@ class RecordStore:
             out[f.name] = None if value is None else self._coerce_json(f, value)
         if readonly:
             raise SfError(
-                400, "INVALID_FIELD_FOR_INSERT_UPDATE",
+                400,
+                "INVALID_FIELD_FOR_INSERT_UPDATE",
                 f"Unable to create/update fields: {', '.join(readonly)}. Please check the "
                 "security settings of this field and verify that it is read/write for your "
-                "profile or permission set.", readonly)
+                "profile or permission set.",
+                readonly,
+            )
         for name, value in out.items():
             if value is not None and name != "Id":
                 f = obj.fields[name]
@@ -714,38 +784,55 @@ class RecordStore:
             if rel.polymorphic:
                 # [U] REST form for polymorphic external-id references (§2.6): stricter reading,
                 # the object type must be named in attributes.
-                raise SfError(400, "INVALID_FIELD",
-                              f"{rel.relationship_name}: a polymorphic relationship needs "
-                              "attributes.type", [rel.name])
+                raise SfError(
+                    400,
+                    "INVALID_FIELD",
+                    f"{rel.relationship_name}: a polymorphic relationship needs attributes.type",
+                    [rel.name],
+                )
             target = rel.reference_to[0]
         target_obj = self.schema.get(str(target))
         if target_obj is None or target_obj.name not in rel.reference_to:
-            raise SfError(400, "INVALID_FIELD",
-                          f"{rel.relationship_name}: cannot reference {target}", [rel.name])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"{rel.relationship_name}: cannot reference {target}",
+                [rel.name],
+            )
         keys = [k for k in value if k != "attributes"]
         if len(keys) != 1:
-            raise SfError(400, "INVALID_FIELD",
-                          f"{rel.relationship_name}: exactly one external ID field is required",
-                          [rel.name])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"{rel.relationship_name}: exactly one external ID field is required",
+                [rel.name],
+            )
         tf = target_obj.field(keys[0])
         if tf is None or not (tf.is_upsert_key or tf.name == "Id"):
-            raise SfError(400, "INVALID_FIELD",
-                          f"{keys[0]} is not an External ID or indexed field for "
-                          f"{target_obj.name}", [rel.name])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"{keys[0]} is not an External ID or indexed field for {target_obj.name}",
+                [rel.name],
+            )
         if tf.name == "Id":
             return str(value[keys[0]])
-        return self.resolve_reference(target_obj.name, tf.name, value[keys[0]],
-                                      field_name=rel.name)
+        return self.resolve_reference(target_obj.name, tf.name, value[keys[0]], field_name=rel.name)
 
     def _check_reference(self, f: FieldDef, value: str) -> None:
         rid = value
         target = self.schema.by_prefix(rid[:3])
         if target is None or target.name not in f.reference_to:
-            raise SfError(400, "FIELD_INTEGRITY_EXCEPTION",
-                          f"{f.label}: id value of incorrect type: {value}", [f.name])
+            raise SfError(
+                400,
+                "FIELD_INTEGRITY_EXCEPTION",
+                f"{f.label}: id value of incorrect type: {value}",
+                [f.name],
+            )
         if rid not in self._tables[target.name].rows:
-            raise SfError(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id",
-                          [f.name])
+            raise SfError(
+                400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name]
+            )
 
     def _coerce_json(self, f: FieldDef, value: Any) -> Any:
         """A JSON value for field ``f``, normalized; JSON_PARSER_ERROR on a wrong type."""
@@ -768,8 +855,9 @@ class RecordStore:
                 return None
             rid = normalize_id(value)
             if rid is None:
-                raise SfError(400, "MALFORMED_ID",
-                              f"{f.label}: id value of incorrect type: {value}", [f.name])
+                raise SfError(
+                    400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {value}", [f.name]
+                )
             return rid
         if t == "int":
             if isinstance(value, bool):
@@ -784,9 +872,12 @@ class RecordStore:
             if not isinstance(value, int):
                 raise _json_type_error(f, value)
             if f.digits and len(str(abs(value))) > f.digits:
-                raise SfError(400, "NUMBER_OUTSIDE_VALID_RANGE",
-                              f"{f.label}: value outside of valid range on numeric field: {value}",
-                              [f.name])
+                raise SfError(
+                    400,
+                    "NUMBER_OUTSIDE_VALID_RANGE",
+                    f"{f.label}: value outside of valid range on numeric field: {value}",
+                    [f.name],
+                )
             return value
         if t in _NUMERIC_TYPES:
             if isinstance(value, bool):
@@ -827,9 +918,13 @@ class RecordStore:
                 else:
                     other = next((h for h in sorted(holders) if h != rid), None)
                 if other is not None:
-                    raise SfError(400, "DUPLICATE_VALUE",
-                                  f"duplicate value found: {name} duplicates value on record with "
-                                  f"id: {other}", [])
+                    raise SfError(
+                        400,
+                        "DUPLICATE_VALUE",
+                        f"duplicate value found: {name} duplicates value on record with "
+                        f"id: {other}",
+                        [],
+                    )
 
     def _put(self, table: _Table, rid: str, row: dict[str, Any]) -> None:
         old = table.rows.get(rid)
@@ -911,28 +1006,46 @@ def _num_text(value: int | float) -> str:
 
 
 def _json_type_error(f: FieldDef, value: Any) -> SfError:
-    kind = {str: "VALUE_STRING", bool: "VALUE_TRUE" if value is True else "VALUE_FALSE",
-            int: "VALUE_NUMBER_INT", float: "VALUE_NUMBER_FLOAT", dict: "START_OBJECT",
-            list: "START_ARRAY"}.get(type(value), "VALUE_STRING")
-    return SfError(400, "JSON_PARSER_ERROR",
-                   f"Cannot deserialize instance of {f.type} from {kind} value {value} or request "
-                   f"may be missing a required field", [f.name])
+    kind = {
+        str: "VALUE_STRING",
+        bool: "VALUE_TRUE" if value is True else "VALUE_FALSE",
+        int: "VALUE_NUMBER_INT",
+        float: "VALUE_NUMBER_FLOAT",
+        dict: "START_OBJECT",
+        list: "START_ARRAY",
+    }.get(type(value), "VALUE_STRING")
+    return SfError(
+        400,
+        "JSON_PARSER_ERROR",
+        f"Cannot deserialize instance of {f.type} from {kind} value {value} or request "
+        f"may be missing a required field",
+        [f.name],
+    )
 
 
 def _check_text(f: FieldDef, text: str) -> str:
     """Length, restricted picklist and email format for a string-typed field."""
     if f.length and len(text) > f.length:
-        raise SfError(400, "STRING_TOO_LONG",
-                      f"{f.label}: data value too large: {text} (max length={f.length})", [f.name])
+        raise SfError(
+            400,
+            "STRING_TOO_LONG",
+            f"{f.label}: data value too large: {text} (max length={f.length})",
+            [f.name],
+        )
     if f.restricted_picklist:
         values = text.split(";") if f.type == "multipicklist" else [text]
         for v in values:
             if v not in f.picklist_values:
-                raise SfError(400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                              f"{f.label}: bad value for restricted picklist field: {v}", [f.name])
+                raise SfError(
+                    400,
+                    "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                    f"{f.label}: bad value for restricted picklist field: {v}",
+                    [f.name],
+                )
     if f.type == "email" and text and not _EMAIL_RE.match(text):
-        raise SfError(400, "INVALID_EMAIL_ADDRESS", f"{f.label}: invalid email address: {text}",
-                      [f.name])
+        raise SfError(
+            400, "INVALID_EMAIL_ADDRESS", f"{f.label}: invalid email address: {text}", [f.name]
+        )
     return text
 
 
@@ -951,8 +1064,9 @@ def _coerce_text(f: FieldDef, cell: str) -> Any:
         rid = normalize_id(cell)
         if rid is not None:
             return rid
-        raise SfError(400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {cell}",
-                      [f.name])
+        raise SfError(
+            400, "MALFORMED_ID", f"{f.label}: id value of incorrect type: {cell}", [f.name]
+        )
     elif t == "int":
         try:
             return int(cell)
@@ -982,5 +1096,9 @@ def _coerce_text(f: FieldDef, cell: str) -> Any:
             return format_datetime(parsed)
     else:
         return cell
-    raise SfError(400, "INVALID_TYPE_ON_FIELD_IN_RECORD",
-                  f"{f.label}: value not of required type: {cell}", [f.name])
+    raise SfError(
+        400,
+        "INVALID_TYPE_ON_FIELD_IN_RECORD",
+        f"{f.label}: value not of required type: {cell}",
+        [f.name],
+    )

@@ -58,8 +58,11 @@ def _verify(sim: SimOrg) -> ssl.SSLContext | bool:
 async def fetch_token(sim: SimOrg, client: httpx.AsyncClient | None = None) -> str:
     """An access token from the client-credentials flow."""
     info = sim.info
-    form = {"grant_type": "client_credentials", "client_id": info["client_id"],
-            "client_secret": info["client_secret"]}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": info["client_id"],
+        "client_secret": info["client_secret"],
+    }
     if client is None:
         async with httpx.AsyncClient(verify=_verify(sim), timeout=_TIMEOUT) as own:
             r = await own.post(info["token_url"], data=form)

@@ -57,8 +57,21 @@ def test_plain_lines_read_as_the_csv_reader_reads_them(newline: str, delimiter: 
     """Blank lines, short and long rows, empty cells, a cell past the field limit, spaces and
     a last line without a line end: line by line gives the reader's rows."""
     big = "z" * (csv.field_size_limit() + 1)
-    lines = ["A,B,C", "1,2,3", "", "", "4,,", ",,", "5,6", "7,8,9,10", f"x,{big},y", " a , b ,c ",
-             "", "#N/A,é,ü", "last,line,here"]
+    lines = [
+        "A,B,C",
+        "1,2,3",
+        "",
+        "",
+        "4,,",
+        ",,",
+        "5,6",
+        "7,8,9,10",
+        f"x,{big},y",
+        " a , b ,c ",
+        "",
+        "#N/A,é,ü",
+        "last,line,here",
+    ]
     text = newline.join(line.replace(",", delimiter) for line in lines)
     for data in (text, text + newline):
         header, rows = _rows(data.encode(), delimiter)

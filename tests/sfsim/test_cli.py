@@ -20,16 +20,30 @@ import structlog
 
 from sfsim.cli import run_sim_cli
 
-INFO_KEYS = {"instance_url", "token_url", "client_id", "client_secret", "username", "password",
-             "ca_file"}
+INFO_KEYS = {
+    "instance_url",
+    "token_url",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+    "ca_file",
+}
 
 
 @asynccontextmanager
-async def _sim_process(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process,
-                                                          dict[str, Any]]]:
+async def _sim_process(
+    *args: str,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, Any]]]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sfsim", "--print-json", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "sfsim",
+        "--print-json",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
@@ -49,9 +63,14 @@ async def _stop(proc: asyncio.subprocess.Process) -> tuple[int, bytes]:
 
 
 async def _token(client: httpx.AsyncClient, info: dict[str, Any]) -> str:
-    r = await client.post(info["token_url"], data={
-        "grant_type": "client_credentials", "client_id": info["client_id"],
-        "client_secret": info["client_secret"]})
+    r = await client.post(
+        info["token_url"],
+        data={
+            "grant_type": "client_credentials",
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+        },
+    )
     r.raise_for_status()
     return str(r.json()["access_token"])
 
@@ -69,12 +88,21 @@ async def test_print_json_line_and_sigterm_exit() -> None:
             r = await c.get(f"{base}/limits", headers=auth)
             assert r.status_code == 200
             # A bulk job makes the sim log; none of that may reach stdout.
-            job = (await c.post(f"{base}/jobs/ingest", headers=auth,
-                                json={"object": "Task", "operation": "insert"})).json()
-            await c.put(f"{base}/jobs/ingest/{job['id']}/batches", content=b"Subject\nx\n",
-                        headers={**auth, "Content-Type": "text/csv"})
-            await c.patch(f"{base}/jobs/ingest/{job['id']}", headers=auth,
-                          json={"state": "UploadComplete"})
+            job = (
+                await c.post(
+                    f"{base}/jobs/ingest",
+                    headers=auth,
+                    json={"object": "Task", "operation": "insert"},
+                )
+            ).json()
+            await c.put(
+                f"{base}/jobs/ingest/{job['id']}/batches",
+                content=b"Subject\nx\n",
+                headers={**auth, "Content-Type": "text/csv"},
+            )
+            await c.patch(
+                f"{base}/jobs/ingest/{job['id']}", headers=auth, json={"state": "UploadComplete"}
+            )
             for _ in range(600):  # another process: poll with a deadline (30 s)
                 state = (await c.get(f"{base}/jobs/ingest/{job['id']}", headers=auth)).json()
                 if state["state"] == "JobComplete":
@@ -110,9 +138,11 @@ async def test_state_dir_keeps_records_and_counters(tmp_path: Path) -> None:
     async with _sim_process(*args) as (proc, info):
         async with httpx.AsyncClient() as c:
             token = await _token(c, info)
-            r = await c.patch(f"{info['instance_url']}/services/data/v62.0/sobjects/Task/"
-                              "Call_Id__c/keep-1", json={"Subject": "Call"},
-                              headers={"Authorization": f"Bearer {token}"})
+            r = await c.patch(
+                f"{info['instance_url']}/services/data/v62.0/sobjects/Task/Call_Id__c/keep-1",
+                json={"Subject": "Call"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert r.status_code == 201
         assert (await _stop(proc))[0] == 0
     async with _sim_process(*args) as (proc, info):
@@ -122,8 +152,10 @@ async def test_state_dir_keeps_records_and_counters(tmp_path: Path) -> None:
             stats = (await c.get(f"{info['instance_url']}/__sim/stats")).json()
             assert stats["api_calls"]["total"] == 1
             # The old session is still valid after the restart.
-            r = await c.get(f"{info['instance_url']}/services/data/v62.0/limits",
-                            headers={"Authorization": f"Bearer {token}"})
+            r = await c.get(
+                f"{info['instance_url']}/services/data/v62.0/limits",
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert r.status_code == 200
         assert (await _stop(proc))[0] == 0
 
@@ -168,13 +200,26 @@ async def test_sigint_also_exits_0() -> None:
 async def test_validation_rules_file(tmp_path: Path) -> None:
     """--validation-rules FILE makes the org enforce those rules from the start."""
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps([{"object": "Task", "field": "Subject", "condition": "blank",
-                                  "message": "Subject please"}]))
+    rules.write_text(
+        json.dumps(
+            [
+                {
+                    "object": "Task",
+                    "field": "Subject",
+                    "condition": "blank",
+                    "message": "Subject please",
+                }
+            ]
+        )
+    )
     async with _sim_process("--validation-rules", str(rules)) as (proc, info):
         async with httpx.AsyncClient() as c:
             token = await _token(c, info)
-            r = await c.post(f"{info['instance_url']}/services/data/v62.0/sobjects/Task/",
-                             json={}, headers={"Authorization": f"Bearer {token}"})
+            r = await c.post(
+                f"{info['instance_url']}/services/data/v62.0/sobjects/Task/",
+                json={},
+                headers={"Authorization": f"Bearer {token}"},
+            )
             assert r.status_code == 400
             assert r.json()[0]["message"] == "Subject please"
         assert (await _stop(proc))[0] == 0
@@ -183,7 +228,8 @@ async def test_validation_rules_file(tmp_path: Path) -> None:
 def test_bad_validation_rules_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A rules file naming an unknown field exits 2 saying which rule and key is wrong."""
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps([{"object": "Task", "field": "Nope", "condition": "blank",
-                                  "message": "m"}]))
+    rules.write_text(
+        json.dumps([{"object": "Task", "field": "Nope", "condition": "blank", "message": "m"}])
+    )
     assert run_sim_cli(["--validation-rules", str(rules)]) == 2
     assert "rules[0].field" in capsys.readouterr().err

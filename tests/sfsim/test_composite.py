@@ -18,23 +18,33 @@ def _sub(ref: str, method: str, url: str, body: Any = None) -> dict[str, Any]:
     return out
 
 
-async def _composite(sf: httpx.AsyncClient, subs: list[dict[str, Any]],
-                     all_or_none: bool) -> list[dict[str, Any]]:
+async def _composite(
+    sf: httpx.AsyncClient, subs: list[dict[str, Any]], all_or_none: bool
+) -> list[dict[str, Any]]:
     r = await sf.post("composite", json={"allOrNone": all_or_none, "compositeRequest": subs})
     assert r.status_code == 200, r.text
     result: list[dict[str, Any]] = r.json()["compositeResponse"]
     return result
 
 
-async def test_composite_references_and_one_api_call(sf: httpx.AsyncClient,
-                                                     control: SimControl) -> None:
+async def test_composite_references_and_one_api_call(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """A Lead create and a Task referencing @{lead.id} run in order and cost one API call."""
-    res = await _composite(sf, [
-        _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
-        _sub("task", "PATCH", "sobjects/Task/Call_Id__c/c-1",
-             {"Subject": "Call", "WhoId": "@{lead.id}"}),
-        _sub("get", "GET", "sobjects/Task/@{task.id}?fields=WhoId"),
-    ], all_or_none=True)
+    res = await _composite(
+        sf,
+        [
+            _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+            _sub(
+                "task",
+                "PATCH",
+                "sobjects/Task/Call_Id__c/c-1",
+                {"Subject": "Call", "WhoId": "@{lead.id}"},
+            ),
+            _sub("get", "GET", "sobjects/Task/@{task.id}?fields=WhoId"),
+        ],
+        all_or_none=True,
+    )
     assert [e["httpStatusCode"] for e in res] == [201, 201, 200]
     assert res[0]["httpHeaders"]["Location"] == f"{V}/sobjects/Lead/{res[0]['body']['id']}"
     assert res[2]["body"]["WhoId"] == res[0]["body"]["id"]
@@ -42,14 +52,17 @@ async def test_composite_references_and_one_api_call(sf: httpx.AsyncClient,
     assert stats["api_calls"]["by_kind"] == {"composite": 1}
 
 
-async def test_composite_all_or_none_rolls_back(sf: httpx.AsyncClient,
-                                                control: SimControl) -> None:
+async def test_composite_all_or_none_rolls_back(sf: httpx.AsyncClient, control: SimControl) -> None:
     """With allOrNone a failure rolls everything back; the others report PROCESSING_HALTED."""
-    res = await _composite(sf, [
-        _sub("ok", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
-        _sub("bad", "POST", "sobjects/Task", {"CallType": "Sideways"}),
-        _sub("later", "POST", "sobjects/Task", {"Subject": "x"}),
-    ], all_or_none=True)
+    res = await _composite(
+        sf,
+        [
+            _sub("ok", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+            _sub("bad", "POST", "sobjects/Task", {"CallType": "Sideways"}),
+            _sub("later", "POST", "sobjects/Task", {"Subject": "x"}),
+        ],
+        all_or_none=True,
+    )
     assert [e["httpStatusCode"] for e in res] == [400, 400, 400]
     assert res[0]["body"][0]["errorCode"] == "PROCESSING_HALTED"
     assert res[1]["body"][0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
@@ -58,14 +71,19 @@ async def test_composite_all_or_none_rolls_back(sf: httpx.AsyncClient,
     assert await control.records("Task") == []
 
 
-async def test_composite_without_all_or_none_skips_dependents(sf: httpx.AsyncClient,
-                                                              control: SimControl) -> None:
+async def test_composite_without_all_or_none_skips_dependents(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """Without allOrNone, independent subrequests run and dependents of a failure do not."""
-    res = await _composite(sf, [
-        _sub("bad", "POST", "sobjects/Lead", {"LastName": "NoCompany"}),
-        _sub("dep", "POST", "sobjects/Task", {"WhoId": "@{bad.id}"}),
-        _sub("indep", "POST", "sobjects/Task", {"Subject": "x"}),
-    ], all_or_none=False)
+    res = await _composite(
+        sf,
+        [
+            _sub("bad", "POST", "sobjects/Lead", {"LastName": "NoCompany"}),
+            _sub("dep", "POST", "sobjects/Task", {"WhoId": "@{bad.id}"}),
+            _sub("indep", "POST", "sobjects/Task", {"Subject": "x"}),
+        ],
+        all_or_none=False,
+    )
     assert [e["httpStatusCode"] for e in res] == [400, 400, 201]
     assert res[1]["body"][0]["errorCode"] == "PROCESSING_HALTED"
     assert len(await control.records("Task")) == 1
@@ -86,32 +104,52 @@ async def test_composite_request_level_errors(sf: httpx.AsyncClient) -> None:
     assert r.status_code == 400
 
 
-async def test_collections_create_per_item_results_in_order(sf: httpx.AsyncClient,
-                                                            control: SimControl) -> None:
+async def test_collections_create_per_item_results_in_order(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """Create returns one result per record in order; a bad record fails alone."""
-    r = await sf.post("composite/sobjects", json={"allOrNone": False, "records": [
-        {"attributes": {"type": "Lead"}, "LastName": "A", "Company": "C"},
-        {"attributes": {"type": "Task"}, "CallType": "Sideways"},
-        {"attributes": {"type": "Task"}, "Subject": "ok"},
-    ]})
+    r = await sf.post(
+        "composite/sobjects",
+        json={
+            "allOrNone": False,
+            "records": [
+                {"attributes": {"type": "Lead"}, "LastName": "A", "Company": "C"},
+                {"attributes": {"type": "Task"}, "CallType": "Sideways"},
+                {"attributes": {"type": "Task"}, "Subject": "ok"},
+            ],
+        },
+    )
     assert r.status_code == 200
     items = r.json()
     assert items[0]["success"] and items[0]["id"].startswith("00Q")
-    assert items[1] == {"success": False, "errors": [{
-        "statusCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-        "message": "Call Type: bad value for restricted picklist field: Sideways",
-        "fields": ["CallType"]}]}
+    assert items[1] == {
+        "success": False,
+        "errors": [
+            {
+                "statusCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                "message": "Call Type: bad value for restricted picklist field: Sideways",
+                "fields": ["CallType"],
+            }
+        ],
+    }
     assert items[2]["success"] and items[2]["id"].startswith("00T")
     assert (await control.stats())["api_calls"]["by_kind"] == {"collections": 1}
 
 
-async def test_collections_all_or_none_rolls_back(sf: httpx.AsyncClient,
-                                                  control: SimControl) -> None:
+async def test_collections_all_or_none_rolls_back(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """With allOrNone the good items report ALL_OR_NONE_OPERATION_ROLLED_BACK, nothing stays."""
-    r = await sf.post("composite/sobjects", json={"allOrNone": True, "records": [
-        {"attributes": {"type": "Task"}, "Subject": "ok"},
-        {"attributes": {"type": "Task"}, "Bogus__c": 1},
-    ]})
+    r = await sf.post(
+        "composite/sobjects",
+        json={
+            "allOrNone": True,
+            "records": [
+                {"attributes": {"type": "Task"}, "Subject": "ok"},
+                {"attributes": {"type": "Task"}, "Bogus__c": 1},
+            ],
+        },
+    )
     items = r.json()
     assert r.status_code == 200
     assert items[0]["success"] is False and items[0]["id"]
@@ -122,34 +160,51 @@ async def test_collections_all_or_none_rolls_back(sf: httpx.AsyncClient,
 
 async def test_collections_upsert_and_update(sf: httpx.AsyncClient) -> None:
     """Upsert by external id reports created per item; update by id changes the records."""
-    recs = [{"attributes": {"type": "Task"}, "Call_Id__c": f"c-{i}", "Subject": "Call"}
-            for i in range(3)]
+    recs = [
+        {"attributes": {"type": "Task"}, "Call_Id__c": f"c-{i}", "Subject": "Call"}
+        for i in range(3)
+    ]
     r = await sf.patch("composite/sobjects/Task/Call_Id__c", json={"records": recs})
     first = r.json()
     assert [i["created"] for i in first] == [True, True, True]
-    r = await sf.patch("composite/sobjects/Task/Call_Id__c",
-                       json={"records": [{**recs[0], "CallDisposition": "Busy"},
-                                         {"attributes": {"type": "Task"}, "Subject": "no key"}]})
+    r = await sf.patch(
+        "composite/sobjects/Task/Call_Id__c",
+        json={
+            "records": [
+                {**recs[0], "CallDisposition": "Busy"},
+                {"attributes": {"type": "Task"}, "Subject": "no key"},
+            ]
+        },
+    )
     second = r.json()
     assert second[0] == {"id": first[0]["id"], "success": True, "errors": [], "created": False}
     assert second[1]["success"] is False
     assert second[1]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
-    r = await sf.patch("composite/sobjects", json={"records": [
-        {"attributes": {"type": "Task"}, "id": first[1]["id"], "Status": "Completed"},
-        {"attributes": {"type": "Task"}, "Status": "Completed"}]})
+    r = await sf.patch(
+        "composite/sobjects",
+        json={
+            "records": [
+                {"attributes": {"type": "Task"}, "id": first[1]["id"], "Status": "Completed"},
+                {"attributes": {"type": "Task"}, "Status": "Completed"},
+            ]
+        },
+    )
     upd = r.json()
     assert upd[0] == {"id": first[1]["id"], "success": True, "errors": []}
     assert upd[1]["errors"][0]["statusCode"] == "MISSING_ARGUMENT"
-    got = await sf.get("composite/sobjects/Task",
-                       params={"ids": f"{first[1]['id']},{first[2]['id'][:15]}x",
-                               "fields": "Id,IsClosed"})
+    got = await sf.get(
+        "composite/sobjects/Task",
+        params={"ids": f"{first[1]['id']},{first[2]['id'][:15]}x", "fields": "Id,IsClosed"},
+    )
     assert got.json()[0]["IsClosed"] is True and got.json()[1] is None
 
 
 async def test_collections_delete_and_limits(sf: httpx.AsyncClient) -> None:
     """Delete by ids reports per id; over 200 records is refused as a whole."""
-    r = await sf.post("composite/sobjects", json={"records": [
-        {"attributes": {"type": "Task"}, "Subject": str(i)} for i in range(2)]})
+    r = await sf.post(
+        "composite/sobjects",
+        json={"records": [{"attributes": {"type": "Task"}, "Subject": str(i)} for i in range(2)]},
+    )
     ids = [i["id"] for i in r.json()]
     r = await sf.delete("composite/sobjects", params={"ids": ",".join(ids)})
     assert [i["success"] for i in r.json()] == [True, True]
@@ -160,50 +215,84 @@ async def test_collections_delete_and_limits(sf: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and r.json()[0]["errorCode"] == "EXCEEDED_ID_LIMIT"
 
 
-async def test_composite_with_collection_inside(sf: httpx.AsyncClient,
-                                                control: SimControl) -> None:
+async def test_composite_with_collection_inside(sf: httpx.AsyncClient, control: SimControl) -> None:
     """Composite allOrNone overrides a nested collection's allOrNone=false."""
-    res = await _composite(sf, [
-        _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
-        _sub("tasks", "POST", "composite/sobjects", {"allOrNone": False, "records": [
-            {"attributes": {"type": "Task"}, "Subject": "ok"},
-            {"attributes": {"type": "Task"}, "CallType": "bad"}]}),
-    ], all_or_none=True)
+    res = await _composite(
+        sf,
+        [
+            _sub("lead", "POST", "sobjects/Lead", {"LastName": "Doe", "Company": "Acme"}),
+            _sub(
+                "tasks",
+                "POST",
+                "composite/sobjects",
+                {
+                    "allOrNone": False,
+                    "records": [
+                        {"attributes": {"type": "Task"}, "Subject": "ok"},
+                        {"attributes": {"type": "Task"}, "CallType": "bad"},
+                    ],
+                },
+            ),
+        ],
+        all_or_none=True,
+    )
     assert [e["httpStatusCode"] for e in res] == [400, 200]
     assert await control.records("Lead") == [] and await control.records("Task") == []
 
 
 async def test_composite_reference_into_query_records(sf: httpx.AsyncClient) -> None:
     """@{ref.records[0].Id} picks a field out of an earlier query result."""
-    await sf.post("sobjects/Lead/", json={"LastName": "Q", "Company": "C",
-                                          "Dialer_Lead_Id__c": "L-77"})
-    res = await _composite(sf, [
-        _sub("find", "GET", "query?q=SELECT+Id+FROM+Lead+WHERE+Dialer_Lead_Id__c+%3D+'L-77'"),
-        _sub("log", "POST", "sobjects/Task", {"Subject": "Call",
-                                              "WhoId": "@{find.records[0].Id}"}),
-        _sub("bad", "POST", "sobjects/Task", {"WhoId": "@{find.records[5].Id}"}),
-    ], all_or_none=False)
+    await sf.post(
+        "sobjects/Lead/", json={"LastName": "Q", "Company": "C", "Dialer_Lead_Id__c": "L-77"}
+    )
+    res = await _composite(
+        sf,
+        [
+            _sub("find", "GET", "query?q=SELECT+Id+FROM+Lead+WHERE+Dialer_Lead_Id__c+%3D+'L-77'"),
+            _sub(
+                "log",
+                "POST",
+                "sobjects/Task",
+                {"Subject": "Call", "WhoId": "@{find.records[0].Id}"},
+            ),
+            _sub("bad", "POST", "sobjects/Task", {"WhoId": "@{find.records[5].Id}"}),
+        ],
+        all_or_none=False,
+    )
     assert [e["httpStatusCode"] for e in res] == [200, 201, 400]
     assert "Invalid reference specified" in res[2]["body"][0]["message"]
     task = (await sf.get(f"sobjects/Task/{res[1]['body']['id']}")).json()
     assert task["WhoId"] == res[0]["body"]["records"][0]["Id"]
 
 
-async def test_composite_batch_charges_each_subrequest(sf: httpx.AsyncClient,
-                                                       control: SimControl) -> None:
+async def test_composite_batch_charges_each_subrequest(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """/composite/batch runs independent subrequests and costs one API call per subrequest."""
-    r = await sf.post("composite/batch", json={"batchRequests": [
-        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Subject": "a"}},
-        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"CallType": "bad"}},
-        {"method": "GET", "url": "v62.0/limits"},
-    ]})
+    r = await sf.post(
+        "composite/batch",
+        json={
+            "batchRequests": [
+                {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Subject": "a"}},
+                {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"CallType": "bad"}},
+                {"method": "GET", "url": "v62.0/limits"},
+            ]
+        },
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["hasErrors"] is True
     assert [x["statusCode"] for x in body["results"]] == [201, 400, 200]
     stats = await control.stats()
     assert stats["api_calls"]["total"] == 3
-    r = await sf.post("composite/batch", json={"haltOnError": True, "batchRequests": [
-        {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Bogus": 1}},
-        {"method": "GET", "url": "v62.0/limits"}]})
+    r = await sf.post(
+        "composite/batch",
+        json={
+            "haltOnError": True,
+            "batchRequests": [
+                {"method": "POST", "url": "v62.0/sobjects/Task", "richInput": {"Bogus": 1}},
+                {"method": "GET", "url": "v62.0/limits"},
+            ],
+        },
+    )
     assert [x["statusCode"] for x in r.json()["results"]] == [400, 412]

@@ -12,8 +12,9 @@ from sfsim.testing import SimControl
 
 async def test_seed_and_read_records(sim: SimOrg, control: SimControl) -> None:
     """Seeded records (read-only fields allowed) come back with every field."""
-    ids = await control.seed("Lead", [{"LastName": "A", "Company": "C", "IsConverted": True},
-                                      {"LastName": "B"}])
+    ids = await control.seed(
+        "Lead", [{"LastName": "A", "Company": "C", "IsConverted": True}, {"LastName": "B"}]
+    )
     assert len(ids) == 2 and all(i.startswith("00Q") for i in ids)
     records = await control.records("Lead")
     assert [r["Id"] for r in records] == ids
@@ -24,8 +25,9 @@ async def test_seed_and_read_records(sim: SimOrg, control: SimControl) -> None:
 async def test_seed_errors_name_the_record(sim: SimOrg) -> None:
     """A bad seed record fails the whole seed with its index and code; nothing is stored."""
     async with httpx.AsyncClient() as c:
-        r = await c.post(f"{sim.instance_url}/__sim/records/Task",
-                         json=[{"Subject": "ok"}, {"CallType": "bad"}])
+        r = await c.post(
+            f"{sim.instance_url}/__sim/records/Task", json=[{"Subject": "ok"}, {"CallType": "bad"}]
+        )
         assert r.status_code == 400
         assert r.json()["error"].startswith("record 1: INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST")
         assert (await c.get(f"{sim.instance_url}/__sim/records/Task")).json() == []

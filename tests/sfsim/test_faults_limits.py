@@ -21,14 +21,20 @@ async def test_daily_limit_exhaustion_gives_403() -> None:
             assert r.headers["sforce-limit-info"] == f"api-usage={i + 1}/3"
         r = await sf.post("sobjects/Task/", json={"Subject": "over"})
         assert r.status_code == 403
-        assert r.json() == [{"message": "TotalRequests Limit exceeded.",
-                             "errorCode": "REQUEST_LIMIT_EXCEEDED", "fields": []}]
+        assert r.json() == [
+            {
+                "message": "TotalRequests Limit exceeded.",
+                "errorCode": "REQUEST_LIMIT_EXCEEDED",
+                "fields": [],
+            }
+        ]
         assert r.headers["sforce-limit-info"] == "api-usage=3/3"
         assert len(sim.org.store.records("Task")) == 3
 
 
-async def test_exhaust_fault_and_limits_resource(sim: SimOrg, sf: httpx.AsyncClient,
-                                                 control: SimControl) -> None:
+async def test_exhaust_fault_and_limits_resource(
+    sim: SimOrg, sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """The exhaust fault uses up the allocation; stats count the refusals."""
     assert (await sf.get("limits")).json()["DailyApiRequests"]["Remaining"] == 99999
     await control.faults(exhaust_daily_limit=True)
@@ -50,8 +56,7 @@ async def test_injected_errors_next_n(sf: httpx.AsyncClient, control: SimControl
     assert (await control.faults())["counters"]["errors"] == 2
 
 
-async def test_error_rate_is_roughly_respected(sf: httpx.AsyncClient,
-                                               control: SimControl) -> None:
+async def test_error_rate_is_roughly_respected(sf: httpx.AsyncClient, control: SimControl) -> None:
     """error_rate=0.5 with a seed fails about half the requests with 500."""
     await control.faults(error_rate=0.5, error_status=500, seed=7)
     statuses = [(await sf.get("limits")).status_code for _ in range(60)]
@@ -59,8 +64,9 @@ async def test_error_rate_is_roughly_respected(sf: httpx.AsyncClient,
     assert set(statuses) == {200, 500}
 
 
-async def test_dropped_connection_before_processing(sf: httpx.AsyncClient,
-                                                    control: SimControl) -> None:
+async def test_dropped_connection_before_processing(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """A dropped connection breaks the response and the write does not happen."""
     await control.faults(drop_next=1)
     with pytest.raises(httpx.RemoteProtocolError):
@@ -69,8 +75,9 @@ async def test_dropped_connection_before_processing(sf: httpx.AsyncClient,
     assert (await sf.get("limits")).status_code == 200
 
 
-async def test_dropped_connection_after_processing(sf: httpx.AsyncClient,
-                                                   control: SimControl) -> None:
+async def test_dropped_connection_after_processing(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """With drop_after_processing the write lands although the client sees a broken reply."""
     await control.faults(drop_next=1, drop_after_processing=True)
     with pytest.raises(httpx.RemoteProtocolError):
@@ -96,9 +103,15 @@ async def test_lock_faults_on_rows(sf: httpx.AsyncClient, control: SimControl) -
     await control.faults(lock_next=2)
     r = await sf.post("sobjects/Task/", json={"Subject": "x"})
     assert r.status_code == 400 and r.json()[0]["errorCode"] == "UNABLE_TO_LOCK_ROW"
-    r = await sf.post("composite/sobjects", json={"records": [
-        {"attributes": {"type": "Task"}, "Subject": "a"},
-        {"attributes": {"type": "Task"}, "Subject": "b"}]})
+    r = await sf.post(
+        "composite/sobjects",
+        json={
+            "records": [
+                {"attributes": {"type": "Task"}, "Subject": "a"},
+                {"attributes": {"type": "Task"}, "Subject": "b"},
+            ]
+        },
+    )
     items = r.json()
     assert items[0]["errors"][0]["statusCode"] == "UNABLE_TO_LOCK_ROW"
     assert items[1]["success"] is True
@@ -113,8 +126,11 @@ async def test_fault_kinds_filter(sf: httpx.AsyncClient, control: SimControl) ->
 
 async def test_token_endpoint_faults_only_when_asked(sim: SimOrg, control: SimControl) -> None:
     """The token endpoint is spared by default and fails when 'oauth' is in kinds."""
-    form = {"grant_type": "client_credentials", "client_id": sim.info["client_id"],
-            "client_secret": sim.info["client_secret"]}
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": sim.info["client_id"],
+        "client_secret": sim.info["client_secret"],
+    }
     async with httpx.AsyncClient() as c:
         await control.faults(error_rate=1.0)
         assert (await c.post(sim.info["token_url"], data=form)).status_code == 200

@@ -16,12 +16,21 @@ from sfsim.bulk import BulkPlugin
 from sfsim.org import Org
 
 
-async def _call(app: SimApp, token: str, method: str, path: str, body: bytes = b"",
-                query: bytes = b"") -> int:
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
-             "query_string": query, "client": ("127.0.0.1", 9),
-             "headers": [(b"authorization", f"Bearer {token}".encode()),
-                         (b"content-type", b"application/json")]}
+async def _call(
+    app: SimApp, token: str, method: str, path: str, body: bytes = b"", query: bytes = b""
+) -> int:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "client": ("127.0.0.1", 9),
+        "headers": [
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
     status = 0
 
     async def receive() -> dict[str, Any]:
@@ -49,10 +58,14 @@ async def test_repeated_requests_do_not_grow_memory() -> None:
 
     async def round_() -> None:
         assert await _call(app, token, "GET", f"{base}/sobjects/Lead/{lead}") == 200
-        assert await _call(app, token, "PATCH", f"{base}/sobjects/Lead/{lead}",
-                           b'{"Title": "x"}') == 204
-        assert await _call(app, token, "PATCH", f"{base}/sobjects/Task/Call_Id__c/k-1",
-                           upsert) in (200, 201)
+        assert (
+            await _call(app, token, "PATCH", f"{base}/sobjects/Lead/{lead}", b'{"Title": "x"}')
+            == 204
+        )
+        assert await _call(app, token, "PATCH", f"{base}/sobjects/Task/Call_Id__c/k-1", upsert) in (
+            200,
+            201,
+        )
         assert await _call(app, token, "GET", f"{base}/query", query=q) == 200
         assert await _call(app, token, "GET", f"{base}/nope/{lead}") == 404
 

@@ -40,14 +40,20 @@ async def _token(sim: SimOrg, data: dict[str, str], **kw: object) -> httpx.Respo
 
 def _cc(sim: SimOrg, **over: str) -> dict[str, str]:
     info = sim.info
-    return {"grant_type": "client_credentials", "client_id": info["client_id"],
-            "client_secret": info["client_secret"], **over}
+    return {
+        "grant_type": "client_credentials",
+        "client_id": info["client_id"],
+        "client_secret": info["client_secret"],
+        **over,
+    }
 
 
 async def _api_status(sim: SimOrg, token: str) -> int:
     async with httpx.AsyncClient(verify=False) as c:
-        r = await c.get(f"{sim.instance_url}/services/data/v62.0/limits",
-                        headers={"Authorization": f"Bearer {token}"})
+        r = await c.get(
+            f"{sim.instance_url}/services/data/v62.0/limits",
+            headers={"Authorization": f"Bearer {token}"},
+        )
     return r.status_code
 
 
@@ -56,8 +62,15 @@ async def test_client_credentials_in_body(sim: SimOrg) -> None:
     r = await _token(sim, _cc(sim))
     assert r.status_code == 200
     body = r.json()
-    assert set(body) >= {"access_token", "instance_url", "id", "token_type", "issued_at",
-                         "signature", "scope"}
+    assert set(body) >= {
+        "access_token",
+        "instance_url",
+        "id",
+        "token_type",
+        "issued_at",
+        "signature",
+        "scope",
+    }
     assert "expires_in" not in body
     assert body["token_type"] == "Bearer" and body["instance_url"] == sim.instance_url
     assert len(body["issued_at"]) == 13 and body["issued_at"].isdigit()
@@ -70,8 +83,9 @@ async def test_client_credentials_with_basic_auth(sim: SimOrg) -> None:
     """client_credentials with HTTP Basic (as simple-salesforce sends it) works."""
     info = sim.info
     basic = base64.b64encode(f"{info['client_id']}:{info['client_secret']}".encode()).decode()
-    r = await _token(sim, {"grant_type": "client_credentials"},
-                     headers={"Authorization": f"Basic {basic}"})
+    r = await _token(
+        sim, {"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
+    )
     assert r.status_code == 200 and r.json()["access_token"]
 
 
@@ -80,12 +94,16 @@ async def test_client_credentials_with_basic_auth(sim: SimOrg) -> None:
     [
         ({"client_id": "wrong"}, "invalid_client_id", "client identifier invalid"),
         ({"client_secret": "wrong"}, "invalid_client", "invalid client credentials"),
-        ({"grant_type": "authorization_code"}, "unsupported_grant_type",
-         "grant type not supported"),
+        (
+            {"grant_type": "authorization_code"},
+            "unsupported_grant_type",
+            "grant type not supported",
+        ),
     ],
 )
-async def test_token_errors(sim: SimOrg, over: dict[str, str], error: str,
-                            description: str) -> None:
+async def test_token_errors(
+    sim: SimOrg, over: dict[str, str], error: str, description: str
+) -> None:
     """Bad credentials or grants answer 400 with the documented error pair."""
     r = await _token(sim, _cc(sim, **over))
     assert r.status_code == 400
@@ -95,9 +113,13 @@ async def test_token_errors(sim: SimOrg, over: dict[str, str], error: str,
 async def test_password_flow(sim: SimOrg) -> None:
     """The password flow issues a token; a wrong password is invalid_grant."""
     info = sim.info
-    form = {"grant_type": "password", "client_id": info["client_id"],
-            "client_secret": info["client_secret"], "username": info["username"],
-            "password": info["password"]}
+    form = {
+        "grant_type": "password",
+        "client_id": info["client_id"],
+        "client_secret": info["client_secret"],
+        "username": info["username"],
+        "password": info["password"],
+    }
     r = await _token(sim, form)
     assert r.status_code == 200 and "refresh_token" not in r.json()
     r = await _token(sim, {**form, "password": "nope"})
@@ -108,11 +130,9 @@ async def test_password_flow(sim: SimOrg) -> None:
 async def test_refresh_token_flow(sim: SimOrg, control: SimControl) -> None:
     """A refresh token minted through the control API buys new access tokens."""
     async with httpx.AsyncClient() as c:
-        refresh = (await c.post(f"{sim.instance_url}/__sim/refresh_token")).json()[
-            "refresh_token"]
+        refresh = (await c.post(f"{sim.instance_url}/__sim/refresh_token")).json()["refresh_token"]
     info = sim.info
-    form = {"grant_type": "refresh_token", "refresh_token": refresh,
-            "client_id": info["client_id"]}
+    form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": info["client_id"]}
     r = await _token(sim, form)
     assert r.status_code == 200
     assert await _api_status(sim, r.json()["access_token"]) == 200
@@ -122,17 +142,21 @@ async def test_refresh_token_flow(sim: SimOrg, control: SimControl) -> None:
 
 
 def _assertion(key: bytes, sim: SimOrg, **over: object) -> str:
-    claims: dict[str, object] = {"iss": sim.info["client_id"], "sub": sim.info["username"],
-                                 "aud": "https://login.salesforce.com",
-                                 "exp": str(int(time.time()) + 180)}
+    claims: dict[str, object] = {
+        "iss": sim.info["client_id"],
+        "sub": sim.info["username"],
+        "aud": "https://login.salesforce.com",
+        "exp": str(int(time.time()) + 180),
+    }
     claims.update(over)
     return jwt.encode(claims, key, algorithm="RS256")
 
 
 async def test_jwt_bearer_flow(jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes]) -> None:
     """A valid RS256 assertion (exp as a string, like simple-salesforce) gets a token."""
-    r = await _token(jwt_sim, {"grant_type": JWT_GRANT,
-                               "assertion": _assertion(jwt_keys[0], jwt_sim)})
+    r = await _token(
+        jwt_sim, {"grant_type": JWT_GRANT, "assertion": _assertion(jwt_keys[0], jwt_sim)}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["token_type"] == "Bearer" and "refresh_token" not in body
@@ -148,22 +172,27 @@ async def test_jwt_bearer_flow(jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes]) -
         ({"sub": "someone@else.com"}, "user hasn't approved this consumer"),
     ],
 )
-async def test_jwt_claim_errors(jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes],
-                                over: dict[str, object], description: str) -> None:
+async def test_jwt_claim_errors(
+    jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes], over: dict[str, object], description: str
+) -> None:
     """Wrong audience, exp beyond 3 minutes or past, or an unknown subject are refused."""
-    r = await _token(jwt_sim, {"grant_type": JWT_GRANT,
-                               "assertion": _assertion(jwt_keys[0], jwt_sim, **over)})
+    r = await _token(
+        jwt_sim, {"grant_type": JWT_GRANT, "assertion": _assertion(jwt_keys[0], jwt_sim, **over)}
+    )
     assert r.status_code == 400
     assert r.json() == {"error": "invalid_grant", "error_description": description}
 
 
-async def test_jwt_audience_may_name_the_sim_itself(jwt_sim: SimOrg,
-                                                   jwt_keys: tuple[bytes, bytes]) -> None:
+async def test_jwt_audience_may_name_the_sim_itself(
+    jwt_sim: SimOrg, jwt_keys: tuple[bytes, bytes]
+) -> None:
     """aud may be the sim's own URL, by 127.0.0.1 or localhost (a login_url pointing at it)."""
     port = jwt_sim.instance_url.rsplit(":", 1)[1]
     for aud in (jwt_sim.instance_url, f"http://localhost:{port}/"):
-        r = await _token(jwt_sim, {"grant_type": JWT_GRANT,
-                                   "assertion": _assertion(jwt_keys[0], jwt_sim, aud=aud)})
+        r = await _token(
+            jwt_sim,
+            {"grant_type": JWT_GRANT, "assertion": _assertion(jwt_keys[0], jwt_sim, aud=aud)},
+        )
         assert r.status_code == 200, (aud, r.text)
 
 
@@ -205,11 +234,15 @@ async def test_soap_login(sim: SimOrg) -> None:
         'xmlns:env="http://schemas.xmlsoap.org/soap/envelope/" '
         'xmlns:urn="urn:partner.soap.sforce.com"><env:Body><n1:login '
         'xmlns:n1="urn:partner.soap.sforce.com"><n1:username>{u}</n1:username>'
-        "<n1:password>{p}</n1:password></n1:login></env:Body></env:Envelope>")
+        "<n1:password>{p}</n1:password></n1:login></env:Body></env:Envelope>"
+    )
     async with httpx.AsyncClient() as c:
         url = f"{sim.instance_url}/services/Soap/u/59.0"
-        r = await c.post(url, content=envelope.format(u=info["username"], p=info["password"]),
-                         headers={"SOAPAction": "login", "content-type": "text/xml"})
+        r = await c.post(
+            url,
+            content=envelope.format(u=info["username"], p=info["password"]),
+            headers={"SOAPAction": "login", "content-type": "text/xml"},
+        )
         assert r.status_code == 200
         session = r.text.split("<sessionId>")[1].split("</sessionId>")[0]
         assert f"<serverUrl>{sim.instance_url}/services/Soap/u/59.0/" in r.text

@@ -329,8 +329,11 @@ async def test_query_pages_past_2000_records(
     r = await sf.get(sim.instance_url + page["nextRecordsUrl"])
     page2 = r.json()
     assert page2["done"] and len(page2["records"]) == 500
-    r = await sf.get("query", params={"q": "SELECT Id FROM Lead"},
-                     headers={"Sforce-Query-Options": "batchSize=1000"})
+    r = await sf.get(
+        "query",
+        params={"q": "SELECT Id FROM Lead"},
+        headers={"Sforce-Query-Options": "batchSize=1000"},
+    )
     assert len(r.json()["records"]) == 1000 and not r.json()["done"]
 
 
@@ -353,8 +356,9 @@ async def test_trailing_slash_is_the_same_resource(sf: httpx.AsyncClient) -> Non
     assert (await sf.get("limits/")).status_code == 200
 
 
-async def test_lead_assignment_rules_need_auto_assign_false(sim: SimOrg, sf: httpx.AsyncClient
-                                                            ) -> None:
+async def test_lead_assignment_rules_need_auto_assign_false(
+    sim: SimOrg, sf: httpx.AsyncClient
+) -> None:
     """An active assignment rule re-owns written Leads unless Sforce-Auto-Assign: FALSE."""
     async with httpx.AsyncClient() as c:
         r = await c.post(f"{sim.instance_url}/__sim/assignment_rules", json={"active": True})
@@ -373,13 +377,26 @@ async def test_lead_assignment_rules_need_auto_assign_false(sim: SimOrg, sf: htt
     await sf.patch(f"sobjects/Lead/{kept}", json={"Status": "Working - Contacted"})
     assert await owner(kept) == queue
     other = (await sf.post("sobjects/Lead/", json=LEAD, headers=keep)).json()["id"]
-    r = await sf.post("composite", headers=keep, json={"compositeRequest": [{
-        "method": "PATCH", "url": f"/services/data/v62.0/sobjects/Lead/{other}",
-        "referenceId": "u", "body": {"Title": "x"}}]})
+    r = await sf.post(
+        "composite",
+        headers=keep,
+        json={
+            "compositeRequest": [
+                {
+                    "method": "PATCH",
+                    "url": f"/services/data/v62.0/sobjects/Lead/{other}",
+                    "referenceId": "u",
+                    "body": {"Title": "x"},
+                }
+            ]
+        },
+    )
     assert r.json()["compositeResponse"][0]["httpStatusCode"] == 204
     assert await owner(other) == me
-    r = await sf.patch("composite/sobjects", json={"records": [
-        {"attributes": {"type": "Lead"}, "id": other, "Title": "y"}]})
+    r = await sf.patch(
+        "composite/sobjects",
+        json={"records": [{"attributes": {"type": "Lead"}, "id": other, "Title": "y"}]},
+    )
     assert await owner(other) == queue
 
 
@@ -428,24 +445,42 @@ async def test_query_null_equality_and_indexed_lookups_agree(sf: httpx.AsyncClie
     assert await ids("SELECT Id FROM Lead WHERE Phone != null") == [with_phone]
     await sf.patch(f"sobjects/Lead/{without}", json={"Phone": "555-0100"})
     assert await ids("SELECT Id FROM Lead WHERE Phone IN ('555-0100') AND Company = 'acme'") == [
-        with_phone, without]
+        with_phone,
+        without,
+    ]
 
 
-async def test_converted_leads_cannot_be_updated(sf: httpx.AsyncClient,
-                                                 control: SimControl) -> None:
+async def test_converted_leads_cannot_be_updated(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
     """A converted Lead refuses updates (REST, collections): CANNOT_UPDATE_CONVERTED_LEAD."""
     contact = (await control.seed("Contact", [{"LastName": "Doe"}]))[0]
-    (lead,) = await control.seed("Lead", [{
-        "LastName": "Doe", "Company": "Acme", "IsConverted": True, "Dialer_Lead_Id__c": "L-c",
-        "ConvertedContactId": contact, "Status": "Closed - Converted"}])
+    (lead,) = await control.seed(
+        "Lead",
+        [
+            {
+                "LastName": "Doe",
+                "Company": "Acme",
+                "IsConverted": True,
+                "Dialer_Lead_Id__c": "L-c",
+                "ConvertedContactId": contact,
+                "Status": "Closed - Converted",
+            }
+        ],
+    )
     r = await sf.patch(f"sobjects/Lead/{lead}", json={"Last_Call_Outcome__c": "busy"})
     assert r.status_code == 400
-    assert _error(r) == {"message": "cannot reference converted lead",
-                         "errorCode": "CANNOT_UPDATE_CONVERTED_LEAD", "fields": []}
+    assert _error(r) == {
+        "message": "cannot reference converted lead",
+        "errorCode": "CANNOT_UPDATE_CONVERTED_LEAD",
+        "fields": [],
+    }
     r = await sf.patch("sobjects/Lead/Dialer_Lead_Id__c/L-c", json={"Title": "x"})
     assert _error(r)["errorCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
-    r = await sf.patch("composite/sobjects", json={"records": [
-        {"attributes": {"type": "Lead"}, "id": lead, "Title": "x"}]})
+    r = await sf.patch(
+        "composite/sobjects",
+        json={"records": [{"attributes": {"type": "Lead"}, "id": lead, "Title": "x"}]},
+    )
     assert r.json()[0]["errors"][0]["statusCode"] == "CANNOT_UPDATE_CONVERTED_LEAD"
     got = (await sf.get(f"sobjects/Lead/{lead}", params={"fields": "ConvertedContactId"})).json()
     assert got["ConvertedContactId"] == contact

@@ -13,20 +13,51 @@ from sfsim.schema import SchemaError, default_schema, load_schema
 
 
 def _describe(name: str, prefix: str, fields: list[dict[str, object]]) -> dict[str, object]:
-    return {"name": name, "label": name, "keyPrefix": prefix, "fields": [
-        {"name": "Id", "type": "id", "createable": False, "updateable": False,
-         "nillable": False}, *fields]}
+    return {
+        "name": name,
+        "label": name,
+        "keyPrefix": prefix,
+        "fields": [
+            {
+                "name": "Id",
+                "type": "id",
+                "createable": False,
+                "updateable": False,
+                "nillable": False,
+            },
+            *fields,
+        ],
+    }
 
 
 def test_load_custom_schema_from_file(tmp_path: Path) -> None:
     """A user's exported describe is used for validation, keeping its own rules."""
     path = tmp_path / "describe.json"
-    path.write_text(json.dumps({"sobjects": [_describe("Task", "00T", [
-        {"name": "Subject", "type": "string", "length": 10, "label": "Subject"},
-        {"name": "Outcome__c", "type": "picklist", "restrictedPicklist": True,
-         "label": "Outcome", "picklistValues": [{"value": "Sale", "active": True},
-                                                {"value": "Old", "active": False}]},
-    ])]}))
+    path.write_text(
+        json.dumps(
+            {
+                "sobjects": [
+                    _describe(
+                        "Task",
+                        "00T",
+                        [
+                            {"name": "Subject", "type": "string", "length": 10, "label": "Subject"},
+                            {
+                                "name": "Outcome__c",
+                                "type": "picklist",
+                                "restrictedPicklist": True,
+                                "label": "Outcome",
+                                "picklistValues": [
+                                    {"value": "Sale", "active": True},
+                                    {"value": "Old", "active": False},
+                                ],
+                            },
+                        ],
+                    )
+                ]
+            }
+        )
+    )
     schema = load_schema(path)
     store = Org(schema=schema).store
     store.insert("Task", {"Subject": "short", "Outcome__c": "Sale"})

@@ -13,13 +13,23 @@ from sfsim.store import RecordStore
 @pytest.fixture
 def store() -> RecordStore:
     s = Org().store
-    for i, (name, phone, status) in enumerate([
-        ("O'Brien", "555-0001", "Open - Not Contacted"),
-        ("Smith", "555-0002", "Working - Contacted"),
-        ("smithers", None, "Working - Contacted"),
-    ]):
-        s.insert("Lead", {"LastName": name, "Company": f"C{i}", "Phone": phone,
-                          "Status": status, "Last_Call_At__c": f"2026-01-0{i + 1}T10:00:00Z"})
+    for i, (name, phone, status) in enumerate(
+        [
+            ("O'Brien", "555-0001", "Open - Not Contacted"),
+            ("Smith", "555-0002", "Working - Contacted"),
+            ("smithers", None, "Working - Contacted"),
+        ]
+    ):
+        s.insert(
+            "Lead",
+            {
+                "LastName": name,
+                "Company": f"C{i}",
+                "Phone": phone,
+                "Status": status,
+                "Last_Call_At__c": f"2026-01-0{i + 1}T10:00:00Z",
+            },
+        )
     return s
 
 
@@ -42,11 +52,15 @@ def test_like_order_offset_and_limit(store: RecordStore) -> None:
 def test_not_in_null_and_datetime_comparison(store: RecordStore) -> None:
     """NOT IN, != null and datetime literals compare like SOQL."""
     assert _names(store, "SELECT Id FROM Lead WHERE Status NOT IN ('Working - Contacted')") == [
-        "O'Brien"]
+        "O'Brien"
+    ]
     assert _names(store, "SELECT Id FROM Lead WHERE Phone != null ORDER BY Phone") == [
-        "O'Brien", "Smith"]
-    assert _names(store, "SELECT Id FROM Lead WHERE Last_Call_At__c > 2026-01-02T00:00:00Z "
-                         "ORDER BY LastName") == ["Smith", "smithers"]
+        "O'Brien",
+        "Smith",
+    ]
+    assert _names(
+        store, "SELECT Id FROM Lead WHERE Last_Call_At__c > 2026-01-02T00:00:00Z ORDER BY LastName"
+    ) == ["Smith", "smithers"]
 
 
 @pytest.mark.parametrize(

@@ -77,10 +77,18 @@ def test_insert_fills_defaults_and_system_fields(store: RecordStore) -> None:
             ["Last_Call_At__c"],
         ),
         ("Task", {"Id": "00T8d0000000001"}, "INVALID_FIELD_FOR_INSERT_UPDATE", ["Id"]),
-        ("Task", {"CallDurationInSeconds": 123456789}, "NUMBER_OUTSIDE_VALID_RANGE",
-         ["CallDurationInSeconds"]),
-        ("Lead", {"LastName": "D", "Company": "C", "Email": "not-an-email"},
-         "INVALID_EMAIL_ADDRESS", ["Email"]),
+        (
+            "Task",
+            {"CallDurationInSeconds": 123456789},
+            "NUMBER_OUTSIDE_VALID_RANGE",
+            ["CallDurationInSeconds"],
+        ),
+        (
+            "Lead",
+            {"LastName": "D", "Company": "C", "Email": "not-an-email"},
+            "INVALID_EMAIL_ADDRESS",
+            ["Email"],
+        ),
     ],
 )
 def test_insert_errors(
