@@ -488,7 +488,7 @@ async def test_close_without_upload_fails(org: Org) -> None:
     )
     engine.close(job.id)
     await asyncio.wait_for(engine.wait(job.id), 10)
-    assert job.state is JobState.FAILED and "No data" in job.error_message
+    assert job.state is JobState.FAILED and "No data" in (job.error_message or "")
 
 
 async def test_list_pages_and_delete(org: Org) -> None:
@@ -589,7 +589,8 @@ async def test_abort_a_queued_job_before_processing(org: Org) -> None:
     )
     await engine.upload(job.id, _chunks(b"Subject\na\nb\n"))
     engine.close(job.id)
-    assert job.state is JobState.UPLOAD_COMPLETE
+    state: JobState = job.state  # (the abort below changes it)
+    assert state is JobState.UPLOAD_COMPLETE
     engine.abort(job.id)  # before the processing task got a turn
     await asyncio.wait_for(engine.wait(job.id), 10)
     await asyncio.sleep(0)  # let the queued task see the abort and exit

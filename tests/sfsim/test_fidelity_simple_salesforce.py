@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from sfsim.server import SimOrg
@@ -63,7 +63,9 @@ def _session(info: Mapping[str, Any]) -> requests.Session:
     return session
 
 
-def _login(info: Mapping[str, Any], session: requests.Session) -> Salesforce:
+def _login(info: Mapping[str, Any], session: requests.Session) -> Any:
+    # Any: simple-salesforce resolves sObjects (``sf.Lead``, ``sf.bulk2.Task``) through
+    # __getattr__, which its annotations type as a union no call site can use.
     # The username-password flow with the connected app's consumer key and secret.
     return Salesforce(
         username=info["username"],
@@ -88,7 +90,8 @@ def _rest_scenario(info: Mapping[str, Any]) -> None:
         assert sf.Lead.get(created["id"])["Phone"] == "555-0199"
         with pytest.raises(SalesforceMalformedRequest) as bad:
             sf.Lead.create({"Company": "No Name"})
-        assert bad.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
+        content: Any = bad.value.content  # the parsed JSON error body
+        assert content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
 
         # upsert by external id: created, then updated
         assert sf.Lead.upsert("Dialer_Lead_Id__c/D-1", {"LastName": "Roe", "Company": "B"}) == 201
@@ -150,7 +153,8 @@ def _rest_scenario(info: Mapping[str, Any]) -> None:
 def _bulk_scenario(info: Mapping[str, Any], token: str, rows: int) -> None:
     with _session(info) as session:
         # instance_url + session_id from a token fetched outside the client.
-        sf = Salesforce(instance_url=info["instance_url"], session_id=token, session=session)
+        # Any for the same reason as in _login.
+        sf: Any = Salesforce(instance_url=info["instance_url"], session_id=token, session=session)
         leads = [
             {"LastName": f"L{i}", "Company": "Bulk", "Dialer_Lead_Id__c": f"L-{i}"}
             for i in range(50)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from email.utils import formatdate
+from typing import Any
 
 import httpx
 import pytest
@@ -276,7 +277,7 @@ async def test_query_subset(sf: httpx.AsyncClient) -> None:
     b = await _lead(sf, Dialer_Lead_Id__c="L-2", Phone="555-0002")
     await _lead(sf, Dialer_Lead_Id__c="L-3", Phone="555-0001", Company="Other")
 
-    async def q(soql: str) -> dict[str, object]:
+    async def q(soql: str) -> dict[str, Any]:
         r = await sf.get("query", params={"q": soql})
         assert r.status_code == 200, r.text
         return dict(r.json())
@@ -291,14 +292,14 @@ async def test_query_subset(sf: httpx.AsyncClient) -> None:
         }
     ]
     res = await q("select id from lead where phone = '555-0001' and company = 'ACME'")
-    assert [r["Id"] for r in res["records"]] == [a]  # type: ignore[index,union-attr]
+    assert [r["Id"] for r in res["records"]] == [a]
     res = await q("SELECT Id FROM Lead WHERE Dialer_Lead_Id__c IN ('L-1', 'L-2') LIMIT 1")
     assert res["totalSize"] == 1
     res = await q(
         "SELECT Dialer_Lead_Id__c FROM Lead WHERE Dialer_Lead_Id__c IN ('l-1','L-2') "
         "ORDER BY Dialer_Lead_Id__c DESC"
     )
-    assert [r["Dialer_Lead_Id__c"] for r in res["records"]] == ["L-2", "L-1"]  # type: ignore
+    assert [r["Dialer_Lead_Id__c"] for r in res["records"]] == ["L-2", "L-1"]
     assert b
     res = await q("SELECT COUNT() FROM Lead WHERE Phone = '555-0001'")
     assert res["totalSize"] == 2 and res["records"] == []
