@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import random
@@ -13,6 +14,7 @@ import pytest
 
 from sfsim.bulk import BulkPlugin
 from sfsim.bulk_engine import BulkEngine
+from sfsim.bulk_jobs import Job
 from sfsim.ids import _BASE62, IdGenerator, to18
 from sfsim.org import Org
 from sfsim.rules import group_rules, parse_rules
@@ -37,6 +39,30 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+@contextlib.asynccontextmanager
+async def _running(org: Org, *, fast: bool = True) -> AsyncIterator[BulkEngine]:
+    """The org's bulk engine, running (fast path on or off) for the block."""
+    engine = _engine(org)
+    engine.settings.fast_path = fast
+    task = asyncio.create_task(engine.run())
+    await engine.started()
+    try:
+        yield engine
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def _finish(engine: BulkEngine, user_id: str, body: dict[str, Any], data: bytes) -> Job:
+    """Create a job, upload ``data``, close it and wait until it ends."""
+    job = engine.create_job(body, api_version="62.0", user_id=user_id)
+    await engine.upload(job.id, _body(data))
+    engine.close(job.id)
+    await asyncio.wait_for(engine.wait(job.id), 60)
+    return job
+
+
 def _seed(org: Org) -> None:
     # Same leads (same keys) in both orgs; ids differ, so WhoId is compared through the key.
     for i in range(5):
@@ -48,17 +74,10 @@ def _seed(org: Org) -> None:
 async def _load(fast: bool, jobs: list[tuple[dict[str, Any], bytes]]) -> tuple[list[Any], Any]:
     org = Org()
     _seed(org)
-    engine = _engine(org)
-    engine.settings.fast_path = fast
-    task = asyncio.create_task(engine.run())
-    await engine.started()
     results = []
-    try:
+    async with _running(org, fast=fast) as engine:
         for body, data in jobs:
-            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
-            await engine.upload(job.id, _body(data))
-            engine.close(job.id)
-            await asyncio.wait_for(engine.wait(job.id), 60)
+            job = await _finish(engine, org.user_id, body, data)
             files = {}
             for kind in ("successful", "failed", "unprocessed"):
                 text = "".join(engine.result_chunks(job.id, kind))
@@ -67,10 +86,6 @@ async def _load(fast: bool, jobs: list[tuple[dict[str, Any], bytes]]) -> tuple[l
                     row.pop("sf__Id", None)  # ids differ between the two orgs
                 files[kind] = rows
             results.append((job.state.value, job.records_processed, job.records_failed, files))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     leads = {r["Id"]: r["Dialer_Lead_Id__c"] for r in org.store.records("Lead")}
     tasks = sorted(
         (
@@ -191,33 +206,18 @@ async def test_fast_path_honours_row_faults_like_the_row_path(
     for fast in (True, False):
         org = Org()
         org.faults.configure(faults)
-        engine = _engine(org)
-        engine.settings.fast_path = fast
-        task = asyncio.create_task(engine.run())
-        await engine.started()
-        try:
+        async with _running(org, fast=fast) as engine:
             body = {"object": "Task", "operation": operation}
             if operation == "upsert":
                 body["externalIdFieldName"] = "Call_Id__c"
-            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
-            await engine.upload(
-                job.id,
-                _body(
-                    b"Call_Id__c,Subject\n" + b"".join(f"k{i},s{i}\n".encode() for i in range(10))
-                ),
-            )
-            engine.close(job.id)
-            await asyncio.wait_for(engine.wait(job.id), 30)
+            data = b"Call_Id__c,Subject\n" + b"".join(f"k{i},s{i}\n".encode() for i in range(10))
+            job = await _finish(engine, org.user_id, body, data)
             failed = list(
                 csv.DictReader(io.StringIO("".join(engine.result_chunks(job.id, "failed"))))
             )
             outcomes.append([(r["Subject"], r["sf__Error"][:18]) for r in failed])
             # A locked row saves nothing; a lost race leaves the winner's record.
             assert len(org.store.records("Task")) == (10 if operation == "upsert" else 7)
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
     assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 3
 
 
@@ -258,26 +258,15 @@ async def _run_jobs(
     org: Org, fast: bool, jobs: list[tuple[dict[str, Any], bytes]]
 ) -> list[tuple[str, int, int, dict[str, str]]]:
     """Run each job; its state, counters and result files (read while the engine runs)."""
-    engine = _engine(org)
     out = []
-    engine.settings.fast_path = fast
-    task = asyncio.create_task(engine.run())
-    await engine.started()
-    try:
+    async with _running(org, fast=fast) as engine:
         for body, data in jobs:
-            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
-            await engine.upload(job.id, _body(data))
-            engine.close(job.id)
-            await asyncio.wait_for(engine.wait(job.id), 60)
+            job = await _finish(engine, org.user_id, body, data)
             files = {
                 kind: "".join(engine.result_chunks(job.id, kind))
                 for kind in ("successful", "failed", "unprocessed")
             }
             out.append((job.state.value, job.records_processed, job.records_failed, files))
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
     return out
 
 
@@ -454,15 +443,9 @@ async def test_plain_result_files_match_the_csv_module() -> None:
     jobs[2] = ({**jobs[2][0], "columnDelimiter": "PIPE"}, jobs[2][1])
     org = Org()
     _seed(org)
-    engine = _engine(org)
-    task = asyncio.create_task(engine.run())
-    await engine.started()
-    try:
+    async with _running(org) as engine:
         for body, data in jobs:
-            job = engine.create_job(body, api_version="62.0", user_id=org.user_id)
-            await engine.upload(job.id, _body(data))
-            engine.close(job.id)
-            await asyncio.wait_for(engine.wait(job.id), 60)
+            job = await _finish(engine, org.user_id, body, data)
             assert job.upload_plain and job.state.value == "JobComplete"
             assert job.records_failed and job.records_processed == len(rows)
             for kind in ("successful", "failed", "unprocessed"):
@@ -474,34 +457,17 @@ async def test_plain_result_files_match_the_csv_module() -> None:
                     finally:
                         job.upload_plain = True
                     assert plain == parsed, (body, kind)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_an_unparsable_row_turns_plain_results_off() -> None:
     """A cell over the CSV reader's field limit fails its row; the results are then written
     from the CSV reader's rows, not line by line."""
     org = Org()
-    engine = _engine(org)
-    task = asyncio.create_task(engine.run())
-    await engine.started()
-    try:
+    async with _running(org) as engine:
         data = f"Call_Id__c,Subject\nk1,a\nk2,{'y' * (csv.field_size_limit() + 1)}\nk3,b\n"
-        job = engine.create_job(
-            {"object": "Task", "operation": "upsert", "externalIdFieldName": "Call_Id__c"},
-            api_version="62.0",
-            user_id=org.user_id,
-        )
-        await engine.upload(job.id, _body(data.encode()))
-        engine.close(job.id)
-        await asyncio.wait_for(engine.wait(job.id), 60)
+        upsert = {"object": "Task", "operation": "upsert", "externalIdFieldName": "Call_Id__c"}
+        job = await _finish(engine, org.user_id, upsert, data.encode())
         assert job.records_failed == 1 and not job.upload_plain
         failed = list(csv.reader(io.StringIO("".join(engine.result_chunks(job.id, "failed")))))
         assert failed[1][1].startswith("INVALID_FIELD:Unable to parse the row")
         assert failed[1][2:] == ["", ""]
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
