@@ -366,7 +366,10 @@ class FastSaver:
             if key_field.case_sensitive:
                 index_keys = keys
             else:
-                index_keys = [k.lower() if type(k) is str else k for k in keys]
+                # store._index_key: a key already in lower case is shared with the row.
+                index_keys = [
+                    (k if (low := k.lower()) == k else low) if type(k) is str else k for k in keys
+                ]
         can_create, can_update = self.can_create, self.can_update
         # Ids for the rows that look like creates, minted in one go (a row that then fails leaves
         # its id unused: ids have gaps, as on a real org).
@@ -477,7 +480,10 @@ class FastSaver:
                         if old is None and name == key_name:
                             key = index_keys[i]  # folded already
                         else:
-                            key = value.lower() if fold and isinstance(value, str) else value
+                            key = value
+                            if fold and isinstance(value, str):
+                                low = value.lower()
+                                key = value if low == value else low  # (store._index_key)
                         if key in holders_of:
                             _add_holder(holders_of, key, rid)
                         else:

@@ -133,7 +133,9 @@ class _Table:
 
 def _index_key(f: FieldDef, value: Any) -> Any:
     if isinstance(value, str) and not f.case_sensitive:
-        return value.lower()
+        low = value.lower()
+        # A value already in lower case is its own key: the index shares the row's string.
+        return value if low == value else low
     return value
 
 
