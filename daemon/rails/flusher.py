@@ -43,6 +43,8 @@ EventHook = Callable[[str, dict[str, Any]], None]
 DEFAULT_RETRY = Backoff(initial=2.0, factor=2.0, cap=900.0, jitter=0.5)
 # Trouble outside a send (spool busy, Salesforce unreachable while polling).
 _LOOP_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=30.0, jitter=0.5)
+# How often (at most) the /limits loop re-evaluates when its next read is due.
+_LIMITS_TICK_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,14 +460,25 @@ class Rails:
         return worked
 
     async def _limits_loop(self, stop: asyncio.Event) -> None:
-        """Re-read /limits every few minutes (and sooner while quota is exhausted)."""
+        """Re-read /limits every few minutes (and sooner while quota is exhausted).
+
+        The due time is re-evaluated every few seconds while waiting: quota found
+        exhausted in the middle of a long wait is rechecked a fifth of the interval after
+        the last read, not at the end of that wait (nothing else is sent meanwhile, so
+        nothing else would notice that the allocation came back).
+        """
+        last = self._clock()
         while not stop.is_set():
             exhausted = self.quota.state() is QuotaState.EXHAUSTED
             interval = self.limits_interval_s / (5 if exhausted else 1)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if stop.is_set():
-                return
+            left = last + interval - self._clock()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        stop.wait(), min(left, _LIMITS_TICK_S, self.limits_interval_s / 25)
+                    )
+                continue
+            last = self._clock()
             try:
                 await self.client.limits()
             except SalesforceError as exc:
