@@ -4,6 +4,8 @@ loopback, real spool file."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from daemon.mapping import load_mapping
 from daemon.rails import Rails
-from daemon.salesforce import Backoff, QuotaView, SalesforceClient
+from daemon.salesforce import Backoff, QuotaState, QuotaView, SalesforceClient
 from spool import CallOutcome, Spool, open_spool
 
 _FAST = Backoff(initial=0.001, factor=2.0, cap=0.02, jitter=0.0)
@@ -179,3 +181,47 @@ async def test_readiness_reports_salesforce_unreachable_until_it_answers_again(
         assert "the last 2 request(s) failed (no answer)" in check.detail
         await rails.client.limits()
         assert salesforce().ok
+
+
+async def test_exhausted_quota_is_rechecked_soon_even_mid_wait(sim: Any, spool: Spool) -> None:
+    """Found by the faults campaign (daily limit exhausted for a minute): the /limits loop
+    chose its wait before the quota ran out (the full 5 minutes, not the fifth meant for an
+    exhausted quota), and nothing else is sent while exhausted: the daemon sat idle for
+    minutes after the org's allocation came back."""
+    async with _client(sim) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            retry_backoff=_FAST,
+            bulk_poll=_FAST,
+            idle_poll_s=0.005,
+            limits_interval_s=10.0,  # exhausted: recheck after 2 s
+        )
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(rails.run(stop))
+            outs = _outcomes(sim, 2)
+            await spool.put(outs[0].model_copy(update={"live": True}))
+            await _until(lambda: (spool.stats(), "done", 1))
+            sim.org.faults.configure({"exhaust_daily_limit": True})
+            await spool.put(outs[1].model_copy(update={"live": True}))
+            async with asyncio.timeout(5):
+                while rails.quota.state() is not QuotaState.EXHAUSTED:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)  # another task's state: poll with a deadline
+            sim.org.usage.used = 0  # the allocation is back
+            t0 = time.monotonic()
+            await _until(lambda: (spool.stats(), "done", 2), timeout_s=8.0)
+            stop.set()
+    assert time.monotonic() - t0 < 8.0  # not the 10 s wait chosen before exhaustion
+    assert rails.quota.state() is QuotaState.OK
+
+
+async def _until(probe: Any, timeout_s: float = 5.0) -> None:
+    """Poll an awaitable stats field until it reaches a value (deadline, no fixed sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            coro, name, want = probe()
+            if getattr(await coro, name) >= want:
+                return
+            await asyncio.sleep(0.01)
