@@ -330,3 +330,29 @@ async def test_literal_na_value_goes_by_rest_not_cleared(
     task = task_by_key(sim, odd.external_key)
     assert task is not None and task["Description"] == "#N/A"
     assert client.quota.calls_by_rail.get("collections") == 1
+
+
+async def test_task_rows_are_grouped_by_parent_lead(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Task rows of one Lead sit together in the upload (less lock contention, §7.7); the
+    CSV is UTF-8 without BOM, LF line ends."""
+    ids = seed_leads(sim, 10)
+    await spool.put_many([outcome({"id": ids[n % 10]}) for n in range(60)])
+    bodies: list[bytes] = []
+    real_upload = client.upload_job_data
+
+    async def spy(job_id: str, data: Any, *, size: int | None = None, rail: str = "bulk") -> None:
+        bodies.append(b"".join([chunk async for chunk in data()]))
+        await real_upload(job_id, data, size=size, rail=rail)
+
+    client.upload_job_data = spy  # type: ignore[method-assign]
+    await make_rails(bulk_min_records=1).drain(timeout_s=60)
+    task_csv = next(b for b in bodies if b.startswith(b"Call_Id__c,"))
+    assert not task_csv.startswith(b"\xef\xbb\xbf") and b"\r" not in task_csv
+    lines = task_csv.decode().splitlines()
+    who = lines[0].split(",").index("WhoId")
+    leads_in_order = [line.split(",")[who] for line in lines[1:]]
+    assert len(leads_in_order) == 60
+    runs = [k for n, k in enumerate(leads_in_order) if n == 0 or leads_in_order[n - 1] != k]
+    assert len(runs) == 10  # each Lead's rows are contiguous
