@@ -116,6 +116,14 @@ def _create_private(path: Path) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
+        # SQLite opens a file it cannot write read-only and fails only at the first write:
+        # the daemon would start, report ready and answer every outcome "try again later".
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if name.exists() and not os.access(name, os.R_OK | os.W_OK):
+                raise SpoolUnavailable(
+                    f"the spool file is not readable and writable by this user: {name}",
+                    sqlite_error="SQLITE_READONLY",
+                ) from None
         return False
     os.close(fd)
     return True

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,3 +89,52 @@ async def test_a_spool_write_error_mid_bulk_job_does_not_strand_the_batch(
         jobs = await real.jobs()
         assert jobs and all(j.finished for j in jobs)
     assert len(sim.org.store.records("Task")) == 30
+
+
+_OPEN = """
+import asyncio, sys
+from spool import SpoolUnavailable, open_spool
+
+async def main() -> None:
+    try:
+        async with open_spool(sys.argv[1]):
+            print("opened")
+    except SpoolUnavailable as exc:
+        print(f"refused: {exc}")
+
+asyncio.run(main())
+"""
+
+
+def _open_as_other_user(path: Path) -> str:
+    """Open the spool as the unprivileged ``nobody`` (root bypasses file modes)."""
+    argv = [sys.executable, "-c", _OPEN, str(path)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot open as another user")
+        argv = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    return done.stdout + done.stderr
+
+
+async def test_a_read_only_spool_file_is_refused_at_open() -> None:
+    """An existing spool file the daemon's user cannot write stops the start.
+
+    Before: SQLite opened it read-only and the daemon reported ready, then refused every
+    outcome (503, websocket not acked) and logged only "spool maintenance failed".
+    """
+    with tempfile.TemporaryDirectory(prefix="dispo-ro-") as name:
+        os.chmod(name, 0o777)
+        path = Path(name) / "spool.db"
+        async with open_spool(path):
+            pass
+        if os.geteuid() == 0:
+            for entry in os.listdir(name):
+                os.chown(os.path.join(name, entry), 65534, 65534)
+        os.chmod(path, 0o400)
+        out = await asyncio.to_thread(_open_as_other_user, path)
+        assert "refused: the spool file is not readable and writable" in out, out
+        os.chmod(path, 0o600)
+        out = await asyncio.to_thread(_open_as_other_user, path)
+        assert out.strip() == "opened", out
