@@ -39,6 +39,8 @@ __all__ = [
 
 # Salesforce ids: 15 case-sensitive or 18 case-safe alphanumeric characters.
 _SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
+# A call_id may not hold C0 control characters or DEL (one C scan, not a per-char loop).
+_CONTROL_CHAR = re.compile(r"[\x00-\x1f\x7f]")
 # A phone as dialers send it: digits with an optional leading +, after stripping
 # the usual separators. Anything else (letters, formulas) is refused.
 _PHONE_STRIP = re.compile(r"[\s().\-]")
@@ -182,7 +184,7 @@ class CallOutcome(BaseModel):
     @field_validator("call_id")
     @classmethod
     def _check_call_id(cls, value: str) -> str:
-        if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):
+        if _CONTROL_CHAR.search(value) is not None:
             raise ValueError(f"call_id contains control characters: {value!r}")
         return value
 
