@@ -36,6 +36,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -448,6 +449,70 @@ async def _inject(
     return out
 
 
+async def check_unwritable_at_start(tmp: Path) -> dict[str, Any]:
+    """The spool file is read-only for the daemon's user: the start fails and says so.
+
+    (A chmod while the daemon runs changes nothing: SQLite keeps its open descriptors.
+    Write failures at run time are the ``write_error`` mode.) Needs root for ``setpriv``.
+    """
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        return {"ok": None, "skipped": "needs root and setpriv to run the daemon as nobody"}
+    # in the system temp dir: the caller's may sit below a 0700 directory nobody cannot cross
+    with tempfile.TemporaryDirectory(prefix="dispo-readonly-") as name:
+        os.chmod(name, 0o777)
+        return await _start_read_only(Path(name), setpriv)
+
+
+async def _start_read_only(work: Path, setpriv: str) -> dict[str, Any]:
+    from spool import open_spool
+
+    spool = work / "spool.db"
+    async with open_spool(spool):
+        pass
+    for entry in os.listdir(work):
+        if entry.startswith("spool.db"):
+            os.chown(work / entry, 65534, 65534)
+            os.chmod(work / entry, 0o400)
+    before = spool.stat().st_mtime_ns
+    sim = {"instance_url": "http://127.0.0.1:9", "client_id": "x", "client_secret": "y"}
+    cfg = work / "daemon.toml"
+    cfg.write_text(config_text(sim, spool))
+    cfg.chmod(0o644)
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        setpriv,
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        sys.executable,
+        "-m",
+        "daemon",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        cwd=str(work),
+    )
+    try:
+        async with asyncio.timeout(60):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+    text = out.decode("utf-8", "replace")
+    says = next((ln for ln in text.splitlines() if "not readable and writable" in ln), "")
+    return {
+        "ok": proc.returncode not in (None, 0)
+        and bool(says)
+        and spool.stat().st_mtime_ns == before,
+        "exit_status": proc.returncode,
+        "within_s": round(time.monotonic() - started, 2),
+        "message": says[:300],
+    }
+
+
 async def run_disk(
     tmp: Path, modes: list[str] | None = None, *, seconds: float = 6.0, drain_s: float = 120.0
 ) -> dict[str, Any]:
@@ -462,10 +527,11 @@ async def run_disk(
             out[mode] = await run_mode(mode, tmp, seconds=seconds, drain_s=drain_s)
         except Exception as exc:  # reported as a failed mode, with what went wrong
             out[mode] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    out["unwritable_at_start"] = await check_unwritable_at_start(tmp)
     out["failed"] = sorted(
         m
-        for m in MODES
-        if isinstance(out.get(m), dict) and not out[m]["ok"] and out[m]["ok"] is not None
+        for m in (*MODES, "unwritable_at_start")
+        if isinstance(out.get(m), dict) and out[m]["ok"] is False
     )
     out["lost_acked"] = sum(int(out[m].get("lost_acked", 0)) for m in MODES if m in out)
     out["ok"] = not out["failed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,4 +39,11 @@ async def test_a_full_disk_refuses_ingest_and_recovers(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_full_disk_campaign(tmp_path: Path) -> None:
     r = await disk.run_disk(tmp_path, seconds=20.0)
+    assert r["ok"], r
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running the daemon as nobody needs root")
+async def test_a_read_only_spool_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    r = await disk.check_unwritable_at_start(tmp_path)
+    assert r["exit_status"] not in (None, 0) and "spool.db" in r["message"], r
     assert r["ok"], r
