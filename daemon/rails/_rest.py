@@ -442,11 +442,21 @@ def _nested_results(entry: dict[str, Any] | None, expected: int) -> list[ItemRes
 
 
 async def apply_verdicts(
-    spool: Spool, verdicts: Sequence[Verdict], *, backoff: Backoff, rail: str
+    spool: Spool,
+    verdicts: Sequence[Verdict],
+    *,
+    backoff: Backoff,
+    rail: str,
+    acks: Sequence[Ref] = (),
 ) -> dict[Action, int]:
-    """Record every verdict in the spool (shielded: a cancel cannot strand a row in flight)."""
+    """Record every verdict in the spool (shielded: a cancel cannot strand a row in flight).
+
+    ``acks``: records that succeeded, given without a Verdict each (the Bulk hot path).
+    """
     counts: dict[Action, int] = defaultdict(int)
-    acks: list[RecordRef] = []
+    if acks:
+        counts[Action.ACK] = len(acks)
+    acks_out: list[RecordRef] = [a.pair for a in acks]
     release: list[RecordRef] = []
     retry: dict[tuple[float, str | None, str | None], list[RecordRef]] = defaultdict(list)
     dead: dict[tuple[str | None, str | None], list[RecordRef]] = defaultdict(list)
@@ -454,7 +464,7 @@ async def apply_verdicts(
         counts[v.action] += 1
         ref: RecordRef = v.claim if isinstance(v.claim, Claim) else v.claim.pair
         if v.action is Action.ACK:
-            acks.append(ref)
+            acks_out.append(ref)
         elif v.action is Action.RELEASE:
             release.append(ref)
         elif v.action is Action.DEAD:
@@ -474,8 +484,8 @@ async def apply_verdicts(
             retry[(round(delay, 3), v.code, (v.message or "")[:1000])].append(ref)
 
     async def record() -> None:
-        if acks:
-            await spool.ack(acks)
+        if acks_out:
+            await spool.ack(acks_out)
         if release:
             await spool.release(release)
         for (delay, code, message), claims in retry.items():

@@ -561,11 +561,16 @@ class BulkRail:
                             lr.lead_ref_key, SentLead(lr.order, lr.lead_id, dict(lr.fields), now)
                         )
         task_results = {**task_jobs[0].results, **task_jobs[1].results}
+        acks: list[Ref] = []  # the common case, without a Verdict each
+        known = self._known
         for rec in recs:
             err = task_results.get(rec.ext_key, missing)
             if err is None:
                 rec.task_ok = True
-                self._known.put(rec.ext_key, True)
+                known.put(rec.ext_key, True)
+                if rec.errors is None and not rec.resend:
+                    acks.append(rec.ref)
+                    continue
             elif err.code == "INVALID_FIELD_FOR_INSERT_UPDATE" and (
                 set(err.fields) & m.create_only or any(f in err.message for f in m.create_only)
             ):
@@ -582,7 +587,9 @@ class BulkRail:
             if verdict.action is Action.ACK and rec.resend:
                 verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
-        counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+        counts = await apply_verdicts(
+            self._spool, verdicts, backoff=self._retry, rail="bulk", acks=acks
+        )
         for action, n in counts.items():
             self.counts[action] = self.counts.get(action, 0) + n
         if resend_newer:

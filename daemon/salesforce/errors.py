@@ -80,6 +80,10 @@ _RETRY_CODES = frozenset(
         "INVALIDSESSIONID",
         "UNKNOWN_EXCEPTION",
         "API_CURRENTLY_DISABLED",
+        # Ours, for Bulk records without a result row (never attempted, or missing from
+        # the result files): nothing says the record is bad, so it is sent again.
+        "UNPROCESSED",
+        "NO_RESULT",
     }
 )
 # Our configuration is wrong: every record would fail the same way.

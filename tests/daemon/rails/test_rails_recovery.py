@@ -175,7 +175,7 @@ async def test_jobs_aborted_by_an_admin_requeue_their_records(
 ) -> None:
     """Jobs aborted (by an admin) while we were down: their records are sent again."""
     async with open_spool(tmp_path / "a.db", synchronous="NORMAL") as spool:
-        outs, ids = await _fill(slow_sim, spool, 10)
+        outs, ids = await _fill(slow_sim, spool, 20)
         jobs = await _crash_first_run(slow_sim, spool, ("GET", "bulk"))
         async with make_client(slow_sim) as sf:
             for j in jobs:

@@ -129,3 +129,10 @@ def test_unknown_code_on_5xx_is_retried_and_on_400_is_permanent() -> None:
     """classify_code falls back on the HTTP status for unknown codes."""
     assert classify_code("WHATEVER", status_code=500) is Kind.RETRY
     assert classify_code("WHATEVER", status_code=400) is Kind.PERMANENT
+
+
+def test_bulk_records_without_a_result_are_retried_not_dead() -> None:
+    """Our codes for Bulk rows never attempted (unprocessedrecords) or missing from every
+    result file: nothing says the record is bad, so it is sent again."""
+    assert classify_code("UNPROCESSED") is Kind.RETRY
+    assert classify_code("NO_RESULT") is Kind.RETRY
