@@ -154,8 +154,12 @@ class SimProcess:
         bulk_rate: float | None = None,
         api_limit: int | None = None,
         log_path: Path | None = None,
+        rules: list[dict[str, Any]] | None = None,
     ) -> None:
+        """``rules``: the org's validation rules, given on the command line so that they
+        hold across restarts (rules set over the control API are not part of the state)."""
         self.state_dir = state_dir
+        self.rules = rules
         self.port = port if port is not None else free_port()
         self.bulk_rate = bulk_rate
         self.api_limit = api_limit
@@ -183,6 +187,10 @@ class SimProcess:
             args += ["--bulk-rate", str(self.bulk_rate)]
         if self.api_limit is not None:
             args += ["--api-limit", str(self.api_limit)]
+        if self.rules:
+            rules_file = self.log_path.with_name("sfsim-rules.json")
+            rules_file.write_text(json.dumps(self.rules), encoding="utf-8")
+            args += ["--validation-rules", str(rules_file)]
         with self.log_path.open("ab") as err:
             self._proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL
@@ -1221,7 +1229,7 @@ async def session(
     Keyword arguments go to :func:`write_config`. Everything is stopped on the way out.
     """
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    sim = SimProcess(workdir / "sim", bulk_rate=bulk_rate)
+    sim = SimProcess(workdir / "sim", bulk_rate=bulk_rate, rules=rules)
     await sim.start()
     ports = Ports.pick()
     spool_path = workdir / "spool.db"
@@ -1229,8 +1237,6 @@ async def session(
     daemon: DaemonProcess | None = None
     try:
         ids = await seed_leads(sim, leads)
-        if rules:
-            await sim.validation_rules(rules)
         async with gen.serve():
             cfg = write_config(
                 workdir / "config.toml",

@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leads", type=int, default=3000)
     p.add_argument("--rate", type=float, default=200.0, help="deliveries per second")
     p.add_argument("--outage", type=float, default=60.0, help="seconds sfsim stays down")
-    p.add_argument("--short", action="store_true", help="CI size: 800 outcomes, 6 s outage")
+    p.add_argument("--short", action="store_true", help="CI size: 600 outcomes, 4 s outage")
     p.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = p.parse_args(argv)
     if args.short:
-        args.outcomes, args.leads, args.rate, args.outage = 800, 200, 100.0, 6.0
+        args.outcomes, args.leads, args.rate, args.outage = 600, 200, 100.0, 4.0
 
     async def go(workdir: Path) -> dict[str, Any]:
         return await run_kill_sf(
