@@ -66,6 +66,14 @@ _AMD_REMEMBERED: Final = 100_000
 # Bad items of a JSON batch quarantined one row each up to this many; beyond, the body once.
 _MAX_ITEM_ROWS: Final = 10
 
+# One socket write per response (httptools, which uvicorn[standard] brings on CPython);
+# uvicorn's own choice where httptools is missing.
+_HTTP_PROTOCOL: type[asyncio.Protocol] | str
+try:
+    from adapters._http_proto import CoalescingHttpToolsProtocol as _HTTP_PROTOCOL
+except ImportError:  # pragma: no cover - httptools not installed
+    _HTTP_PROTOCOL = "auto"
+
 
 class _TooLarge(Exception):
     pass
@@ -170,6 +178,7 @@ class WebhookAdapter:
             timeout_graceful_shutdown=10,
             proxy_headers=False,
             limit_concurrency=self.cfg.max_connections,
+            http=_HTTP_PROTOCOL,
         )
         self._server = _Server(config)
         self._health.state = AdapterState.LISTENING
