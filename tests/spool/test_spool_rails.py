@@ -181,3 +181,18 @@ async def test_dead_outcome_does_not_win_the_lead(spool: Spool) -> None:
         [c for c in claims if c.record_id == new.record_id], error_code="E", message="m"
     )
     assert not await spool.has_newer_for_lead("ext:L1", old.record_id)
+
+
+async def test_claim_leaves_the_write_connection_at_its_synchronous_level(spool: Spool) -> None:
+    """A claim commits at synchronous=NORMAL (a lost lease only leaves records pending);
+    the puts after it are FULL again (every returned put is on disk)."""
+    assert spool._wstore is not None
+    conn = spool._wstore.conn
+
+    def level() -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    assert await spool._write(level) == 2  # FULL
+    await spool.put(outcome("c-sync"))
+    assert [c.outcome.call_id for c in await spool.claim("live", 5)] == ["c-sync"]
+    assert await spool._write(level) == 2
