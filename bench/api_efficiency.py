@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging("logfmt", "warning", stream=sys.stderr)
     result = asyncio.run(run(args.outcomes, args.leads, args.live_share, args.seed))
+    result["load_average"] = os.getloadavg()
     print(json.dumps(result))
     return (
         0
