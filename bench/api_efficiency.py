@@ -173,7 +173,8 @@ async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> di
                 row = store.get("Lead", key)
                 want = mapping.lead_update(o)
                 ok = (
-                    row["Last_Call_Outcome__c"] == o.disposition.value
+                    row is not None
+                    and row["Last_Call_Outcome__c"] == o.disposition.value
                     and row["Last_Call_At__c"] is not None
                     and bool(row["DoNotCall"]) == (key in dnc)
                     and ("Status" not in want or row["Status"] == want["Status"])
@@ -181,7 +182,9 @@ async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> di
                 if not ok:
                     wrong += 1
                     leads_ok = False
-                    if wrong <= 5:
+                    if row is None:
+                        print(f"lead {key}: missing in the org", file=sys.stderr)
+                    elif wrong <= 5:
                         print(
                             f"lead {key}: newest {o.call_id} {o.disposition.value} live={o.live} "
                             f"-> Last_Call_Outcome__c={row['Last_Call_Outcome__c']} "
