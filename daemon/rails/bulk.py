@@ -11,6 +11,16 @@ read ``successfulResults/``, ``failedResults/`` and, when needed,
 ``JobComplete`` is not success (§7.1): every record needs its own result; a
 record without one is retried. A job ``Failed`` for the whole file is a
 configuration error: the rail pauses and the records stay pending.
+
+The batch's records are recorded in the spool with its first job; on restart
+:meth:`BulkRail.recover` brings every unfinished job to a final state (aborting
+``Open`` ones, polling running ones) and reconciles them together from their
+result files (see there).
+
+Per-record work is kept small (the hot path of a large backlog): Task cells that
+depend only on the disposition/direction are computed once per kind, CSV lines are
+``str`` from one C writer (encoded per upload chunk), result files are parsed by one
+C reader per chunk, and cyclic GC is paused while a batch is built or reconciled.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from daemon.salesforce.wire import (
     iter_result_errors,
     utf8_len,
 )
-from spool import CallOutcome, Claim, Spool
+from spool import CallOutcome, Claim, Spool, SpoolError
 from spool.record import Direction, Disposition
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
@@ -224,6 +234,9 @@ class BulkRail:
         self._clock = clock
         self.stats = BulkStats()
         self.counts: dict[Action, int] = {}
+        # Records of a batch whose job never got recorded (the spool refused the write):
+        # released as soon as the spool takes it, at the latest by the next recover().
+        self._orphans: list[tuple[int, int]] = []
         # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
@@ -433,6 +446,20 @@ class BulkRail:
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
             await self._close_jobs(jobs)
             return len(recs)
+        except SpoolError:
+            # The spool refused a write mid-cycle (disk full, I/O error). A batch whose
+            # job is recorded is reconciled by recover() (the flusher runs it next); one
+            # whose job is not would stay leased for the whole bulk lease: its jobs are
+            # aborted and its records released (now, or by the next recover()).
+            known = {j.sf_job_id for j in await self._spool.jobs()}
+            if not any(j.job_id in known for j in jobs):
+                for job in jobs:
+                    if job.job_id is not None:
+                        await self._abort_quietly(job.job_id, recorded=False)
+                self._orphans.extend(claims)
+                with contextlib.suppress(SpoolError):
+                    await self._release_orphans()
+            raise
         with _gc_paused():
             await self._reconcile(recs, task_jobs, lead_jobs, started)
         for job in reversed(jobs):
@@ -631,7 +658,13 @@ class BulkRail:
             else:
                 await self._abort_quietly(job.job_id)
 
-    async def _abort_quietly(self, job_id: str) -> None:
+    async def _release_orphans(self) -> None:
+        if self._orphans:
+            await self._spool.release(self._orphans)
+            log.info("bulk_records_released", records=len(self._orphans))
+            self._orphans = []
+
+    async def _abort_quietly(self, job_id: str, *, recorded: bool = True) -> None:
         state = "Aborted"
         try:
             await self._client.set_job_state(job_id, "Aborted")
@@ -640,7 +673,8 @@ class BulkRail:
             state = "Abandoned"
         # Finished either way: its records were re-queued with the batch, so nothing is
         # left to reconcile (left open, it would count as in flight for ever).
-        await self._spool.finish_job(job_id, state)
+        if recorded:
+            await self._spool.finish_job(job_id, state)
 
     # ---------------------------------------------------------------- restart
     async def recover(self, stop: asyncio.Event) -> int:
@@ -658,6 +692,7 @@ class BulkRail:
         upsert (or an update of the newest Lead state). All jobs of one batch carry the
         same records, so they are reconciled together.
         """
+        await self._release_orphans()
         rows = [j for j in await self._spool.jobs() if not j.finished]
         if not rows:
             return 0
