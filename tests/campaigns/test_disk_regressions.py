@@ -24,20 +24,25 @@ ENDED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
 class FailingOnce:
-    """The real spool, except that one ``update_job`` fails as a full disk's write does."""
+    """The real spool, except that its first ``method`` call fails as a full disk's write does."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, method: str) -> None:
         self._spool = spool
+        self._method = method
         self.failed = 0
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._spool, name)
+        real = getattr(self._spool, name)
+        if name != self._method:
+            return real
 
-    async def update_job(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.failed:
-            self.failed += 1
-            raise SpoolUnavailable("disk I/O error", sqlite_error="SQLITE_IOERR_WRITE")
-        return await self._spool.update_job(*args, **kwargs)
+        async def once(*args: Any, **kwargs: Any) -> Any:
+            if not self.failed:
+                self.failed += 1
+                raise SpoolUnavailable("disk I/O error", sqlite_error="SQLITE_IOERR_WRITE")
+            return await real(*args, **kwargs)
+
+        return once
 
 
 @pytest.fixture
@@ -48,14 +53,17 @@ async def sim() -> AsyncIterator[Any]:
         yield org
 
 
+@pytest.mark.parametrize("method", ["update_job", "record_job"])
 async def test_a_spool_write_error_mid_bulk_job_does_not_strand_the_batch(
-    sim: Any, tmp_path: Path
+    sim: Any, tmp_path: Path, method: str
 ) -> None:
-    """The job's state cannot be recorded once; the job is reconciled in this process.
+    """A Bulk job's bookkeeping cannot be written once; the batch is settled in process.
 
-    Before: the batch loop logged the error and went on; the job stayed unfinished in
-    the spool and its records stayed leased (in flight) for the whole bulk lease (15
-    minutes), until a restart or the lease ran out, although Salesforce had them all.
+    Before, with ``update_job`` failing (job recorded, state not): the batch loop logged
+    the error and went on; the job stayed unfinished in the spool and its records leased
+    (in flight) for the whole bulk lease (15 minutes), until a restart or the lease ran
+    out, although Salesforce had them all. With ``record_job`` failing (job created in
+    Salesforce, not recorded): the same records stranded, and nothing would reconcile them.
     """
     outs = [
         CallOutcome(
@@ -65,7 +73,7 @@ async def test_a_spool_write_error_mid_bulk_job_does_not_strand_the_batch(
     ]
     async with open_spool(tmp_path / "spool.db", synchronous="NORMAL") as real:
         await real.put_many(outs)
-        spool = FailingOnce(real)
+        spool = FailingOnce(real, method)
         info = sim.info
         async with SalesforceClient(
             login_url=info["instance_url"],
@@ -88,6 +96,7 @@ async def test_a_spool_write_error_mid_bulk_job_does_not_strand_the_batch(
         assert stats.done == 30 and stats.inflight == 0 and stats.pending == 0
         jobs = await real.jobs()
         assert jobs and all(j.finished for j in jobs)
+        assert all(j.state == "JobComplete" for j in jobs if j.sf_job_id)
     assert len(sim.org.store.records("Task")) == 30
 
 
