@@ -351,6 +351,21 @@ async def run_mode(
         counts = await _drain(sim, spool, hook.acked | feed.acked, within_s=drain_s)
         drain_s_taken = round(time.monotonic() - drain_started, 1)
         states = dict(read_spool(spool, "SELECT state, count(*) FROM outcomes GROUP BY state"))
+        now = time.time()
+        stuck = [
+            {"rail": r, "rows": n, "lease_left_s": round((lease or now) - now, 1), "attempt": a}
+            for r, n, lease, a in read_spool(
+                spool,
+                "SELECT rail, count(*), max(lease_until), max(attempt) FROM outcomes"
+                " WHERE state = 1 GROUP BY rail",
+            )
+        ]
+        open_jobs = [
+            {"job": j, "state": st, "records": n}
+            for j, st, n in read_spool(
+                spool, "SELECT sf_job_id, state, record_count FROM jobs WHERE finished = 0"
+            )
+        ]
         alive = d.alive
         errors = Counter(
             str(e.get("event")) for e in d.lines() if e.get("level") in ("error", "critical")
@@ -380,6 +395,8 @@ async def run_mode(
         "error_log_lines": dict(errors),
         "drain_s": drain_s_taken,
         "spool_states_at_end": {_STATE.get(k, str(k)): v for k, v in sorted(states.items())},
+        "inflight_at_end": stuck,
+        "unfinished_jobs_at_end": open_jobs,
         "tasks_in_org": sum(counts.values()),
         "lost_acked": len(lost),
         "duplicates": len(dupes),
