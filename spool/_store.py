@@ -880,6 +880,23 @@ class Store:
         ).fetchone()
         return None if row is None else self._dead_letter(row)
 
+    def resend_done(self, ids: Sequence[int], now: float) -> int:
+        """Done records back to pending, to be sent again (only records that are done)."""
+
+        def run(c: sqlite3.Connection) -> int:
+            n = 0
+            for chunk in _chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                n += c.execute(
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    " next_attempt_at = ?, queued_at = ?, updated_at = ?"
+                    f" WHERE state = 2 AND id IN ({marks})",
+                    [now, now, now, *chunk],
+                ).rowcount
+            return n
+
+        return self._tx(run)
+
     def retry_dead(
         self, ids: Sequence[int] | None, everything: bool, error_code: str | None, now: float
     ) -> int:

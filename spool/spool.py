@@ -610,6 +610,13 @@ class Spool:
         assert self._rstore is not None
         return await self._read(self._rstore.dead_letter, int(record_id))
 
+    async def resend_done(self, ids: Sequence[int]) -> int:
+        """Records already sent, back to pending to be sent again (the org's copy may have
+        been overwritten since, e.g. by an older Bulk job that landed later); returns how
+        many were done. Records in any other state are left alone."""
+        assert self._wstore is not None
+        return await self._write(self._wstore.resend_done, [int(i) for i in ids], self._clock())
+
     async def retry_dead(
         self,
         ids: Sequence[int] | None = None,

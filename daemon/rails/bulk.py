@@ -721,14 +721,26 @@ class BulkRail:
                             into[_id15(key) if key_col == "Id" else key] = err
         verdicts: list[Verdict] = []
         seen: set[int] = set()
+        lead_keys: set[str] = set()
         for row in rows:
             async for page in self._spool.iter_job_records(row.sf_job_id):
                 for claim in page:
                     if claim.record_id in seen:
                         continue
                     seen.add(claim.record_id)
+                    if claim.lead_key is not None:
+                        lead_keys.add(claim.lead_key)
                     verdicts.append(self._recovered_verdict(claim, task_results, lead_results))
         counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
+        if lead_keys and lead_results:
+            # A Lead job built before a newer outcome of its Lead went out by REST may have
+            # landed after it and put the older state back; the in-process guard (the
+            # ledger, see _reconcile) died with the previous process. Send each such
+            # Lead's newest outcome again if it was already sent (pending ones go anyway).
+            newest = await self._spool.newest_per_lead(sorted(lead_keys))
+            again = sorted({rid for rid, _ in newest.values() if rid not in seen})
+            if again and (n := await self._spool.resend_done(again)):
+                log.info("bulk_recovery_resend_newest", records=n)
         for row in rows:
             await self._spool.finish_job(row.sf_job_id, states[row.sf_job_id])
             log.info("bulk_job_recovered", job_id=row.sf_job_id, state=states[row.sf_job_id])
