@@ -106,3 +106,58 @@ async def test_closed_client_refuses_use(sim: Any) -> None:
     await sf.aclose()
     with pytest.raises(ClientClosed):
         await sf.limits()
+
+
+async def test_refresh_token_flow_logs_in_and_heals_an_expired_session(sim: Any) -> None:
+    """auth = refresh_token: the token endpoint mints access from the refresh token, and an
+    expired access token is refreshed once the same way."""
+    refresh = sim.org.tokens.issue_refresh(sim.org.user_id)
+    async with client_for(sim, auth="refresh_token", refresh_token=refresh) as sf:
+        await sf.limits()
+        sim.org.faults.configure({"revoke_tokens": True})
+        await sf.limits()
+        assert sf.token_requests == 2
+
+
+async def test_revoked_refresh_token_is_an_auth_error_that_says_what_to_fix(sim: Any) -> None:
+    """A refresh token revoked in the org will not heal: AuthError naming the fix, once."""
+    refresh = sim.org.tokens.issue_refresh(sim.org.user_id)
+    async with client_for(sim, auth="refresh_token", refresh_token=refresh) as sf:
+        await sf.limits()
+        sim.org.faults.configure({"revoke_tokens": "all"})
+        with pytest.raises(AuthError, match="invalid_grant"):
+            await sf.limits()
+        assert sf.token_requests == 2
+
+
+async def test_jwt_bearer_flow_logs_in(tmp_path: Any) -> None:
+    """auth = jwt: an RS256 assertion signed with the connected app's key gets a token."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from sfsim import SimOrg
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / "server.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    async with (
+        SimOrg(port=0, jwt_cert_pem=public) as org,
+        client_for(
+            org,
+            auth="jwt",
+            client_secret=None,
+            username=org.info["username"],
+            private_key_file=path,
+        ) as sf,
+    ):
+        await sf.limits()
+        assert sf.instance_url is not None and sf.token_requests == 1
