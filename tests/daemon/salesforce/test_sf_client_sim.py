@@ -161,3 +161,23 @@ async def test_jwt_bearer_flow_logs_in(tmp_path: Any) -> None:
     ):
         await sf.limits()
         assert sf.instance_url is not None and sf.token_requests == 1
+
+
+async def test_tls_is_verified_and_an_extra_ca_file_is_trusted() -> None:
+    """Over https the org's certificate is verified: unknown CA refused, trusted with ca_file."""
+    from sfsim import SimOrg
+
+    async with SimOrg(port=0, tls=True) as org:
+        info = org.info
+        base = {
+            "login_url": info["token_url"].removesuffix("/services/oauth2/token"),
+            "client_id": info["client_id"],
+            "client_secret": info["client_secret"],
+        }
+        assert base["login_url"].startswith("https://")
+        async with SalesforceClient(**base) as untrusting:
+            with pytest.raises(TransportError):
+                await untrusting.limits()
+        async with SalesforceClient(**base, ca_file=info["ca_file"]) as sf:
+            await sf.limits()
+            assert sf.instance_url is not None and sf.instance_url.startswith("https://")
