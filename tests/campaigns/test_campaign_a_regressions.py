@@ -225,3 +225,67 @@ async def _until(probe: Any, timeout_s: float = 5.0) -> None:
             if getattr(await coro, name) >= want:
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_outcome(
+    sim: Any, spool: Spool
+) -> None:
+    """Found by the crash campaign (stale_leads > 0): a Bulk Lead job built with outcome A's
+    state, the Lead's newer outcome B sent live before that job was uploaded, then the daemon
+    killed before the job was reconciled: the job landed after B and put A's state back. In
+    one process the ledger re-sends B; after a restart nothing did, and the Lead kept the
+    older outcome for good."""
+    from daemon.rails._rest import apply_verdicts
+
+    store = sim.org.store
+    lead_id = store.insert("Lead", {"LastName": "L", "Company": "Acme", "Dialer_Lead_Id__c": "K1"})
+
+    def outcome(call_id: str, disposition: str, minute: int, live: bool) -> CallOutcome:
+        return CallOutcome.model_validate(
+            {
+                "source": "camp",
+                "call_id": call_id,
+                "disposition": disposition,
+                "ended_at": _T0 + timedelta(minutes=minute),
+                "lead": {"external_key": "K1"},
+                "live": live,
+            }
+        )
+
+    async with _client(sim) as sf:
+
+        def rails() -> Rails:
+            return Rails(
+                spool=spool,
+                client=sf,
+                mapping=load_mapping(None),
+                bulk_min_records=1,
+                retry_backoff=_FAST,
+                bulk_poll=_FAST,
+                idle_poll_s=0.005,
+            )
+
+        first = rails()
+        await spool.put(outcome("a", "busy", 0, False))
+        # Bulk requests are slow: the batch (built with A's state) reaches the org after B.
+        sim.org.faults.configure({"latency_ms": 300, "kinds": ["bulk"]})
+        stopped = asyncio.Event()
+        stopped.set()  # the process "dies" once its jobs are uploaded, before reconciling
+        flush = asyncio.create_task(first.bulk.flush_batch(stopped))
+        async with asyncio.timeout(10):
+            while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
+        await spool.put(outcome("b", "connected", 5, True))  # newer, urgent: sent live now
+        claims = await spool.claim("live", 10, urgent=True)
+        verdicts = await first.rest.send(claims, rail="live")
+        await apply_verdicts(spool, verdicts, backoff=_FAST, rail="live")
+        assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
+        assert await flush == 1
+        sim.org.faults.configure({"clear": True})
+        async with asyncio.timeout(10):  # A's Lead job lands after B
+            while store.get("Lead", lead_id)["Last_Call_Outcome__c"] != "busy":  # noqa: ASYNC110
+                await asyncio.sleep(0.01)  # the org's job runner: poll with a deadline
+
+        await rails().drain(timeout_s=30)  # the restart: recovery, then the rails
+    assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
+    assert (await spool.stats()).done == 2
