@@ -42,6 +42,7 @@ from daemon.salesforce import (
     ConfigurationError,
     Kind,
     RecordError,
+    RetryableError,
     SalesforceClient,
     SalesforceError,
 )
@@ -112,6 +113,7 @@ class _Job:
     job_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     results: dict[str, RecordError | None] = field(default_factory=dict)
+    collected: bool = False  # results read in full
 
 
 @dataclass(slots=True)
@@ -422,13 +424,10 @@ class BulkRail:
                 # The batch's records are recorded once, with its first job (recovery
                 # reconciles every unfinished job together); that job is finished last.
                 await self._start_job(job, claims if n == 0 else ())
-            await self._wait_jobs(jobs, claims, stop)
-            if stop.is_set() and any(j.info.get("state") not in TERMINAL for j in jobs):
+            if not await self._finish_jobs(jobs, claims, stop):
                 # Shutdown: the jobs are in the spool; the next start polls and reconciles them.
                 log.info("bulk_checkpointed", jobs=[j.job_id for j in jobs])
                 return len(recs)
-            for job in jobs:
-                await self._collect(job)
         except ConfigurationError:
             # Paused (bad setup, or a job Failed on the file): records pending again,
             # attempt not counted; the batch's other jobs are closed in the spool.
@@ -469,6 +468,38 @@ class BulkRail:
         self.stats.batches += 1
         self.stats.records += len(recs)
         return len(recs)
+
+    async def _finish_jobs(
+        self, jobs: Sequence[_Job], claims: Sequence[tuple[int, int]], stop: asyncio.Event
+    ) -> bool:
+        """Poll the started jobs to the end and read their results; False when stopping.
+
+        The jobs run in Salesforce whatever happens to our calls: a transient failure
+        while polling or downloading (limit exhausted, 5xx, connection lost) is waited
+        out with backoff, the same jobs kept, instead of sending the batch again.
+        """
+        delays = iter(self._poll)
+        while True:
+            try:
+                await self._wait_jobs(jobs, claims, stop)
+                if stop.is_set() and any(j.info.get("state") not in TERMINAL for j in jobs):
+                    return False
+                for job in jobs:
+                    if not job.collected:
+                        await self._collect(job)
+                return True
+            except RetryableError as exc:
+                delay = max(next(delays), exc.retry_after_s or 0.0)
+                log.warning(
+                    "bulk_poll_retry",
+                    jobs=[j.job_id for j in jobs],
+                    delay_s=round(delay, 2),
+                    error=str(exc)[:300],
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return False
 
     async def _start_job(self, job: _Job, claims: Sequence[tuple[int, int]]) -> None:
         info = await self._client.create_ingest_job(
@@ -529,6 +560,7 @@ class BulkRail:
             )
             raise ConfigurationError(f"Bulk job {job.job_id} ({job.sobject}) Failed: {message}")
         results = job.results
+        results.clear()  # a download cut half way is read again in full
         for which in ("successfulResults", "failedResults"):
             async with self._client.job_results(job.job_id, which) as chunks:
                 async for pairs in iter_result_errors(chunks, key_column=job.key_column):
@@ -544,6 +576,7 @@ class BulkRail:
                         results.setdefault(
                             _id15(key) if job.key_column == "Id" else key, unprocessed
                         )
+        job.collected = True
 
     async def _reconcile(
         self,

@@ -225,3 +225,32 @@ def test_bulk_polling_backs_off_from_one_second_to_thirty() -> None:
     assert all(d <= 30.0 for d in delays)
     assert delays[-1] >= 20.0
     assert sum(delays[:5]) < 15.0  # a short job is noticed within seconds
+
+
+async def test_limit_exhausted_while_a_job_runs_keeps_polling_the_same_jobs(
+    sim: Any, spool: Spool
+) -> None:
+    """The daily limit runs out while Bulk jobs are being polled: the rail waits it out and
+    reconciles the same jobs when the quota is back (no job abandoned, nothing re-sent)."""
+    ids = seed_leads(sim, 20)
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    refused = 0
+
+    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+        nonlocal refused
+        if (method, kind) == ("GET", "bulk") and status == 200 and not refused:
+            sim.org.faults.configure({"exhaust_daily_limit": True})
+        elif status == 403:
+            refused += 1
+            if refused == 3:
+                sim.org.usage.used = 0  # the rolling 24 h window freed capacity
+
+    async with make_client(sim, on_call=hook) as sf:
+        rails = rails_for(spool, sf, bulk_min_records=1, limits_interval_s=0.05)
+        await rails.drain(timeout_s=30)
+    assert refused >= 3
+    assert rails.bulk.stats.jobs == 2 and rails.bulk.stats.batches == 1
+    assert {j.state for j in await spool.jobs()} == {"JobComplete"}
+    assert all(task_by_key(sim, o.external_key) for o in outs)
+    assert (await spool.stats()).done == 20 and await spool.dead_letters() == []
