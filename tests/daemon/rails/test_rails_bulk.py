@@ -356,3 +356,22 @@ async def test_task_rows_are_grouped_by_parent_lead(
     assert len(leads_in_order) == 60
     runs = [k for n, k in enumerate(leads_in_order) if n == 0 or leads_in_order[n - 1] != k]
     assert len(runs) == 10  # each Lead's rows are contiguous
+
+
+async def test_phone_named_leads_are_looked_up_once_for_bulk(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """Leads named by phone are resolved by lookup (batched, cached) and linked by WhoId."""
+    ids = seed_leads(sim, 5)
+    outs = [outcome({"phone": f"+1555{n:07d}"}, disposition="connected") for n in range(5)]
+    again = [outcome({"phone": f"+1555{n:07d}"}) for n in range(5)]
+    await spool.put_many(outs)
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=30)
+    assert rails.resolver.lookups == 1
+    await spool.put_many(again)
+    await rails.drain(timeout_s=30)
+    assert rails.resolver.lookups == 1  # cached
+    for o, lead_id in zip(outs, ids, strict=True):
+        assert task_of(sim, o.external_key)["WhoId"][:15] == lead_id[:15]
+    assert lead(sim, ids[2])["Last_Call_Outcome__c"] == "no_answer"
