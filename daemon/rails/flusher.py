@@ -55,6 +55,9 @@ class RailsStatus:
     quota: dict[str, Any]
     route: str
     sent: dict[str, dict[str, int]]
+    #: The mapping checked against the org's describe at start (and after a reload):
+    #: unknown fields, wrong types, missing picklist values, read-only fields.
+    mapping_problems: tuple[str, ...] = ()
 
 
 class Rails:
@@ -111,7 +114,11 @@ class Rails:
         self._last_bulk = clock()
         self._burst = False
         self._recovered = False
-        self._reconcile_due = False  # recovery needed now, even with nothing pending
+        self._reconcile_due = False
+        self._mapping_checked = False
+        self.mapping_problems: tuple[
+            str, ...
+        ] = ()  # recovery needed now, even with nothing pending
         known: LruCache[str, bool] = LruCache(200_000)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
@@ -151,6 +158,7 @@ class Rails:
         self.rest._mapping = mapping
         self.bulk._m = mapping
         self.resolver._mapping = mapping
+        self._mapping_checked = False  # against describe again, at the next batch turn
         log.info("mapping_replaced", source=mapping.source)
 
     def status(self) -> RailsStatus:
@@ -159,6 +167,7 @@ class Rails:
             quota=self.quota.snapshot(),
             route=self._route.reason if self._route else "starting",
             sent={k: dict(v) for k, v in self.sent.items()},
+            mapping_problems=self.mapping_problems,
         )
 
     @property
@@ -207,6 +216,7 @@ class Rails:
         for delay in self._retry:
             try:
                 await self.client.limits()
+                await self._check_mapping()
                 await self._recover(stop)
                 return
             except (ConfigurationError, AuthError) as exc:
@@ -220,6 +230,40 @@ class Rails:
                     await asyncio.wait_for(stop.wait(), delay)
                 if stop.is_set():
                     return
+
+    async def _check_mapping(self) -> None:
+        """Check the mapping against describe (Task and Lead); every problem in one line.
+
+        Problems do not stop the rails by themselves: a write they break fails at
+        Salesforce and pauses its rail (configuration error) or dead-letters the record.
+        A describe that cannot be read now is tried again at the next batch turn.
+        """
+        m = self.mapping
+        try:
+            describes = {
+                name: await self.client.describe(name) for name in (m.task_object, m.lead_object)
+            }
+        except RetryableError as exc:
+            log.info("mapping_check_postponed", error=str(exc)[:200])
+            return
+        except AuthError:
+            raise
+        except SalesforceError as exc:  # e.g. no access to describe: say so, carry on
+            describes = {}
+            self.mapping_problems = (f"describe failed: {exc}",)
+        else:
+            self.mapping_problems = tuple(m.check_against_describe(describes))
+        self._mapping_checked = True
+        if self.mapping_problems:
+            log.error(
+                "mapping_problems",
+                source=m.source,
+                count=len(self.mapping_problems),
+                problems="; ".join(self.mapping_problems)[:2000],
+            )
+            self._event("mapping_problems", {"problems": list(self.mapping_problems)})
+        else:
+            log.info("mapping_checked", source=m.source, objects=sorted(describes))
 
     async def _recover(self, stop: asyncio.Event) -> None:
         """Bulk jobs of a previous run (once per process, retried until it succeeds)."""
@@ -424,6 +468,8 @@ class Rails:
     async def _batch_step(self, stop: asyncio.Event) -> bool:
         stats = await self.spool.stats()
         decision = self._decide(stats.pending)
+        if not self._mapping_checked and not self._is_paused("all"):
+            await self._check_mapping()
         if not self._recovered and (decision.other is not Via.WAIT or self._reconcile_due):
             # Start-up recovery did not run (e.g. paused on auth): before any new job.
             try:

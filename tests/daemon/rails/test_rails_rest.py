@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog
 from railkit import (
     FAST_POLL,
     FAST_RETRY,
@@ -31,6 +32,7 @@ async def test_live_outcome_goes_as_one_composite_call(
     await spool.put(o)
     rails = make_rails()
     await rails.drain(timeout_s=20)
+    assert rails.status().mapping_problems == ()  # the built-in mapping fits sfsim's org
     task = task_by_key(sim, o.external_key)
     assert task is not None
     assert task["WhoId"][:15] == lead_id[:15]
@@ -153,9 +155,16 @@ async def test_unknown_field_pauses_the_rail_and_keeps_records(
     mapping = parse_mapping({"lead": {"fields": {"No_Such__c": "{disposition}"}}})
     await spool.put(outcome({"id": lead_id}, live=True))
     rails = make_rails(mapping)
-    with pytest.raises(ConfigurationError, match=r"No_Such__c|INVALID_FIELD"):
+    with (
+        structlog.testing.capture_logs() as logs,
+        pytest.raises(ConfigurationError, match=r"No_Such__c|INVALID_FIELD"),
+    ):
         await rails.drain(timeout_s=20)
     assert "live" in rails.paused
+    # Found at start by the describe check too, in one line.
+    assert any("No_Such__c" in p for p in rails.status().mapping_problems)
+    [line] = [e for e in logs if e["event"] == "mapping_problems"]
+    assert "No_Such__c" in line["problems"] and line["log_level"] == "error"
     stats = await spool.stats()
     assert stats.pending == 1 and stats.dead == 0
 
