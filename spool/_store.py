@@ -446,6 +446,17 @@ class Store:
     def reap_expired(self, now: float) -> int:
         return self._tx(lambda c: self._reap(c, now))
 
+    def release_orphans(self, now: float) -> int:
+        """Records in flight outside any unfinished Bulk job back to pending, leases or not
+        (the attempt stays counted, as when a lease expires)."""
+        return self._tx(
+            lambda c: c.execute(
+                "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND job_id IS NULL",
+                (now, now),
+            ).rowcount
+        )
+
     def claim(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
     ) -> list[Claim]:
@@ -487,7 +498,7 @@ class Store:
                 rows = json.loads(doc)
                 for r in rows:
                     try:
-                        outcome = CallOutcome.model_validate_json(r[4])
+                        outcome = CallOutcome.from_stored_json(r[4])
                     except ValidationError as exc:
                         # A payload this version cannot read (e.g. written by another
                         # version) must not block the queue: dead-letter it, keep going.
@@ -828,7 +839,7 @@ class Store:
             Claim(
                 record_id=r[0],
                 rev=r[1],
-                outcome=CallOutcome.model_validate_json(r[6]),
+                outcome=CallOutcome.from_stored_json(r[6]),
                 attempt=r[2],
                 rail=r[3],
                 lease_until=r[4] if r[4] is not None else 0.0,
@@ -847,7 +858,7 @@ class Store:
     @staticmethod
     def _dead_letter(r: Sequence[Any]) -> DeadLetter:
         try:
-            outcome: CallOutcome | None = CallOutcome.model_validate_json(r[3])
+            outcome: CallOutcome | None = CallOutcome.from_stored_json(r[3])
         except ValidationError:
             outcome = None
         return DeadLetter(

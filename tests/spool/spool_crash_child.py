@@ -14,7 +14,7 @@ import itertools
 import sys
 from datetime import UTC, datetime
 
-from spool import CallOutcome, open_spool
+from spool import CallOutcome, Disposition, open_spool
 
 
 async def main(path: str, run: str) -> None:
@@ -24,7 +24,10 @@ async def main(path: str, run: str) -> None:
 
     def make() -> CallOutcome:
         return CallOutcome(
-            source="crash", call_id=f"{run}-{next(counter)}", disposition="busy", ended_at=now
+            source="crash",
+            call_id=f"{run}-{next(counter)}",
+            disposition=Disposition.BUSY,
+            ended_at=now,
         )
 
     async def single() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -116,7 +117,7 @@ def test_record_is_frozen_and_rejects_unknown_fields() -> None:
     """Outcomes are immutable and unknown keys are refused (typos do not vanish)."""
     o = make()
     with pytest.raises(ValidationError):
-        o.disposition = Disposition.BUSY  # type: ignore[misc]
+        o.disposition = Disposition.BUSY
     assert "agent:" in error_text(agent="x")
 
 
@@ -141,3 +142,28 @@ def test_json_roundtrip(
     back = CallOutcome.model_validate_json(o.model_dump_json())
     assert back == o
     assert back.order_key == o.order_key
+    stored = CallOutcome.from_stored_json(o.model_dump_json())
+    assert stored == o and stored.model_dump_json() == o.model_dump_json()
+
+
+def test_from_stored_json_still_checks_the_schema_but_not_the_validators() -> None:
+    """A stored payload that does not fit the schema (another version wrote it) is refused;
+    the Python-level checks, which passed at put time, are not run again. Without that
+    context every check still runs."""
+    good = make(phone="+1 (512) 555-0199", lead=LeadRef(phone="512.555.0100"))
+    data = good.model_dump(mode="json")
+    assert CallOutcome.from_stored_json(good.model_dump_json()) == good
+    for broken in (
+        {k: v for k, v in data.items() if k != "ended_at"},
+        {**data, "disposition": "teleported"},
+        {**data, "surprise": 1},
+        {**data, "lead": {"nickname": "x"}},
+    ):
+        with pytest.raises(ValidationError):
+            CallOutcome.from_stored_json(json.dumps(broken))
+    control = json.dumps({**data, "call_id": "a\u0001b"})
+    assert CallOutcome.from_stored_json(control).call_id == "a\x01b"
+    with pytest.raises(ValidationError, match="control characters"):
+        CallOutcome.model_validate_json(control)
+    with pytest.raises(ValidationError, match="one of id, external_key or phone"):
+        CallOutcome.model_validate_json(json.dumps({**data, "lead": {}}))

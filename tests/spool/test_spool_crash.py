@@ -73,6 +73,7 @@ def test_sigkill_never_loses_a_committed_put(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 200 child processes: well over the default 120 s on a busy machine
 def test_sigkill_soak(tmp_path: Path) -> None:
     """200 SIGKILLs at random moments: file intact and every returned put present."""
     _crash_loop(tmp_path, kills=200, seed=random.randrange(1 << 30))

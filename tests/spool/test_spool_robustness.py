@@ -65,7 +65,7 @@ async def test_disk_error_is_retryable_and_spool_recovers(
         if failures:
             failures.pop()
             exc = sqlite3.OperationalError("disk I/O error")
-            exc.sqlite_errorname = "SQLITE_IOERR_WRITE"  # type: ignore[attr-defined]
+            exc.sqlite_errorname = "SQLITE_IOERR_WRITE"
             raise exc
         return original(self, *args, **kw)
 

@@ -28,6 +28,7 @@ from spool_helpers import outcome
 from spool import Claim, PutStatus
 from spool._schema import DEAD, DONE, INFLIGHT, PENDING, migrate
 from spool._store import PutRequest, Store, row_for
+from spool.errors import SpoolFull
 
 CALLS = [f"c{i}" for i in range(4)]
 RAILS = ["live", "collections", "bulk"]
@@ -83,9 +84,11 @@ class SpoolMachine(RuleBasedStateMachine):
 
     def put(self, call: str, ended: int, version: int, urgent: bool) -> None:
         o = outcome(call, ended=ended, version=version, live=urgent)
-        [[result]] = self.store.put_batch(
+        [results] = self.store.put_batch(
             [PutRequest([row_for(o, frozenset())])], self.now, max_pending=None, max_bytes=None
-        )  # type: ignore[misc]
+        )
+        assert not isinstance(results, SpoolFull)  # no caps here
+        [result] = results
         key = o.order_key
         m = self.model.get(call)
         if m is None:
