@@ -610,6 +610,14 @@ class Spool:
         assert self._rstore is not None
         return await self._read(self._rstore.dead_letter, int(record_id))
 
+    async def release_orphans(self) -> int:
+        """Records a previous process left in flight (it crashed), except those a recorded
+        Bulk job carries (its recovery reconciles them), back to pending now rather than
+        when their leases expire (up to the Bulk lease, 15 minutes). Only for the one
+        process that sends from this spool, at its start, before it claims anything."""
+        assert self._wstore is not None
+        return await self._write(self._wstore.release_orphans, self._clock())
+
     async def resend_done(self, ids: Sequence[int]) -> int:
         """Records already sent, back to pending to be sent again (the org's copy may have
         been overwritten since, e.g. by an older Bulk job that landed later); returns how

@@ -176,6 +176,10 @@ class Rails:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Recover jobs from a previous run, then flush until ``stop`` is set."""
+        # Claims of a process that died (a crash) come back now, not when leases expire.
+        released = await self.spool.release_orphans()
+        if released:
+            log.info("rails_released_orphans", records=released)
         await self._start(stop)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._live_loop(stop), name="rails-live")
