@@ -450,11 +450,13 @@ class Store:
         """Records in flight outside any unfinished Bulk job back to pending, leases or not
         (the attempt stays counted, as when a lease expires)."""
         return self._tx(
-            lambda c: c.execute(
-                "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
-                " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND job_id IS NULL",
-                (now, now),
-            ).rowcount
+            lambda c: (
+                c.execute(
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND job_id IS NULL",
+                    (now, now),
+                ).rowcount
+            )
         )
 
     def claim(
