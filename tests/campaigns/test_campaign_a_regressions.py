@@ -102,8 +102,7 @@ async def test_a_given_up_bulk_batch_closes_its_jobs_even_when_the_abort_fails(
     stats = await spool.stats()
     assert stats.jobs_in_flight == 0, stats.jobs_by_state
     assert stats.done == 30 and stats.dead == 0
-    states = {j.state for j in await spool.jobs()}
-    assert "Abandoned" in states  # the jobs whose abort failed, closed all the same
+    assert all(j.finished for j in await spool.jobs())  # whatever became of them in the org
     store = sim.org.store
     for o in outs:
         assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
@@ -289,3 +288,33 @@ async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_out
         await rails().drain(timeout_s=30)  # the restart: recovery, then the rails
     assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
     assert (await spool.stats()).done == 2
+
+
+async def test_claims_of_a_crashed_process_are_sent_at_the_next_start(
+    sim: Any, spool: Spool
+) -> None:
+    """Found by the crash campaign (the drain after the last restart stalled): outcomes a
+    killed daemon had claimed for a Bulk batch whose job was not recorded yet stayed in
+    flight for the whole Bulk lease (15 minutes), live/collections claims for theirs."""
+    outs = _outcomes(sim, 6)
+    await spool.put_many(outs[:4])
+    for o in outs[4:]:
+        await spool.put(o.model_copy(update={"live": True}))
+    # What the dead process held: a Bulk batch being built, a live send.
+    assert len(await spool.claim("bulk", 10, urgent=False, lease_s=900.0)) == 4
+    assert len(await spool.claim("live", 10, urgent=True)) == 2
+    async with _client(sim) as sf:
+        rails = Rails(
+            spool=spool,
+            client=sf,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=_FAST,
+            bulk_poll=_FAST,
+            idle_poll_s=0.005,
+        )
+        await rails.drain(timeout_s=20)  # not the 900 s lease
+    assert (await spool.stats()).done == 6
+    store = sim.org.store
+    for o in outs:
+        assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
