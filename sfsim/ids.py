@@ -143,27 +143,23 @@ class IdGenerator:
 
     def _mint(self, key_prefix: str, n: int, count: int) -> list[str]:
         # Same result as to18(prefix + "8d0" + 9 base-62 digits of n), computed in pieces: the
-        # first 10 characters change rarely and are cached; bulk loads mint ids per row.
+        # first 10 characters change rarely and are cached; bulk loads mint ids per row. The
+        # last chunk is digit + pair + pair; its suffix comes from their upper-case bits.
         out: list[str] = []
         end = n + count
         while n < end:
             high, low = divmod(n, _62_5)
             first10, first_suffix = self._head(key_prefix, high)
-            stop = min(end - n, _62_5 - low)
-            for value in range(low, low + stop):
-                a, b = divmod(value, _62_2)
-                first, pair = divmod(a, _62_2)
-                # The last chunk's suffix (_chunk_suffix of its 5 characters), from the bits.
-                mask = _DIGIT_BITS[first] | _PAIR_BITS[pair] << 1 | _PAIR_BITS[b] << 3
-                out.append(
-                    first10
-                    + _BASE62[first]
-                    + _PAIRS[pair]
-                    + _PAIRS[b]
-                    + first_suffix
-                    + _SUFFIX_ALPHABET[mask]
-                )
-            n += stop
+            a, b = divmod(low, _62_2)
+            first, pair = divmod(a, _62_2)
+            stop = min(_62_2, b + end - n)  # the run of ids that differ in the last pair only
+            head = first10 + _BASE62[first] + _PAIRS[pair]
+            bits = _DIGIT_BITS[first] | _PAIR_BITS[pair] << 1
+            out += [
+                head + _PAIRS[last] + first_suffix + _SUFFIX_ALPHABET[bits | _PAIR_BITS[last] << 3]
+                for last in range(b, stop)
+            ]
+            n += stop - b
         return out
 
     def advance_past(self, used: int) -> None:
