@@ -13,7 +13,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any, Final
 
-from starlette.requests import Request
+import structlog
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
@@ -21,6 +22,8 @@ from sfsim.bulk_engine import RESULT_KINDS, BulkEngine
 from sfsim.bulk_jobs import BulkApiError
 
 __all__ = ["bulk_routes"]
+
+_log = structlog.get_logger("sfsim.bulk")
 
 _JSON: Final = "application/json;charset=UTF-8"
 #: §4.1: multipart create accepts at most 100,000 characters of CSV.
@@ -184,7 +187,13 @@ def bulk_routes(engine: BulkEngine, user_id: Callable[[], str]) -> list[BaseRout
         if media != "text/csv":
             raise _unsupported(media, "text/csv")
         job.check_upload()
-        await engine.upload(job.id, request.stream())
+        try:
+            await engine.upload(job.id, request.stream())
+        except ClientDisconnect:
+            # The client went away mid-upload (it crashed, its connection was cut): nothing was
+            # kept and the job stays Open for another PUT. No one is left to read an answer.
+            _log.info("bulk_upload_cut", job_id=job.id)
+            return Response(status_code=400)
         # §4.2: 201 Created with no body.
         return Response(status_code=201)
 

@@ -467,3 +467,39 @@ async def test_oversized_job_description_is_refused(sf: httpx.AsyncClient) -> No
         headers={"Content-Type": "application/json"},
     )
     _assert_error(r, 413, "BULK_API_ERROR")
+
+
+async def test_an_upload_cut_by_the_client_leaves_the_job_open_for_another_put(
+    sim: SimOrg, sf: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that dies mid-PUT leaves an Open job with no data (no server error logged);
+    the next PUT of the same job is accepted and processed."""
+    job = await _create(sf)
+    engine = _engine(sim)
+    host, port = sim.instance_url.split("//", 1)[1].rsplit(":", 1)
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"PUT /services/data/v62.0/{INGEST}/{job['id']}/batches HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {sf.headers['Authorization']}\r\nContent-Type: text/csv\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    part = b"Subject\n" + b"s\n" * 100
+    writer.write(head.encode() + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    await writer.drain()
+    async with asyncio.timeout(10):
+        # The upload is being received (poll with a deadline).
+        while engine.job(job["id"]).upload_path is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    writer.transport.abort()
+    async with asyncio.timeout(10):
+        # And given up once the connection is gone.
+        while engine.job(job["id"]).upload_path is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    info = (await sf.get(f"{INGEST}/{job['id']}")).json()
+    assert info["state"] == "Open"
+    assert (await _put(sf, job["id"], b"Subject\na\nb\n")).status_code == 201
+    r = await sf.patch(f"{INGEST}/{job['id']}", json={"state": "UploadComplete"})
+    assert r.status_code == 200, r.text
+    done = await _wait(sf, job["id"])
+    assert (done["state"], done["numberRecordsProcessed"]) == ("JobComplete", 2)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
