@@ -102,7 +102,7 @@ class BulkSettings:
     page_size: int = 1000
     # Faults
     lock_contention: bool = False
-    # Column-at-a-time saving for insert/upsert (sfsim.bulk_fast); False forces row by row.
+    # Column-at-a-time saving for insert/upsert/update (sfsim.bulk_fast); False: row by row.
     fast_path: bool = True
     lock_retries: int = 1
     allow_hard_delete: bool = False
