@@ -179,3 +179,19 @@ async def test_stats_counts_match_the_rows(spool: Spool, spool_path: Path) -> No
         real.get(3, 0),
     )
     assert (stats.pending, stats.inflight, stats.done, stats.dead) == (10, 4, 4, 1)
+
+
+async def test_record_job_marks_exactly_the_recorded_records(spool: Spool) -> None:
+    """record_job ties the records it names (and only those) to the job: the others in
+    flight are orphans a restart releases, the job's are left to its recovery."""
+    await spool.put_many([outcome(f"r{i}") for i in range(4)])
+    claims = await spool.claim("bulk", 4)
+    await spool.record_job("750C", "Task", "upsert", claims[:2])
+    await spool.record_job("750C", "Task", "upsert", [claims[1].pair])  # pairs too, repeated
+    [job] = await spool.jobs()
+    assert job.record_count == 2
+    assert await spool.release_orphans() == 2
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (2, 2)
+    pages = [c.pair for p in [p async for p in spool.iter_job_records("750C")] for c in p]
+    assert pages == [c.pair for c in claims[:2]]
