@@ -220,7 +220,8 @@ class Rails:
         for delay in self._retry:
             try:
                 await self.client.limits()
-                await self._check_mapping()
+                if not self._mapping_checked:
+                    await self._check_mapping()
                 await self._recover(stop)
                 return
             except (ConfigurationError, AuthError) as exc:
