@@ -40,9 +40,10 @@ import random
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +65,7 @@ __all__ = [
     "SimProcess",
     "Verdict",
     "attempts",
+    "campaign_main",
     "check_dead_letters",
     "dead_letters",
     "finish",
@@ -976,6 +978,10 @@ class Verdict:
             self.examples.append(text)
 
     def as_json(self) -> dict[str, Any]:
+        return {**self.counts(), "ok": self.ok, "examples": self.examples}
+
+    def counts(self) -> dict[str, int]:
+        """The figures every campaign reports."""
         return {
             "acked": self.acked,
             "acked_calls": self.acked_calls,
@@ -987,8 +993,6 @@ class Verdict:
             "dnc_wrong": self.dnc_wrong,
             "unexpected_tasks": self.unexpected_tasks,
             "invalid_in_org": self.invalid_in_org,
-            "ok": self.ok,
-            "examples": self.examples,
         }
 
 
@@ -1291,6 +1295,22 @@ def check_dead_letters(
             out["dead_wrong_error"] += 1
     out["invalid_not_dead"] = len(invalid - seen)
     return out
+
+
+def campaign_main(
+    go: Callable[[Path], Coroutine[Any, Any, dict[str, Any]]], workdir: Path | None, prefix: str
+) -> int:
+    """Run ``go`` in ``workdir`` (a temporary one when None), print its JSON on one line;
+    the exit status says whether it was ``ok``."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        else:
+            workdir.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(go(workdir))
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0 if result["ok"] else 1
 
 
 def recent(times: Mapping[str, float], name: str, within_s: float) -> bool:

@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -40,16 +37,12 @@ from typing import Any
 
 from bench._campaign import (
     DaemonProcess,
-    LoadGenerator,
-    Ports,
     SimProcess,
-    dead_letters,
+    campaign_main,
+    finish,
     load_average,
     plan_load,
-    seed_leads,
-    verify,
-    wait_drained,
-    write_config,
+    session,
 )
 
 __all__ = ["PHASES", "main", "run_crash"]
@@ -125,74 +118,37 @@ async def run_crash(
     rng = random.Random(seed)
     t0 = time.monotonic()
     plan = plan_load(outcomes, leads=leads, seed=seed)
-    sim = SimProcess(workdir / "sim", bulk_rate=3000.0)
-    await sim.start()
-    ports = Ports.pick()
-    spool_path = workdir / "spool.db"
-    gen = LoadGenerator(plan, webhook_url=ports.webhook_url, rate=rate)
-    daemon: DaemonProcess | None = None
     phases: Counter[str] = Counter()
     kill_at_acked: list[int] = []
     restarts: list[float] = []
-    try:
-        await seed_leads(sim, leads)
-        async with gen.serve():
-            cfg = write_config(
-                workdir / "config.toml",
-                sim_info=sim.info,
-                ports=ports,
-                ws_url=gen.ws_url,
-                spool_path=spool_path,
-            )
-            daemon = DaemonProcess(cfg, ports, workdir / "daemon.log")
-            await daemon.start()
-            async with asyncio.TaskGroup() as tg:
-                load = tg.create_task(gen.run(give_up_after_s=drain_timeout_s))
-                step = max(1, outcomes // (kills + 1))
-                for n in range(kills):
-                    target = min(outcomes, step * (n + 1))
-                    if not load.done():
-                        waiter = tg.create_task(gen.wait_acked(target))
-                        await asyncio.wait([waiter, load], return_when=asyncio.FIRST_COMPLETED)
-                        waiter.cancel()
-                    phase = PHASES[n % len(PHASES)]
-                    hit = await _aim(phase, sim, daemon, rng, aim_wait_s)
-                    phases[hit] += 1
-                    kill_at_acked.append(gen.acked_count)
-                    await daemon.kill()
-                    restarts.append(await daemon.start())
-                await load
-            load_done_s = time.monotonic() - t0
-            drained = await wait_drained(spool_path, timeout_s=drain_timeout_s)
-            stop_code = await daemon.stop()
-        dead = await dead_letters(spool_path)
-        tasks = await sim.records("Task")
-        lead_rows = await sim.records("Lead")
-        stats = await sim.stats()
-    finally:
-        if daemon is not None:
-            await daemon.aclose()
-        await sim.aclose()
-    verdict = verify(gen.acked_deliveries(), gen.sent_deliveries(), tasks, lead_rows)
-    kinds = Counter(d.kind for d in gen.acked_deliveries())
-    ok = verdict.ok and not dead and not gen.rejected and stop_code == 0
-    assert daemon is not None
+    async with session(workdir, plan, leads=leads, rate=rate, bulk_rate=3000.0) as s:
+        sim, daemon, gen = s.sim, s.daemon, s.gen
+        async with asyncio.TaskGroup() as tg:
+            load = tg.create_task(gen.run(give_up_after_s=drain_timeout_s))
+            step = max(1, outcomes // (kills + 1))
+            for n in range(kills):
+                if not load.done():
+                    waiter = tg.create_task(gen.wait_acked(min(outcomes, step * (n + 1))))
+                    await asyncio.wait([waiter, load], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                hit = await _aim(PHASES[n % len(PHASES)], sim, daemon, rng, aim_wait_s)
+                phases[hit] += 1
+                kill_at_acked.append(gen.acked_count)
+                await daemon.kill()
+                restarts.append(await daemon.start())
+            await load
+        load_s = time.monotonic() - t0
+        result = await finish(s, drain_timeout_s=drain_timeout_s)
+    v = result.verdict
+    ok = v.ok and not result.dead and not gen.rejected and result.stop_status == 0
     return {
         "campaign": "crash",
         "ok": ok,
         "kills": daemon.kills,
-        "acked": verdict.acked,
-        "tasks": verdict.tasks,
-        "missing": verdict.missing,
-        "duplicates": verdict.duplicates,
-        "stale_leads": verdict.stale_leads,
-        "stale_tasks": verdict.stale_tasks,
-        "dnc_wrong": verdict.dnc_wrong,
-        "unexpected_tasks": verdict.unexpected_tasks,
-        "acked_calls": verdict.acked_calls,
-        "acked_by_kind": dict(kinds),
+        **v.counts(),
+        "acked_by_kind": dict(Counter(d.kind for d in gen.acked_deliveries())),
         "not_acked": len(gen.rejected),
-        "dead_letters": len(dead),
+        "dead_letters": len(result.dead),
         "kills_by_phase": dict(phases),
         "kill_at_acked": kill_at_acked,
         "restart_s_max": round(max(restarts, default=0.0), 2),
@@ -201,14 +157,14 @@ async def run_crash(
         "ws_connections": gen.ws_connections,
         "ws_resent": gen.ws_resent,
         "webhook_status": dict(gen.webhook_status),
-        "bulk_jobs": stats.get("bulk_jobs"),
-        "api_calls": stats["api_calls"]["total"],
-        "final_stop_status": stop_code,
-        "spool_done": drained.done,
-        "load_s": round(load_done_s, 1),
+        "bulk_jobs": result.sim_stats.get("bulk_jobs"),
+        "api_calls": result.sim_stats["api_calls"]["total"],
+        "attempts": {str(k): n for k, n in sorted(result.attempts.items())},
+        "final_stop_status": result.stop_status,
+        "load_s": round(load_s, 1),
         "total_s": round(time.monotonic() - t0, 1),
         "load_average": load_average(),
-        "examples": verdict.examples,
+        "examples": v.examples,
     }
 
 
@@ -237,15 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout_s=120.0 if args.short else 1200.0,
         )
 
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = asyncio.run(go(args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="campaign-crash-") as tmp:
-            result = asyncio.run(go(Path(tmp)))
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
-    return 0 if result["ok"] else 1
+    return campaign_main(go, args.workdir, "campaign-crash-")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ import httpx
 from bench._campaign import (
     INVALID_RULE,
     SimProcess,
+    campaign_main,
     check_dead_letters,
     finish,
     load_average,
@@ -255,16 +255,7 @@ async def run_class(
     )
     return {
         "ok": ok,
-        "acked": v.acked,
-        "acked_calls": v.acked_calls,
-        "tasks": v.tasks,
-        "missing": v.missing,
-        "duplicates": v.duplicates,
-        "stale_tasks": v.stale_tasks,
-        "stale_leads": v.stale_leads,
-        "dnc_wrong": v.dnc_wrong,
-        "unexpected_tasks": v.unexpected_tasks,
-        "invalid_in_org": v.invalid_in_org,
+        **v.counts(),
         **dl,
         "not_acked": len(s.gen.rejected),
         "attempts_max": most,
@@ -339,14 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             short=args.short,
         )
 
-    if args.workdir is not None:
-        result = asyncio.run(go(args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="campaign-faults-") as tmp:
-            result = asyncio.run(go(Path(tmp)))
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
-    return 0 if result["ok"] else 1
+    return campaign_main(go, args.workdir, "campaign-faults-")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ import httpx
 
 from bench._campaign import (
     DaemonProcess,
+    campaign_main,
     finish,
     load_average,
     plan_load,
@@ -112,7 +109,6 @@ async def run_kill_sf(
         "ok": all(checks.values()),
         "checks": checks,
         "outage_s": outage_s,
-        "acked": v.acked,
         "acked_during_outage": acked_during,
         "pending_peak": pending_peak,
         "readyz_ready_s_at_start": None if ready_before is None else round(ready_before, 2),
@@ -123,13 +119,7 @@ async def run_kill_sf(
         "readyz_end_of_outage": {"status": status_late, "failing": failing_late},
         "readyz_ready_s_after_restart": None if ready_after is None else round(ready_after, 2),
         "drained_s_after_restart": round(drain_s, 1),
-        "tasks": v.tasks,
-        "missing": v.missing,
-        "duplicates": v.duplicates,
-        "stale_tasks": v.stale_tasks,
-        "stale_leads": v.stale_leads,
-        "dnc_wrong": v.dnc_wrong,
-        "unexpected_tasks": v.unexpected_tasks,
+        **v.counts(),
         "dead_letters": len(result.dead),
         "not_acked": len(gen.rejected),
         "attempts": {str(k): n for k, n in sorted(result.attempts.items())},
@@ -164,14 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             drain_timeout_s=120.0 if args.short else 900.0,
         )
 
-    with contextlib.ExitStack() as stack:
-        workdir = args.workdir or Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix="campaign-kill-sf-"))
-        )
-        result = asyncio.run(go(workdir))
-    json.dump(result, sys.stdout)
-    sys.stdout.write("\n")
-    return 0 if result["ok"] else 1
+    return campaign_main(go, args.workdir, "campaign-kill-sf-")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,19 @@ def _client(sim: Any, **kw: Any) -> SalesforceClient:
     )
 
 
+def _rails(spool: Spool, sf: SalesforceClient, **kw: Any) -> Rails:
+    """Rails with millisecond-scale timing (no patched sleeps)."""
+    return Rails(
+        spool=spool,
+        client=sf,
+        mapping=load_mapping(None),
+        retry_backoff=_FAST,
+        bulk_poll=_FAST,
+        idle_poll_s=0.005,
+        **kw,
+    )
+
+
 def _outcomes(sim: Any, n: int) -> list[CallOutcome]:
     store = sim.org.store
     out = []
@@ -88,15 +101,7 @@ async def test_a_given_up_bulk_batch_closes_its_jobs_even_when_the_abort_fails(
             sim.org.faults.configure({"error_next": 4, "kinds": ["bulk"]})
 
     async with _client(sim, on_call=hook) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=_FAST,
-            bulk_poll=_FAST,
-            idle_poll_s=0.005,
-        )
+        rails = _rails(spool, sf, bulk_min_records=1)
         await rails.drain(timeout_s=30)
     assert armed and sim.org.faults.settings.counters.get("errors") == 4
     stats = await spool.stats()
@@ -127,14 +132,7 @@ async def test_a_request_without_an_answer_is_retried_not_dead_lettered(
         await spool.put(o)
     sim.org.faults.configure({**fault, "kinds": ["composite", "collections"]})
     async with _client(sim) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            retry_backoff=_FAST,
-            bulk_poll=_FAST,
-            idle_poll_s=0.005,
-        )
+        rails = _rails(spool, sf)
         await rails.drain(timeout_s=30)
     counters = sim.org.faults.settings.counters
     assert counters.get("drops", 0) + counters.get("errors", 0) == 1
@@ -188,15 +186,7 @@ async def test_exhausted_quota_is_rechecked_soon_even_mid_wait(sim: Any, spool: 
     exhausted quota), and nothing else is sent while exhausted: the daemon sat idle for
     minutes after the org's allocation came back."""
     async with _client(sim) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            retry_backoff=_FAST,
-            bulk_poll=_FAST,
-            idle_poll_s=0.005,
-            limits_interval_s=10.0,  # exhausted: recheck after 2 s
-        )
+        rails = _rails(spool, sf, limits_interval_s=10.0)  # exhausted: recheck after 2 s
         stop = asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(rails.run(stop))
@@ -252,19 +242,7 @@ async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_out
         )
 
     async with _client(sim) as sf:
-
-        def rails() -> Rails:
-            return Rails(
-                spool=spool,
-                client=sf,
-                mapping=load_mapping(None),
-                bulk_min_records=1,
-                retry_backoff=_FAST,
-                bulk_poll=_FAST,
-                idle_poll_s=0.005,
-            )
-
-        first = rails()
+        first = _rails(spool, sf, bulk_min_records=1)
         await spool.put(outcome("a", "busy", 0, False))
         # Bulk requests are slow: the batch (built with A's state) reaches the org after B.
         sim.org.faults.configure({"latency_ms": 300, "kinds": ["bulk"]})
@@ -285,7 +263,8 @@ async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_out
             while store.get("Lead", lead_id)["Last_Call_Outcome__c"] != "busy":  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # the org's job runner: poll with a deadline
 
-        await rails().drain(timeout_s=30)  # the restart: recovery, then the rails
+        # The restart: recovery, then the rails.
+        await _rails(spool, sf, bulk_min_records=1).drain(timeout_s=30)
     assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
     assert (await spool.stats()).done == 2
 
@@ -304,15 +283,7 @@ async def test_claims_of_a_crashed_process_are_sent_at_the_next_start(
     assert len(await spool.claim("bulk", 10, urgent=False, lease_s=900.0)) == 4
     assert len(await spool.claim("live", 10, urgent=True)) == 2
     async with _client(sim) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=_FAST,
-            bulk_poll=_FAST,
-            idle_poll_s=0.005,
-        )
+        rails = _rails(spool, sf, bulk_min_records=1)
         await rails.drain(timeout_s=20)  # not the 900 s lease
     assert (await spool.stats()).done == 6
     store = sim.org.store
