@@ -134,34 +134,6 @@ async def test_lock_failures_go_into_a_later_job(sim: Any, spool: Spool, make_ra
     assert await spool.dead_letters() == []
 
 
-async def test_token_expiry_mid_job(sim: Any, spool: Spool) -> None:
-    """Tokens revoked while a job is polled: one refresh, the job is reconciled, all land."""
-    ids = seed_leads(sim, 20)
-    outs = [outcome({"id": i}) for i in ids]
-    await spool.put_many(outs)
-    revoked = False
-
-    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
-        nonlocal revoked
-        if kind == "bulk" and method == "PATCH" and not revoked:
-            revoked = True
-            sim.org.faults.configure({"revoke_tokens": True})
-
-    async with make_client(sim, on_call=hook) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-        )
-        await rails.drain(timeout_s=60)
-        assert revoked and sf.token_requests == 2
-    assert all(task_by_key(sim, o.external_key) for o in outs)
-
-
 async def test_stale_bulk_outcome_does_not_overwrite_newer_live_state(
     sim: Any, spool: Spool, make_rails: Any
 ) -> None:
@@ -232,65 +204,6 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
         row = lead(slow_sim, lead_id)
         assert row["Last_Call_Outcome__c"] == "connected"
         assert row["Status"] == "Working - Contacted"
-
-
-class Crash(Exception):
-    """Simulated process death at a chosen wire step."""
-
-
-@pytest.mark.parametrize(
-    ("crash_at", "expect_state"),
-    [(("PUT", "bulk"), "Aborted"), (("PATCH", "bulk"), "JobComplete")],
-)
-async def test_restart_recovers_jobs(
-    sim: Any, spool: Spool, crash_at: tuple[str, str], expect_state: str
-) -> None:
-    """A crash with a job Open (aborted, re-queued) or running (polled, re-sent): all land once."""
-    ids = seed_leads(sim, 40)
-    outs = [outcome({"id": i}) for i in ids]
-    await spool.put_many(outs)
-    armed = True
-
-    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
-        nonlocal armed
-        if armed and (method, kind) == crash_at:
-            armed = False
-            raise Crash(method)
-
-    async with make_client(sim, on_call=hook) as sf:
-        rails = Rails(
-            spool=spool,
-            client=sf,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-        )
-        with pytest.raises(BaseExceptionGroup) as info:
-            await rails.drain(timeout_s=30)
-        assert info.group_contains(Crash)
-    [job] = await spool.jobs()
-    assert not job.finished
-    # Restart: a new process with the same spool.
-    async with make_client(sim) as sf2:
-        rails2 = Rails(
-            spool=spool,
-            client=sf2,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-        )
-        await rails2.drain(timeout_s=60)
-    old = next(j for j in await spool.jobs() if j.sf_job_id == job.sf_job_id)
-    assert old.finished and old.state == expect_state
-    st = sim.org.store
-    for o in outs:
-        assert len(st.find("Task", "Call_Id__c", o.external_key)) == 1
-    stats = await spool.stats()
-    assert stats.done == 40 and stats.dead == 0
 
 
 async def test_uploads_are_split_below_the_size_cap(

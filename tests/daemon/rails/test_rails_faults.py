@@ -100,11 +100,15 @@ async def test_failed_job_pauses_bulk_until_a_recheck(sim: Any, spool: Spool) ->
     assert await spool.dead_letters() == []
 
 
-async def test_token_expiry_during_the_upload_replays_it_on_the_same_job(
-    sim: Any, spool: Spool
+@pytest.mark.parametrize(
+    "after", [("POST", "bulk"), ("PATCH", "bulk")], ids=["before-upload", "while-polled"]
+)
+async def test_token_expiry_mid_bulk_job_refreshes_once_and_keeps_the_jobs(
+    sim: Any, spool: Spool, after: tuple[str, str]
 ) -> None:
-    """Tokens revoked right after a job is created: the PUT gets 401, one refresh, the same
-    job takes the upload (its one PUT was never used), nothing is aborted or retried."""
+    """Tokens revoked right after a job is created (its PUT gets 401: one refresh, the same
+    job takes the upload, its one PUT was never used) or while jobs run (polls get 401):
+    one refresh, the same jobs are reconciled, nothing is aborted or re-sent."""
     ids = seed_leads(sim, 20)
     outs = [outcome({"id": i}) for i in ids]
     await spool.put_many(outs)
@@ -112,7 +116,7 @@ async def test_token_expiry_during_the_upload_replays_it_on_the_same_job(
 
     def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
         nonlocal revoked
-        if (method, kind) == ("POST", "bulk") and not revoked:
+        if (method, kind) == after and not revoked:
             revoked = True
             sim.org.faults.configure({"revoke_tokens": True})
 
