@@ -135,6 +135,10 @@ def decode_twilio(
     duration = optional_int("CallDuration", form.get("CallDuration"))
     if duration is not None and duration < 0:
         raise DecodeError(f"CallDuration: negative ({duration})")
+    try:
+        started_at = ended_at - timedelta(seconds=duration) if duration else None
+    except OverflowError:  # a duration reaching back before year 1
+        raise DecodeError(f"CallDuration: out of range ({duration})") from None
     inbound = (form.get("Direction") or "").strip().lower() == "inbound"
     far_end = form.get("From") if inbound else form.get("To")
     phone = safe_phone(far_end)
@@ -160,7 +164,7 @@ def decode_twilio(
         "lead": lead_ref,
         "phone": phone,
         "direction": Direction.INBOUND if inbound else Direction.OUTBOUND,
-        "started_at": ended_at - timedelta(seconds=duration) if duration else None,
+        "started_at": started_at,
         "ended_at": ended_at,
         "duration_s": duration,
         "talk_s": duration if disposition is Disposition.CONNECTED else None,

@@ -145,7 +145,10 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
         seconds = value / 1000.0 if value > _EPOCH_MS_THRESHOLD else float(value)
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):  # OSError: EOVERFLOW past year 9999
+            raise ValueError(f"not a timestamp (out of range): {value!r}") from None
     if isinstance(value, str):
         try:  # fast path: ISO 8601 with an offset or Z (Python 3.11 reads both)
             parsed = datetime.fromisoformat(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,11 +10,16 @@ from typing import Any
 
 import pytest
 
+from adapters._twilio import compute_signature
+from adapters._ws_decode import parse_timestamp
+from adapters.websocket import WebsocketAdapter, WebsocketConfig
 from daemon.mapping import load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import Backoff, SalesforceClient
 from daemon.salesforce.wire import CarriageReturnError, LiteralNullError, csv_value
-from spool import CallOutcome, Disposition, open_spool
+from spool import CallOutcome, Disposition, Spool, open_spool
+from tests.adapters.hooks import hook_table, serving
+from tests.adapters.ws_feed import call_event, feed_server
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -80,3 +86,68 @@ async def test_notes_with_a_cr_do_not_fail_the_bulk_job(sim: Any, tmp_path: Path
     tasks = {t["CallObject"]: t for t in sim.org.store.records("Task")}
     for n, text in notes.items():
         assert tasks[f"c{n}"]["Description"] == text
+
+
+@pytest.fixture
+async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
+    async with open_spool(tmp_path / "spool.db", synchronous="NORMAL") as s:
+        yield s
+
+
+def test_epoch_timestamps_past_year_9999_are_bad_values_not_crashes() -> None:
+    for value in (10**17, 1e20, float("inf"), "100000000000000000000"):
+        with pytest.raises(ValueError, match="not a timestamp"):
+            parse_timestamp(value)
+
+
+async def test_a_websocket_frame_with_an_absurd_epoch_is_quarantined(spool: Spool) -> None:
+    """``ended_at: 1e17`` is rejected with its reason; the stream and the daemon go on.
+
+    Before: datetime.fromtimestamp raised OSError (EOVERFLOW), which no decoder caught:
+    the adapter's task group failed, and with it the whole daemon ("dispo-sync stopped on
+    an error"); on restart the resumed stream re-sent the frame.
+    """
+    bad = call_event(2, ended_at=10**17)
+    events: list[dict[str, Any] | str] = [call_event(1), bad, call_event(3)]
+    table = {
+        "type": "websocket",
+        "name": "feed1",
+        "event_types": ["call.ended"],
+        "ack": "each",
+        "ack_message": {"type": "ack", "id": "{id}"},
+        "fields": {
+            "call_id": "data.call_id",
+            "disposition": "data.status",
+            "ended_at": "data.ended_at",
+        },
+    }
+    async with feed_server(events) as feed:
+        adapter = WebsocketAdapter(
+            WebsocketConfig.from_table({**table, "url": feed.url}),
+            spool,
+            reconnect_delays=lambda: iter([0.001] * 100),
+        )
+        await adapter.start()
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(adapter.run())
+            await feed.wait_for(lambda: "e3" in feed.acks)
+            assert not task.done()
+            await adapter.stop()
+        assert feed.acks == ["e1", "e2", "e3"] and feed.connections == 1
+    [row] = await spool.list_quarantine()
+    assert "not a timestamp" in row.reason and b"100000000000000000" in row.raw
+    claims = await spool.claim("test", 10)
+    assert sorted(c.outcome.call_id for c in claims) == ["call-1", "call-3"]
+
+
+async def test_twilio_call_duration_reaching_before_year_1_is_400_not_500(spool: Spool) -> None:
+    """``CallDuration=10**12`` made ``ended_at - timedelta(...)`` overflow: 500 before."""
+    form = {"CallSid": "CA9", "CallStatus": "completed", "CallDuration": str(10**12)}
+    async with serving(spool, hook_table("twilio", path="/twilio")) as (hook, c):
+        url = f"http://127.0.0.1:{hook.bound_port}/twilio"
+        signature = compute_signature(url, {k: [v] for k, v in form.items()}, "s3cr3t-token")
+        r = await c.post("/twilio", data=form, headers={"X-Twilio-Signature": signature})
+        assert r.status_code == 400, r.text
+        assert "CallDuration" in r.json()["error"]
+    [row] = await spool.list_quarantine()
+    assert "CallDuration: out of range" in row.reason
