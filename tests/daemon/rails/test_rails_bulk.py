@@ -26,24 +26,24 @@ from spool import Spool
 async def test_bulk_flush_reconciles_every_record(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
-    """3,000 outcomes over 1,000 Leads: every Task lands, each Lead shows its newest outcome."""
-    ids = seed_leads(sim, 1000)
+    """1,500 outcomes over 500 Leads: every Task lands, each Lead shows its newest outcome."""
+    ids = seed_leads(sim, 500)
     outs = []
     for disp in ["no_answer", "voicemail", "connected"]:
         outs += [outcome({"id": i}, disposition=disp) for i in ids]
     await spool.put_many(outs)
-    rails = make_rails(bulk_min_records=2000)
+    rails = make_rails(bulk_min_records=1000)
     await rails.drain(timeout_s=60)
     st = sim.org.store
-    assert len(st.records("Task")) == 3000
-    assert all(lead(sim, i)["Last_Call_Outcome__c"] == "connected" for i in ids[:50])
+    assert len(st.records("Task")) == 1500
+    assert all(lead(sim, i)["Last_Call_Outcome__c"] == "connected" for i in ids)
     calls = client.quota.calls_by_rail
     assert "live" not in calls and "collections" not in calls
     assert calls["bulk"] <= 20
     jobs = await spool.jobs()
     assert {(j.object, j.finished) for j in jobs} == {("Task", True), ("Lead", True)}
     stats = await spool.stats()
-    assert stats.done == 3000 and stats.dead == 0
+    assert stats.done == 1500 and stats.dead == 0
 
 
 async def test_do_not_call_survives_coalescing_to_a_newer_outcome(
