@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -288,7 +289,7 @@ async def run_mode(
     stack = contextlib.AsyncExitStack()
     async with stack:
         full = mode == "tmpfs_full"
-        spool_dir = stack.enter_context(tmpfs(work / "mnt", "8m")) if full else work
+        spool_dir = stack.enter_context(tmpfs(work / "mnt", "64m")) if full else work
         spool = spool_dir / "spool.db"
         server = await stack.enter_async_context(serve(feed.handler, "127.0.0.1", 0))
         ws_port = server.sockets[0].getsockname()[1]
@@ -530,6 +531,12 @@ async def _start_read_only(work: Path, setpriv: str) -> dict[str, Any]:
     }
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)[:2000]
+    return "".join(traceback.format_exception(exc)[-3:])[:2000]
+
+
 async def run_disk(
     tmp: Path, modes: list[str] | None = None, *, seconds: float = 6.0, drain_s: float = 120.0
 ) -> dict[str, Any]:
@@ -543,7 +550,7 @@ async def run_disk(
         try:
             out[mode] = await run_mode(mode, tmp, seconds=seconds, drain_s=drain_s)
         except Exception as exc:  # reported as a failed mode, with what went wrong
-            out[mode] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            out[mode] = {"ok": False, "error": _describe(exc)}
     out["unwritable_at_start"] = await check_unwritable_at_start(tmp)
     out["failed"] = sorted(
         m

@@ -942,7 +942,9 @@ def run_fuzz(
         for adapter in chosen:
             tally = Tally()
             t = time.monotonic()
-            if adapter == "json":
+            if not stack.alive:
+                tally.problem("the daemon was not running any more")
+            elif adapter == "json":
                 fuzz_json(stack, cases, tally, client)
             elif adapter == "vicidial":
                 fuzz_vicidial(stack, cases, tally, client)
@@ -972,7 +974,9 @@ def run_fuzz(
                 and r["log_lines"] == r["quarantined"]
                 and r["without_reason"] == 0
             )
-        if injection_cases is None or injection_cases > 0:
+        if (injection_cases is None or injection_cases > 0) and not stack.alive:
+            out["injection"] = {"ok": False, "error": "the daemon was not running any more"}
+        elif injection_cases is None or injection_cases > 0:
             inj = injection_round_trip(stack, injection_cases or cases, client)
             inj["ok"] = (
                 inj["value_mismatches"] == 0
