@@ -486,7 +486,8 @@ class BulkRail:
                     return False
                 for job in jobs:
                     if not job.collected:
-                        await self._collect(job)
+                        with _gc_paused():  # a result row is a few objects, none cyclic
+                            await self._collect(job)
                 return True
             except RetryableError as exc:
                 delay = max(next(delays), exc.retry_after_s or 0.0)
