@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Sequence
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -433,6 +433,7 @@ class BulkRail:
             # attempt not counted; the batch's other jobs are closed in the spool.
             await self._spool.release(claims)
             await self._close_jobs(jobs)
+            await self._resend_newest_after(recs, lead_jobs)
             raise
         except SalesforceError as exc:
             # Transport / server trouble in the middle of the cycle: retry the whole batch
@@ -444,6 +445,7 @@ class BulkRail:
             ]
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
             await self._close_jobs(jobs)
+            await self._resend_newest_after(recs, lead_jobs)
             return len(recs)
         except SpoolError:
             # The spool refused a write mid-cycle (disk full, I/O error). A batch whose
@@ -681,6 +683,26 @@ class BulkRail:
             except SalesforceError as exc:
                 log.warning("bulk_newer_resend_failed", error=str(exc)[:300], leads=len(chunk))
 
+    async def _resend_newest_after(self, recs: Sequence[_Rec], lead_jobs: Sequence[_Job]) -> None:
+        """A batch given up after its Lead jobs were started: they may have landed."""
+        if any(j.job_id is not None for j in lead_jobs):
+            keys = {r.lead_ref_key for r in recs if r.lead_ref_key is not None}
+            await self._resend_newest(keys, {r.ref.record_id for r in recs})
+
+    async def _resend_newest(self, lead_keys: Iterable[str], carried: Container[int]) -> None:
+        """Lead jobs not reconciled by ``_reconcile`` (a batch given up, a restart) may have
+        landed after a newer outcome of their Lead went out by REST, putting the older state
+        back; the ledger that would re-send it does not see them. Each such Lead's newest
+        outcome goes out again if it was already sent (pending ones go anyway) and is not
+        one of the ``carried`` records (their own rows carried it)."""
+        keys = sorted(set(lead_keys))
+        if not keys:
+            return
+        newest = await self._spool.newest_per_lead(keys)
+        again = sorted({rid for rid, _ in newest.values() if rid not in carried})
+        if again and (n := await self._spool.resend_done(again)):
+            log.info("bulk_newest_lead_state_resent", records=n)
+
     async def _close_jobs(self, jobs: Sequence[_Job]) -> None:
         """A batch given up: abort its unfinished jobs, mark every job finished in the spool."""
         for job in reversed(jobs):
@@ -766,15 +788,10 @@ class BulkRail:
                         lead_keys.add(claim.lead_key)
                     verdicts.append(self._recovered_verdict(claim, task_results, lead_results))
         counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
-        if lead_keys and lead_results:
-            # A Lead job built before a newer outcome of its Lead went out by REST may have
-            # landed after it and put the older state back; the in-process guard (the
-            # ledger, see _reconcile) died with the previous process. Send each such
-            # Lead's newest outcome again if it was already sent (pending ones go anyway).
-            newest = await self._spool.newest_per_lead(sorted(lead_keys))
-            again = sorted({rid for rid, _ in newest.values() if rid not in seen})
-            if again and (n := await self._spool.resend_done(again)):
-                log.info("bulk_recovery_resend_newest", records=n)
+        if lead_results:
+            # The in-process guard against a late Lead job (the ledger, see _reconcile)
+            # died with the previous process.
+            await self._resend_newest(lead_keys, seen)
         for row in rows:
             await self._spool.finish_job(row.sf_job_id, states[row.sf_job_id])
             log.info("bulk_job_recovered", job_id=row.sf_job_id, state=states[row.sf_job_id])
