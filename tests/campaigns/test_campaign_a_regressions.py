@@ -289,3 +289,54 @@ async def test_claims_of_a_crashed_process_are_sent_at_the_next_start(
     store = sim.org.store
     for o in outs:
         assert len(store.find("Task", "Call_Id__c", o.external_key)) == 1
+
+
+async def test_a_failed_batch_whose_lead_job_landed_late_leaves_no_older_outcome(
+    sim: Any, spool: Spool
+) -> None:
+    """Found by the faults campaign (bulk job failing whole: stale_leads > 0, no crash): the
+    batch's Task job Failed, its Lead job (A's state) landed after the Lead's newer outcome B
+    went out live; the batch was given up without the ledger check, and A, re-sent, is not
+    the newest: nothing ever put B's state back."""
+    from daemon.rails._rest import apply_verdicts
+    from daemon.salesforce import ConfigurationError
+
+    store = sim.org.store
+    lead_id = store.insert("Lead", {"LastName": "L", "Company": "Acme", "Dialer_Lead_Id__c": "K2"})
+    a, b = (
+        CallOutcome.model_validate(
+            {
+                "source": "camp",
+                "call_id": call_id,
+                "disposition": disposition,
+                "ended_at": _T0 + timedelta(minutes=minute),
+                "lead": {"external_key": "K2"},
+                "live": live,
+            }
+        )
+        for call_id, disposition, minute, live in (
+            ("a", "busy", 0, False),
+            ("b", "connected", 5, True),
+        )
+    )
+    async with _client(sim) as sf:
+        first = _rails(spool, sf, bulk_min_records=1)
+        await spool.put(a)
+        # Slow Bulk requests: B goes out live while A's batch is being uploaded; the
+        # batch's first (Task) job fails whole, its Lead job lands.
+        sim.org.faults.configure({"latency_ms": 300, "kinds": ["bulk"], "fail_next_jobs": 1})
+        flush = asyncio.create_task(first.bulk.flush_batch(asyncio.Event()))
+        async with asyncio.timeout(10):
+            while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
+        await spool.put(b)
+        claims = await spool.claim("live", 10, urgent=True)
+        verdicts = await first.rest.send(claims, rail="live")
+        await apply_verdicts(spool, verdicts, backoff=_FAST, rail="live")
+        with pytest.raises(ConfigurationError, match="Failed"):
+            await flush
+        sim.org.faults.configure({"clear": True})
+        assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "busy"  # A's job landed
+        await _rails(spool, sf, bulk_min_records=1).drain(timeout_s=30)
+    assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
+    assert (await spool.stats()).done == 2
