@@ -2,7 +2,9 @@
 
 Every check runs the real daemon and sfsim as child processes (the constant-time
 check runs the adapters in process with a spy on ``hmac.compare_digest``). The
-systemd exposure score has its own test in tests/daemon/test_systemd_unit.py.
+systemd exposure score has its own test in tests/daemon/test_systemd_unit.py; the
+body-limit and file-mode checks, covered in CI by the adapters' and the spool's own
+tests, run here with the slow tests only.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ async def test_twilio_signatures_are_validated(tmp_path: Path) -> None:
     assert r["ok"], r
 
 
+@pytest.mark.slow  # CI: tests/adapters/test_webhook_json.py::test_oversized_body_is_413
 async def test_bodies_past_the_limit_get_413(tmp_path: Path) -> None:
     r = await sec.check_body_limit(tmp_path)
     assert r["ok"], r
@@ -57,6 +60,7 @@ async def test_no_secret_or_issued_token_in_any_debug_log_line(tmp_path: Path) -
     assert r["ok"], r
 
 
+@pytest.mark.slow  # CI: tests/spool/test_spool_open.py::test_new_file_is_private_and_in_wal_mode
 async def test_spool_files_are_0600(tmp_path: Path) -> None:
     r = await sec.check_file_modes(tmp_path)
     assert r["ok"], r
