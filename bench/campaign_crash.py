@@ -19,7 +19,7 @@ kill happens anyway. After the load, the daemon drains (a last kill or two may l
 during the drain), is stopped with SIGTERM, and the org is verified.
 
     .venv/bin/python -m bench.campaign_crash                      # the run
-    .venv/bin/python -m bench.campaign_crash --outcomes 2000 --kills 5 --short
+    .venv/bin/python -m bench.campaign_crash --short
 
 Prints one JSON object: ``kills``, ``acked``, ``tasks``, ``missing``, ``duplicates``,
 ``stale_leads`` (the last three must be 0) and the details. Exit 0 when it verified.
@@ -174,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--leads", type=int, default=5000)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--rate", type=float, default=0.0, help="deliveries per second (0: max)")
-    p.add_argument("--short", action="store_true", help="CI size: 1500 outcomes, 5 kills")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=150.0,
+        help="deliveries per second (0: as fast as acked); 150 spreads the kills over the load",
+    )
+    p.add_argument("--short", action="store_true", help="CI size: 1000 outcomes, 5 kills")
     p.add_argument("--workdir", type=Path, default=None, help="keep files here")
     args = p.parse_args(argv)
     if args.short:
-        args.outcomes, args.kills, args.leads = 1500, 5, 300
+        args.outcomes, args.kills, args.leads, args.rate = 1000, 5, 300, 250.0
 
     async def go(workdir: Path) -> dict[str, Any]:
         return await run_crash(
