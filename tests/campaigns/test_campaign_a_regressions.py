@@ -62,6 +62,31 @@ def _rails(spool: Spool, sf: SalesforceClient, **kw: Any) -> Rails:
     )
 
 
+def _older_and_newer(sim: Any, key: str) -> tuple[str, CallOutcome, CallOutcome]:
+    """A Lead (its Id) and two outcomes naming it by external key: A (busy, not urgent) and
+    B (connected, live, five minutes later)."""
+    lead_id = sim.org.store.insert(
+        "Lead", {"LastName": "L", "Company": "Acme", "Dialer_Lead_Id__c": key}
+    )
+    a, b = (
+        CallOutcome.model_validate(
+            {
+                "source": "camp",
+                "call_id": f"{key}-{call_id}",
+                "disposition": disposition,
+                "ended_at": _T0 + timedelta(minutes=minute),
+                "lead": {"external_key": key},
+                "live": live,
+            }
+        )
+        for call_id, disposition, minute, live in (
+            ("a", "busy", 0, False),
+            ("b", "connected", 5, True),
+        )
+    )
+    return lead_id, a, b
+
+
 def _outcomes(sim: Any, n: int) -> list[CallOutcome]:
     store = sim.org.store
     out = []
@@ -216,6 +241,48 @@ async def _until(probe: Any, timeout_s: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+class _LeadJobsAfter:
+    """The real client, except that a Lead Bulk job is created only once ``go`` is set: the
+    tests order "the batch's Lead job reaches the org after a newer REST update" with it."""
+
+    def __init__(self, client: SalesforceClient, go: asyncio.Event) -> None:
+        self._client = client
+        self._go = go
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def create_ingest_job(self, sobject: str, *args: Any, **kw: Any) -> Any:
+        if sobject == "Lead":
+            await self._go.wait()
+        return await self._client.create_ingest_job(sobject, *args, **kw)
+
+
+async def _lead_job_after_newer(
+    sim: Any, spool: Spool, sf: SalesforceClient, key: str, stop: asyncio.Event
+) -> tuple[str, asyncio.Task[int]]:
+    """A (older) claimed into a Bulk batch, B (newer, live) sent by REST, and only then the
+    batch's Lead job (A's state) created. Returns the Lead's Id and the batch's task."""
+    from daemon.rails._rest import apply_verdicts
+
+    lead_id, a, b = _older_and_newer(sim, key)
+    first = _rails(spool, sf, bulk_min_records=1)
+    go = asyncio.Event()
+    first.bulk._client = _LeadJobsAfter(sf, go)  # type: ignore[assignment]
+    await spool.put(a)
+    flush = asyncio.create_task(first.bulk.flush_batch(stop))
+    async with asyncio.timeout(10):
+        while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
+    await spool.put(b)
+    claims = await spool.claim("live", 10, urgent=True)
+    verdicts = await first.rest.send(claims, rail="live")
+    await apply_verdicts(spool, verdicts, backoff=_FAST, rail="live")
+    assert sim.org.store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
+    go.set()
+    return lead_id, flush
+
+
 async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_outcome(
     sim: Any, spool: Spool
 ) -> None:
@@ -224,45 +291,15 @@ async def test_a_recovered_lead_job_that_landed_late_does_not_leave_an_older_out
     killed before the job was reconciled: the job landed after B and put A's state back. In
     one process the ledger re-sends B; after a restart nothing did, and the Lead kept the
     older outcome for good."""
-    from daemon.rails._rest import apply_verdicts
-
-    store = sim.org.store
-    lead_id = store.insert("Lead", {"LastName": "L", "Company": "Acme", "Dialer_Lead_Id__c": "K1"})
-
-    def outcome(call_id: str, disposition: str, minute: int, live: bool) -> CallOutcome:
-        return CallOutcome.model_validate(
-            {
-                "source": "camp",
-                "call_id": call_id,
-                "disposition": disposition,
-                "ended_at": _T0 + timedelta(minutes=minute),
-                "lead": {"external_key": "K1"},
-                "live": live,
-            }
-        )
-
+    stop = asyncio.Event()
+    stop.set()  # the process "dies" once its jobs are uploaded, before reconciling
     async with _client(sim) as sf:
-        first = _rails(spool, sf, bulk_min_records=1)
-        await spool.put(outcome("a", "busy", 0, False))
-        # Bulk requests are slow: the batch (built with A's state) reaches the org after B.
-        sim.org.faults.configure({"latency_ms": 300, "kinds": ["bulk"]})
-        stopped = asyncio.Event()
-        stopped.set()  # the process "dies" once its jobs are uploaded, before reconciling
-        flush = asyncio.create_task(first.bulk.flush_batch(stopped))
-        async with asyncio.timeout(10):
-            while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
-        await spool.put(outcome("b", "connected", 5, True))  # newer, urgent: sent live now
-        claims = await spool.claim("live", 10, urgent=True)
-        verdicts = await first.rest.send(claims, rail="live")
-        await apply_verdicts(spool, verdicts, backoff=_FAST, rail="live")
-        assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
+        lead_id, flush = await _lead_job_after_newer(sim, spool, sf, "K1", stop)
         assert await flush == 1
-        sim.org.faults.configure({"clear": True})
-        async with asyncio.timeout(10):  # A's Lead job lands after B
+        store = sim.org.store
+        async with asyncio.timeout(10):  # A's Lead job lands, after B
             while store.get("Lead", lead_id)["Last_Call_Outcome__c"] != "busy":  # noqa: ASYNC110
                 await asyncio.sleep(0.01)  # the org's job runner: poll with a deadline
-
         # The restart: recovery, then the rails.
         await _rails(spool, sf, bulk_min_records=1).drain(timeout_s=30)
     assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
@@ -298,45 +335,15 @@ async def test_a_failed_batch_whose_lead_job_landed_late_leaves_no_older_outcome
     batch's Task job Failed, its Lead job (A's state) landed after the Lead's newer outcome B
     went out live; the batch was given up without the ledger check, and A, re-sent, is not
     the newest: nothing ever put B's state back."""
-    from daemon.rails._rest import apply_verdicts
     from daemon.salesforce import ConfigurationError
 
-    store = sim.org.store
-    lead_id = store.insert("Lead", {"LastName": "L", "Company": "Acme", "Dialer_Lead_Id__c": "K2"})
-    a, b = (
-        CallOutcome.model_validate(
-            {
-                "source": "camp",
-                "call_id": call_id,
-                "disposition": disposition,
-                "ended_at": _T0 + timedelta(minutes=minute),
-                "lead": {"external_key": "K2"},
-                "live": live,
-            }
-        )
-        for call_id, disposition, minute, live in (
-            ("a", "busy", 0, False),
-            ("b", "connected", 5, True),
-        )
-    )
+    sim.org.faults.configure({"fail_next_jobs": 1})  # the batch's first (Task) job
     async with _client(sim) as sf:
-        first = _rails(spool, sf, bulk_min_records=1)
-        await spool.put(a)
-        # Slow Bulk requests: B goes out live while A's batch is being uploaded; the
-        # batch's first (Task) job fails whole, its Lead job lands.
-        sim.org.faults.configure({"latency_ms": 300, "kinds": ["bulk"], "fail_next_jobs": 1})
-        flush = asyncio.create_task(first.bulk.flush_batch(asyncio.Event()))
-        async with asyncio.timeout(10):
-            while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
-                await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
-        await spool.put(b)
-        claims = await spool.claim("live", 10, urgent=True)
-        verdicts = await first.rest.send(claims, rail="live")
-        await apply_verdicts(spool, verdicts, backoff=_FAST, rail="live")
+        lead_id, flush = await _lead_job_after_newer(sim, spool, sf, "K2", asyncio.Event())
         with pytest.raises(ConfigurationError, match="Failed"):
-            await flush
-        sim.org.faults.configure({"clear": True})
-        assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "busy"  # A's job landed
+            await flush  # after every job of the batch ended: the Lead job landed
+        store = sim.org.store
+        assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "busy"
         await _rails(spool, sf, bulk_min_records=1).drain(timeout_s=30)
     assert store.get("Lead", lead_id)["Last_Call_Outcome__c"] == "connected"
     assert (await spool.stats()).done == 2
