@@ -176,6 +176,16 @@ async def validation_errors(f: FaultDriver, stop: asyncio.Event) -> None:
 
 
 Driver = Callable[[FaultDriver, asyncio.Event], Coroutine[Any, Any, None]]
+#: Evidence that a driver's fault happened (an sfsim counter, else the driver's own action).
+_EVIDENCE: dict[str, str] = {
+    "bursts_5xx": "errors",
+    "dropped_connections": "drops",
+    "latency_spikes": "latency_spike",
+    "row_locks": "locks",
+    "token_revocation": "tokens_revoked",
+    "daily_limit": "limit_exhausted",
+    "bulk_job_failure": "job_failures",
+}
 CLASSES: dict[str, tuple[Driver, ...]] = {
     "5xx_bursts": (bursts_5xx,),
     "dropped_connections": (dropped_connections,),
@@ -220,7 +230,7 @@ async def run_class(
         rate=rate,
         bulk_rate=5000.0,
         rules=[INVALID_RULE],
-        bulk_min_records=50 if short else 300,
+        bulk_min_records=50 if short else 100,  # Bulk in every class
         bulk_interval_s=1.0 if short else 2.0,
     ) as s:
         faults = FaultDriver(s.sim, short)
@@ -244,8 +254,16 @@ async def run_class(
     bound = attempts_bound(seconds)
     most = max(result.attempts, default=0)
     api_calls = int(result.sim_stats["api_calls"]["total"])
+    seen = {**faults.actions, **faults.fired}
+    not_fired = [
+        _EVIDENCE[d.__name__]
+        for d in drivers
+        if d.__name__ in _EVIDENCE and not seen.get(_EVIDENCE[d.__name__])
+    ]
     ok = (
         v.ok
+        and not not_fired
+        and dl["invalid_acked"] > 0
         and not s.gen.rejected
         and dl["dead_valid"] == 0
         and dl["invalid_not_dead"] == 0
@@ -264,6 +282,7 @@ async def run_class(
         "api_calls": api_calls,
         "api_calls_per_outcome": round(api_calls / max(1, v.acked), 3),
         "faults_fired": faults.fired,
+        "faults_not_fired": not_fired,
         "actions": faults.actions,
         "daemon_events": dict(s.daemon.event_counts),
         "bulk_jobs": result.sim_stats.get("bulk_jobs"),
