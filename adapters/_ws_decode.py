@@ -10,6 +10,7 @@ event id is (for acks and resume). This module only turns bytes into values;
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -176,18 +177,21 @@ def _as_int(value: Any, name: str) -> int:
         raise ValueError(f"{name}: not a number: {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, float):
-        return round(value)
+    if isinstance(value, float) and math.isfinite(value):  # inf, nan: not a number
+        return int(value) if value.is_integer() else round(value)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            return int(value.strip())
+            return int(text)
         except ValueError:
-            try:
-                return round(float(value.strip()))
-            except ValueError:
-                pass
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):  # "1e309" is inf: round() would raise OverflowError
+                return round(number)
     raise ValueError(f"{name}: not a number: {value!r}")
 
 

@@ -100,14 +100,25 @@ def test_epoch_timestamps_past_year_9999_are_bad_values_not_crashes() -> None:
             parse_timestamp(value)
 
 
-async def test_a_websocket_frame_with_an_absurd_epoch_is_quarantined(spool: Spool) -> None:
-    """``ended_at: 1e17`` is rejected with its reason; the stream and the daemon go on.
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("ended_at", 10**17, "not a timestamp"),
+        ("duration", "1e309", "duration_s: not a number"),
+    ],
+)
+async def test_a_websocket_frame_with_an_absurd_number_is_quarantined(
+    spool: Spool, field: str, value: Any, reason: str
+) -> None:
+    """``ended_at: 1e17`` or ``duration: "1e309"`` is rejected with its reason; the stream
+    and the daemon go on.
 
-    Before: datetime.fromtimestamp raised OSError (EOVERFLOW), which no decoder caught:
-    the adapter's task group failed, and with it the whole daemon ("dispo-sync stopped on
-    an error"); on restart the resumed stream re-sent the frame.
+    Before: datetime.fromtimestamp raised OSError (EOVERFLOW) and round(inf) raised
+    OverflowError, which no decoder caught: the adapter's task group failed, and with it
+    the whole daemon ("dispo-sync stopped on an error"); on restart the resumed stream
+    re-sent the frame.
     """
-    bad = call_event(2, ended_at=10**17)
+    bad = call_event(2, **{field: value})
     events: list[dict[str, Any] | str] = [call_event(1), bad, call_event(3)]
     table = {
         "type": "websocket",
@@ -119,6 +130,7 @@ async def test_a_websocket_frame_with_an_absurd_epoch_is_quarantined(spool: Spoo
             "call_id": "data.call_id",
             "disposition": "data.status",
             "ended_at": "data.ended_at",
+            "duration_s": "data.duration",
         },
     }
     async with feed_server(events) as feed:
@@ -135,7 +147,7 @@ async def test_a_websocket_frame_with_an_absurd_epoch_is_quarantined(spool: Spoo
             await adapter.stop()
         assert feed.acks == ["e1", "e2", "e3"] and feed.connections == 1
     [row] = await spool.list_quarantine()
-    assert "not a timestamp" in row.reason and b"100000000000000000" in row.raw
+    assert reason in row.reason and str(value).encode() in row.raw
     claims = await spool.claim("test", 10)
     assert sorted(c.outcome.call_id for c in claims) == ["call-1", "call-3"]
 
