@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -464,7 +465,9 @@ async def _dl_export(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
     items = await _all_dead(spool, args.error_code)
     path: Path = args.file
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    # 0600 like the spool: dead letters carry phone numbers, notes and recording links.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(_CSV_COLUMNS)
         for d in items:

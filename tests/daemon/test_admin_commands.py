@@ -188,6 +188,8 @@ def test_dead_letters_export_csv_is_spreadsheet_safe(
         assert json.loads(row["outcome_json"])["source"] == "vicidial"
     # The message "...field: =Nope" is not a formula; a leading "=" would be.
     assert all(not r["error_message"].startswith("=") for r in rows)
+    # Dead letters carry phone numbers and notes: readable by the daemon's user only.
+    assert target.stat().st_mode & 0o777 == 0o600
 
 
 async def dead_letter_this_version_cannot_read(path: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Sequence
 
 import httpx
@@ -105,6 +106,13 @@ async def test_health_ready_and_metrics_endpoints() -> None:
             ]:
                 assert line in text, line
             assert scrapes == 1
+            # Keep-alive scrapes are not held ~40 ms by Nagle: accepted sockets have NODELAY.
+            assert server._server is not None
+            conns = list(server._server.server_state.connections)
+            assert conns, "the keep-alive connection is still open"
+            for proto in conns:
+                sock = proto.transport.get_extra_info("socket")
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         await server.stop()
 
 
