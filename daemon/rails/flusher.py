@@ -230,7 +230,18 @@ class Rails:
                 self._pause("all", str(exc))
                 return
             except RetryableError as exc:
-                log.info("rails_start_retry", delay_s=round(delay, 2), error=str(exc)[:200])
+                reason = str(exc)[:200]
+                if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify" in reason:
+                    # Retrying cannot heal this by itself: say what to fix, loudly.
+                    log.error(
+                        "salesforce_tls_untrusted",
+                        delay_s=round(delay, 2),
+                        error=reason,
+                        fix="set [salesforce] ca_file to the CA bundle that signs the org's "
+                        "certificate (or fix the proxy that intercepts TLS)",
+                    )
+                else:
+                    log.info("rails_start_retry", delay_s=round(delay, 2), error=reason)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 if stop.is_set():

@@ -258,3 +258,35 @@ async def test_limit_exhausted_while_a_job_runs_keeps_polling_the_same_jobs(
     assert {j.state for j in await spool.jobs()} == {"JobComplete"}
     assert all(task_by_key(sim, o.external_key) for o in outs)
     assert (await spool.stats()).done == 20 and await spool.dead_letters() == []
+
+
+async def test_an_untrusted_org_certificate_is_an_error_line_naming_the_fix(
+    spool: Spool,
+) -> None:
+    """TLS verification failing at start is logged at error level with what to set, not as a
+    quiet retry; nothing is sent and the outcome stays pending."""
+    from sfsim import SimOrg
+
+    await spool.put(outcome(live=True))
+    async with SimOrg(port=0, tls=True) as org:
+        info = org.info
+        async with SalesforceClient(
+            login_url=info["token_url"].removesuffix("/services/oauth2/token"),
+            client_id=info["client_id"],
+            client_secret=info["client_secret"],
+            quota=QuotaView(reserve=0.0, max_share=1.0),
+        ) as sf:
+            rails = rails_for(spool, sf)
+            stop = asyncio.Event()
+            with structlog.testing.capture_logs() as logs:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(rails.run(stop))
+
+                    async def logged() -> bool:
+                        return any(e["event"] == "salesforce_tls_untrusted" for e in logs)
+
+                    await wait_for(logged)
+                    stop.set()
+    [line, *_] = [e for e in logs if e["event"] == "salesforce_tls_untrusted"]
+    assert line["log_level"] == "error" and "ca_file" in line["fix"]
+    assert (await spool.stats()).pending == 1
