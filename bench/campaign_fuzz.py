@@ -877,8 +877,8 @@ def injection_round_trip(stack: FuzzStack, cases: int, client: httpx.Client) -> 
         expect_who = leads.get(key)
         who = task.get("WhoId")
         if who is not None and expect_who is None and who == folded.get(key.casefold()):
-            # External ids match case-insensitively in Bulk (as on a real org); the REST
-            # rail's own lookup matches exactly: counted, not an injection
+            # External ids match case-insensitively (as on a real org), on every rail:
+            # counted apart, not an injection
             case_links.append(key)
             continue
         if (who or None) != expect_who and not (

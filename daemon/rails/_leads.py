@@ -151,14 +151,16 @@ class LeadResolver:
             )
             self.lookups += 1
             records: list[dict[str, Any]] = await self._client.query(soql, rail=rail)
+            # SOQL '=' / IN on text is case-insensitive (and external ids are unique without
+            # regard to case), as Bulk relationship columns match: fold case on both sides.
             found: dict[str, str] = {}
             for record in records:
                 value = record.get(field)
-                if isinstance(value, str) and value not in found:
-                    found[value] = str(record["Id"])
+                if isinstance(value, str):
+                    found.setdefault(value.lower(), str(record["Id"]))
             for value in chunk:
                 key = wanted[value]
-                lead_id = found.get(value)
+                lead_id = found.get(value.lower())
                 out[key] = lead_id
                 if lead_id is not None:
                     self._cache.put(key, lead_id)

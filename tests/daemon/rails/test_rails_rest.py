@@ -92,6 +92,18 @@ async def test_external_key_and_phone_leads_are_looked_up_and_cached(
     assert task_of(sim, c.external_key)["WhoId"][:15] == ids[0][:15]
 
 
+async def test_external_key_lookup_ignores_case_like_bulk(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A dialer key 'l1' finds the Lead 'L1' on the REST rails, as a Bulk relationship
+    column does (external ids are case-insensitive in Salesforce): both rails link alike."""
+    ids = seed_leads(sim, 2)
+    o = outcome({"external_key": "l1"}, live=True, disposition="connected")
+    await spool.put(o)
+    await make_rails().drain(timeout_s=20)
+    assert task_of(sim, o.external_key)["WhoId"][:15] == ids[1][:15]
+
+
 async def test_unknown_lead_follows_policy(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
