@@ -787,11 +787,13 @@ class BulkRail:
                     if claim.lead_key is not None:
                         lead_keys.add(claim.lead_key)
                     verdicts.append(self._recovered_verdict(claim, task_results, lead_results))
-        counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
         if lead_results:
             # The in-process guard against a late Lead job (the ledger, see _reconcile)
-            # died with the previous process.
+            # died with the previous process. Queued before the carried records are acked,
+            # so the spool never shows "nothing left" in between (drain() and the campaigns
+            # read that as finished).
             await self._resend_newest(lead_keys, seen)
+        counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
         for row in rows:
             await self._spool.finish_job(row.sf_job_id, states[row.sf_job_id])
             log.info("bulk_job_recovered", job_id=row.sf_job_id, state=states[row.sf_job_id])

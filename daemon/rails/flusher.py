@@ -201,7 +201,9 @@ class Rails:
                 tg.create_task(self.run(stop), name="rails-run")
                 while True:
                     stats = await self.spool.stats()
-                    if stats.pending == 0 and stats.inflight == 0:
+                    # Not before the previous run's jobs are recovered: recovery may queue
+                    # records again (a Lead's newest state after a late Bulk Lead job).
+                    if stats.pending == 0 and stats.inflight == 0 and self._recovered:
                         break
                     if self.paused and stats.inflight == 0:
                         stuck = "; ".join(f"{k}: {v}" for k, v in self.paused.items())
