@@ -228,7 +228,8 @@ def test_bulk_polling_backs_off_from_one_second_to_thirty() -> None:
     assert 0.5 <= delays[0] <= 1.5
     assert all(d <= 30.0 for d in delays)
     assert delays[-1] >= 20.0
-    assert sum(delays[:5]) < 15.0  # a short job is noticed within seconds
+    # a short job is noticed within seconds: 13.2 s nominal, at most +20 % jitter
+    assert sum(delays[:5]) < 16.0
 
 
 async def test_limit_exhausted_while_a_job_runs_keeps_polling_the_same_jobs(
