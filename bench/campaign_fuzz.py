@@ -163,30 +163,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-OUTCOME_KEYS = (
-    "source",
-    "call_id",
-    "version",
-    "source_seq",
-    "disposition",
-    "raw_disposition",
-    "detail",
-    "ambiguous",
-    "lead",
-    "agent_id",
-    "campaign",
-    "phone",
-    "direction",
-    "started_at",
-    "ended_at",
-    "duration_s",
-    "talk_s",
-    "callback_at",
-    "recording_url",
-    "notes",
-    "live",
-    "extra",
-)
+OUTCOME_KEYS = tuple(CallOutcome.model_fields)  # every field a JSON item may carry
 FREE_TEXT = ("notes", "agent_id", "campaign", "detail", "raw_disposition")
 LEADS = st.one_of(
     JSON_VALUES,
