@@ -118,6 +118,30 @@ def config_text(
     return "\n".join(parts)
 
 
+def feed_adapter(port: int, **fields: str) -> dict[str, Any]:
+    """The ``[[adapter]]`` table of a websocket adapter on a loopback feed of ``call.ended``
+    events (acked one by one, resumed by query); ``fields`` adds event paths to the base map."""
+    return {
+        "type": "websocket",
+        "name": "feed",
+        "url": f"ws://127.0.0.1:{port}/events",
+        "auth": "none",
+        "event_types": ["call.ended"],
+        "ack": "each",
+        "ack_message": {"type": "ack", "id": "{id}"},
+        "resume": "query",
+        "reconnect_max_s": 0.2,
+        "fields": {
+            "call_id": "data.call_id",
+            "disposition": "data.status",
+            "ended_at": "data.ended_at",
+            "live": "data.live",
+            "notes": "data.notes",
+            **fields,
+        },
+    }
+
+
 # --------------------------------------------------------------------------- sfsim
 
 

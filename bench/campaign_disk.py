@@ -58,6 +58,7 @@ from bench._campaign_b import (
     SimProc,
     config_text,
     daemon_process,
+    feed_adapter,
     load_average,
     poll,
     read_spool,
@@ -304,24 +305,7 @@ async def run_mode(
                 "secret": SECRET,
                 "retry_after_s": 2,
             },
-            {
-                "type": "websocket",
-                "name": "feed",
-                "url": f"ws://127.0.0.1:{ws_port}/events",
-                "auth": "none",
-                "event_types": ["call.ended"],
-                "ack": "each",
-                "ack_message": {"type": "ack", "id": "{id}"},
-                "resume": "query",
-                "reconnect_max_s": 0.2,
-                "fields": {
-                    "call_id": "data.call_id",
-                    "disposition": "data.status",
-                    "ended_at": "data.ended_at",
-                    "live": "data.live",
-                    "notes": "data.notes",
-                },
-            },
+            feed_adapter(ws_port),
         ]
         cfg = config_text(
             sim.info,
