@@ -16,18 +16,14 @@ import pytest
 from daemon.mapping import load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import Backoff, QuotaState, QuotaView, SalesforceClient
+from sfsim.testing import sim_fixture
 from spool import CallOutcome, Spool, open_spool
 
 _FAST = Backoff(initial=0.001, factor=2.0, cap=0.02, jitter=0.0)
 _T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
+sim = sim_fixture()  # a running SimOrg on a free loopback port, per test
 
 
 @pytest.fixture
@@ -248,11 +244,13 @@ class _LeadJobsAfter:
     def __init__(self, client: SalesforceClient, go: asyncio.Event) -> None:
         self._client = client
         self._go = go
+        self.built = asyncio.Event()  # the batch's rows are fixed: its first job is created
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
     async def create_ingest_job(self, sobject: str, *args: Any, **kw: Any) -> Any:
+        self.built.set()
         if sobject == "Lead":
             await self._go.wait()
         return await self._client.create_ingest_job(sobject, *args, **kw)
@@ -268,12 +266,15 @@ async def _lead_job_after_newer(
     lead_id, a, b = _older_and_newer(sim, key)
     first = _rails(spool, sf, bulk_min_records=1)
     go = asyncio.Event()
-    first.bulk._client = _LeadJobsAfter(sf, go)  # type: ignore[assignment]
+    gate = _LeadJobsAfter(sf, go)
+    first.bulk._client = gate  # type: ignore[assignment]
     await spool.put(a)
     flush = asyncio.create_task(first.bulk.flush_batch(stop))
+    # Not just "A claimed": the batch decides which Lead rows it carries after the claim
+    # (a B put in between makes A's Lead row stale and rightly left out). Its first job
+    # being created means the rows are fixed, A's Lead row among them.
     async with asyncio.timeout(10):
-        while (await spool.stats()).inflight == 0:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)  # A claimed into the batch: poll with a deadline
+        await gate.built.wait()
     await spool.put(b)
     claims = await spool.claim("live", 10, urgent=True)
     verdicts = await first.rest.send(claims, rail="live")

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from daemon.mapping import load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import Backoff, SalesforceClient
+from sfsim.testing import sim_fixture
 from spool import CallOutcome, Disposition, Spool, SpoolUnavailable, open_spool
 
 ENDED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -45,12 +45,7 @@ class FailingOnce:
         return once
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
+sim = sim_fixture()  # a running SimOrg on a free loopback port, per test
 
 
 @pytest.mark.parametrize("method", ["update_job", "record_job"])

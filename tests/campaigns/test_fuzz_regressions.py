@@ -17,6 +17,7 @@ from daemon.mapping import load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import Backoff, SalesforceClient
 from daemon.salesforce.wire import CarriageReturnError, LiteralNullError, csv_value
+from sfsim.testing import sim_fixture
 from spool import CallOutcome, Disposition, Spool, open_spool
 from tests.adapters.hooks import hook_table, serving
 from tests.adapters.ws_feed import call_event, feed_server
@@ -24,12 +25,7 @@ from tests.adapters.ws_feed import call_event, feed_server
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
+sim = sim_fixture()  # a running SimOrg on a free loopback port, per test
 
 
 def test_a_value_with_a_cr_is_not_bulk_csv() -> None:

@@ -12,15 +12,10 @@ from railkit import FAST_POLL, FAST_RETRY, make_client
 from daemon.mapping import Mapping, load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import SalesforceClient
+from sfsim.testing import sim_fixture
 from spool import Spool, open_spool
 
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
+sim = sim_fixture()  # a running SimOrg on a free loopback port, per test
 
 
 @pytest.fixture
