@@ -25,6 +25,7 @@ from daemon.salesforce import (
     RetryableError,
     SalesforceClient,
     SalesforceError,
+    TlsUntrustedError,
 )
 from spool import Claim, Spool, SpoolError
 
@@ -233,7 +234,7 @@ class Rails:
                 return
             except RetryableError as exc:
                 reason = str(exc)[:200]
-                if "CERTIFICATE_VERIFY_FAILED" in reason or "certificate verify" in reason:
+                if isinstance(exc, TlsUntrustedError):
                     # Retrying cannot heal this by itself: say what to fix, loudly.
                     log.error(
                         "salesforce_tls_untrusted",

@@ -25,6 +25,7 @@ from .errors import (
     SalesforceError,
     ServerError,
     SessionExpired,
+    TlsUntrustedError,
     TransportError,
     classify_code,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "SendHook",
     "ServerError",
     "SessionExpired",
+    "TlsUntrustedError",
     "TransportError",
     "backoff",
     "classify_code",

@@ -37,6 +37,7 @@ from .errors import (
     ConfigurationError,
     RequestLimitError,
     SessionExpired,
+    TlsUntrustedError,
     TransportError,
     error_from_oauth_response,
     error_from_response,
@@ -70,7 +71,20 @@ def map_salesforce_errors() -> Iterator[None]:
     except httpx.HTTPStatusError as exc:
         raise error_from_response(exc.response.status_code, exc.response.content) from exc
     except httpx.TransportError as exc:
-        raise TransportError(f"connection error: {type(exc).__name__}: {exc}") from exc
+        message = f"connection error: {type(exc).__name__}: {exc}"
+        if _cert_rejected(exc):
+            raise TlsUntrustedError(message) from exc
+        raise TransportError(message) from exc
+
+
+def _cert_rejected(exc: BaseException) -> bool:
+    """Whether the TLS handshake refused the peer's certificate (anywhere in the chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _State(Enum):

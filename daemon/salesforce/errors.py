@@ -187,6 +187,11 @@ class TransportError(RetryableError):
     """No usable response (connect/read/write/pool timeout, connection reset)."""
 
 
+class TlsUntrustedError(TransportError):
+    """The org's TLS certificate failed verification (a private CA, a TLS-intercepting
+    proxy): retried like any transport error, but retrying alone will not heal it."""
+
+
 class ServerError(RetryableError):
     """HTTP 5xx or SERVER_UNAVAILABLE."""
 

@@ -12,6 +12,7 @@ from daemon.salesforce import (
     ClientClosed,
     QuotaView,
     SalesforceClient,
+    TlsUntrustedError,
     TransportError,
 )
 from daemon.salesforce.wire import sobject_path
@@ -94,8 +95,9 @@ async def test_connection_refused_is_a_transport_error() -> None:
         connect_timeout_s=1.0,
     )
     async with sf:
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError) as info:
             await sf.limits()
+    assert not isinstance(info.value, TlsUntrustedError)  # only a refused certificate is
 
 
 async def test_closed_client_refuses_use(sim: Any) -> None:
@@ -176,7 +178,7 @@ async def test_tls_is_verified_and_an_extra_ca_file_is_trusted() -> None:
         }
         assert base["login_url"].startswith("https://")
         async with SalesforceClient(**base) as untrusting:
-            with pytest.raises(TransportError):
+            with pytest.raises(TlsUntrustedError):  # a TransportError that says what it is
                 await untrusting.limits()
         async with SalesforceClient(**base, ca_file=info["ca_file"]) as sf:
             await sf.limits()
