@@ -16,6 +16,13 @@ Design notes:
   statement (v2: the statement's last row carries ``batch_rows``; see ``Store.put_batch``,
   the only code that inserts into ``outcomes``): a plain per-row insert trigger doubled the
   cost of ingest (measured: 44 vs 19 us/row).
+- v3: a state change rewrites as few index entries as it can, since the Bulk rail moves
+  every record through two of them (claim, done): ``outcomes_lead`` names no state (it
+  was partial on ``state <> 3``, so SQLite rewrote it on every change of ``state``; the
+  queries that use it skip dead rows themselves), and ``outcomes.job_id`` is no longer
+  written (a Bulk job's records are in ``job_records`` only; setting and clearing
+  ``job_id`` rewrote every record of a job twice more). Measured on 1M rows: a claim
+  plus an ack went from about 16 to 8 us per record in SQLite.
 """
 
 from __future__ import annotations
@@ -153,6 +160,13 @@ INSERT INTO counts (state, rail, n) SELECT state, rail, count(*) FROM outcomes G
 """
 
 
+_V3 = """
+DROP INDEX outcomes_lead;
+CREATE INDEX outcomes_lead ON outcomes (lead_key, ord_ts, id) WHERE lead_key IS NOT NULL;
+UPDATE outcomes SET job_id = NULL WHERE job_id IS NOT NULL;
+"""
+
+
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     for statement in _split(_V1):
         conn.execute(statement)
@@ -163,6 +177,13 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     statement's last row carries ``batch_rows`` (how many rows that statement added) and
     only that row fires the trigger. Recounts ``counts`` exactly (one scan, once)."""
     for statement in _split(_V2):
+        conn.execute(statement)
+
+
+def _migrate_v3(conn: sqlite3.Connection) -> None:
+    """``outcomes_lead`` without the state condition; ``outcomes.job_id`` retired (always
+    NULL from now on: ``job_records`` says which unfinished job holds a record)."""
+    for statement in _split(_V3):
         conn.execute(statement)
 
 
@@ -180,7 +201,7 @@ def _split(script: str) -> list[str]:
 
 
 #: MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -70,9 +70,6 @@ QUARANTINE_MAX_BYTES = 1 << 20
 _IN_CHUNK = 500
 
 
-_SERIALIZER = CallOutcome.__pydantic_serializer__
-
-
 def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
     """The indexed columns and JSON payload of one outcome (pure; runs in the caller)."""
     version, seq, ts = outcome.order_key
@@ -86,8 +83,7 @@ def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
         ts,
         urgent,
         lead_key,
-        # == outcome.model_dump_json(), without its per-call keyword handling (hot path)
-        _SERIALIZER.to_json(outcome).decode(),
+        outcome.to_stored_json(),
     )
 
 
@@ -393,7 +389,7 @@ class Store:
             "UPDATE outcomes SET state = 0, rail = '', urgent = ?, lead_key = ?,"
             " ord_version = ?, ord_seq = ?, ord_ts = ?, rev = rev + 1, attempt = 0,"
             " next_attempt_at = ?, lease_until = NULL, queued_at = ?, updated_at = ?,"
-            " error_code = NULL, error_message = NULL, job_id = NULL, payload = ?"
+            " error_code = NULL, error_message = NULL, payload = ?"
             " WHERE id = ?",
             (urgent, lead_key, version, seq, ts, now, now, now, payload, record_id),
         )
@@ -453,7 +449,9 @@ class Store:
             lambda c: (
                 c.execute(
                     "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
-                    " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND job_id IS NULL",
+                    " next_attempt_at = ?, updated_at = ? WHERE state = 1 AND id NOT IN"
+                    " (SELECT j.record_id FROM jobs AS b JOIN job_records AS j"
+                    " ON j.sf_job_id = b.sf_job_id WHERE b.finished = 0)",
                     (now, now),
                 ).rowcount
             )
@@ -465,8 +463,9 @@ class Store:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
         if limit <= 0:
             return []
-        # Rows come back aggregated into one JSON value per statement: fetching them one
-        # by one would cost the connection thread a GIL round trip per row.
+        # Rows come back aggregated into one JSON value per statement, and ids go in as
+        # one JSON array: row by row, each would cost the connection thread a GIL round
+        # trip.
         select = (
             "SELECT json_group_array(json_array(id, next_attempt_at)) FROM (SELECT id,"
             " next_attempt_at FROM outcomes WHERE state = 0 AND urgent = ?"
@@ -474,58 +473,69 @@ class Store:
         )
         lease_until = now + lease_s
 
-        def run(c: sqlite3.Connection) -> list[Claim]:
+        def run(c: sqlite3.Connection) -> tuple[list[int], list[list[Any]]]:
             self._reap(c, now)
             flags = (1, 0) if urgent is None else ((1,) if urgent else (0,))
             due: list[tuple[float, int]] = []
             for flag in flags:
                 (doc,) = c.execute(select, (flag, now, limit)).fetchone()
                 due.extend((t, i) for i, t in json.loads(doc))
-            due.sort()
+            if len(flags) > 1:
+                due.sort()
             ids = [i for _, i in due[:limit]]
-            claimed: list[Claim] = []
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                c.execute(
-                    "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
-                    " attempt = attempt + 1, updated_at = ?"
-                    f" WHERE state = 0 AND id IN ({marks})",
-                    (rail, lease_until, now, *chunk),
+            if not ids:
+                return ids, []
+            id_doc = json.dumps(ids)
+            c.execute(
+                "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
+                " attempt = attempt + 1, updated_at = ?"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
+                (rail, lease_until, now, id_doc),
+            )
+            (doc,) = c.execute(
+                "SELECT json_group_array(json_array(id, rev, attempt, lead_key, payload))"
+                " FROM outcomes WHERE id IN (SELECT value FROM json_each(?)) AND state = 1",
+                (id_doc,),
+            ).fetchone()
+            return ids, json.loads(doc)
+
+        ids, rows = self._lease_tx(run)
+        # Payloads are read after the commit: the write lock is not held meanwhile.
+        claimed: list[Claim] = []
+        unreadable: list[tuple[str, int, int]] = []
+        load = CallOutcome.from_stored_json
+        for record_id, rev, attempt, lead_key, payload in rows:
+            try:
+                outcome = load(payload)
+            except ValidationError as exc:
+                # A payload this version cannot read (e.g. written by another version)
+                # must not block the queue: dead-letter it, keep going.
+                unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
+                continue
+            claimed.append(
+                Claim(
+                    record_id=record_id,
+                    rev=rev,
+                    outcome=outcome,
+                    attempt=attempt,
+                    rail=rail,
+                    lease_until=lease_until,
+                    lead_key=lead_key,
                 )
-                (doc,) = c.execute(
-                    "SELECT json_group_array(json_array(id, rev, attempt, lead_key, payload))"
-                    f" FROM outcomes WHERE state = 1 AND id IN ({marks})",
-                    chunk,
-                ).fetchone()
-                rows = json.loads(doc)
-                for r in rows:
-                    try:
-                        outcome = CallOutcome.from_stored_json(r[4])
-                    except ValidationError as exc:
-                        # A payload this version cannot read (e.g. written by another
-                        # version) must not block the queue: dead-letter it, keep going.
-                        c.execute(
-                            "UPDATE outcomes SET state = 3, lease_until = NULL,"
-                            " error_code = ?, error_message = ? WHERE id = ?",
-                            (UNREADABLE, format_validation_error(exc)[:2000], r[0]),
-                        )
-                        continue
-                    claimed.append(
-                        Claim(
-                            record_id=r[0],
-                            rev=r[1],
-                            outcome=outcome,
-                            attempt=r[2],
-                            rail=rail,
-                            lease_until=lease_until,
-                            lead_key=r[3],
-                        )
-                    )
+            )
+        if unreadable:
+            self._tx(
+                lambda c: c.executemany(
+                    "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
+                    " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
+                    " AND attempt = ?",
+                    [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+                )
+            )
+        if len(claimed) > 1:
             order = {i: n for n, i in enumerate(ids)}
             claimed.sort(key=lambda cl: order[cl.record_id])
-            return claimed
-
-        return self._lease_tx(run)
+        return claimed
 
     @staticmethod
     def _current(c: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
@@ -582,8 +592,15 @@ class Store:
 
     def ack(self, refs: Iterable[RecordRef], now: float) -> AckResult:
         """Done if the acknowledged revision is still current; if a newer version arrived
-        while in flight, back to pending so that it is sent too."""
+        while in flight, back to pending so that it is sent too.
+
+        The common case (every revision still current and pending or in flight: a Bulk
+        job's successes) is one set-based UPDATE per rail, with no per-record read; any
+        other case is rolled back to a savepoint and decided record by record."""
         ref_list = list(refs)
+        fast = self._ack_all_current(ref_list, now)
+        if fast is not None:
+            return fast
         rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim)}
 
         def decide(rid: int, rev: int, _a: int | None, cur: tuple[int, int, int] | None) -> str:
@@ -616,6 +633,44 @@ class Store:
             requeued=groups.get("requeued", []),
             skipped=groups.get("skipped", []),
         )
+
+    def _ack_all_current(self, refs: list[RecordRef], now: float) -> AckResult | None:
+        """Ack ``refs`` if every one is pending or in flight at its revision; else None and
+        nothing changed (the caller decides per record)."""
+        by_rail: dict[str, dict[int, int]] = {}
+        for ref in refs:
+            if isinstance(ref, Claim):
+                by_rail.setdefault(ref.rail, {})[ref.record_id] = ref.rev
+            else:
+                record_id, rev = ref
+                by_rail.setdefault("", {})[int(record_id)] = int(rev)
+        ids: set[int] = set()
+        for pairs in by_rail.values():
+            if not ids.isdisjoint(pairs):
+                return None  # one record acked under two rails: decide per record
+            ids.update(pairs)
+
+        def run(c: sqlite3.Connection) -> bool:
+            c.execute("SAVEPOINT ack_fast")
+            changed = 0
+            for rail, pairs in by_rail.items():
+                changed += c.execute(
+                    "UPDATE outcomes SET state = 2, rail = CASE WHEN rail = '' THEN ? ELSE rail"
+                    " END, lease_until = NULL, error_code = NULL, error_message = NULL,"
+                    " updated_at = ? FROM json_each(?) AS a WHERE outcomes.id = a.key"
+                    " AND outcomes.rev = a.value AND outcomes.state IN (0, 1)",
+                    (rail, now, json.dumps(pairs)),
+                ).rowcount
+            if changed == len(ids):
+                c.execute("RELEASE ack_fast")
+                return True
+            c.execute("ROLLBACK TO ack_fast")
+            c.execute("RELEASE ack_fast")
+            return False
+
+        if not ids or not self._tx(run):
+            return None
+        return AckResult(done=sorted(ids), requeued=[], skipped=[])
 
     @staticmethod
     def _held(attempt: int | None, cur: tuple[int, int, int] | None) -> bool:
@@ -751,14 +806,13 @@ class Store:
                 " ON CONFLICT (sf_job_id) DO NOTHING",
                 (sf_job_id, object_name, operation, state, now, now),
             )
-            c.executemany(
-                "INSERT INTO job_records (sf_job_id, record_id, rev) VALUES (?, ?, ?)"
+            # One statement over a JSON array: executemany would cost the connection
+            # thread a GIL round trip per row.
+            c.execute(
+                "INSERT INTO job_records (sf_job_id, record_id, rev)"
+                " SELECT ?, value ->> 0, value ->> 1 FROM json_each(?) WHERE true"
                 " ON CONFLICT DO NOTHING",
-                [(sf_job_id, rid, rev) for rid, rev, _ in items],
-            )
-            c.executemany(
-                "UPDATE outcomes SET job_id = ? WHERE id = ? AND state = 1",
-                [(sf_job_id, rid) for rid, _, _ in items],
+                (sf_job_id, json.dumps([(rid, rev) for rid, rev, _ in items])),
             )
             c.execute(
                 "UPDATE jobs SET record_count = (SELECT count(*) FROM job_records"
@@ -793,11 +847,6 @@ class Store:
                 "UPDATE jobs SET state = ?, finished = 1, updated_at = ? WHERE sf_job_id = ?",
                 (state, now, sf_job_id),
             ).rowcount
-            c.execute(
-                "UPDATE outcomes SET job_id = NULL WHERE id IN"
-                " (SELECT record_id FROM job_records WHERE sf_job_id = ?) AND job_id = ?",
-                (sf_job_id, sf_job_id),
-            )
             return bool(hit)
 
         return self._tx(run)
@@ -916,7 +965,7 @@ class Store:
         set_pending = (
             "UPDATE outcomes SET state = 0, rail = '', attempt = 0, next_attempt_at = ?,"
             " lease_until = NULL, queued_at = ?, updated_at = ?, error_code = NULL,"
-            " error_message = NULL, job_id = NULL WHERE state = 3"
+            " error_message = NULL WHERE state = 3"
         )
 
         def run(c: sqlite3.Connection) -> int:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from spool import CallOutcome, Disposition, LeadRef, format_validation_error
+from spool import CallOutcome, Direction, Disposition, LeadRef, format_validation_error
 
 ENDED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -167,3 +167,62 @@ def test_from_stored_json_still_checks_the_schema_but_not_the_validators() -> No
         CallOutcome.model_validate_json(control)
     with pytest.raises(ValidationError, match="one of id, external_key or phone"):
         CallOutcome.model_validate_json(json.dumps({**data, "lead": {}}))
+
+
+def test_stored_json_leaves_out_defaults_and_reads_back_equal() -> None:
+    """The spool stores an outcome without the fields equal to their defaults (half the
+    bytes); it reads back equal, and payloads written in full (before) still read."""
+    sparse = make()
+    full = make(
+        phone="+1 (512) 555-0199",
+        lead=LeadRef(external_key="K-1"),
+        notes="n",
+        recording_url="https://rec.example/1",
+        live=True,
+        extra={"queue": "q1", "score": 2},
+    )
+    for o in (sparse, full):
+        stored = o.to_stored_json()
+        assert CallOutcome.from_stored_json(stored) == o
+        assert CallOutcome.from_stored_json(o.model_dump_json()) == o
+    assert len(sparse.to_stored_json()) < len(sparse.model_dump_json()) * 0.7
+    assert '"notes"' not in sparse.to_stored_json() and '"notes"' in full.to_stored_json()
+
+
+def test_the_defaults_of_stored_fields_are_pinned() -> None:
+    """Stored payloads leave out default values, so a default is part of the spool's
+    format: changing one silently changes every stored record that relied on it. Change
+    it only with a spool migration that writes the old value into existing payloads."""
+    defaults = {
+        name: (f.get_default(call_default_factory=True) if not f.is_required() else "required")
+        for name, f in CallOutcome.model_fields.items()
+    }
+    assert defaults == {
+        "source": "required",
+        "call_id": "required",
+        "version": 0,
+        "source_seq": None,
+        "disposition": "required",
+        "raw_disposition": None,
+        "detail": None,
+        "ambiguous": False,
+        "lead": None,
+        "agent_id": None,
+        "campaign": None,
+        "phone": None,
+        "direction": Direction.OUTBOUND,
+        "started_at": None,
+        "ended_at": "required",
+        "duration_s": None,
+        "talk_s": None,
+        "callback_at": None,
+        "recording_url": None,
+        "notes": None,
+        "live": False,
+        "extra": {},
+    }
+    assert {n: f.default for n, f in LeadRef.model_fields.items()} == {
+        "id": None,
+        "external_key": None,
+        "phone": None,
+    }

@@ -159,6 +159,28 @@ async def test_ack_twice_and_unknown_ids_are_harmless(spool: Spool) -> None:
     assert (await spool.stats()).done == 1
 
 
+async def test_ack_of_a_whole_batch_and_of_a_mixed_one_count_exactly(spool: Spool) -> None:
+    """A batch whose revisions are all current is acked in one set-based step; a batch
+    with one replaced meanwhile is decided record by record. Either way each record ends
+    where it should, keeps the rail that sent it, and the counters match."""
+    ids = [(await spool.put(outcome(f"m{i}"))).record_id for i in range(6)]
+    bulk = await spool.claim("bulk", 3)
+    live = await spool.claim("live", 2)
+    never_claimed = (ids[5], 1)  # acked all the same: it was delivered
+    whole = await spool.ack([bulk[0], bulk[1], live[0], never_claimed])
+    assert whole.done == [ids[0], ids[1], ids[3], ids[5]]
+    assert whole.requeued == whole.skipped == []
+    replaced = await spool.put(outcome("m2", ended=99))  # bulk[2] gets a newer version
+    assert replaced.record_id == bulk[2].record_id
+    mixed = await spool.ack([bulk[2], live[1], (bulk[0].record_id, bulk[0].rev)])
+    assert mixed.done == [live[1].record_id]
+    assert mixed.requeued == [bulk[2].record_id]
+    assert mixed.skipped == [bulk[0].record_id]
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight, stats.done) == (1, 0, 5)
+    assert stats.by_rail["done"] == {"bulk": 2, "live": 2, "": 1}
+
+
 async def test_newest_outcome_per_lead(spool: Spool) -> None:
     """Per Lead, the outcome that ended last wins, whatever order they arrived in."""
     late = await spool.put(outcome(lead="L1", ended=50))

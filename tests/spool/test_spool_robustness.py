@@ -208,3 +208,52 @@ async def test_version_1_file_is_upgraded_with_exact_counts(tmp_path: Path) -> N
         assert (await sp.stats()).pending == 2
         [first, _] = await sp.claim("bulk", 2)
         assert first.outcome.call_id == "old"
+
+
+async def test_version_2_file_keeps_its_bulk_jobs_across_the_upgrade(tmp_path: Path) -> None:
+    """Schema 3 stops writing ``outcomes.job_id`` (job_records alone says which unfinished
+    job holds a record) and drops the state condition from ``outcomes_lead``. A spool
+    written by schema 2 with a record in an open Bulk job and one orphaned in flight
+    upgrades so that the restart releases the orphan only."""
+    from spool import _schema
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for step in _schema.MIGRATIONS[:2]:
+        step(conn)
+    conn.execute("PRAGMA user_version = 2")
+    for call_id, job in (("held", "750J1"), ("orphan", None)):
+        conn.execute(
+            "INSERT INTO outcomes (source, call_id, state, rail, urgent, lead_key, ord_version,"
+            " ord_seq, ord_ts, rev, attempt, next_attempt_at, lease_until, queued_at,"
+            " created_at, updated_at, job_id, payload, batch_rows) VALUES ('vici', ?, 1,"
+            " 'bulk', 0, 'id:00Q000000000001', 0, -1, 1.7e9, 1, 1, 1.7e9, 9e9, 1.7e9, 1.7e9,"
+            " 1.7e9, ?, ?, 1)",
+            (call_id, job, outcome(call_id).model_dump_json()),
+        )
+    conn.execute("UPDATE counts SET state = 1, rail = 'bulk' WHERE state = 0")
+    conn.execute(
+        "INSERT INTO jobs (sf_job_id, object, operation, state, record_count, created_at,"
+        " updated_at) VALUES ('750J1', 'Task', 'upsert', 'InProgress', 1, 1.7e9, 1.7e9)"
+    )
+    conn.execute("INSERT INTO job_records VALUES ('750J1', 1, 1)")
+    conn.close()
+    async with open_spool(path) as sp:
+        assert (await sp.stats()).schema_version == _schema.SCHEMA_VERSION
+        assert await sp.release_orphans() == 1
+        stats = await sp.stats()
+        assert (stats.pending, stats.inflight) == (1, 1)
+        [page] = [p async for p in sp.iter_job_records("750J1")]
+        assert [c.outcome.call_id for c in page] == ["held"]
+        assert await sp.finish_job("750J1", "JobComplete")
+        assert await sp.release_orphans() == 1
+    with sqlite3.connect(path) as check:
+        (sql,) = check.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'outcomes_lead'"
+        ).fetchone()
+        assert "state" not in sql
+        assert (
+            check.execute("SELECT count(*) FROM outcomes WHERE job_id IS NOT NULL").fetchone()[0]
+            == 0
+        )
