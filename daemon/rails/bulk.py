@@ -214,7 +214,7 @@ class BulkRail:
         # Limits
         job_max_records: int = 50_000,
         max_upload_bytes: int = MAX_UPLOAD_BYTES - 5_000_000,
-        claim_page: int = 2000,
+        claim_page: int = 5000,
         # Timeouts
         poll: Backoff = DEFAULT_POLL,
         lease_s: float = 900.0,
@@ -278,6 +278,7 @@ class BulkRail:
         resolver = self._resolver
         full_limit = self.job_max_records
         max_bytes = self.max_upload_bytes
+        newest: dict[str, tuple[int, tuple[float, int]]] = {}
         while len(recs) < full_limit and task_bytes < max_bytes:
             want = min(self.claim_page, full_limit - len(recs))
             claims = await self._spool.claim("bulk", want, urgent=False, lease_s=self.lease_s)
@@ -291,8 +292,13 @@ class BulkRail:
                 and c.outcome.lead.external_key is None
             ]
             phone_ids = await resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
-            lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
-            newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
+            # Each Lead's newest outcome is asked once per batch, not once per page: an
+            # answer can only go stale by a newer outcome arriving meanwhile, which is not
+            # in this batch and is guarded like any outcome arriving after the question
+            # (the ledger re-sends the newest state if it went out first).
+            ask = [k for c in claims if (k := c.lead_key) is not None and k not in newest]
+            if ask:
+                newest.update(await self._spool.newest_per_lead(ask))
             leftover: list[Claim] = []
             not_found: list[Verdict] = []
             for n, claim in enumerate(claims):
