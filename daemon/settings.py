@@ -262,6 +262,9 @@ class RailsSettings(BaseModel):
     # A smaller backlog goes through sObject Collections (200 per call), which costs
     # fewer API calls than a Bulk job's create/upload/poll/results for it.
     bulk_min_records: int = Field(default=2_000, ge=1, le=150_000_000)
+    # Milliseconds the live rail waits after an urgent outcome for others to share its
+    # API call (0: each goes at once; those already waiting together still share one).
+    live_linger_ms: float = Field(default=0.0, ge=0, le=5000)
     live_dispositions: tuple[Disposition, ...] = (
         Disposition.DO_NOT_CALL,
         Disposition.CALLBACK_REQUESTED,

@@ -216,6 +216,7 @@ class DaemonRails:
             bulk_interval_s=settings.rails.bulk_interval_s,
             bulk_max_records=settings.rails.bulk_max_records,
             bulk_min_records=settings.rails.bulk_min_records,
+            live_linger_s=settings.rails.live_linger_ms / 1000,
             on_event=self._on_event,
         )
 

@@ -16,6 +16,7 @@ from railkit import (
     seed_leads,
     task_by_key,
     task_of,
+    wait_for,
 )
 
 from daemon.mapping import parse_mapping
@@ -57,6 +58,38 @@ async def test_many_urgent_outcomes_share_one_call(
     assert all(task_by_key(sim, o.external_key) for o in outs)
     assert client.quota.calls_by_rail.get("live") == 1
     assert lead(sim, ids[7])["Status"] == "Working - Contacted"
+
+
+@pytest.mark.parametrize("linger_ms", [0, 1000])
+async def test_live_linger_lets_a_burst_share_one_call(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any, linger_ms: int
+) -> None:
+    """With ``live_linger_ms``, urgent outcomes arriving while the first one waits go
+    out with it in one call; without it the first goes at once, alone."""
+    ids = seed_leads(sim, 3)
+    first, *burst = [outcome({"id": i}, disposition="do_not_call", live=True) for i in ids]
+    rails = make_rails(live_linger_s=linger_ms / 1000)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(rails.run(stop))
+        await spool.put(first)
+        await wait_for(lambda: _inflight_or_done(spool))
+        await spool.put_many(burst)
+        await wait_for(lambda: _all_done(spool, 3), timeout_s=20)
+        stop.set()
+    assert all(task_by_key(sim, o.external_key) for o in (first, *burst))
+    assert all(lead(sim, i)["DoNotCall"] is True for i in ids)
+    calls = client.quota.calls_by_rail.get("live")
+    assert calls == 1 if linger_ms else calls >= 2
+
+
+async def _all_done(spool: Spool, n: int) -> bool:
+    return (await spool.stats()).done == n
+
+
+async def _inflight_or_done(spool: Spool) -> bool:
+    stats = await spool.stats()
+    return stats.inflight + stats.done > 0
 
 
 async def test_small_backlog_goes_by_collections(
