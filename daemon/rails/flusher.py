@@ -30,7 +30,7 @@ from daemon.salesforce import (
 from spool import Claim, Spool, SpoolError
 
 from ._leads import LeadLedger, LeadResolver, LruCache
-from ._rest import Action, RestSender, Verdict, apply_verdicts
+from ._rest import KNOWN_TASKS, Action, RestSender, Verdict, apply_verdicts
 from .bulk import DEFAULT_POLL, BulkRail
 from .router import Route, Via, route
 
@@ -124,7 +124,7 @@ class Rails:
         self.mapping_problems: tuple[
             str, ...
         ] = ()  # recovery needed now, even with nothing pending
-        known: LruCache[str, bool] = LruCache(200_000)
+        known: LruCache[str, bool] = LruCache(KNOWN_TASKS)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
         self.rest = RestSender(
