@@ -308,11 +308,22 @@ class BulkRail:
                 and c.outcome.lead.external_key is None
             ]
             phone_ids = await resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
-            # Each Lead's newest outcome is asked once per batch, not once per page: an
-            # answer can only go stale by a newer outcome arriving meanwhile, which is not
-            # in this batch and is guarded like any outcome arriving after the question
-            # (the ledger re-sends the newest state if it went out first).
-            ask = [k for c in claims if (k := c.lead_key) is not None and k not in newest]
+            # Each Lead's newest outcome is asked once per batch, not once per page, unless
+            # a claim of a later page is newer than the answer: it arrived after the
+            # question (a small backlog claims new outcomes in the same batch), so the
+            # Lead is asked again.
+            ask = [
+                k
+                for c in claims
+                if (k := c.lead_key) is not None
+                and (
+                    (hit := newest.get(k)) is None
+                    or (
+                        hit[0] != c.record_id
+                        and hit[1] < (c.outcome.ended_at.timestamp(), c.record_id)
+                    )
+                )
+            ]
             if ask:
                 newest.update(await self._spool.newest_per_lead(ask))
             leftover: list[Claim] = []

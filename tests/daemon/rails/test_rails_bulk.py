@@ -50,6 +50,38 @@ async def test_bulk_flush_reconciles_every_record(
     assert gc.get_freeze_count() == 0
 
 
+async def test_a_newer_outcome_claimed_later_in_the_same_batch_wins_the_lead(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A batch built over several claim pages: an outcome put while the batch is being
+    built, newer than the one already claimed for its Lead, lands in a later page of
+    the same batch. The Lead must end with the newer outcome (a batch that kept its
+    first answer to "which outcome is this Lead's newest?" sent the older one)."""
+    [lead_id, other] = seed_leads(sim, 2)
+    old = outcome({"id": lead_id}, disposition="busy")
+    await spool.put_many([old, outcome({"id": other})])
+    newer = outcome({"id": lead_id}, disposition="connected")
+    assert newer.ended_at > old.ended_at
+    rails = make_rails(bulk_min_records=1)
+    rails.bulk.claim_page = 1
+    ask = spool.newest_per_lead
+    put_done = False
+
+    async def ask_then_put(*args: Any, **kw: Any) -> Any:
+        nonlocal put_done
+        answer = await ask(*args, **kw)
+        if not put_done:
+            put_done = True
+            await spool.put(newer)  # arrives right after the batch asked about its Lead
+        return answer
+
+    spool.newest_per_lead = ask_then_put  # type: ignore[method-assign]
+    await rails.drain(timeout_s=30)
+    assert put_done and rails.bulk.stats.batches == 1
+    assert lead(sim, lead_id)["Last_Call_Outcome__c"] == "connected"
+    assert task_by_key(sim, newer.external_key) is not None
+
+
 async def test_do_not_call_survives_coalescing_to_a_newer_outcome(
     sim: Any, client: SalesforceClient, tmp_path: Any
 ) -> None:
