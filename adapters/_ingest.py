@@ -79,10 +79,15 @@ def _refused(exc: SpoolError) -> Refused:
 
 
 class Intake:
-    """The spool as one adapter writes to it (counters and logs included)."""
+    """The spool as one adapter writes to it (counters and logs included).
+
+    ``log_each``: an ``outcome_stored`` line per outcome. Off by default: under
+    ``dispo-sync run`` the daemon logs every outcome it stores (``outcome received``),
+    and two lines per call would only double what an admin has to read.
+    """
 
     def __init__(
-        self, spool: Spool, health: AdapterHealth, *, source: str, log_each: bool = True
+        self, spool: Spool, health: AdapterHealth, *, source: str, log_each: bool = False
     ) -> None:
         self.spool = spool
         self.log_each = log_each

@@ -130,7 +130,7 @@ class _FileIngest:
         self.tz = tz
         self.dmap = dmap
         self.direction = direction
-        self.intake = Intake(spool, health, source=source, log_each=False)
+        self.intake = Intake(spool, health, source=source)
         self.batch_size = batch_size
         self.cursor_key = f"file:{source}:{path.resolve()}"[:255]
 

@@ -34,8 +34,8 @@ async def test_store_counts_new_duplicate_and_stale(spool: Spool) -> None:
 
 
 async def test_store_logs_one_event_per_outcome_without_body(spool: Spool) -> None:
-    """Each stored outcome logs call_id, source and disposition."""
-    intake = Intake(spool, AdapterHealth(name="hook", type="webhook"), source="hook")
+    """With log_each, each stored outcome logs call_id, source and disposition."""
+    intake = Intake(spool, AdapterHealth(name="hook", type="webhook"), source="hook", log_each=True)
     with capture_logs() as logs:
         await intake.store([outcome("a"), outcome("b", disposition="voicemail")])
     stored = [e for e in logs if e["event"] == "outcome_stored"]

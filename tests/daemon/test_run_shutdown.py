@@ -20,6 +20,7 @@ import pytest
 import structlog
 import structlog.testing
 
+from adapters._json_hook import sign_body
 from daemon.http import ReadinessCheck
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
@@ -300,6 +301,23 @@ secret = "a-long-enough-secret"
                 # No credentials: refused, and counted among the adapter's own figures.
                 refused = await c.post(f"http://127.0.0.1:{hook.bound_port}/outcomes", json={})
                 assert refused.status_code == 401
+                # An accepted outcome is logged once (the daemon's line), not once more
+                # by the adapter.
+                body = json.dumps(
+                    {"call_id": "h1", "disposition": "busy", "ended_at": "2026-05-04T10:00:00Z"}
+                ).encode()
+                with structlog.testing.capture_logs() as logs:
+                    accepted = await c.post(
+                        f"http://127.0.0.1:{hook.bound_port}/outcomes",
+                        content=body,
+                        headers={
+                            "X-Signature": sign_body(body, "a-long-enough-secret"),
+                            "Content-Type": "application/json",
+                        },
+                    )
+                assert accepted.status_code == 200, accepted.text
+                per_call = [e["event"] for e in logs if e.get("call_id") == "h1"]
+                assert per_call == ["outcome received"]
                 base = f"http://127.0.0.1:{daemon.health.port}"
                 ready = await c.get(f"{base}/readyz")
                 assert ready.status_code == 200, ready.text
@@ -318,7 +336,9 @@ secret = "a-long-enough-secret"
         async with SimControl.open(sim) as control:
             tasks = await control.records("Task")
         keys = sorted(str(t.get("Call_Id__c")) for t in tasks)
-        assert keys == [f"vicidial:c{n}" for n in range(6)]
+        assert [k for k in keys if k.startswith("vicidial:")] == [
+            f"vicidial:c{n}" for n in range(6)
+        ]
 
 
 async def test_quota_state_changes_are_logged_once(tmp_path: Path) -> None:
