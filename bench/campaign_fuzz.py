@@ -52,6 +52,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from adapters._twilio import compute_signature
+from adapters.config import VICIDIAL_PARAMS
 from bench._campaign_b import (
     DaemonProc,
     SimProc,
@@ -218,27 +219,9 @@ JSON_BODIES = st.one_of(
     outcome_like().map(lambda v: json.dumps(v).encode()[: max(1, len(json.dumps(v)) // 2)]),
     st.just(b"[" + b"{}," * 30000 + b"{}]"),  # past max_body_bytes: 413
 )
-VICI_KEYS = st.sampled_from(
-    [
-        "lead_id",
-        "vendor_lead_code",
-        "phone_number",
-        "dispo",
-        "status",
-        "user",
-        "campaign",
-        "uniqueid",
-        "call_id",
-        "talk_time",
-        "callback_datetime",
-        "call_notes",
-        "term_reason",
-        "epoch",
-        "list_id",
-        "recording_filename",
-        "junk",
-    ]
-)
+# The VICIdial variables the adapter reads (its own list; the token is set by the
+# campaign), plus one it does not know.
+VICI_KEYS = st.sampled_from([*(k for k in VICIDIAL_PARAMS if k != "token"), "junk"])
 TWILIO_KEYS = st.sampled_from(
     [
         "CallSid",
@@ -277,15 +260,14 @@ ARI_TYPES = st.sampled_from(
 )
 
 
+# A frame that is not an event at all: text, bytes, or JSON of any shape.
+JUNK_FRAMES = st.one_of(st.text(max_size=200), st.binary(max_size=200), JSON_VALUES.map(json.dumps))
+
+
 @st.composite
 def ari_frame(draw: st.DrawFn) -> str | bytes:
-    kind = draw(st.integers(0, 4))
-    if kind == 0:
-        return draw(st.text(max_size=200))
-    if kind == 1:
-        return draw(st.binary(max_size=200))
-    if kind == 2:
-        return json.dumps(draw(JSON_VALUES))
+    if draw(st.integers(0, 4)) < 3:
+        return draw(JUNK_FRAMES)
     channel: Any = {
         "id": draw(st.one_of(TEXT, st.just("fz-1"))),
         "name": draw(st.one_of(TEXT, st.just("PJSIP/x-1"))),
@@ -308,13 +290,8 @@ def ari_frame(draw: st.DrawFn) -> str | bytes:
 
 @st.composite
 def ws_frame(draw: st.DrawFn, event_id: str) -> str | bytes:
-    kind = draw(st.integers(0, 4))
-    if kind == 0:
-        return draw(st.text(max_size=200))
-    if kind == 1:
-        return draw(st.binary(max_size=200))
-    if kind == 2:
-        return json.dumps(draw(JSON_VALUES))
+    if draw(st.integers(0, 4)) < 3:
+        return draw(JUNK_FRAMES)
     data = draw(outcome_like())
     if "disposition" in data:
         data["status"] = data.pop("disposition")
