@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from adapters._json_hook import sign_body
 from adapters.webhook import build
 from spool import Disposition, PutStatus, Spool, open_spool
 from tests.adapters.hooks import hook_table, serving
+from tests.keepalive import assert_connections_nodelay
 
 SECRET = "s3cr3t-token"
 
@@ -213,9 +213,4 @@ async def test_accepted_connections_have_nodelay(spool: Spool) -> None:
     async with serving(spool, hook_table("json")) as (hook, client):
         r = await client.post("/outcomes", content=body, headers=signed(body))
         assert r.status_code == 200
-        assert hook._server is not None
-        conns = list(hook._server.server_state.connections)
-        assert conns, "the keep-alive connection is still open"
-        for proto in conns:
-            sock = proto.transport.get_extra_info("socket")
-            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert_connections_nodelay(hook._server)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Sequence
 
 import httpx
@@ -11,6 +10,7 @@ import httpx
 from adapters._base import AdapterHealth, AdapterState
 from daemon.http import HealthServer, ReadinessCheck
 from daemon.metrics import Metrics
+from tests.keepalive import assert_connections_nodelay
 
 
 async def test_health_ready_and_metrics_endpoints() -> None:
@@ -107,12 +107,7 @@ async def test_health_ready_and_metrics_endpoints() -> None:
                 assert line in text, line
             assert scrapes == 1
             # Keep-alive scrapes are not held ~40 ms by Nagle: accepted sockets have NODELAY.
-            assert server._server is not None
-            conns = list(server._server.server_state.connections)
-            assert conns, "the keep-alive connection is still open"
-            for proto in conns:
-                sock = proto.transport.get_extra_info("socket")
-                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert_connections_nodelay(server._server)
         await server.stop()
 
 
