@@ -272,6 +272,17 @@ class RailsSettings(BaseModel):
     # Limits: the org's daily API allocation is shared with every other integration.
     quota_reserve: float = Field(default=0.10, ge=0, lt=1)  # kept for urgent outcomes
     quota_max_share: float = Field(default=0.50, gt=0, le=1)  # most this daemon may spend
+    # Timings
+    # Seconds a Bulk batch's records stay reserved for it, renewed every third of that
+    # while its job is polled (polls come up to 36 s apart: hence at least 120). A batch
+    # stalled longer gives its records back to pending, for any rail to send again.
+    bulk_lease_s: float = Field(default=900.0, ge=120, le=86400)
+    # Seconds a rail paused by a configuration error (a Bulk job Failed on the file, an
+    # unknown field, a refused login) waits before it tries again.
+    config_recheck_s: float = Field(default=60.0, ge=1, le=3600)
+    # Seconds between reads of /limits (a fifth of it while the quota is exhausted); each
+    # read is one API call and Salesforce updates the figures only every few minutes.
+    limits_interval_s: float = Field(default=300.0, ge=60, le=86400)
 
 
 class MappingSettings(BaseModel):

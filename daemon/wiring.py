@@ -217,6 +217,9 @@ class DaemonRails:
             bulk_max_records=settings.rails.bulk_max_records,
             bulk_min_records=settings.rails.bulk_min_records,
             live_linger_s=settings.rails.live_linger_ms / 1000,
+            limits_interval_s=settings.rails.limits_interval_s,
+            config_recheck_s=settings.rails.config_recheck_s,
+            bulk_lease_s=settings.rails.bulk_lease_s,
             on_event=self._on_event,
         )
 

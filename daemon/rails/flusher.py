@@ -90,6 +90,7 @@ class Rails:
         limits_interval_s: float = 300.0,
         config_recheck_s: float = 60.0,
         bulk_poll: Backoff = DEFAULT_POLL,
+        bulk_lease_s: float = 900.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spool = spool
@@ -148,6 +149,7 @@ class Rails:
             known_tasks=known,
             job_max_records=bulk_job_max_records,
             poll=bulk_poll,
+            lease_s=bulk_lease_s,
             clock=clock,
         )
 

@@ -133,6 +133,27 @@ def test_env_overrides_file_and_parses_lists(tmp_path: Path) -> None:
     assert s.rails.bulk_interval_s == 5
 
 
+def test_rail_timings_default_and_out_of_range_values_are_refused(tmp_path: Path) -> None:
+    """[rails] bulk_lease_s, config_recheck_s and limits_interval_s default to the values the
+    rails used when they were fixed; a value out of range, from the file or the environment,
+    is refused naming the key, where it came from and the bound."""
+    rails = load_settings(write(tmp_path, MINIMAL), environ={}).rails
+    assert (rails.bulk_lease_s, rails.config_recheck_s, rails.limits_interval_s) == (900, 60, 300)
+
+    text = MINIMAL + "[rails]\nbulk_lease_s = 30\nconfig_recheck_s = 7200\n"
+    env = {"DISPO_RAILS__LIMITS_INTERVAL_S": "5"}
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, text), environ=env)
+    found = problems_of(exc)
+    path = tmp_path / "config.toml"
+    assert found["rails.bulk_lease_s"].startswith(f"file {path} | ")
+    assert "greater than or equal to 120" in found["rails.bulk_lease_s"]
+    assert "less than or equal to 3600" in found["rails.config_recheck_s"]
+    assert found["rails.limits_interval_s"].startswith("env DISPO_RAILS__LIMITS_INTERVAL_S | ")
+    assert "greater than or equal to 60" in found["rails.limits_interval_s"]
+    assert len(exc.value.problems) == 3
+
+
 def test_every_problem_listed_once_with_key_source_and_expectation(tmp_path: Path) -> None:
     """One error lists each bad key with where it came from and what is expected."""
     creds = tmp_path / "creds"

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from daemon.metrics import Metrics
-from daemon.wiring import CountingSpool
+from daemon.settings import load_settings
+from daemon.wiring import CountingSpool, DaemonRails
 from spool import CallOutcome, Disposition, open_spool
 
 
@@ -49,3 +52,32 @@ async def test_counts_stored_outcomes_and_confirmed_sends_by_rail(tmp_path: Path
     assert 'dispo_outcomes_sent_total{disposition="do_not_call",rail="live"} 1.0' in text
     assert 'dispo_outcomes_sent_total{disposition="busy",rail="bulk"} 1.0' in text
     assert "dispo_live_latency_seconds_count 1.0" in text
+
+
+CONFIG = """
+[salesforce]
+login_url = "https://acme.my.salesforce.com"
+client_id = "3MVGkey"
+client_secret = "s"
+"""
+TIMINGS = {"bulk_lease_s": 1800.0, "config_recheck_s": 15.0, "limits_interval_s": 600.0}
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+async def test_rail_timings_reach_the_running_rails(tmp_path: Path, source: str) -> None:
+    """[rails] bulk_lease_s, config_recheck_s and limits_interval_s, from the file or from
+    DISPO_RAILS__*, are what the Bulk rail leases its records for, how long a paused rail
+    waits before its recheck and how often /limits is read."""
+    text, env = CONFIG, {}
+    if source == "file":
+        text += "[rails]\n" + "".join(f"{k} = {v}\n" for k, v in TIMINGS.items())
+    else:
+        env = {f"DISPO_RAILS__{k.upper()}": str(v) for k, v in TIMINGS.items()}
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    settings = load_settings(config, environ=env)
+    async with open_spool(tmp_path / "s.db") as spool:
+        rails = DaemonRails(settings, spool, Metrics()).rails
+    assert rails.bulk.lease_s == 1800
+    assert rails.config_recheck_s == 15
+    assert rails.limits_interval_s == 600
