@@ -5,7 +5,15 @@ See ``spool.spool`` for threading and lifecycle, ``spool._store`` for the transa
 """
 
 from spool.errors import SpoolClosed, SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
-from spool.record import CallOutcome, Direction, Disposition, LeadRef, format_validation_error
+from spool.record import (
+    CallOutcome,
+    Direction,
+    Disposition,
+    LeadRef,
+    OutcomeFields,
+    StoredOutcome,
+    format_validation_error,
+)
 from spool.results import (
     AckResult,
     Claim,
@@ -16,6 +24,7 @@ from spool.results import (
     QuarantineRow,
     RecordRef,
     SpoolStats,
+    StoredClaim,
 )
 from spool.spool import DEFAULT_URGENT, Spool, open_spool
 from spool.stats import read_stats
@@ -30,6 +39,7 @@ __all__ = [
     "Disposition",
     "JobRow",
     "LeadRef",
+    "OutcomeFields",
     "PutResult",
     "PutStatus",
     "QuarantineRow",
@@ -41,6 +51,8 @@ __all__ = [
     "SpoolFull",
     "SpoolStats",
     "SpoolUnavailable",
+    "StoredClaim",
+    "StoredOutcome",
     "format_validation_error",
     "open_spool",
     "read_stats",

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pydantic_core
 from pydantic import ValidationError
 
 from spool._schema import (
@@ -34,7 +35,7 @@ from spool._schema import (
     STATE_NAMES,
 )
 from spool.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
-from spool.record import CallOutcome, format_validation_error
+from spool.record import CallOutcome, StoredOutcome, format_validation_error
 from spool.results import (
     AckResult,
     Claim,
@@ -45,6 +46,7 @@ from spool.results import (
     QuarantineRow,
     RecordRef,
     SpoolStats,
+    StoredClaim,
 )
 
 __all__ = [
@@ -68,6 +70,17 @@ UNREADABLE = "SPOOL_UNREADABLE_PAYLOAD"
 QUARANTINE_MAX_BYTES = 1 << 20
 # SQLite's default limit on host parameters is 32766; stay well below it.
 _IN_CHUNK = 500
+
+
+def _loads(doc: str) -> Any:
+    """JSON text from SQLite -> Python (pydantic-core's parser: about 3x ``json.loads``
+    on the claim's aggregated rows)."""
+    return pydantic_core.from_json(doc)
+
+
+def _dumps(value: Any) -> str:
+    """Python -> JSON text for SQLite's json functions (text: they refuse a BLOB)."""
+    return pydantic_core.to_json(value).decode()
 
 
 def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
@@ -168,7 +181,7 @@ def _refs(refs: Iterable[RecordRef]) -> list[tuple[int, int, int | None]]:
     """(record_id, rev, attempt or None) for Claims and (record_id, rev) pairs."""
     out: list[tuple[int, int, int | None]] = []
     for ref in refs:
-        if isinstance(ref, Claim):
+        if isinstance(ref, Claim | StoredClaim):
             out.append((ref.record_id, ref.rev, ref.attempt))
         else:
             record_id, rev = ref
@@ -457,10 +470,11 @@ class Store:
             )
         )
 
-    def claim(
+    def _claim_rows(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
-    ) -> list[Claim]:
-        """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
+    ) -> list[list[Any]]:
+        """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``;
+        their ``[id, rev, attempt, lead_key, ord_ts, payload]``, oldest first."""
         if limit <= 0:
             return []
         # Rows come back aggregated into one JSON value per statement, and ids go in as
@@ -479,13 +493,13 @@ class Store:
             due: list[tuple[float, int]] = []
             for flag in flags:
                 (doc,) = c.execute(select, (flag, now, limit)).fetchone()
-                due.extend((t, i) for i, t in json.loads(doc))
+                due.extend((t, i) for i, t in _loads(doc))
             if len(flags) > 1:
                 due.sort()
             ids = [i for _, i in due[:limit]]
             if not ids:
                 return ids, []
-            id_doc = json.dumps(ids)
+            id_doc = _dumps(ids)
             c.execute(
                 "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
                 " attempt = attempt + 1, updated_at = ?"
@@ -493,23 +507,47 @@ class Store:
                 (rail, lease_until, now, id_doc),
             )
             (doc,) = c.execute(
-                "SELECT json_group_array(json_array(id, rev, attempt, lead_key, payload))"
-                " FROM outcomes WHERE id IN (SELECT value FROM json_each(?)) AND state = 1",
+                "SELECT json_group_array(json_array(id, rev, attempt, lead_key, ord_ts,"
+                " payload)) FROM outcomes WHERE id IN (SELECT value FROM json_each(?))"
+                " AND state = 1",
                 (id_doc,),
             ).fetchone()
-            return ids, json.loads(doc)
+            return ids, _loads(doc)
 
         ids, rows = self._lease_tx(run)
+        if len(rows) > 1:
+            order = {i: n for n, i in enumerate(ids)}
+            rows.sort(key=lambda row: order[row[0]])
+        return rows
+
+    def _dead_unreadable(self, unreadable: list[tuple[str, int, int]], now: float) -> None:
+        """Dead-letter claimed records whose payload this version cannot read: they must
+        not block the queue."""
+        self._tx(
+            lambda c: c.executemany(
+                "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
+                " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
+                " AND attempt = ?",
+                [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+            )
+        )
+
+    def claim(
+        self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
+    ) -> list[Claim]:
+        """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
+        lease_until = now + lease_s
         # Payloads are read after the commit: the write lock is not held meanwhile.
         claimed: list[Claim] = []
         unreadable: list[tuple[str, int, int]] = []
         load = CallOutcome.from_stored_json
-        for record_id, rev, attempt, lead_key, payload in rows:
+        for record_id, rev, attempt, lead_key, _, payload in self._claim_rows(
+            rail, limit, urgent, lease_s, now
+        ):
             try:
                 outcome = load(payload)
             except ValidationError as exc:
-                # A payload this version cannot read (e.g. written by another version)
-                # must not block the queue: dead-letter it, keep going.
+                # e.g. written by another version
                 unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
                 continue
             claimed.append(
@@ -524,17 +562,41 @@ class Store:
                 )
             )
         if unreadable:
-            self._tx(
-                lambda c: c.executemany(
-                    "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
-                    " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
-                    " AND attempt = ?",
-                    [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+            self._dead_unreadable(unreadable, now)
+        return claimed
+
+    def claim_stored(
+        self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
+    ) -> list[StoredClaim]:
+        """:meth:`claim`, each outcome read lazily from its payload (:class:`StoredOutcome`).
+        A payload the lazy reader refuses is validated in full; one that fails that too is
+        dead-lettered, as by :meth:`claim`."""
+        lease_until = now + lease_s
+        claimed: list[StoredClaim] = []
+        unreadable: list[tuple[str, int, int]] = []
+        parse = StoredOutcome.parse
+        for record_id, rev, attempt, lead_key, ord_ts, payload in self._claim_rows(
+            rail, limit, urgent, lease_s, now
+        ):
+            outcome = parse(payload)
+            if outcome is None:
+                try:
+                    full = CallOutcome.from_stored_json(payload)
+                except ValidationError as exc:
+                    unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
+                    continue
+                # Readable in full (e.g. an older layout): read lazily from its current form.
+                payload = full.to_stored_json()
+                outcome = parse(payload)
+                if outcome is None:  # pragma: no cover - to_stored_json always parses
+                    raise AssertionError(f"unparsable stored payload of record {record_id}")
+            claimed.append(
+                StoredClaim(
+                    record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts, payload
                 )
             )
-        if len(claimed) > 1:
-            order = {i: n for n, i in enumerate(ids)}
-            claimed.sort(key=lambda cl: order[cl.record_id])
+        if unreadable:
+            self._dead_unreadable(unreadable, now)
         return claimed
 
     @staticmethod
@@ -549,7 +611,7 @@ class Store:
                 f" WHERE id IN ({marks})",
                 chunk,
             ).fetchone()
-            for record_id, state, rev, attempt in json.loads(doc):
+            for record_id, state, rev, attempt in _loads(doc):
                 out[record_id] = (state, rev, attempt)
         return out
 
@@ -601,7 +663,7 @@ class Store:
         fast = self._ack_all_current(ref_list, now)
         if fast is not None:
             return fast
-        rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim)}
+        rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim | StoredClaim)}
 
         def decide(rid: int, rev: int, _a: int | None, cur: tuple[int, int, int] | None) -> str:
             if cur is None:
@@ -639,7 +701,7 @@ class Store:
         nothing changed (the caller decides per record)."""
         by_rail: dict[str, dict[int, int]] = {}
         for ref in refs:
-            if isinstance(ref, Claim):
+            if isinstance(ref, Claim | StoredClaim):
                 by_rail.setdefault(ref.rail, {})[ref.record_id] = ref.rev
             else:
                 record_id, rev = ref
@@ -659,7 +721,7 @@ class Store:
                     " END, lease_until = NULL, error_code = NULL, error_message = NULL,"
                     " updated_at = ? FROM json_each(?) AS a WHERE outcomes.id = a.key"
                     " AND outcomes.rev = a.value AND outcomes.state IN (0, 1)",
-                    (rail, now, json.dumps(pairs)),
+                    (rail, now, _dumps(pairs)),
                 ).rowcount
             if changed == len(ids):
                 c.execute("RELEASE ack_fast")
@@ -769,7 +831,7 @@ class Store:
                 "SELECT o.lead_key, o.id, o.ord_ts FROM json_each(?) AS k JOIN outcomes AS o"
                 " ON o.id = (SELECT id FROM outcomes WHERE lead_key = k.value AND state <> 3"
                 " ORDER BY ord_ts DESC, id DESC LIMIT 1)",
-                (json.dumps(list(chunk)),),
+                (_dumps(list(chunk)),),
             ):
                 out[key] = (int(record_id), (float(ts), int(record_id)))
         return out
@@ -812,7 +874,7 @@ class Store:
                 "INSERT INTO job_records (sf_job_id, record_id, rev)"
                 " SELECT ?, value ->> 0, value ->> 1 FROM json_each(?) WHERE true"
                 " ON CONFLICT DO NOTHING",
-                (sf_job_id, json.dumps([(rid, rev) for rid, rev, _ in items])),
+                (sf_job_id, _dumps([(rid, rev) for rid, rev, _ in items])),
             )
             c.execute(
                 "UPDATE jobs SET record_count = (SELECT count(*) FROM job_records"

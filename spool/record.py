@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
+import pydantic_core
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -35,6 +36,8 @@ __all__ = [
     "Direction",
     "Disposition",
     "LeadRef",
+    "OutcomeFields",
+    "StoredOutcome",
     "format_validation_error",
 ]
 
@@ -290,6 +293,177 @@ class CallOutcome(BaseModel):
 
 
 _SERIALIZER = CallOutcome.__pydantic_serializer__
+
+_FIELDS: Final = frozenset(CallOutcome.model_fields)
+_REQUIRED: Final = frozenset(n for n, f in CallOutcome.model_fields.items() if f.is_required())
+_DISPOSITIONS: Final = {d.value: d for d in Disposition}
+_DIRECTIONS: Final = {d.value: d for d in Direction}
+_UNSET: Final[Any] = object()
+# Fields the view hands on as they are (ints) or converts (times): the JSON type must be
+# the one to_stored_json writes, else the payload is read in full.
+_INTS: Final = ("version", "source_seq", "duration_s", "talk_s")
+_TIMES: Final = ("started_at", "ended_at", "callback_at")
+
+
+class StoredOutcome:
+    """A payload the spool stored, read without building a ``CallOutcome``: the same
+    attributes (the ones the field mapping reads), each decoded on first use.
+
+    For the Bulk rail, which reads a few fields of very many records: this costs about a
+    quarter of ``CallOutcome.from_stored_json`` (measured: 1.4 against 5 us). It trusts
+    the payload as ``put`` wrote it (``to_stored_json``: fields equal to their default are
+    left out); :meth:`parse` refuses one whose keys or disposition do not fit, so that the
+    caller can decode it in full (and dead-letter it if that fails too).
+    """
+
+    __slots__ = ("_d", "_ended", "_lead")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._d = data
+        self._ended: datetime | None = None
+        self._lead: LeadRef | None = _UNSET
+
+    @classmethod
+    def parse(cls, payload: str) -> StoredOutcome | None:
+        """The view of a stored payload; None when it is not one this version wrote."""
+        try:
+            data = pydantic_core.from_json(payload, cache_strings="keys")
+            if (
+                not isinstance(data, dict)
+                or not _REQUIRED <= data.keys() <= _FIELDS
+                or data["disposition"] not in _DISPOSITIONS
+                or data.get("direction", "outbound") not in _DIRECTIONS
+                or not isinstance(data.get("lead") or {}, dict)
+                or any(type(data.get(n, 0)) is not int for n in _INTS if data.get(n) is not None)
+                or any(type(data[n]) is not str for n in _TIMES if data.get(n) is not None)
+            ):
+                return None
+            view = cls(data)
+            view._ended = datetime.fromisoformat(data["ended_at"])
+        except ValueError:
+            return None
+        return view
+
+    def _time(self, name: str) -> datetime | None:
+        value = self._d.get(name)
+        return None if value is None else datetime.fromisoformat(value)
+
+    # Identity
+    @property
+    def source(self) -> str:
+        return self._d["source"]  # type: ignore[no-any-return]
+
+    @property
+    def call_id(self) -> str:
+        return self._d["call_id"]  # type: ignore[no-any-return]
+
+    @property
+    def external_key(self) -> str:
+        d = self._d
+        return f"{d['source']}:{d['call_id']}"
+
+    @property
+    def version(self) -> int:
+        return self._d.get("version", 0)  # type: ignore[no-any-return]
+
+    @property
+    def source_seq(self) -> int | None:
+        return self._d.get("source_seq")
+
+    # What happened
+    @property
+    def disposition(self) -> Disposition:
+        return _DISPOSITIONS[self._d["disposition"]]
+
+    @property
+    def raw_disposition(self) -> str | None:
+        return self._d.get("raw_disposition")
+
+    @property
+    def detail(self) -> str | None:
+        return self._d.get("detail")
+
+    @property
+    def ambiguous(self) -> bool:
+        return self._d.get("ambiguous", False)  # type: ignore[no-any-return]
+
+    # Who and where
+    @property
+    def lead(self) -> LeadRef | None:
+        lead = self._lead
+        if lead is _UNSET:
+            raw = self._d.get("lead")
+            lead = None if raw is None else LeadRef.model_construct(**raw)
+            self._lead = lead
+        return lead
+
+    def lead_fields(self) -> tuple[str | None, str | None, str | None]:
+        """``(lead.id, lead.external_key, lead.phone)``, all None without a lead: what
+        ``lead`` holds without building a LeadRef (a third of the cost of the rest)."""
+        raw = self._d.get("lead")
+        if raw is None:
+            return (None, None, None)
+        return (raw.get("id"), raw.get("external_key"), raw.get("phone"))
+
+    @property
+    def agent_id(self) -> str | None:
+        return self._d.get("agent_id")
+
+    @property
+    def campaign(self) -> str | None:
+        return self._d.get("campaign")
+
+    @property
+    def phone(self) -> str | None:
+        return self._d.get("phone")
+
+    @property
+    def direction(self) -> Direction:
+        return _DIRECTIONS[self._d.get("direction", "outbound")]
+
+    # When
+    @property
+    def started_at(self) -> datetime | None:
+        return self._time("started_at")
+
+    @property
+    def ended_at(self) -> datetime:
+        ended = self._ended
+        if ended is None:
+            ended = self._ended = datetime.fromisoformat(self._d["ended_at"])
+        return ended
+
+    @property
+    def duration_s(self) -> int | None:
+        return self._d.get("duration_s")
+
+    @property
+    def talk_s(self) -> int | None:
+        return self._d.get("talk_s")
+
+    @property
+    def callback_at(self) -> datetime | None:
+        return self._time("callback_at")
+
+    @property
+    def recording_url(self) -> str | None:
+        return self._d.get("recording_url")
+
+    @property
+    def notes(self) -> str | None:
+        return self._d.get("notes")
+
+    @property
+    def live(self) -> bool:
+        return self._d.get("live", False)  # type: ignore[no-any-return]
+
+    @property
+    def extra(self) -> dict[str, ExtraValue]:
+        return self._d.get("extra") or {}
+
+
+#: What the field mapping reads: an outcome, or a stored one read lazily.
+OutcomeFields = CallOutcome | StoredOutcome
 
 
 def format_validation_error(exc: ValidationError) -> str:

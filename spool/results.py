@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from spool.record import CallOutcome
+from spool.record import CallOutcome, StoredOutcome
 
 __all__ = [
     "AckResult",
@@ -18,6 +18,7 @@ __all__ = [
     "QuarantineRow",
     "RecordRef",
     "SpoolStats",
+    "StoredClaim",
 ]
 
 
@@ -68,8 +69,42 @@ class Claim:
         return (self.record_id, self.rev)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredClaim:
+    """A Claim whose outcome is read from its stored JSON only as far as it is used
+    (:meth:`spool.Spool.claim_stored`, for the Bulk rail). :meth:`claim` decodes it in
+    full."""
+
+    record_id: int
+    rev: int
+    outcome: StoredOutcome
+    attempt: int
+    rail: str
+    lease_until: float
+    lead_key: str | None
+    #: ``outcome.ended_at`` as unix seconds (the spool's order column)
+    ord_ts: float
+    payload: str
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        return (self.record_id, self.rev)
+
+    def claim(self) -> Claim:
+        """The same claim with its outcome validated in full (raises ValidationError)."""
+        return Claim(
+            record_id=self.record_id,
+            rev=self.rev,
+            outcome=CallOutcome.from_stored_json(self.payload),
+            attempt=self.attempt,
+            rail=self.rail,
+            lease_until=self.lease_until,
+            lead_key=self.lead_key,
+        )
+
+
 #: What the transition methods accept: a Claim, or a ``(record_id, rev)`` pair.
-RecordRef = Claim | tuple[int, int]
+RecordRef = Claim | StoredClaim | tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)

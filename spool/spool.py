@@ -56,6 +56,7 @@ from spool.results import (
     QuarantineRow,
     RecordRef,
     SpoolStats,
+    StoredClaim,
 )
 
 __all__ = ["DEFAULT_URGENT", "Spool", "open_spool"]
@@ -481,6 +482,29 @@ class Spool:
         assert self._wstore is not None
         return await self._write(
             self._wstore.claim,
+            rail,
+            int(limit),
+            urgent,
+            self.lease_s if lease_s is None else float(lease_s),
+            self._clock(),
+        )
+
+    async def claim_stored(
+        self,
+        rail: str,
+        limit: int,
+        *,
+        urgent: bool | None = None,
+        lease_s: float | None = None,
+    ) -> list[StoredClaim]:
+        """:meth:`claim`, each outcome read from its stored JSON only as far as it is used
+        (:class:`spool.record.StoredOutcome`): for many records of which few fields are
+        read (the Bulk rail)."""
+        if not rail:
+            raise ValueError("rail must be a non-empty name")
+        assert self._wstore is not None
+        return await self._write(
+            self._wstore.claim_stored,
             rail,
             int(limit),
             urgent,

@@ -1,4 +1,7 @@
-"""Compiled value templates: ``"{name}"`` placeholders over a CallOutcome (pure)."""
+"""Compiled value templates: ``"{name}"`` placeholders over an outcome (pure).
+
+An outcome is a ``CallOutcome`` or a ``StoredOutcome`` (the same attributes, read lazily).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from spool.record import CallOutcome, Direction, Disposition
+from spool.record import Direction, Disposition, OutcomeFields
 
 __all__ = ["CLEAR", "VARIABLES", "Clear", "Getter", "ValueFn", "compile_value", "placeholders"]
 
@@ -29,8 +32,8 @@ class Clear:
 CLEAR: Final = Clear()
 CLEAR_LITERAL = "@clear"
 
-Getter = Callable[[CallOutcome, Mapping[str, str]], Any]
-ValueFn = Callable[[CallOutcome, Mapping[str, str]], Any]
+Getter = Callable[[OutcomeFields, Mapping[str, str]], Any]
+ValueFn = Callable[[OutcomeFields, Mapping[str, str]], Any]
 
 _LABELS = {
     Disposition.CONNECTED: "Connected",
@@ -54,7 +57,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
-def _description(o: CallOutcome, _: Mapping[str, str]) -> str | None:
+def _description(o: OutcomeFields, _: Mapping[str, str]) -> str | None:
     parts: list[str] = []
     if o.notes:
         parts.append(o.notes)
@@ -69,7 +72,7 @@ def _description(o: CallOutcome, _: Mapping[str, str]) -> str | None:
     return text[:32000] if text else None
 
 
-def _ended_date(o: CallOutcome, _: Mapping[str, str]) -> date:
+def _ended_date(o: OutcomeFields, _: Mapping[str, str]) -> date:
     # The call's own local date, as the dialer reported it (ActivityDate is a date).
     return o.ended_at.date()
 
@@ -165,7 +168,7 @@ def compile_value(value: Any) -> ValueFn:
     # split() alternates literal, name, literal, name, ..., literal
     literals = pieces[0::2]
 
-    def render(o: CallOutcome, agents: Mapping[str, str]) -> str | None:
+    def render(o: OutcomeFields, agents: Mapping[str, str]) -> str | None:
         values = [g(o, agents) for g in getters]
         if all(v is None for v in values):
             # e.g. "Recording: {recording_url}" with no recording: leave the field out.

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from spool.record import CallOutcome, Disposition
+from spool.record import Disposition, OutcomeFields
 
 from ._template import ValueFn, compile_value, placeholders
 
@@ -68,7 +68,7 @@ class Mapping:
 
     # -- building records ------------------------------------------------------
     def task_record(
-        self, outcome: CallOutcome, *, who_id: str | None = None, include_create_only: bool = True
+        self, outcome: OutcomeFields, *, who_id: str | None = None, include_create_only: bool = True
     ) -> dict[str, Any]:
         """Task fields for this outcome (without the external id field).
 
@@ -87,7 +87,7 @@ class Mapping:
             out["WhoId"] = who_id
         return out
 
-    def lead_update(self, outcome: CallOutcome) -> dict[str, Any]:
+    def lead_update(self, outcome: OutcomeFields) -> dict[str, Any]:
         """Lead fields this outcome sets (without Id). Sticky fields appear only as true."""
         out: dict[str, Any] = {}
         for name, fn in self._lead_fns[outcome.disposition]:
@@ -100,7 +100,7 @@ class Mapping:
         """Whether outcomes with this disposition may set a sticky field (e.g. DoNotCall)."""
         return any(name in self.sticky for name, _ in self._lead_fns[disposition])
 
-    def sticky_update(self, outcome: CallOutcome) -> dict[str, Any]:
+    def sticky_update(self, outcome: OutcomeFields) -> dict[str, Any]:
         """Only the sticky fields this outcome sets: sent even when a newer outcome won."""
         return {k: v for k, v in self.lead_update(outcome).items() if k in self.sticky}
 

@@ -40,7 +40,7 @@ from daemon.salesforce.wire import (
     parse_collection_results,
     sobject_path,
 )
-from spool import Claim, RecordRef, Spool
+from spool import Claim, RecordRef, Spool, StoredClaim
 
 from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead
 
@@ -87,7 +87,7 @@ class Ref(NamedTuple):
         return (self.record_id, self.rev)
 
     @classmethod
-    def of(cls, claim: Claim) -> Ref:
+    def of(cls, claim: Claim | StoredClaim) -> Ref:
         return cls(claim.record_id, claim.rev, claim.attempt, claim.outcome.call_id)
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from daemon.mapping import LeadNotFound, Mapping
 from daemon.salesforce import (
@@ -54,8 +55,8 @@ from daemon.salesforce.wire import (
     iter_result_errors,
     utf8_len,
 )
-from spool import CallOutcome, Claim, Spool, SpoolError
-from spool.record import Direction, Disposition
+from spool import Claim, Spool, SpoolError, StoredClaim, format_validation_error
+from spool.record import Direction, Disposition, OutcomeFields
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
 from ._rest import LEAD_NOT_FOUND, Action, Ref, RestSender, Verdict, apply_verdicts, verdict_for
@@ -130,7 +131,7 @@ class BulkStats:
 _PER_KIND_INPUTS = frozenset({"disposition", "disposition_label", "direction", "call_type"})
 
 
-def _none(o: CallOutcome, agents: AbcMapping[str, str]) -> None:
+def _none(o: OutcomeFields, agents: AbcMapping[str, str]) -> None:
     return None
 
 
@@ -164,7 +165,7 @@ class _TaskPlan:
     def header(self, who_col: str) -> list[str]:
         return [self._ext_col, *self._per_row, who_col, *self._per_kind]
 
-    def row(self, o: CallOutcome, ext_key: str, who: str | None, new_task: bool) -> list[str]:
+    def row(self, o: OutcomeFields, ext_key: str, who: str | None, new_task: bool) -> list[str]:
         """CSV cells (raises LiteralNullError for a text value that is exactly #N/A)."""
         kind = (o.disposition, o.direction, new_task)
         per_kind = self._kind_cells.get(kind)
@@ -259,7 +260,9 @@ class BulkRail:
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
     # ---------------------------------------------------------------- building
-    async def _claim_batch(self) -> tuple[list[_Rec], list[_Job], list[_Job], list[Claim]]:
+    async def _claim_batch(
+        self,
+    ) -> tuple[list[_Rec], list[_Job], list[_Job], list[StoredClaim]]:
         m = self._m
         lines = CsvLines()
         plan = _TaskPlan(m)
@@ -283,7 +286,7 @@ class BulkRail:
         task_bytes = task_jobs[0].size + task_jobs[1].size
 
         recs: list[_Rec] = []
-        rest_claims: list[Claim] = []  # records Bulk cannot express (literal #N/A)
+        rest_claims: list[StoredClaim] = []  # records Bulk cannot express (literal #N/A)
         # Lead rows by key: Id jobs (0) and external-key upsert jobs (1).
         lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
         lead_cols = m.lead_columns()
@@ -297,15 +300,20 @@ class BulkRail:
         newest: dict[str, tuple[int, tuple[float, int]]] = {}
         while len(recs) < full_limit and task_bytes < max_bytes:
             want = min(self.claim_page, full_limit - len(recs))
-            claims = await self._spool.claim("bulk", want, urgent=False, lease_s=self.lease_s)
+            claims = await self._spool.claim_stored(
+                "bulk", want, urgent=False, lease_s=self.lease_s
+            )
             if not claims:
                 break
             phone_refs = [
-                c.outcome.lead
+                ref
                 for c in claims
-                if c.outcome.lead is not None
-                and c.outcome.lead.id is None
-                and c.outcome.lead.external_key is None
+                if (ref := c.outcome.lead) is not None
+                and ref.id is None
+                and ref.external_key is None
+                # (the LeadRef is built only for these: a Lead named by phone)
+                and c.lead_key is not None
+                and c.lead_key.startswith("phone:")
             ]
             phone_ids = await resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
             # Each Lead's newest outcome is asked once per batch, not once per page, unless
@@ -318,15 +326,12 @@ class BulkRail:
                 if (k := c.lead_key) is not None
                 and (
                     (hit := newest.get(k)) is None
-                    or (
-                        hit[0] != c.record_id
-                        and hit[1] < (c.outcome.ended_at.timestamp(), c.record_id)
-                    )
+                    or (hit[0] != c.record_id and hit[1] < (c.ord_ts, c.record_id))
                 )
             ]
             if ask:
                 newest.update(await self._spool.newest_per_lead(ask))
-            leftover: list[Claim] = []
+            leftover: list[StoredClaim] = []
             not_found: list[Verdict] = []
             for n, claim in enumerate(claims):
                 if task_bytes >= max_bytes:
@@ -334,29 +339,29 @@ class BulkRail:
                     break
                 o = claim.outcome
                 ext_key = o.external_key
-                lead_key = claim.lead_key
-                ref = o.lead
+                lead_key = claim.lead_key  # LeadRef.key of o.lead
                 who_id: str | None = None
                 rel: str | None = None
                 lead_target: tuple[int, str, str | None] | None = None
-                if ref is not None and not resolver.is_missing_key(lead_key):
-                    if ref.id is not None:
-                        who_id = ref.id
-                        lead_target = (0, ref.id[:15], ref.id)
-                    elif ref.external_key is not None:
-                        rel = ref.external_key
-                        lead_target = (1, ref.external_key, None)
+                if lead_key is not None and not resolver.is_missing_key(lead_key):
+                    ref_id, ref_ext, _ = o.lead_fields()
+                    if ref_id is not None:
+                        who_id = ref_id
+                        lead_target = (0, ref_id[:15], ref_id)
+                    elif ref_ext is not None:
+                        rel = ref_ext
+                        lead_target = (1, ref_ext, None)
                     else:
-                        who_id = phone_ids.get(ref.key)
+                        who_id = phone_ids.get(lead_key)
                         if who_id is not None:
                             lead_target = (0, who_id[:15], who_id)
-                if ref is not None and lead_target is None and dead_letter_missing:
+                if lead_key is not None and lead_target is None and dead_letter_missing:
                     not_found.append(
                         Verdict(
-                            claim,
+                            Ref.of(claim),
                             Action.DEAD,
                             LEAD_NOT_FOUND,
-                            f"no {m.lead_object} matches {ref.key}",
+                            f"no {m.lead_object} matches {lead_key}",
                         )
                     )
                     continue
@@ -367,7 +372,7 @@ class BulkRail:
                 order: tuple[float, int] | None = None
                 sticky = sticky_by_disposition[o.disposition]
                 if lead_target is not None and lead_key is not None:
-                    order = (o.ended_at.timestamp(), claim.record_id)
+                    order = (claim.ord_ts, claim.record_id)
                     lr = lead_rows[lead_target[0]].get(lead_target[1])
                     is_newest = newest.get(lead_key, (claim.record_id,))[0] == claim.record_id
                     if is_newest:
@@ -449,7 +454,8 @@ class BulkRail:
         with _gc_paused():
             recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
         if rest_claims:
-            verdicts = await self._rest.send(rest_claims, rail="collections")
+            full, verdicts = _decoded(rest_claims)
+            verdicts += await self._rest.send(full, rail="collections")
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="collections")
         if not recs:
             return len(rest_claims)
@@ -887,6 +893,20 @@ class BulkRail:
         if key is not None and key in lead_results and lead_results[key] is None:
             return Verdict(claim, Action.ACK)
         return Verdict(claim, Action.RELEASE)
+
+
+def _decoded(claims: Iterable[StoredClaim]) -> tuple[list[Claim], list[Verdict]]:
+    """The claims with their outcomes validated in full (for the REST rails), and a
+    dead-letter verdict for each whose stored payload does not validate."""
+    full: list[Claim] = []
+    dead: list[Verdict] = []
+    for stored in claims:
+        try:
+            full.append(stored.claim())
+        except ValidationError as exc:
+            message = format_validation_error(exc)[:2000]
+            dead.append(Verdict(Ref.of(stored), Action.DEAD, "SPOOL_UNREADABLE_PAYLOAD", message))
+    return full, dead
 
 
 def _id15(key: str) -> str:

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from spool import CallOutcome, Direction, Disposition, LeadRef, format_validation_error
+from spool import (
+    CallOutcome,
+    Direction,
+    Disposition,
+    LeadRef,
+    StoredOutcome,
+    format_validation_error,
+)
+from tests.outcome_strategies import outcomes
 
 ENDED = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -226,3 +234,42 @@ def test_the_defaults_of_stored_fields_are_pinned() -> None:
         "external_key": None,
         "phone": None,
     }
+
+
+@given(outcomes())
+def test_stored_outcome_reads_what_the_outcome_holds(o: CallOutcome) -> None:
+    """The Bulk rail reads stored payloads through StoredOutcome instead of decoding a
+    CallOutcome: every field reads back equal (timestamps in their own zone), from the
+    sparse payload put writes and from a full one written before."""
+    for payload in (o.to_stored_json(), o.model_dump_json()):
+        view = StoredOutcome.parse(payload)
+        assert view is not None
+        for name in CallOutcome.model_fields:
+            assert getattr(view, name) == getattr(o, name), name
+        for name in ("started_at", "ended_at", "callback_at"):
+            value = getattr(view, name)
+            assert value is None or value.utcoffset() == getattr(o, name).utcoffset()
+        assert view.external_key == o.external_key
+        lead = o.lead
+        assert view.lead_fields() == (
+            (None, None, None) if lead is None else (lead.id, lead.external_key, lead.phone)
+        )
+        assert view.lead is None or view.lead.key == lead.key  # type: ignore[union-attr]
+
+
+def test_stored_outcome_refuses_payloads_this_version_did_not_write() -> None:
+    """What StoredOutcome cannot vouch for (unknown or missing keys, an unknown
+    disposition or direction, a lead that is not an object, not JSON) is refused, so
+    the spool validates it in full instead (and dead-letters it if that fails)."""
+    data = make(lead=LeadRef(id="00Q000000000001")).model_dump(mode="json")
+    assert StoredOutcome.parse(json.dumps(data)) is not None
+    for broken in (
+        {k: v for k, v in data.items() if k != "ended_at"},
+        {**data, "disposition": "teleported"},
+        {**data, "direction": "sideways"},
+        {**data, "surprise": 1},
+        {**data, "lead": "00Q000000000001"},
+        [data],
+    ):
+        assert StoredOutcome.parse(json.dumps(broken)) is None, broken
+    assert StoredOutcome.parse("{not json") is None

@@ -40,6 +40,36 @@ async def test_unreadable_payload_is_dead_lettered_not_blocking(
     assert "call_id: field required" in (letter.error_message or "")
 
 
+async def test_claim_stored_reads_lazily_and_still_dead_letters_unreadable(
+    spool: Spool, spool_path: Path
+) -> None:
+    """claim_stored (the Bulk rail's claim) gives the stored outcomes read lazily; a
+    payload the lazy reader cannot vouch for but that validates in full is read in full;
+    one that does not validate is dead-lettered as by claim, and the rest flows."""
+    put = {c: await spool.put(outcome(c)) for c in ("bad", "odd", "good")}
+    _corrupt_payload(spool_path, "bad")
+    with sqlite3.connect(spool_path) as conn:
+        # a whole number written as 35.0: the model reads 35, the lazy reader refuses it
+        conn.execute(
+            "UPDATE outcomes SET payload = json_set(payload, '$.duration_s', 35.0)"
+            " WHERE call_id = 'odd'"
+        )
+    claims = await spool.claim_stored("bulk", 10)
+    assert [c.record_id for c in claims] == [put["odd"].record_id, put["good"].record_id]
+    for claim in claims:
+        expected = outcome(claim.outcome.call_id)
+        if claim.outcome.call_id == "odd":
+            expected = expected.model_copy(update={"duration_s": 35})
+        assert claim.claim().outcome == expected
+        assert repr(claim.outcome.duration_s) == repr(expected.duration_s)  # 35, not 35.0
+        assert claim.outcome.disposition.value == "connected"
+        assert claim.ord_ts == claim.outcome.ended_at.timestamp()
+        assert (claim.rail, claim.attempt, claim.rev) == ("bulk", 1, 1)
+    [letter] = await spool.dead_letters()
+    assert letter.call_id == "bad" and letter.error_code == UNREADABLE
+    assert (await spool.ack(claims)).done == sorted(c.record_id for c in claims)
+
+
 async def test_cancelled_put_leaves_spool_usable(spool: Spool) -> None:
     """Cancelling a waiting put neither breaks the writer nor other callers' puts."""
     others = [asyncio.create_task(spool.put(outcome(f"o{i}"))) for i in range(20)]
@@ -151,10 +181,10 @@ def test_public_api_is_pinned() -> None:
     """The names other packages import from spool stay exported."""
     assert set(spool.__all__) == {
         "DEFAULT_URGENT", "AckResult", "CallOutcome", "Claim", "DeadLetter", "Direction",
-        "Disposition", "JobRow", "LeadRef", "PutResult", "PutStatus", "QuarantineRow",
-        "RecordRef", "Spool", "SpoolClosed", "SpoolCorrupt", "SpoolError", "SpoolFull",
-        "SpoolStats", "SpoolUnavailable", "format_validation_error", "open_spool",
-        "read_stats",
+        "Disposition", "JobRow", "LeadRef", "OutcomeFields", "PutResult", "PutStatus",
+        "QuarantineRow", "RecordRef", "Spool", "SpoolClosed", "SpoolCorrupt", "SpoolError",
+        "SpoolFull", "SpoolStats", "SpoolUnavailable", "StoredClaim", "StoredOutcome",
+        "format_validation_error", "open_spool", "read_stats",
     }  # fmt: skip
     for name in spool.__all__:
         assert getattr(spool, name) is not None

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
 
 from daemon.mapping import CLEAR, LeadNotFound, MappingError, load_mapping, parse_mapping
-from spool.record import CallOutcome
+from daemon.mapping._template import VARIABLES
+from spool.record import CallOutcome, StoredOutcome
+from tests.outcome_strategies import outcomes
 
 ENDED = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
 
@@ -267,3 +270,35 @@ def test_task_field_inputs_name_what_each_field_depends_on() -> None:
     assert inputs["CallType"] == {"call_type"}
     assert inputs["ActivityDate"] == {"ended_date"}
     assert [n for n, _ in m.task_value_fns()] == m.task_columns()
+
+
+# Every placeholder, alone (typed) and inside text, plus an extra key.
+_EVERY_PLACEHOLDER = {
+    **{f"{name.title().replace('_', '')}__c": f"{{{name}}}" for name in VARIABLES},
+    **{f"{name.title().replace('_', '')}_Text__c": f"<{{{name}}}>" for name in VARIABLES},
+    "Queue__c": "{extra.queue}",
+}
+
+
+@given(outcomes())
+def test_a_stored_outcome_maps_like_the_outcome(o: CallOutcome) -> None:
+    """The Bulk rail maps StoredOutcome views of the spool's payloads: every Task and
+    Lead value is the one the CallOutcome gives, for every placeholder."""
+    m = parse_mapping(
+        {
+            "task": {"fields": _EVERY_PLACEHOLDER},
+            "agents": {"agent1": "005000000000001"},
+            "lead": {
+                "fields": _EVERY_PLACEHOLDER,
+                "dispositions": {"do_not_call": {"DoNotCall": True}},
+            },
+        }
+    )
+    view = StoredOutcome.parse(o.to_stored_json())
+    assert view is not None
+    for include in (True, False):
+        assert m.task_record(view, include_create_only=include) == m.task_record(
+            o, include_create_only=include
+        )
+    assert m.lead_update(view) == m.lead_update(o)
+    assert m.sticky_update(view) == m.sticky_update(o)
