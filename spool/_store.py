@@ -471,7 +471,12 @@ class Store:
         )
 
     def _claim_rows(
-        self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
+        self,
+        rail: str,
+        limit: int,
+        urgent: bool | None,
+        lease_s: float,
+        now: float,
     ) -> list[list[Any]]:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``;
         their ``[id, rev, attempt, lead_key, ord_ts, payload]``, oldest first."""
@@ -506,19 +511,17 @@ class Store:
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
                 (rail, lease_until, now, id_doc),
             )
-            (doc,) = c.execute(
-                "SELECT json_group_array(json_array(id, rev, attempt, lead_key, ord_ts,"
-                " payload)) FROM outcomes WHERE id IN (SELECT value FROM json_each(?))"
-                " AND state = 1",
-                (id_doc,),
-            ).fetchone()
+            (doc,) = c.execute(read, (id_doc,)).fetchone()
             return ids, _loads(doc)
 
-        ids, rows = self._lease_tx(run)
-        if len(rows) > 1:
-            order = {i: n for n, i in enumerate(ids)}
-            rows.sort(key=lambda row: order[row[0]])
-        return rows
+        # In claim order: CROSS JOIN keeps json_each the outer loop (SQLite does not
+        # reorder it), and json_each walks the array in order; no sort needed.
+        read = (
+            "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key, o.ord_ts,"
+            " o.payload)) FROM json_each(?) AS j CROSS JOIN outcomes AS o ON o.id = j.value"
+            " WHERE o.state = 1"
+        )
+        return self._lease_tx(run)[1]
 
     def _dead_unreadable(self, unreadable: list[tuple[str, int, int]], now: float) -> None:
         """Dead-letter claimed records whose payload this version cannot read: they must
@@ -586,14 +589,11 @@ class Store:
                     unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
                     continue
                 # Readable in full (e.g. an older layout): read lazily from its current form.
-                payload = full.to_stored_json()
-                outcome = parse(payload)
+                outcome = StoredOutcome.parse(full.to_stored_json())
                 if outcome is None:  # pragma: no cover - to_stored_json always parses
                     raise AssertionError(f"unparsable stored payload of record {record_id}")
             claimed.append(
-                StoredClaim(
-                    record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts, payload
-                )
+                StoredClaim(record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts)
             )
         if unreadable:
             self._dead_unreadable(unreadable, now)

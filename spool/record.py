@@ -324,25 +324,44 @@ class StoredOutcome:
         self._lead: LeadRef | None = _UNSET
 
     @classmethod
-    def parse(cls, payload: str) -> StoredOutcome | None:
+    def parse(cls, payload: str | bytes) -> StoredOutcome | None:
         """The view of a stored payload; None when it is not one this version wrote."""
         try:
             data = pydantic_core.from_json(payload, cache_strings="keys")
-            if (
-                not isinstance(data, dict)
-                or not _REQUIRED <= data.keys() <= _FIELDS
-                or data["disposition"] not in _DISPOSITIONS
-                or data.get("direction", "outbound") not in _DIRECTIONS
-                or not isinstance(data.get("lead") or {}, dict)
-                or any(type(data.get(n, 0)) is not int for n in _INTS if data.get(n) is not None)
-                or any(type(data[n]) is not str for n in _TIMES if data.get(n) is not None)
-            ):
+        except ValueError:
+            return None
+        return cls.of(data)
+
+    @classmethod
+    def of(cls, data: Any) -> StoredOutcome | None:
+        """The view of a stored payload already parsed from JSON (see :meth:`parse`)."""
+        if (
+            not isinstance(data, dict)
+            or not _REQUIRED <= data.keys() <= _FIELDS
+            or data["disposition"] not in _DISPOSITIONS
+            or data.get("direction", "outbound") not in _DIRECTIONS
+            or not isinstance(data.get("lead") or {}, dict)
+        ):
+            return None
+        get = data.get
+        for name in _INTS:
+            value = get(name)
+            if value is not None and type(value) is not int:
                 return None
-            view = cls(data)
+        for name in _TIMES:
+            value = get(name)
+            if value is not None and type(value) is not str:
+                return None
+        view = cls(data)
+        try:
             view._ended = datetime.fromisoformat(data["ended_at"])
         except ValueError:
             return None
         return view
+
+    def to_json(self) -> str:
+        """The payload this view reads (JSON text)."""
+        return pydantic_core.to_json(self._d).decode()
 
     def _time(self, name: str) -> datetime | None:
         value = self._d.get(name)

@@ -84,7 +84,6 @@ class StoredClaim:
     lead_key: str | None
     #: ``outcome.ended_at`` as unix seconds (the spool's order column)
     ord_ts: float
-    payload: str
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -95,7 +94,7 @@ class StoredClaim:
         return Claim(
             record_id=self.record_id,
             rev=self.rev,
-            outcome=CallOutcome.from_stored_json(self.payload),
+            outcome=CallOutcome.from_stored_json(self.outcome.to_json()),
             attempt=self.attempt,
             rail=self.rail,
             lease_until=self.lease_until,

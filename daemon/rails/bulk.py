@@ -305,15 +305,13 @@ class BulkRail:
             )
             if not claims:
                 break
+            # (a LeadRef is built only for a Lead named by phone: lead_key is its key)
             phone_refs = [
                 ref
                 for c in claims
-                if (ref := c.outcome.lead) is not None
-                and ref.id is None
-                and ref.external_key is None
-                # (the LeadRef is built only for these: a Lead named by phone)
-                and c.lead_key is not None
+                if c.lead_key is not None
                 and c.lead_key.startswith("phone:")
+                and (ref := c.outcome.lead) is not None
             ]
             phone_ids = await resolver.resolve(phone_refs, rail="bulk") if phone_refs else {}
             # Each Lead's newest outcome is asked once per batch, not once per page, unless
