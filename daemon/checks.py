@@ -27,9 +27,10 @@ class Check:
     name: str
     ok: bool | None  # None: could not be checked (counts as a failure for the exit code)
     detail: str = ""
+    warning: bool = False  # passed, but worth reading (does not change the exit code)
 
     def line(self) -> str:
-        mark = {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
+        mark = "WARN" if self.warning else {True: "PASS", False: "FAIL", None: "SKIP"}[self.ok]
         return f"{mark}  {self.name}" + (f": {self.detail}" if self.detail else "")
 
 
@@ -115,6 +116,10 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
                     "and every picklist value is allowed",
                 )
             )
+        out.extend(
+            Check("mapped field", True, note, warning=True)
+            for note in mapping.notes_against_describe(describes)
+        )
         try:
             await sf.limits()
         except SalesforceError as exc:

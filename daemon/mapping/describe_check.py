@@ -158,20 +158,57 @@ def obj_is_task(where: str) -> bool:
     return where.startswith("task")
 
 
+def _key_field(describe: AbcMapping[str, Any], name: str) -> AbcMapping[str, Any] | None:
+    for info in describe.get("fields", []):
+        if isinstance(info, dict) and info.get("name") == name:
+            return info
+    return None
+
+
 def _check_key_field(
     obj: str, name: str, describe: AbcMapping[str, Any], *, where: str, problems: list[str]
 ) -> None:
-    for info in describe.get("fields", []):
-        if isinstance(info, dict) and info.get("name") == name:
-            if not (info.get("externalId") or info.get("idLookup")):
-                problems.append(
-                    f"{where}: {obj}.{name} is not an External ID (or idLookup) field; "
-                    "upserts and lookups by it will fail"
-                )
-            return
-    problems.append(
-        f"{where}: {obj}.{name} does not exist or is not visible to the integration user"
-    )
+    info = _key_field(describe, name)
+    if info is None:
+        problems.append(
+            f"{where}: {obj}.{name} does not exist or is not visible to the integration user"
+        )
+    elif not (info.get("externalId") or info.get("idLookup")):
+        problems.append(
+            f"{where}: {obj}.{name} is not an External ID (or idLookup) field; "
+            "upserts and lookups by it will fail"
+        )
+    elif info.get("externalId") and not info.get("unique"):
+        # §7.6: without Unique, two upserts of a new key at once can both insert; every
+        # later upsert of that key then fails (300, more than one record matches).
+        problems.append(
+            f"{where}: {obj}.{name} is an External ID but not Unique; two writes of the same "
+            "key at once can create two records, and every later write of it then fails; "
+            "tick Unique on the field"
+        )
+
+
+def key_field_notes(
+    mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]
+) -> list[str]:
+    """Warnings about the Task key field that do not stop the daemon: one line each.
+
+    A Unique text field treats "ABC" and "abc" as the same value unless it was created
+    case-sensitive (Salesforce's default is case-insensitive). The spool keeps two call
+    ids that differ only in case apart, but they would share one Task: the later call's
+    Task would overwrite the earlier one's.
+    """
+    task = describes.get(mapping.task_object)
+    info = None if task is None else _key_field(task, mapping.task_external_id)
+    if info is None or not info.get("unique") or info.get("caseSensitive"):
+        return []
+    return [
+        f"task.external_id_field: {mapping.task_object}.{mapping.task_external_id} is not "
+        "case-sensitive: two call ids that differ only in upper/lower case would share one "
+        "Task (the later call's Task overwrites the earlier one). Harmless if your dialers' "
+        "call ids never differ only in case; else make the field's Unique setting treat "
+        '"ABC" and "abc" as different values'
+    ]
 
 
 def check_mapping(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]) -> list[str]:

@@ -141,6 +141,13 @@ class Mapping:
 
         return check_mapping(self, describes)
 
+    def notes_against_describe(self, describes: AbcMapping[str, AbcMapping[str, Any]]) -> list[str]:
+        """Warnings against the org's describe results that do not stop the daemon (e.g. a
+        Task key field that is not case-sensitive), one line each."""
+        from .describe_check import key_field_notes
+
+        return key_field_notes(self, describes)
+
 
 def _problems_for_values(
     where: str, table: Any, problems: list[str], sticky: frozenset[str]

@@ -278,6 +278,8 @@ class Rails:
             self.mapping_problems = (f"describe failed: {exc}",)
         else:
             self.mapping_problems = tuple(m.check_against_describe(describes))
+            for note in m.notes_against_describe(describes):
+                log.warning("mapping_note", source=m.source, note=note)
         self._mapping_checked = True
         if self.mapping_problems:
             log.error(

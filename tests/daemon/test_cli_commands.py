@@ -131,6 +131,11 @@ async def test_check_config_against_an_org_passes_then_names_a_bad_field(
             "API quota",
         ):
             assert by_name[name].ok is True, (name, by_name[name].detail)
+        # sfsim's Call_Id__c is Unique but not case-sensitive (Salesforce's default): a
+        # warning line that does not fail the check.
+        [note] = [c for c in checks if c.warning]
+        assert note.ok is True and "Task.Call_Id__c is not case-sensitive" in note.detail
+        assert note.line().startswith("WARN  mapped field: ")
 
         default = Path(__import__("daemon.mapping").mapping.__file__).parent / "default.toml"
         bad = tmp_path / "mapping.toml"

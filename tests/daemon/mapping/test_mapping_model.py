@@ -175,7 +175,7 @@ def good_describes() -> dict[str, Any]:
     task = {
         "name": "Task",
         "fields": [
-            field("Call_Id__c", externalId=True),
+            field("Call_Id__c", externalId=True, unique=True, caseSensitive=True),
             field("Subject", "combobox"),
             picklist("Status", ["Completed", "Not Started"]),
             field("ActivityDate", "date"),
@@ -193,7 +193,7 @@ def good_describes() -> dict[str, Any]:
         "name": "Lead",
         "fields": [
             field("Id", "id", idLookup=True),
-            field("Dialer_Lead_Id__c", externalId=True),
+            field("Dialer_Lead_Id__c", externalId=True, unique=True),
             field("Phone", "phone"),
             picklist(
                 "Status", ["Open - Not Contacted", "Working - Contacted", "Closed - Not Converted"]
@@ -239,6 +239,30 @@ def test_describe_problems_are_reported_in_one_list() -> None:
     assert "TaskSubtype" not in text
     # Status is reported once per disposition that sets it (4), each naming its key.
     assert len(problems) == 8
+
+
+def test_key_fields_must_be_unique_and_the_task_key_should_be_case_sensitive() -> None:
+    """An External ID key without Unique can end up on two records (two writes of a new
+    key at once), after which every write of it fails: a problem. A Task key that treats
+    "ABC" and "abc" alike is only a note: it matters only for call ids differing in case."""
+    mapping = load_mapping(None)
+    d = good_describes()
+    assert mapping.notes_against_describe(d) == []
+    for obj in ("Task", "Lead"):
+        for f in d[obj]["fields"]:
+            if f["name"] in ("Call_Id__c", "Dialer_Lead_Id__c"):
+                f["unique"] = False
+    problems = mapping.check_against_describe(d)
+    assert len(problems) == 2
+    assert "Task.Call_Id__c is an External ID but not Unique" in problems[0]
+    assert "Lead.Dialer_Lead_Id__c is an External ID but not Unique" in problems[1]
+    d = good_describes()
+    for f in d["Task"]["fields"]:
+        if f["name"] == "Call_Id__c":
+            f["caseSensitive"] = False
+    assert mapping.check_against_describe(d) == []
+    [note] = mapping.notes_against_describe(d)
+    assert "Task.Call_Id__c is not case-sensitive" in note
 
 
 def test_restricted_picklist_from_a_template_domain() -> None:

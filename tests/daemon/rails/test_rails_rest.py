@@ -210,6 +210,9 @@ async def test_unknown_field_pauses_the_rail_and_keeps_records(
     assert any("No_Such__c" in p for p in rails.status().mapping_problems)
     [line] = [e for e in logs if e["event"] == "mapping_problems"]
     assert "No_Such__c" in line["problems"] and line["log_level"] == "error"
+    # sfsim's Call_Id__c is Unique but case-insensitive (Salesforce's default): a warning.
+    [note] = [e for e in logs if e["event"] == "mapping_note"]
+    assert "Call_Id__c is not case-sensitive" in note["note"] and note["log_level"] == "warning"
     stats = await spool.stats()
     assert stats.pending == 1 and stats.dead == 0
 
