@@ -25,7 +25,7 @@ LEADS = st.one_of(
     st.builds(LeadRef, phone=st.sampled_from(["+15125550100", "5125550101"])),
 )
 EXTRA = st.dictionaries(
-    st.text(min_size=1, max_size=8),
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=8),
     st.one_of(st.none(), st.booleans(), st.integers(-5, 5), TEXT),
     max_size=3,
 )
