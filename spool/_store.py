@@ -471,12 +471,7 @@ class Store:
         )
 
     def _claim_rows(
-        self,
-        rail: str,
-        limit: int,
-        urgent: bool | None,
-        lease_s: float,
-        now: float,
+        self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
     ) -> list[list[Any]]:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``;
         their ``[id, rev, attempt, lead_key, ord_ts, payload]``, oldest first."""
@@ -490,9 +485,16 @@ class Store:
             " next_attempt_at FROM outcomes WHERE state = 0 AND urgent = ?"
             " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?)"
         )
+        # In claim order: CROSS JOIN keeps json_each the outer loop (SQLite does not
+        # reorder it), and json_each walks the array in order; no sort needed.
+        read = (
+            "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key, o.ord_ts,"
+            " o.payload)) FROM json_each(?) AS j CROSS JOIN outcomes AS o ON o.id = j.value"
+            " WHERE o.state = 1"
+        )
         lease_until = now + lease_s
 
-        def run(c: sqlite3.Connection) -> tuple[list[int], list[list[Any]]]:
+        def run(c: sqlite3.Connection) -> list[list[Any]]:
             self._reap(c, now)
             flags = (1, 0) if urgent is None else ((1,) if urgent else (0,))
             due: list[tuple[float, int]] = []
@@ -503,7 +505,7 @@ class Store:
                 due.sort()
             ids = [i for _, i in due[:limit]]
             if not ids:
-                return ids, []
+                return []
             id_doc = _dumps(ids)
             c.execute(
                 "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
@@ -512,16 +514,10 @@ class Store:
                 (rail, lease_until, now, id_doc),
             )
             (doc,) = c.execute(read, (id_doc,)).fetchone()
-            return ids, _loads(doc)
+            rows: list[list[Any]] = _loads(doc)
+            return rows
 
-        # In claim order: CROSS JOIN keeps json_each the outer loop (SQLite does not
-        # reorder it), and json_each walks the array in order; no sort needed.
-        read = (
-            "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key, o.ord_ts,"
-            " o.payload)) FROM json_each(?) AS j CROSS JOIN outcomes AS o ON o.id = j.value"
-            " WHERE o.state = 1"
-        )
-        return self._lease_tx(run)[1]
+        return self._lease_tx(run)
 
     def _dead_unreadable(self, unreadable: list[tuple[str, int, int]], now: float) -> None:
         """Dead-letter claimed records whose payload this version cannot read: they must
