@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import tomllib
+from datetime import UTC, datetime, timedelta, timezone
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -18,7 +21,7 @@ from railkit import (
     task_of,
 )
 
-from daemon.mapping import load_mapping
+from daemon.mapping import load_mapping, parse_mapping
 from daemon.rails import Rails
 from daemon.salesforce import ConfigurationError, SalesforceClient
 from spool import Spool
@@ -324,3 +327,68 @@ async def test_phone_named_leads_are_looked_up_once_for_bulk(
     for o, lead_id in zip(outs, ids, strict=True):
         assert task_of(sim, o.external_key)["WhoId"][:15] == lead_id[:15]
     assert lead(sim, ids[2])["Last_Call_Outcome__c"] == "no_answer"
+
+
+async def test_bulk_writes_the_same_fields_as_rest(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The Bulk rail reads stored payloads lazily and writes CSV; the live rail decodes
+    them in full and writes JSON. The same outcomes (notes, recording, dialer detail, a
+    mapped agent, inbound, a local date that is not the UTC date, no duration) end as the
+    same Task and Lead fields either way."""
+    [user] = sim.org.store.records("User")
+    doc = tomllib.loads(resources.files("daemon.mapping").joinpath("default.toml").read_text())
+    mapping = parse_mapping({**doc, "agents": {"agent1": user["Id"]}})
+    east = timezone(timedelta(hours=-5))
+    variants: list[dict[str, Any]] = [
+        {
+            "disposition": "connected",
+            "notes": 'said "call back", maybe',
+            "recording_url": "https://rec.example/r?id=1&x=2",
+            "raw_disposition": "SALE",
+            "detail": "agent wrap-up",
+            "agent_id": "agent1",
+            "direction": "inbound",
+            "started_at": datetime(2026, 3, 1, 23, 0, tzinfo=east),
+            "ended_at": datetime(2026, 3, 1, 23, 30, 0, 123456, tzinfo=east),
+        },
+        {
+            "disposition": "voicemail",
+            "duration_s": None,
+            "agent_id": "agent9",
+            "ended_at": datetime(2026, 3, 2, 9, 0, tzinfo=UTC),
+        },
+        {
+            "disposition": "wrong_number",
+            "talk_s": 12,
+            "extra": {"queue": "q1"},
+            "ended_at": datetime(2026, 3, 2, 9, 15, 30, tzinfo=timezone(timedelta(hours=2))),
+        },
+    ]
+    bulk_leads = seed_leads(sim, len(variants), prefix="B")
+    rest_leads = seed_leads(sim, len(variants), prefix="R")
+    pairs = []
+    for kw, b, r in zip(variants, bulk_leads, rest_leads, strict=True):
+        pairs.append((outcome({"id": b}, **kw), outcome({"id": r}, live=True, **kw)))
+    await spool.put_many([o for pair in pairs for o in pair])
+    rails = make_rails(mapping, bulk_min_records=1)
+    await rails.drain(timeout_s=30)
+    calls = client.quota.calls_by_rail
+    assert calls.get("bulk") and calls.get("live")
+    own = {"Id", "Call_Id__c", "CallObject", "WhoId"}
+    for (by_bulk, by_rest), b, r in zip(pairs, bulk_leads, rest_leads, strict=True):
+        task_b = task_of(sim, by_bulk.external_key)
+        task_r = task_of(sim, by_rest.external_key)
+        fields = set(mapping.task_columns()) - own
+        assert {f: task_b[f] for f in fields} == {f: task_r[f] for f in fields}
+        assert task_b["WhoId"] == b and task_r["WhoId"] == r
+        lead_fields = set(mapping.lead_update(by_rest))
+        assert {"Last_Call_Outcome__c", "Last_Call_At__c"} <= lead_fields
+        assert {f: lead(sim, b)[f] for f in lead_fields} == {
+            f: lead(sim, r)[f] for f in lead_fields
+        }
+    first = task_of(sim, pairs[0][0].external_key)
+    assert first["ActivityDate"] == "2026-03-01" and first["OwnerId"] == user["Id"]
+    assert first["Description"].startswith('said "call back", maybe\nRecording: https://')
+    assert first["CallType"] == "Inbound" and first["TaskSubtype"] == "Call"
+    assert first["CallDurationInSeconds"] == 30
