@@ -294,15 +294,39 @@ class CallOutcome(BaseModel):
 
 _SERIALIZER = CallOutcome.__pydantic_serializer__
 
-_FIELDS: Final = frozenset(CallOutcome.model_fields)
 _REQUIRED: Final = frozenset(n for n, f in CallOutcome.model_fields.items() if f.is_required())
 _DISPOSITIONS: Final = {d.value: d for d in Disposition}
 _DIRECTIONS: Final = {d.value: d for d in Direction}
 _UNSET: Final[Any] = object()
-# Fields the view hands on as they are (ints) or converts (times): the JSON type must be
-# the one to_stored_json writes, else the payload is read in full.
-_INTS: Final = ("version", "source_seq", "duration_s", "talk_s")
-_TIMES: Final = ("started_at", "ended_at", "callback_at")
+# The JSON type of each field as to_stored_json writes it (None where the field may be
+# null): the view hands values on as they are, so a payload whose types differ (another
+# writer) is refused and read in full instead. Times are ISO text, enums their value.
+_S, _I, _N = (str,), (int,), (type(None),)
+_JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "source": _S,
+    "call_id": _S,
+    "version": _I,
+    "source_seq": _I + _N,
+    "disposition": _S,
+    "raw_disposition": _S + _N,
+    "detail": _S + _N,
+    "ambiguous": (bool,),
+    "lead": (dict, *_N),
+    "agent_id": _S + _N,
+    "campaign": _S + _N,
+    "phone": _S + _N,
+    "direction": _S,
+    "started_at": _S + _N,
+    "ended_at": _S,
+    "duration_s": _I + _N,
+    "talk_s": _I + _N,
+    "callback_at": _S + _N,
+    "recording_url": _S + _N,
+    "notes": _S + _N,
+    "live": (bool,),
+    "extra": (dict,),
+}
+_LEAD_KEYS: Final = frozenset(LeadRef.model_fields)
 
 
 class StoredOutcome:
@@ -335,23 +359,24 @@ class StoredOutcome:
     @classmethod
     def of(cls, data: Any) -> StoredOutcome | None:
         """The view of a stored payload already parsed from JSON (see :meth:`parse`)."""
+        if type(data) is not dict or not data.keys() >= _REQUIRED:
+            return None
+        types = _JSON_TYPES
+        for name, value in data.items():
+            allowed = types.get(name)
+            if allowed is None or type(value) not in allowed:
+                return None
         if (
-            not isinstance(data, dict)
-            or not _REQUIRED <= data.keys() <= _FIELDS
-            or data["disposition"] not in _DISPOSITIONS
+            data["disposition"] not in _DISPOSITIONS
             or data.get("direction", "outbound") not in _DIRECTIONS
-            or not isinstance(data.get("lead") or {}, dict)
         ):
             return None
-        get = data.get
-        for name in _INTS:
-            value = get(name)
-            if value is not None and type(value) is not int:
-                return None
-        for name in _TIMES:
-            value = get(name)
-            if value is not None and type(value) is not str:
-                return None
+        lead = data.get("lead")
+        if lead is not None and not all(
+            name in _LEAD_KEYS and (value is None or type(value) is str)
+            for name, value in lead.items()
+        ):
+            return None
         view = cls(data)
         try:
             view._ended = datetime.fromisoformat(data["ended_at"])

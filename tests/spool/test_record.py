@@ -260,7 +260,8 @@ def test_stored_outcome_reads_what_the_outcome_holds(o: CallOutcome) -> None:
 
 def test_stored_outcome_refuses_payloads_this_version_did_not_write() -> None:
     """What StoredOutcome cannot vouch for (unknown or missing keys, an unknown
-    disposition or direction, a lead that is not an object, not JSON) is refused, so
+    disposition or direction, a JSON type put does not write, a lead that is not an
+    object of known keys, not JSON) is refused, so
     the spool validates it in full instead (and dead-letters it if that fails)."""
     data = make(lead=LeadRef(id="00Q000000000001")).model_dump(mode="json")
     assert StoredOutcome.parse(json.dumps(data)) is not None
@@ -270,6 +271,12 @@ def test_stored_outcome_refuses_payloads_this_version_did_not_write() -> None:
         {**data, "direction": "sideways"},
         {**data, "surprise": 1},
         {**data, "lead": "00Q000000000001"},
+        {**data, "lead": {"nickname": "x"}},
+        {**data, "lead": {"id": 5}},
+        {**data, "disposition": ["connected"]},
+        {**data, "duration_s": "35"},
+        {**data, "notes": 5},
+        {**data, "live": 1},
         [data],
     ):
         assert StoredOutcome.parse(json.dumps(broken)) is None, broken
