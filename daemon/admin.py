@@ -25,6 +25,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from spool import UNREADABLE_PAYLOAD
+
 __all__ = [
     "IngestOptions",
     "StatusReport",
@@ -274,9 +276,9 @@ async def _all_dead(spool: Any, error_code: str | None = None) -> list[Any]:
         offset += _PAGE
 
 
-# The error code of a dead letter whose stored payload this version cannot read
-# (spool/_store.py UNREADABLE); such a DeadLetter has outcome None and the raw payload.
-UNREADABLE_CODE = "SPOOL_UNREADABLE_PAYLOAD"
+# The error code of a dead letter whose stored payload this version cannot read; such a
+# DeadLetter has outcome None and the raw payload.
+UNREADABLE_CODE = UNREADABLE_PAYLOAD
 
 
 def _raw_payload(d: Any) -> Any:

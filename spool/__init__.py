@@ -15,6 +15,7 @@ from spool.record import (
     format_validation_error,
 )
 from spool.results import (
+    UNREADABLE_PAYLOAD,
     AckResult,
     Claim,
     DeadLetter,
@@ -31,6 +32,7 @@ from spool.stats import read_stats
 
 __all__ = [
     "DEFAULT_URGENT",
+    "UNREADABLE_PAYLOAD",
     "AckResult",
     "CallOutcome",
     "Claim",

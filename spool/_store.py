@@ -37,6 +37,7 @@ from spool._schema import (
 from spool.errors import SpoolCorrupt, SpoolError, SpoolFull, SpoolUnavailable
 from spool.record import CallOutcome, StoredOutcome, format_validation_error
 from spool.results import (
+    UNREADABLE_PAYLOAD,
     AckResult,
     Claim,
     DeadLetter,
@@ -65,7 +66,7 @@ T = TypeVar("T")
 Row = tuple[str, str, int, int, float, int, str | None, str]
 
 #: error_code of a record whose stored payload this version cannot read
-UNREADABLE = "SPOOL_UNREADABLE_PAYLOAD"
+UNREADABLE = UNREADABLE_PAYLOAD
 # Quarantined input is kept for inspection, not for replay of arbitrarily large bodies.
 QUARANTINE_MAX_BYTES = 1 << 20
 # SQLite's default limit on host parameters is 32766; stay well below it.

@@ -9,6 +9,7 @@ from typing import Any
 from spool.record import CallOutcome, StoredOutcome
 
 __all__ = [
+    "UNREADABLE_PAYLOAD",
     "AckResult",
     "Claim",
     "DeadLetter",
@@ -20,6 +21,9 @@ __all__ = [
     "SpoolStats",
     "StoredClaim",
 ]
+
+#: error_code of a dead letter whose stored payload this version cannot read
+UNREADABLE_PAYLOAD = "SPOOL_UNREADABLE_PAYLOAD"
 
 
 class PutStatus(StrEnum):

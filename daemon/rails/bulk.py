@@ -55,7 +55,14 @@ from daemon.salesforce.wire import (
     iter_result_errors,
     utf8_len,
 )
-from spool import Claim, Spool, SpoolError, StoredClaim, format_validation_error
+from spool import (
+    UNREADABLE_PAYLOAD,
+    Claim,
+    Spool,
+    SpoolError,
+    StoredClaim,
+    format_validation_error,
+)
 from spool.record import Direction, Disposition, OutcomeFields
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
@@ -903,7 +910,7 @@ def _decoded(claims: Iterable[StoredClaim]) -> tuple[list[Claim], list[Verdict]]
             full.append(stored.claim())
         except ValidationError as exc:
             message = format_validation_error(exc)[:2000]
-            dead.append(Verdict(Ref.of(stored), Action.DEAD, "SPOOL_UNREADABLE_PAYLOAD", message))
+            dead.append(Verdict(Ref.of(stored), Action.DEAD, UNREADABLE_PAYLOAD, message))
     return full, dead
 
 

@@ -184,6 +184,7 @@ def test_public_api_is_pinned() -> None:
         "Disposition", "JobRow", "LeadRef", "OutcomeFields", "PutResult", "PutStatus",
         "QuarantineRow", "RecordRef", "Spool", "SpoolClosed", "SpoolCorrupt", "SpoolError",
         "SpoolFull", "SpoolStats", "SpoolUnavailable", "StoredClaim", "StoredOutcome",
+        "UNREADABLE_PAYLOAD",
         "format_validation_error", "open_spool", "read_stats",
     }  # fmt: skip
     for name in spool.__all__:
