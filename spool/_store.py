@@ -520,50 +520,48 @@ class Store:
 
         return self._lease_tx(run)
 
-    def _dead_unreadable(self, unreadable: list[tuple[str, int, int]], now: float) -> None:
-        """Dead-letter claimed records whose payload this version cannot read: they must
-        not block the queue."""
-        self._tx(
-            lambda c: c.executemany(
-                "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
-                " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
-                " AND attempt = ?",
-                [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+    def _decode_claimed(
+        self,
+        rail: str,
+        limit: int,
+        urgent: bool | None,
+        lease_s: float,
+        now: float,
+        build: Callable[[list[Any], float], T],
+    ) -> list[T]:
+        """Claim rows, each turned into a claim by ``build(row, lease_until)`` after the
+        commit (the write lock is not held meanwhile). A row whose payload this version
+        cannot read (``build`` raises ValidationError, e.g. another version wrote it) is
+        dead-lettered: it must not block the queue."""
+        claimed: list[T] = []
+        unreadable: list[tuple[str, int, int]] = []
+        for row in self._claim_rows(rail, limit, urgent, lease_s, now):
+            try:
+                claimed.append(build(row, now + lease_s))
+            except ValidationError as exc:
+                unreadable.append((format_validation_error(exc)[:2000], row[0], row[2]))
+        if unreadable:
+            self._tx(
+                lambda c: c.executemany(
+                    "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
+                    " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
+                    " AND attempt = ?",
+                    [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+                )
             )
-        )
+        return claimed
 
     def claim(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
     ) -> list[Claim]:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
-        lease_until = now + lease_s
-        # Payloads are read after the commit: the write lock is not held meanwhile.
-        claimed: list[Claim] = []
-        unreadable: list[tuple[str, int, int]] = []
-        load = CallOutcome.from_stored_json
-        for record_id, rev, attempt, lead_key, _, payload in self._claim_rows(
-            rail, limit, urgent, lease_s, now
-        ):
-            try:
-                outcome = load(payload)
-            except ValidationError as exc:
-                # e.g. written by another version
-                unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
-                continue
-            claimed.append(
-                Claim(
-                    record_id=record_id,
-                    rev=rev,
-                    outcome=outcome,
-                    attempt=attempt,
-                    rail=rail,
-                    lease_until=lease_until,
-                    lead_key=lead_key,
-                )
-            )
-        if unreadable:
-            self._dead_unreadable(unreadable, now)
-        return claimed
+
+        def build(row: list[Any], lease_until: float) -> Claim:
+            record_id, rev, attempt, lead_key, _, payload = row
+            outcome = CallOutcome.from_stored_json(payload)
+            return Claim(record_id, rev, outcome, attempt, rail, lease_until, lead_key)
+
+        return self._decode_claimed(rail, limit, urgent, lease_s, now, build)
 
     def claim_stored(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
@@ -571,30 +569,21 @@ class Store:
         """:meth:`claim`, each outcome read lazily from its payload (:class:`StoredOutcome`).
         A payload the lazy reader refuses is validated in full; one that fails that too is
         dead-lettered, as by :meth:`claim`."""
-        lease_until = now + lease_s
-        claimed: list[StoredClaim] = []
-        unreadable: list[tuple[str, int, int]] = []
         parse = StoredOutcome.parse
-        for record_id, rev, attempt, lead_key, ord_ts, payload in self._claim_rows(
-            rail, limit, urgent, lease_s, now
-        ):
+
+        def build(row: list[Any], lease_until: float) -> StoredClaim:
+            record_id, rev, attempt, lead_key, ord_ts, payload = row
             outcome = parse(payload)
             if outcome is None:
-                try:
-                    full = CallOutcome.from_stored_json(payload)
-                except ValidationError as exc:
-                    unreadable.append((format_validation_error(exc)[:2000], record_id, attempt))
-                    continue
                 # Readable in full (e.g. an older layout): read lazily from its current form.
-                outcome = StoredOutcome.parse(full.to_stored_json())
+                outcome = parse(CallOutcome.from_stored_json(payload).to_stored_json())
                 if outcome is None:  # pragma: no cover - to_stored_json always parses
                     raise AssertionError(f"unparsable stored payload of record {record_id}")
-            claimed.append(
-                StoredClaim(record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts)
+            return StoredClaim(
+                record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts
             )
-        if unreadable:
-            self._dead_unreadable(unreadable, now)
-        return claimed
+
+        return self._decode_claimed(rail, limit, urgent, lease_s, now, build)
 
     @staticmethod
     def _current(c: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:

@@ -477,17 +477,8 @@ class Spool:
         Expired leases are returned to pending first. ``urgent=True`` takes only live
         outcomes and urgent dispositions, ``False`` only the others, ``None`` any.
         """
-        if not rail:
-            raise ValueError("rail must be a non-empty name")
         assert self._wstore is not None
-        return await self._write(
-            self._wstore.claim,
-            rail,
-            int(limit),
-            urgent,
-            self.lease_s if lease_s is None else float(lease_s),
-            self._clock(),
-        )
+        return await self._claim_with(self._wstore.claim, rail, limit, urgent, lease_s)
 
     async def claim_stored(
         self,
@@ -500,17 +491,21 @@ class Spool:
         """:meth:`claim`, each outcome read from its stored JSON only as far as it is used
         (:class:`spool.record.StoredOutcome`): for many records of which few fields are
         read (the Bulk rail)."""
+        assert self._wstore is not None
+        return await self._claim_with(self._wstore.claim_stored, rail, limit, urgent, lease_s)
+
+    async def _claim_with(
+        self,
+        fn: Callable[[str, int, bool | None, float, float], list[T]],
+        rail: str,
+        limit: int,
+        urgent: bool | None,
+        lease_s: float | None,
+    ) -> list[T]:
         if not rail:
             raise ValueError("rail must be a non-empty name")
-        assert self._wstore is not None
-        return await self._write(
-            self._wstore.claim_stored,
-            rail,
-            int(limit),
-            urgent,
-            self.lease_s if lease_s is None else float(lease_s),
-            self._clock(),
-        )
+        lease = self.lease_s if lease_s is None else float(lease_s)
+        return await self._write(fn, rail, int(limit), urgent, lease, self._clock())
 
     async def ack(self, refs: Iterable[RecordRef]) -> AckResult:
         """Salesforce confirmed these revisions: done (or pending again if a newer version
