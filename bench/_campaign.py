@@ -1,18 +1,31 @@
-"""Shared harness of the issue-7 campaigns: sfsim and ``dispo-sync run`` as real processes,
-a load generator that records exactly what the daemon acknowledged, and a verifier.
+"""The campaigns' harness: sfsim and ``dispo-sync run`` as real processes, the daemon's
+config, the spool read from outside, a load generator that records exactly what the
+daemon acknowledged, and a verifier. Every campaign in ``bench/campaign_*.py`` uses it.
 
-Pieces (each usable alone; ``bench/campaign_*.py`` put them together):
+Processes (as in production: the daemon meets the org only on the wire):
 
-- :class:`SimProcess`: ``dispo-sync sim --print-json --state-dir DIR --port N`` as a child
-  process on a fixed port, so it can be stopped (SIGTERM saves its state) and started again
-  at the same address, and survives every daemon kill. Its control API (``/__sim/``):
-  :meth:`SimProcess.stats`, :meth:`~SimProcess.records`, :meth:`~SimProcess.faults`, ...
-- :func:`write_config`: a daemon config (spool in the work dir, JSON webhook + websocket
-  adapters, fixed ports, short bulk interval) from a :class:`Ports` and the sim's info.
-- :class:`DaemonProcess`: ``dispo-sync run --config FILE`` as a child process: ``start()``
-  waits for ``/healthz``; ``kill()`` is SIGKILL; ``stop()`` is SIGTERM. Its log lines go to
-  one file (all incarnations, each headed by a marker line) and the last bulk events are
-  watched (:attr:`DaemonProcess.events`) so a campaign can aim its kills.
+- :class:`SimProcess`: ``dispo-sync sim --print-json`` as a child process. Started again
+  (:meth:`~SimProcess.start` after :meth:`~SimProcess.stop`) it listens at the same
+  address and, with a ``state_dir``, keeps its org (SIGTERM saves the state). Its control
+  API (``/__sim/``): :meth:`~SimProcess.stats`, :meth:`~SimProcess.records`,
+  :meth:`~SimProcess.seed`, :meth:`~SimProcess.faults`. :func:`sim_process` is the
+  ``async with`` form.
+- :class:`DaemonProcess`: ``dispo-sync run --config FILE`` as a child process:
+  :meth:`~DaemonProcess.start` waits for its "dispo-sync ready" log line (every adapter
+  and the health server bound); :meth:`~DaemonProcess.kill` is SIGKILL,
+  :meth:`~DaemonProcess.stop` SIGTERM. Its stdout and stderr come through a pipe (a
+  file-size limit set on the daemon then hits only its spool) into one log file (each
+  start headed by a marker line) and are read as they come: the ports its adapters
+  bound (:attr:`~DaemonProcess.ports`), the last time of the events a campaign aims its
+  kills by (:attr:`~DaemonProcess.events`), every line (:meth:`~DaemonProcess.lines`,
+  JSON or logfmt). :func:`start_daemon` and :func:`daemon_process` write a config and
+  start one.
+- :func:`config_text`: a daemon config talking to a sim (any adapters, any table
+  overrides); :func:`campaign_config` is the one of the delivery campaigns (JSON webhook
+  with a bearer secret + websocket feed, fixed ports, short bulk interval).
+
+Delivery campaigns (crash, faults, kill-Salesforce):
+
 - :func:`plan_load` (pure, seeded): deliveries of call outcomes over two channels (JSON
   webhook, websocket feed): mixed live and non-live, repeated Leads, re-sent duplicates,
   newer versions of earlier calls (explicit ``version`` bump, later end, other outcome),
@@ -26,6 +39,7 @@ Pieces (each usable alone; ``bench/campaign_*.py`` put them together):
   on exactly the Leads that asked for it; counts ``missing``, ``duplicates``,
   ``stale_tasks``, ``stale_leads``. A version sent but never acknowledged may legitimately
   be in the org (stored, then the daemon died before answering), so it is accepted too.
+- :func:`session` and :func:`finish`: one run of those pieces, and its verdict.
 
 Everything runs on loopback; nothing here mocks a component.
 """
@@ -37,8 +51,10 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -48,6 +64,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -56,6 +73,7 @@ __all__ = [
     "INVALID_RULE",
     "WEBHOOK_SOURCE",
     "WS_SOURCE",
+    "DaemonExited",
     "DaemonProcess",
     "Delivery",
     "LoadGenerator",
@@ -65,21 +83,30 @@ __all__ = [
     "SimProcess",
     "Verdict",
     "attempts",
+    "campaign_config",
     "campaign_main",
     "check_dead_letters",
+    "config_text",
+    "daemon_process",
     "dead_letters",
+    "feed_adapter",
     "finish",
     "free_port",
     "lead_key",
     "load_average",
+    "parse_log_line",
     "plan_load",
+    "poll",
+    "read_spool",
     "recent",
     "seed_leads",
     "session",
+    "sim_process",
     "spool_stats",
+    "start_daemon",
+    "toml_value",
     "verify",
     "wait_drained",
-    "write_config",
 ]
 
 WEBHOOK_SOURCE: Final = "camp-hook"
@@ -116,6 +143,17 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+async def poll(
+    predicate: Callable[[], bool], *, within_s: float, every_s: float = 0.05, what: str = ""
+) -> None:
+    """Wait until ``predicate()`` holds; TimeoutError (naming ``what``) past the deadline."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {within_s:g} s: {what or predicate}")
+        await asyncio.sleep(every_s)  # polling a condition with a deadline
+
+
 def lead_key(index: int) -> str:
     """``Dialer_Lead_Id__c`` of seeded Lead ``index``."""
     return f"CL{index:06d}"
@@ -130,6 +168,7 @@ def _cli() -> list[str]:
 
 
 async def _terminate(proc: asyncio.subprocess.Process, sig: int, within_s: float) -> int:
+    """Send ``sig`` (if it still runs) and reap it; SIGKILL past ``within_s``."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
@@ -142,30 +181,194 @@ async def _terminate(proc: asyncio.subprocess.Process, sig: int, within_s: float
         return await proc.wait()
 
 
+# --------------------------------------------------------------------------- config
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a str/int/float/bool/list/dict (inline table)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _table(header: str, values: Mapping[str, Any]) -> str:
+    return f"{header}\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
+
+
+def config_text(
+    sim: Mapping[str, Any],
+    spool_path: Path,
+    adapters: Iterable[Mapping[str, Any]] = (),
+    *,
+    salesforce: Mapping[str, Any] | None = None,
+    spool: Mapping[str, Any] | None = None,
+    rails: Mapping[str, Any] | None = None,
+    level: str = "info",
+    log_format: str = "json",
+    listen: str = "127.0.0.1:0",
+    daemon: Mapping[str, Any] | None = None,
+) -> str:
+    """A daemon TOML config talking to ``sim`` (its ``--print-json`` info); each mapping
+    adds keys to its table (``rails`` replaces the default ``bulk_interval_s = 1``)."""
+    sf: dict[str, Any] = {
+        "login_url": sim["instance_url"],
+        "client_id": sim["client_id"],
+        "client_secret": sim["client_secret"],
+    }
+    sf.update(salesforce or {})
+    parts = [
+        _table("[salesforce]", sf),
+        _table("[spool]", {"path": str(spool_path), **(spool or {})}),
+        _table("[http]", {"listen": listen}),
+        _table("[rails]", dict(rails or {"bulk_interval_s": 1})),
+        _table("[log]", {"format": log_format, "level": level}),
+        _table("[daemon]", dict(daemon or {"status_interval_s": 0.5})),
+    ]
+    parts += [_table("[[adapter]]", adapter) for adapter in adapters]
+    return "\n".join(parts)
+
+
+def feed_adapter(port: int, **fields: str) -> dict[str, Any]:
+    """The ``[[adapter]]`` table of a websocket adapter on a loopback feed of ``call.ended``
+    events (acked one by one, resumed by query); ``fields`` adds event paths to the base map."""
+    return {
+        "type": "websocket",
+        "name": "feed",
+        "url": f"ws://127.0.0.1:{port}/events",
+        "auth": "none",
+        "event_types": ["call.ended"],
+        "ack": "each",
+        "ack_message": {"type": "ack", "id": "{id}"},
+        "resume": "query",
+        "reconnect_max_s": 0.2,
+        "fields": {
+            "call_id": "data.call_id",
+            "disposition": "data.status",
+            "ended_at": "data.ended_at",
+            "live": "data.live",
+            "notes": "data.notes",
+            **fields,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The delivery campaigns' fixed daemon addresses (the same across restarts)."""
+
+    webhook: int
+    http: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        return cls(webhook=free_port(), http=free_port())
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook}{WEBHOOK_PATH}"
+
+
+def campaign_config(
+    *,
+    sim_info: Mapping[str, Any],
+    ports: Ports,
+    ws_url: str,
+    spool_path: Path,
+    bulk_interval_s: float = 2.0,
+    bulk_min_records: int = 300,
+    bulk_max_records: int = 5000,
+    lease_s: float = 20.0,
+    synchronous: str = "FULL",
+    read_timeout_s: float = 30.0,
+    log_level: str = "info",
+    extra: str = "",
+) -> str:
+    """The delivery campaigns' config: JSON webhook (bearer secret) + websocket feed on
+    :class:`LoadGenerator`'s plan, fixed ports, logfmt logs; ``extra`` is appended as is."""
+    webhook = {
+        "type": "webhook",
+        "preset": "json",
+        "name": WEBHOOK_SOURCE,
+        "listen": f"127.0.0.1:{ports.webhook}",
+        "path": WEBHOOK_PATH,
+        "secret": _SECRET,
+    }
+    fields = "call_id disposition ended_at started_at duration_s agent_id lead_external_key"
+    feed = {
+        "type": "websocket",
+        "name": WS_SOURCE,
+        "url": ws_url,
+        "auth": "none",
+        "event_types": ["call.ended"],
+        "ack": "each",
+        "ack_message": {"type": "ack", "id": "{id}"},
+        "reconnect_initial_s": 0.2,
+        "reconnect_max_s": 2.0,
+        "fields": {name: name for name in f"{fields} callback_at version live".split()},
+    }
+    text = config_text(
+        sim_info,
+        spool_path,
+        [webhook, feed],
+        salesforce={"connect_timeout_s": 5.0, "read_timeout_s": read_timeout_s},
+        spool={"synchronous": synchronous, "lease_s": lease_s},
+        rails={
+            "bulk_interval_s": bulk_interval_s,
+            "bulk_min_records": bulk_min_records,
+            "bulk_max_records": bulk_max_records,
+            "live_dispositions": ["do_not_call", "callback_requested"],
+        },
+        level=log_level,
+        log_format="logfmt",
+        listen=f"127.0.0.1:{ports.http}",
+        daemon={"shutdown_timeout_s": 20.0, "status_interval_s": 1.0},
+    )
+    return f"# Generated by bench/_campaign.py\n{text}{extra}"
+
+
 # --------------------------------------------------------------------------- sfsim
 
 
 class SimProcess:
-    """sfsim in a child process on a fixed port, its state kept in ``state_dir``."""
+    """``dispo-sync sim`` in a child process; started again, at the same address.
+
+    ``state_dir``: where it saves its org on SIGTERM and finds it at the next start
+    (None: a fresh org each start). ``rules``: the org's validation rules, given on the
+    command line so that they hold across restarts (rules set over the control API are
+    not part of the state). Its stderr goes to ``sfsim.log`` beside ``state_dir`` (else
+    to a temporary file, removed by :meth:`aclose`); its tail is in the error of a failed
+    start.
+    """
 
     def __init__(
         self,
-        state_dir: Path,
+        state_dir: Path | None = None,
         *,
-        port: int | None = None,
+        tls: bool = False,
         bulk_rate: float | None = None,
-        api_limit: int | None = None,
-        log_path: Path | None = None,
         rules: list[dict[str, Any]] | None = None,
     ) -> None:
-        """``rules``: the org's validation rules, given on the command line so that they
-        hold across restarts (rules set over the control API are not part of the state)."""
         self.state_dir = state_dir
-        self.rules = rules
-        self.port = port if port is not None else free_port()
+        self.tls = tls
         self.bulk_rate = bulk_rate
-        self.api_limit = api_limit
-        self.log_path = log_path if log_path is not None else state_dir.parent / "sfsim.log"
+        self.rules = rules
+        if state_dir is not None:
+            self.log_path = state_dir.parent / "sfsim.log"
+        else:
+            fd, name = tempfile.mkstemp(prefix="sfsim-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        #: 0 (a free one) until the first start; then the same at every start
+        self.port = 0
         self.info: dict[str, Any] = {}
         self.starts = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -176,41 +379,62 @@ class SimProcess:
         return self._proc is not None and self._proc.returncode is None
 
     @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def url(self) -> str:
+        """``instance_url`` (known once started)."""
+        return str(self.info["instance_url"])
+
+    def verify(self) -> Any:
+        """What an httpx client needs to trust it (its CA under ``tls``)."""
+        import ssl
+
+        ca = self.info.get("ca_file")
+        return ssl.create_default_context(cafile=ca) if ca else True
+
+    def _argv(self) -> list[str]:
+        argv = [*_cli(), "sim", "--print-json", "--port", str(self.port)]
+        if self.tls:
+            argv.append("--tls")
+        if self.state_dir is not None:
+            argv += ["--state-dir", str(self.state_dir)]
+        if self.bulk_rate is not None:
+            argv += ["--bulk-rate", str(self.bulk_rate)]
+        if self.rules:
+            rules_file = self.log_path.with_name("sfsim-rules.json")
+            rules_file.write_text(json.dumps(self.rules), encoding="utf-8")
+            argv += ["--validation-rules", str(rules_file)]
+        return argv
+
+    def _tail(self) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2000))
+            return f.read().decode("utf-8", "replace")
 
     async def start(self) -> dict[str, Any]:
         """Start (again) and return its connection info once it accepts connections."""
         if self.running:
             raise RuntimeError("sfsim is already running")
-        args = [*_cli(), "sim", "--print-json", "--state-dir", str(self.state_dir)]
-        args += ["--port", str(self.port)]
-        if self.bulk_rate is not None:
-            args += ["--bulk-rate", str(self.bulk_rate)]
-        if self.api_limit is not None:
-            args += ["--api-limit", str(self.api_limit)]
-        if self.rules:
-            rules_file = self.log_path.with_name("sfsim-rules.json")
-            rules_file.write_text(json.dumps(self.rules), encoding="utf-8")
-            args += ["--validation-rules", str(rules_file)]
         with self.log_path.open("ab") as err:
-            self._proc = await asyncio.create_subprocess_exec(
-                *args, stdout=asyncio.subprocess.PIPE, stderr=err, stdin=asyncio.subprocess.DEVNULL
+            self._proc = proc = await asyncio.create_subprocess_exec(
+                *self._argv(),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                stdin=asyncio.subprocess.DEVNULL,
             )
-        assert self._proc.stdout is not None
+        assert proc.stdout is not None
         try:
             async with asyncio.timeout(_START_TIMEOUT_S):
-                line = await self._proc.stdout.readline()
+                line = await proc.stdout.readline()
         except TimeoutError:
-            await _terminate(self._proc, signal.SIGKILL, 5)
-            raise RuntimeError("sfsim did not start within 60 s") from None
+            await _terminate(proc, signal.SIGKILL, 5)
+            raise RuntimeError(f"sfsim did not start within {_START_TIMEOUT_S:g} s") from None
         if not line:
-            code = await self._proc.wait()
-            raise RuntimeError(f"sfsim exited at start (status {code}); see {self.log_path}")
+            code = await proc.wait()
+            raise RuntimeError(f"sfsim exited with {code} at start:\n{self._tail()}")
         self.info = json.loads(line)
+        self.port = urlsplit(self.url).port or 0  # a restart listens at the same address
         self.starts += 1
         if self._client is None:
-            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=60.0)
+            self._client = httpx.AsyncClient(base_url=self.url, verify=self.verify(), timeout=60)
         return self.info
 
     async def stop(self) -> int:
@@ -229,6 +453,7 @@ class SimProcess:
         Fault settings are not part of the saved state: set them again afterwards.
         """
         await self.stop()
+        assert self.state_dir is not None, "needs a state_dir"
         path = self.state_dir / "sfsim-state.json"
         state = json.loads(path.read_text(encoding="utf-8"))
         state.setdefault("usage", {})["used"] = 0
@@ -240,6 +465,18 @@ class SimProcess:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self.state_dir is None:
+            self.log_path.unlink(missing_ok=True)
+
+    def state(self) -> dict[str, Any]:
+        """The saved state files by name (once stopped, and only with a ``state_dir``)."""
+        if self.state_dir is None:
+            return {}
+        out: dict[str, Any] = {}
+        for path in sorted(self.state_dir.glob("*.json")):
+            with contextlib.suppress(ValueError, OSError):
+                out[path.name] = json.loads(path.read_text())
+        return out
 
     # ---------------------------------------------------------------- control API
     @property
@@ -269,8 +506,16 @@ class SimProcess:
         result: dict[str, Any] = await self._json("POST", "faults", settings)
         return result
 
-    async def validation_rules(self, rules: list[dict[str, Any]]) -> None:
-        await self._json("POST", "validation_rules", rules)
+
+@contextlib.asynccontextmanager
+async def sim_process(state_dir: Path | None = None, **options: Any) -> AsyncIterator[SimProcess]:
+    """A started :class:`SimProcess` (``options`` as there), stopped on the way out."""
+    sim = SimProcess(state_dir, **options)
+    try:
+        await sim.start()
+        yield sim
+    finally:
+        await sim.aclose()
 
 
 async def seed_leads(sim: SimProcess, count: int) -> dict[str, str]:
@@ -297,130 +542,73 @@ async def seed_leads(sim: SimProcess, count: int) -> dict[str, str]:
 # --------------------------------------------------------------------------- daemon
 
 
-@dataclass(frozen=True)
-class Ports:
-    """The daemon's fixed addresses (the same across restarts)."""
+class DaemonExited(RuntimeError):
+    """The daemon did not get ready: it exited (or hung) at start; its log tail is here."""
 
-    webhook: int
-    http: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        return cls(webhook=free_port(), http=free_port())
-
-    @property
-    def webhook_url(self) -> str:
-        return f"http://127.0.0.1:{self.webhook}{WEBHOOK_PATH}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http}"
+    def __init__(self, returncode: int | None, tail: str) -> None:
+        super().__init__(f"dispo-sync run exited with {returncode}:\n{tail}")
+        self.returncode = returncode
+        self.tail = tail
 
 
-def write_config(
-    path: Path,
-    *,
-    sim_info: Mapping[str, Any],
-    ports: Ports,
-    ws_url: str,
-    spool_path: Path,
-    bulk_interval_s: float = 2.0,
-    bulk_min_records: int = 300,
-    bulk_max_records: int = 5000,
-    lease_s: float = 20.0,
-    synchronous: str = "FULL",
-    read_timeout_s: float = 30.0,
-    log_level: str = "info",
-    extra: str = "",
-) -> Path:
-    """A daemon config: JSON webhook (bearer secret) + websocket feed, fixed ports."""
-    path.write_text(
-        f"""# Generated by bench/_campaign.py
-[salesforce]
-login_url = "{sim_info["instance_url"]}"
-client_id = "{sim_info["client_id"]}"
-client_secret = "{sim_info["client_secret"]}"
-connect_timeout_s = 5.0
-read_timeout_s = {read_timeout_s}
-
-[spool]
-path = "{spool_path}"
-synchronous = "{synchronous}"
-lease_s = {lease_s}
-
-[http]
-listen = "127.0.0.1:{ports.http}"
-
-[rails]
-bulk_interval_s = {bulk_interval_s}
-bulk_min_records = {bulk_min_records}
-bulk_max_records = {bulk_max_records}
-live_dispositions = ["do_not_call", "callback_requested"]
-
-[log]
-format = "logfmt"
-level = "{log_level}"
-
-[daemon]
-shutdown_timeout_s = 20.0
-status_interval_s = 1.0
-
-[[adapter]]
-type = "webhook"
-preset = "json"
-name = "{WEBHOOK_SOURCE}"
-listen = "127.0.0.1:{ports.webhook}"
-path = "{WEBHOOK_PATH}"
-secret = "{_SECRET}"
-
-[[adapter]]
-type = "websocket"
-name = "{WS_SOURCE}"
-url = "{ws_url}"
-auth = "none"
-event_types = ["call.ended"]
-ack = "each"
-ack_message = {{ type = "ack", id = "{{id}}" }}
-reconnect_initial_s = 0.2
-reconnect_max_s = 2.0
-fields = {{ call_id = "call_id", disposition = "disposition", ended_at = "ended_at", \
-started_at = "started_at", duration_s = "duration_s", agent_id = "agent_id", \
-lead_external_key = "lead_external_key", callback_at = "callback_at", version = "version", \
-live = "live" }}
-{extra}"""
-    )
-    return path
-
-
-#: Log events a campaign aims its kills by (substring of the logfmt line -> name).
+#: Log events a campaign aims its kills by (event -> name in ``events``/``event_counts``).
 _WATCHED: Final = {
-    "event=bulk_job_started": "bulk_job_started",
-    "event=bulk_batch_done": "bulk_batch_done",
-    "event=bulk_job_recovered": "bulk_job_recovered",
-    "event=bulk_batch_retry": "bulk_batch_retry",
-    "event=rail_paused": "rail_paused",
-    'event="dispo-sync ready"': "ready",
-    'event="task failed"': "task_failed",
+    "bulk_job_started": "bulk_job_started",
+    "bulk_batch_done": "bulk_batch_done",
+    "bulk_job_recovered": "bulk_job_recovered",
+    "bulk_batch_retry": "bulk_batch_retry",
+    "rail_paused": "rail_paused",
+    "dispo-sync ready": "ready",
+    "task failed": "task_failed",
 }
+#: Log events naming a bound port (event -> the ``ports`` key: the adapter, or "health").
+_LISTENING: Final = ("webhook_listening", "health server listening")
+_LOGFMT_LINE: Final = re.compile(r"\w+=")
+_LOGFMT_PAIR: Final = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def parse_log_line(raw: str) -> dict[str, Any]:
+    """A daemon log line (JSON or logfmt) as a dict; anything else (a traceback on
+    stderr) as ``{"event": "<not json>", "raw": raw}``."""
+    if _LOGFMT_LINE.match(raw):
+        out: dict[str, Any] = {}
+        for key, value in _LOGFMT_PAIR.findall(raw):
+            try:
+                out[key] = json.loads(value) if value.startswith('"') else value
+            except ValueError:
+                out[key] = value.strip('"')
+        return out
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return {"event": "<not json>", "raw": raw}
+    return parsed if isinstance(parsed, dict) else {"event": parsed}
 
 
 class DaemonProcess:
-    """``dispo-sync run --config FILE`` as a child process, killed and restarted at will."""
+    """``dispo-sync run --config FILE`` as a child process, killed and restarted at will.
 
-    def __init__(self, config: Path, ports: Ports, log_path: Path) -> None:
+    ``argv_prefix`` runs it under another program (``setpriv``: as another user).
+    """
+
+    def __init__(self, config: Path, log_path: Path, *, argv_prefix: Sequence[str] = ()) -> None:
         self.config = config
-        self.ports = ports
         self.log_path = log_path
+        self.argv_prefix = list(argv_prefix)
         self.starts = 0
         self.kills = 0
         #: name -> monotonic time of the latest such log line (see ``_WATCHED``)
         self.events: dict[str, float] = {}
-        #: counts of the watched log events over every incarnation
+        #: counts of the watched log events over every start
         self.event_counts: Counter[str] = Counter()
+        #: adapter name (and "health") -> the port it bound, from the log
+        self.ports: dict[str, int] = {}
         self.exit_codes: list[int] = []
+        self._raw: list[str] = []
+        self._parsed: list[dict[str, Any]] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._http = httpx.AsyncClient(base_url=ports.http_url, timeout=5.0)
+        self._http: httpx.AsyncClient | None = None
 
     @property
     def running(self) -> bool:
@@ -431,14 +619,19 @@ class DaemonProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self, *, timeout_s: float = _START_TIMEOUT_S) -> float:
-        """Start and wait until ``/healthz`` answers (adapters bound); returns the seconds."""
+        """Start and wait for its "dispo-sync ready" line; returns the seconds it took.
+
+        DaemonExited (with its log's tail) if it exits first or is not ready in time.
+        """
         if self.running:
             raise RuntimeError("the daemon is already running")
         t0 = time.monotonic()
         self.starts += 1
+        ready_before = self.event_counts["ready"]
         with self.log_path.open("ab") as out:
             out.write(f"\n# ---- campaign: start {self.starts} at {time.time():.3f}\n".encode())
-        self._proc = await asyncio.create_subprocess_exec(
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            *self.argv_prefix,
             *_cli(),
             "run",
             "--config",
@@ -448,35 +641,36 @@ class DaemonProcess:
             stdin=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        self._reader = asyncio.create_task(self._read_log(self._proc))
-        deadline = t0 + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.returncode is not None:
-                raise RuntimeError(
-                    f"dispo-sync exited at start (status {self._proc.returncode}); "
-                    f"see {self.log_path}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self._http.get("/healthz")).status_code == 200:
-                    return time.monotonic() - t0
-            await asyncio.sleep(0.05)  # polling a condition with a deadline
-        await self.kill()
-        raise RuntimeError(f"dispo-sync did not answer /healthz within {timeout_s:g} s")
+        self._reader = asyncio.create_task(self._read_log(proc))
+        with contextlib.suppress(TimeoutError):
+            await poll(
+                lambda: self.event_counts["ready"] > ready_before or proc.returncode is not None,
+                within_s=timeout_s,
+                what="dispo-sync ready",
+            )
+        if self.event_counts["ready"] > ready_before and proc.returncode is None:
+            return time.monotonic() - t0
+        await self._reap(signal.SIGKILL, 10.0)  # and its last lines are read
+        raise DaemonExited(proc.returncode, self.tail())
 
     async def _read_log(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         with self.log_path.open("ab") as out:
-            while True:
-                line = await proc.stdout.readline()
-                if not line:
-                    return
+            while line := await proc.stdout.readline():
                 out.write(line)
-                if b"event=bulk" in line or b"event=rail" in line or b'event="' in line:
-                    text = line.decode("utf-8", "replace")
-                    for needle, name in _WATCHED.items():
-                        if needle in text:
-                            self.events[name] = time.monotonic()
-                            self.event_counts[name] += 1
+                raw = line.decode("utf-8", "replace").rstrip("\r\n")
+                self._raw.append(raw)
+                if "ready" in raw or "bulk" in raw or "rail" in raw or "task failed" in raw:
+                    event = str(parse_log_line(raw).get("event"))
+                    name = _WATCHED.get(event)
+                    if name is not None:
+                        self.events[name] = time.monotonic()
+                        self.event_counts[name] += 1
+                elif "listening" in raw:
+                    e = parse_log_line(raw)
+                    if e.get("event") in _LISTENING:
+                        port = int(str(e["listen"]).rsplit(":", 1)[1])
+                        self.ports[str(e.get("adapter", "health"))] = port
 
     async def _reap(self, sig: int, within_s: float) -> int:
         assert self._proc is not None
@@ -502,25 +696,58 @@ class DaemonProcess:
             return 0
         return await self._reap(signal.SIGTERM, _STOP_TIMEOUT_S)
 
+    async def aclose(self) -> None:
+        await self.stop()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
     async def readyz(self) -> tuple[int, dict[str, Any]]:
-        """(status, body) of ``/readyz``."""
-        r = await self._http.get("/readyz")
+        """(status, body) of ``/readyz`` (on the health port it logged)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=5.0)
+        r = await self._http.get(f"http://127.0.0.1:{self.ports['health']}/readyz")
         body: dict[str, Any] = r.json()
         return r.status_code, body
 
-    async def aclose(self) -> None:
-        if self.running:
-            await self.stop()
-        await self._http.aclose()
+    def raw_lines(self) -> list[str]:
+        """Every line it wrote (stdout and stderr) since this object first started it."""
+        return self._raw
 
-    def log_lines(self) -> Iterable[str]:
-        with self.log_path.open(encoding="utf-8", errors="replace") as fh:
-            yield from fh
+    def lines(self) -> list[dict[str, Any]]:
+        """:meth:`raw_lines`, each parsed by :func:`parse_log_line`."""
+        self._parsed += [parse_log_line(raw) for raw in self._raw[len(self._parsed) :]]
+        return self._parsed
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self._raw[-n:])
+
+
+async def start_daemon(workdir: Path, config: str, *, name: str = "daemon") -> DaemonProcess:
+    """Write ``config`` to ``workdir/NAME.toml`` and start ``dispo-sync run`` on it (its
+    log: ``NAME.log``); returns once it is ready."""
+    path = workdir / f"{name}.toml"
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread(path.write_text, config)
+    d = DaemonProcess(path, workdir / f"{name}.log")
+    await d.start()
+    return d
+
+
+@contextlib.asynccontextmanager
+async def daemon_process(
+    workdir: Path, config: str, *, name: str = "daemon"
+) -> AsyncIterator[DaemonProcess]:
+    """:func:`start_daemon`, stopped (SIGTERM) on the way out."""
+    d = await start_daemon(workdir, config, name=name)
+    try:
+        yield d
+    finally:
+        await d.aclose()
 
 
 # --------------------------------------------------------------------------- the plan
 
-_AGENT_OUTCOMES: Final = ("connected", "callback_requested", "do_not_call")
 #: (disposition, weight, agent call)
 _MIX: Final = (
     ("no_answer", 28, False),
@@ -1114,6 +1341,15 @@ def _task_matches(task: Mapping[str, Any], d: Delivery, lead_ids: Mapping[str, s
 # --------------------------------------------------------------------------- spool
 
 
+def read_spool(path: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on a spool file another process writes."""
+    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
+    try:
+        return list(conn.execute(sql, tuple(params)).fetchall())
+    finally:
+        conn.close()
+
+
 def spool_stats(path: Path) -> Any:
     """:class:`spool.SpoolStats` read from another process (None while unreadable)."""
     from spool import SpoolError, read_stats
@@ -1129,18 +1365,21 @@ async def wait_drained(path: Path, *, timeout_s: float, poll_s: float = 0.25) ->
 
     Returns the last stats; raises TimeoutError with what is left.
     """
-    deadline = time.monotonic() + timeout_s
     stats = None
-    while time.monotonic() < deadline:
+
+    def drained() -> bool:
+        nonlocal stats
         stats = spool_stats(path)
-        if (
+        return (
             stats is not None
             and stats.pending == 0
             and stats.inflight == 0
             and stats.jobs_in_flight == 0
-        ):
-            return stats
-        await asyncio.sleep(poll_s)  # polling the spool file with a deadline
+        )
+
+    with contextlib.suppress(TimeoutError):
+        await poll(drained, within_s=timeout_s, every_s=poll_s)
+        return stats
     left = (
         f"pending={stats.pending} inflight={stats.inflight} jobs={stats.jobs_by_state} "
         f"by_rail={stats.by_rail}"
@@ -1177,18 +1416,8 @@ async def dead_letters(path: Path) -> list[dict[str, Any]]:
 
 def attempts(path: Path) -> Counter[int]:
     """Attempts per stored outcome (how many times each was claimed to be sent) -> count."""
-    import sqlite3
-
-    conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=10.0)
-    try:
-        return Counter(
-            {
-                int(a): int(n)
-                for a, n in conn.execute("SELECT attempt, count(*) FROM outcomes GROUP BY attempt")
-            }
-        )
-    finally:
-        conn.close()
+    rows = read_spool(path, "SELECT attempt, count(*) FROM outcomes GROUP BY attempt")
+    return Counter({int(a): int(n) for a, n in rows})
 
 
 # --------------------------------------------------------------------------- a run
@@ -1230,33 +1459,20 @@ async def session(
 ) -> AsyncIterator[Session]:
     """sfsim (seeded with ``leads`` Leads and ``rules``), the feed, and a started daemon.
 
-    Keyword arguments go to :func:`write_config`. Everything is stopped on the way out.
+    Keyword arguments go to :func:`campaign_config`. Everything is stopped on the way out.
     """
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    sim = SimProcess(workdir / "sim", bulk_rate=bulk_rate, rules=rules)
-    await sim.start()
     ports = Ports.pick()
     spool_path = workdir / "spool.db"
     gen = LoadGenerator(plan, webhook_url=ports.webhook_url, rate=rate)
-    daemon: DaemonProcess | None = None
-    try:
+    async with sim_process(workdir / "sim", bulk_rate=bulk_rate, rules=rules) as sim:
         ids = await seed_leads(sim, leads)
         async with gen.serve():
-            cfg = write_config(
-                workdir / "config.toml",
-                sim_info=sim.info,
-                ports=ports,
-                ws_url=gen.ws_url,
-                spool_path=spool_path,
-                **config,
+            text = campaign_config(
+                sim_info=sim.info, ports=ports, ws_url=gen.ws_url, spool_path=spool_path, **config
             )
-            daemon = DaemonProcess(cfg, ports, workdir / "daemon.log")
-            await daemon.start()
-            yield Session(workdir, sim, daemon, gen, spool_path, ids)
-    finally:
-        if daemon is not None:
-            await daemon.aclose()
-        await sim.aclose()
+            async with daemon_process(workdir, text) as daemon:
+                yield Session(workdir, sim, daemon, gen, spool_path, ids)
 
 
 async def finish(s: Session, *, drain_timeout_s: float) -> Outcome:

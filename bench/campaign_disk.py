@@ -53,9 +53,9 @@ import httpx
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from bench._campaign_b import (
-    DaemonProc,
-    SimProc,
+from bench._campaign import (
+    DaemonProcess,
+    SimProcess,
     config_text,
     daemon_process,
     feed_adapter,
@@ -250,7 +250,7 @@ def spool_size(path: Path) -> int:
 # --------------------------------------------------------------------------- run
 
 
-async def _drain(sim: SimProc, spool: Path, expect: set[str], within_s: float) -> dict[str, int]:
+async def _drain(sim: SimProcess, spool: Path, expect: set[str], within_s: float) -> dict[str, int]:
     """Wait until the spool has nothing unsent; Task count per call id in the org."""
 
     def settled() -> bool:
@@ -314,9 +314,7 @@ async def run_mode(
             spool={"synchronous": "NORMAL", "lease_s": lease_s},
             rails={"bulk_interval_s": 1, "bulk_min_records": 200},
         )
-        d = await stack.enter_async_context(
-            daemon_process(work, cfg, pipe_logs=mode == "write_error")
-        )
+        d = await stack.enter_async_context(daemon_process(work, cfg))
         hook = HookLoad(f"http://127.0.0.1:{d.ports['hook']}/hook")
         stop = asyncio.Event()
         fault: dict[str, Any] = {}
@@ -351,7 +349,7 @@ async def run_mode(
                 spool, "SELECT sf_job_id, state, record_count FROM jobs WHERE finished = 0"
             )
         ]
-        alive = d.alive
+        alive = d.running
         errors = Counter(
             str(e.get("event")) for e in d.lines() if e.get("level") in ("error", "critical")
         )
@@ -400,7 +398,7 @@ async def run_mode(
 
 
 async def _inject(
-    mode: str, d: DaemonProc, spool: Path, hook: HookLoad, feed: Feed, seconds: float
+    mode: str, d: DaemonProcess, spool: Path, hook: HookLoad, feed: Feed, seconds: float
 ) -> dict[str, Any]:
     """Break the spool's storage for ``seconds`` (at least until a refusal is seen)."""
     out: dict[str, Any] = {"spool_bytes_before": spool_size(spool)}
@@ -414,7 +412,8 @@ async def _inject(
 
     elif mode == "write_error":
         limit = max(4096, (await asyncio.to_thread(spool.stat)).st_size // 2)
-        pid = d.proc.pid
+        pid = d.pid
+        assert pid is not None
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
         out["fsize_limit"] = limit
 

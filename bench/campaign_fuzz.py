@@ -53,9 +53,9 @@ from websockets.http11 import Request, Response
 
 from adapters._twilio import compute_signature
 from adapters.config import VICIDIAL_PARAMS
-from bench._campaign_b import (
-    DaemonProc,
-    SimProc,
+from bench._campaign import (
+    DaemonProcess,
+    SimProcess,
     config_text,
     feed_adapter,
     load_average,
@@ -358,8 +358,8 @@ class FuzzStack:
         self._exit = contextlib.AsyncExitStack()
         self.feed = Pusher()
         self.ari = Pusher()
-        self.sim: SimProc | None = None
-        self.daemon: DaemonProc | None = None
+        self.sim: SimProcess | None = None
+        self.daemon: DaemonProcess | None = None
         self.spool = tmp / "spool.db"
         self.csv_path = tmp / "calls.csv"
         self.extra_adapters = extra_adapters or []
@@ -454,7 +454,7 @@ class FuzzStack:
             rails={"bulk_interval_s": 1, "bulk_min_records": 50},
         )
         self.daemon = await start_daemon(self.tmp, cfg)
-        self._exit.push_async_callback(self.daemon.stop)
+        self._exit.push_async_callback(self.daemon.aclose)
         await asyncio.wait_for(self.feed.connected.wait(), 30)
         await asyncio.wait_for(self.ari.connected.wait(), 30)
 
@@ -483,7 +483,7 @@ class FuzzStack:
 
     @property
     def alive(self) -> bool:
-        return self.daemon is not None and self.daemon.alive
+        return self.daemon is not None and self.daemon.running
 
 
 # --------------------------------------------------------------------------- per adapter
@@ -710,7 +710,7 @@ CALL_ID = st.lists(
 ).map("".join)
 
 
-async def _seed_leads(sim: SimProc) -> dict[str, str]:
+async def _seed_leads(sim: SimProcess) -> dict[str, str]:
     """One Lead per seeded key (plus untouched bystanders); key -> Lead Id."""
     records = [
         {"LastName": f"Seeded {i}", "Company": "Fuzz", "Dialer_Lead_Id__c": key}
@@ -724,7 +724,7 @@ async def _seed_leads(sim: SimProc) -> dict[str, str]:
     return dict(zip([*SEEDED_KEYS, "by"], ids, strict=True))
 
 
-async def _org(sim: SimProc, sobject: str) -> list[dict[str, Any]]:
+async def _org(sim: SimProcess, sobject: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(verify=sim.verify(), timeout=60) as c:
         r = await c.get(f"{sim.url}/__sim/records/{sobject}")
         r.raise_for_status()

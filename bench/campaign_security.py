@@ -48,10 +48,10 @@ from typing import Any
 
 import httpx
 
-from bench._campaign_b import (
+from bench._campaign import (
     DaemonExited,
-    DaemonProc,
-    SimProc,
+    DaemonProcess,
+    SimProcess,
     config_text,
     daemon_process,
     load_average,
@@ -109,7 +109,7 @@ def spool_counts(path: Path) -> dict[str, int]:
 
 
 @contextlib.asynccontextmanager
-async def _stack(tmp: Path, **sim_kw: Any) -> AsyncIterator[tuple[SimProc, DaemonProc, Path]]:
+async def _stack(tmp: Path, **sim_kw: Any) -> AsyncIterator[tuple[SimProcess, DaemonProcess, Path]]:
     spool = tmp / "spool.db"
     async with (
         sim_process(**sim_kw) as sim,
@@ -404,7 +404,7 @@ async def check_tls(tmp: Path) -> dict[str, Any]:
             check_out, _ = await check.communicate()
             async with daemon_process(work, cfg) as d:
 
-                def tls_lines(d: DaemonProc = d) -> list[dict[str, Any]]:
+                def tls_lines(d: DaemonProcess = d) -> list[dict[str, Any]]:
                     return [e for e in d.lines() if "CERTIFICATE_VERIFY_FAILED" in json.dumps(e)]
 
                 def sent(path: Path = spool_path) -> bool:
