@@ -54,8 +54,10 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from bench._campaign import (
+    DaemonExited,
     DaemonProcess,
     SimProcess,
+    campaign_main,
     config_text,
     daemon_process,
     feed_adapter,
@@ -259,8 +261,7 @@ async def _drain(sim: SimProcess, spool: Path, expect: set[str], within_s: float
 
     with contextlib.suppress(TimeoutError):
         await poll(settled, within_s=within_s, every_s=0.2, what="the spool drained")
-    async with httpx.AsyncClient(timeout=60) as c:
-        tasks = (await c.get(f"{sim.url}/__sim/records/Task")).json()
+    tasks = await sim.records("Task")
     counts: Counter[str] = Counter()
     for t in tasks:
         key = str(t.get("Call_Id__c") or "")
@@ -481,34 +482,22 @@ async def _start_read_only(work: Path, setpriv: str) -> dict[str, Any]:
     cfg.write_text(config_text(sim, spool))
     cfg.chmod(0o644)
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        setpriv,
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        sys.executable,
-        "-m",
-        "daemon",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        cwd=str(work),
+    d = DaemonProcess(
+        cfg,
+        work / "daemon.log",
+        argv_prefix=[setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"],
     )
+    status: int | None = None
     try:
-        async with asyncio.timeout(60):
-            out, _ = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-    text = out.decode("utf-8", "replace")
-    says = next((ln for ln in text.splitlines() if "not readable and writable" in ln), "")
+        await d.start()
+    except DaemonExited as exc:
+        status = exc.returncode
+    else:
+        await d.stop()
+    says = next((ln for ln in d.raw_lines() if "not readable and writable" in ln), "")
     return {
-        "ok": proc.returncode not in (None, 0)
-        and bool(says)
-        and spool.stat().st_mtime_ns == before,
-        "exit_status": proc.returncode,
+        "ok": status not in (None, 0) and bool(says) and spool.stat().st_mtime_ns == before,
+        "exit_status": status,
         "within_s": round(time.monotonic() - started, 2),
         "message": says[:300],
     }
@@ -554,11 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-s", type=float, default=120.0, help="longest wait for the drain")
     p.add_argument("--keep", metavar="DIR", help="work in DIR (kept: logs, spool files)")
     args = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="campaign-disk-") as tmp:
-        work = Path(args.keep) if args.keep else Path(tmp)
-        result = asyncio.run(run_disk(work, args.mode, seconds=args.seconds, drain_s=args.drain_s))
-    print(json.dumps(result))
-    return 0 if result["ok"] else 1
+    return campaign_main(
+        lambda work: run_disk(work, args.mode, seconds=args.seconds, drain_s=args.drain_s),
+        Path(args.keep) if args.keep else None,
+        "campaign-disk-",
+    )
 
 
 if __name__ == "__main__":

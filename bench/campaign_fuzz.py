@@ -717,19 +717,8 @@ async def _seed_leads(sim: SimProcess) -> dict[str, str]:
         for i, key in enumerate(SEEDED_KEYS)
     ]
     records.append({"LastName": "Bystander", "Company": "Fuzz", "Dialer_Lead_Id__c": "by"})
-    async with httpx.AsyncClient(verify=sim.verify(), timeout=30) as c:
-        r = await c.post(f"{sim.url}/__sim/records/Lead", json=records)
-        r.raise_for_status()
-        ids = [str(i) for i in r.json()]
+    ids = await sim.seed("Lead", records)
     return dict(zip([*SEEDED_KEYS, "by"], ids, strict=True))
-
-
-async def _org(sim: SimProcess, sobject: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(verify=sim.verify(), timeout=60) as c:
-        r = await c.get(f"{sim.url}/__sim/records/{sobject}")
-        r.raise_for_status()
-        out: list[dict[str, Any]] = r.json()
-        return out
 
 
 def _accepted(body: dict[str, Any]) -> CallOutcome:
@@ -777,7 +766,7 @@ def injection_round_trip(stack: FuzzStack, cases: int, client: httpx.Client) -> 
 
     while unsent() and time.monotonic() < deadline:
         time.sleep(0.2)
-    tasks = stack.call(_org(sim, "Task"))
+    tasks = stack.call(sim.records("Task"))
     by_key: dict[str, list[dict[str, Any]]] = {}
     for t in tasks:
         by_key.setdefault(str(t.get("Call_Id__c")), []).append(t)
@@ -827,7 +816,7 @@ def injection_round_trip(stack: FuzzStack, cases: int, client: httpx.Client) -> 
             wrong_who.append(
                 {"key": body["lead"]["external_key"], "who": who, "expect": expect_who}
             )
-    lead_rows = stack.call(_org(sim, "Lead"))
+    lead_rows = stack.call(sim.records("Lead"))
     used = {
         _accepted(b).lead.external_key.casefold()  # type: ignore[union-attr]
         for b in sent.values()

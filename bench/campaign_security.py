@@ -39,7 +39,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -52,6 +51,7 @@ from bench._campaign import (
     DaemonExited,
     DaemonProcess,
     SimProcess,
+    campaign_main,
     config_text,
     daemon_process,
     load_average,
@@ -418,8 +418,7 @@ async def check_tls(tmp: Path) -> dict[str, Any]:
                     ready = (
                         await c.get(f"http://127.0.0.1:{d.ports['health']}/readyz")
                     ).status_code
-            async with httpx.AsyncClient(verify=sim.verify(), timeout=10) as c:
-                tasks = (await c.get(f"{sim.url}/__sim/records/Task")).json()
+            tasks = await sim.records("Task")
             out[name] = {
                 "sent": sent(),
                 "tasks_in_org": sum(
@@ -671,10 +670,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the in-process adapters' log lines go to stderr: stdout carries only the JSON
     configure_logging("logfmt", "warning", stream=sys.stderr, environ={})
-    with tempfile.TemporaryDirectory(prefix="campaign-security-") as tmp:
-        result = asyncio.run(run_security(Path(tmp), args.only))
-    print(json.dumps(result))
-    return 0 if result["ok"] else 1
+    return campaign_main(lambda work: run_security(work, args.only), None, "campaign-security-")
 
 
 if __name__ == "__main__":
