@@ -68,6 +68,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from daemon.demo._dialer import MIX
+
 __all__ = [
     "INVALID_PREFIX",
     "INVALID_RULE",
@@ -748,17 +750,6 @@ async def daemon_process(
 
 # --------------------------------------------------------------------------- the plan
 
-#: (disposition, weight, agent call)
-_MIX: Final = (
-    ("no_answer", 28, False),
-    ("voicemail", 22, False),
-    ("busy", 12, False),
-    ("connected", 20, True),
-    ("callback_requested", 7, True),
-    ("do_not_call", 5, True),
-    ("invalid_number", 3, False),
-    ("abandoned", 3, False),
-)
 _UPDATE_TO: Final = ("connected", "callback_requested", "voicemail")
 _EPOCH: Final = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 
@@ -840,7 +831,8 @@ def plan_load(
     invalid_rate: float = 0.0,
     live_share: float = 0.5,
 ) -> list[Delivery]:
-    """``total`` deliveries, channels alternating; reproducible from ``seed``.
+    """``total`` deliveries, channels alternating; reproducible from ``seed``. New calls'
+    outcomes are drawn with the demo dialer's weights (``daemon.demo._dialer.MIX``).
 
     Every delivery ends 10 ms after the one before, so no two reports of one Lead
     tie and "newest" is always defined. A duplicate re-sends an earlier delivery
@@ -852,9 +844,9 @@ def plan_load(
     if total < 0 or leads < 1:
         raise ValueError("total must be >= 0 and leads >= 1")
     rng = random.Random(seed)
-    names = [m[0] for m in _MIX]
-    weights = [m[1] for m in _MIX]
-    agent = {m[0]: m[2] for m in _MIX}
+    names = [m.disposition for m in MIX]
+    weights = [m.weight for m in MIX]
+    agent = {m.disposition: m.agent for m in MIX}
     out: list[Delivery] = []
     newest: dict[str, Delivery] = {}  # external key -> newest version so far
     updatable: list[str] = []  # external keys that may get a newer version
