@@ -990,8 +990,11 @@ class Store:
         ).fetchone()
         return None if row is None else self._dead_letter(row)
 
-    def resend_done(self, ids: Sequence[int], now: float) -> int:
-        """Done records back to pending, to be sent again (only records that are done)."""
+    def resend(self, ids: Sequence[int], now: float) -> int:
+        """Send these records again: done ones back to pending; in-flight ones get a new
+        revision, so that the ack of their current send puts them back to pending instead
+        of marking them done (as when a newer version arrives meanwhile). Pending and dead
+        records are left alone. Returns how many were done or in flight."""
 
         def run(c: sqlite3.Connection) -> int:
             n = 0
@@ -1002,6 +1005,11 @@ class Store:
                     " next_attempt_at = ?, queued_at = ?, updated_at = ?"
                     f" WHERE state = 2 AND id IN ({marks})",
                     [now, now, now, *chunk],
+                ).rowcount
+                n += c.execute(
+                    "UPDATE outcomes SET rev = rev + 1, updated_at = ?"
+                    f" WHERE state = 1 AND id IN ({marks})",
+                    [now, *chunk],
                 ).rowcount
             return n
 

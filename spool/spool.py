@@ -637,12 +637,14 @@ class Spool:
         assert self._wstore is not None
         return await self._write(self._wstore.release_orphans, self._clock())
 
-    async def resend_done(self, ids: Sequence[int]) -> int:
-        """Records already sent, back to pending to be sent again (the org's copy may have
-        been overwritten since, e.g. by an older Bulk job that landed later); returns how
-        many were done. Records in any other state are left alone."""
+    async def resend(self, ids: Sequence[int]) -> int:
+        """Send these records again (the org's copy may have been overwritten, e.g. by an
+        older Bulk job that landed later): done ones go back to pending; an in-flight one
+        gets a new revision, so that the ack of its current send (which may have landed
+        before the older job) puts it back to pending instead of marking it done. Pending
+        and dead records are left alone; returns how many were done or in flight."""
         assert self._wstore is not None
-        return await self._write(self._wstore.resend_done, [int(i) for i in ids], self._clock())
+        return await self._write(self._wstore.resend, [int(i) for i in ids], self._clock())
 
     async def retry_dead(
         self,

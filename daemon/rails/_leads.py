@@ -232,5 +232,10 @@ class KeyLocks:
                 else:
                     self._locks[key] = (lock, users - 1)
 
+    def busy(self, keys: Iterable[str]) -> list[str]:
+        """Those of ``keys`` whose lock is held or waited for now."""
+        locks = self._locks
+        return [k for k in keys if k in locks]
+
     def __len__(self) -> int:
         return len(self._locks)

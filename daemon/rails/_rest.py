@@ -13,8 +13,9 @@ are dropped and the Task re-sent in the same cycle, never failing the record.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -219,6 +220,14 @@ class RestSender:
                 assert lead_id is not None
                 rows.append(_LeadRow(lead_id, lead_key, fields, group, full))
         return items, rows
+
+    @contextlib.asynccontextmanager
+    async def settled(self, lead_keys: Iterable[str]) -> AsyncIterator[None]:
+        """Wait until no REST write to these Leads is in flight, and hold new ones off
+        meanwhile: inside, every write that reached Salesforce is in the ledger (a write
+        records its Lead state there only once its answer is read, under the Lead's lock)."""
+        async with self._locks.hold(self._locks.busy(lead_keys)):
+            yield
 
     # -- sending ---------------------------------------------------------------------
     async def send(self, claims: Sequence[Claim], *, rail: str) -> list[Verdict]:

@@ -643,34 +643,40 @@ class BulkRail:
         verdicts: list[Verdict] = []
         resend_newer: list[tuple[str, SentLead]] = []
         now = self._clock()
-        for which, rows in enumerate(self._lead_rows):
-            job = lead_jobs[which]
-            for lr in rows.values():
-                if not lr.fields:
-                    continue
-                err = job.results.get(lr.key, missing)
-                # An upsert by external key of a Lead that does not exist tries to create
-                # one and fails on its required fields: that Lead is missing.
-                gone = err is not None and (
-                    _lead_missing(err) or (which == 1 and err.code == "REQUIRED_FIELD_MISSING")
-                )
-                for rec in lr.recs:
-                    if err is None:
-                        rec.lead_ok = True
-                    elif gone:
-                        self._lead_not_found(rec, err)
-                    else:
-                        rec.add_error(err)
-                if err is None and lr.order is not None:
-                    sent = self._ledger.get(lr.lead_ref_key)
-                    if sent is not None and sent.order > lr.order:
-                        # A newer state went out by REST after this row was built: the
-                        # job may have overwritten it, so put it back.
-                        resend_newer.append((lr.lead_ref_key, sent))
-                    elif lr.lead_id is not None:
-                        self._ledger.record(
-                            lr.lead_ref_key, SentLead(lr.order, lr.lead_id, dict(lr.fields), now)
-                        )
+        # A REST write of one of these Leads still in flight may have landed before this
+        # job's row: wait for its answer (it is recorded in the ledger then) before asking
+        # the ledger whether a newer state went out.
+        sent_keys = [lr.lead_ref_key for rows in self._lead_rows for lr in rows.values()]
+        async with self._rest.settled(sent_keys):
+            for which, rows in enumerate(self._lead_rows):
+                job = lead_jobs[which]
+                for lr in rows.values():
+                    if not lr.fields:
+                        continue
+                    err = job.results.get(lr.key, missing)
+                    # An upsert by external key of a Lead that does not exist tries to create
+                    # one and fails on its required fields: that Lead is missing.
+                    gone = err is not None and (
+                        _lead_missing(err) or (which == 1 and err.code == "REQUIRED_FIELD_MISSING")
+                    )
+                    for rec in lr.recs:
+                        if err is None:
+                            rec.lead_ok = True
+                        elif gone:
+                            self._lead_not_found(rec, err)
+                        else:
+                            rec.add_error(err)
+                    if err is None and lr.order is not None:
+                        sent = self._ledger.get(lr.lead_ref_key)
+                        if sent is not None and sent.order > lr.order:
+                            # A newer state went out by REST after this row was built: the
+                            # job may have overwritten it, so put it back.
+                            resend_newer.append((lr.lead_ref_key, sent))
+                        elif lr.lead_id is not None:
+                            self._ledger.record(
+                                lr.lead_ref_key,
+                                SentLead(lr.order, lr.lead_id, dict(lr.fields), now),
+                            )
         task_results = {**task_jobs[0].results, **task_jobs[1].results}
         acks: list[Ref] = []  # the common case, without a Verdict each
         known = self._known
@@ -741,14 +747,14 @@ class BulkRail:
         """Lead jobs not reconciled by ``_reconcile`` (a batch given up, a restart) may have
         landed after a newer outcome of their Lead went out by REST, putting the older state
         back; the ledger that would re-send it does not see them. Each such Lead's newest
-        outcome goes out again if it was already sent (pending ones go anyway) and is not
-        one of the ``carried`` records (their own rows carried it)."""
+        outcome goes out again if it was already sent or is being sent (pending ones go
+        anyway) and is not one of the ``carried`` records (their own rows carried it)."""
         keys = sorted(set(lead_keys))
         if not keys:
             return
         newest = await self._spool.newest_per_lead(keys)
         again = sorted({rid for rid, _ in newest.values() if rid not in carried})
-        if again and (n := await self._spool.resend_done(again)):
+        if again and (n := await self._spool.resend(again)):
             log.info("bulk_newest_lead_state_resent", records=n)
 
     async def _close_jobs(self, jobs: Sequence[_Job]) -> None:

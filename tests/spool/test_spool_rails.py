@@ -40,6 +40,24 @@ async def test_claims_come_in_due_order_not_id_order(spool: Spool, clock: FakeCl
         await spool.ack(claims)
 
 
+async def test_resend_sends_done_and_in_flight_records_again(spool: Spool) -> None:
+    """resend: a done record goes back to pending; an in-flight one stays with its rail,
+    but the ack of that send puts it back to pending (its write may have landed before
+    an older job's); pending and dead records are left as they are."""
+    done, flying, waiting, dead = [(await spool.put(outcome())).record_id for _ in range(4)]
+    claims = {c.record_id: c for c in await spool.claim("bulk", 10)}
+    await spool.ack([claims[done]])
+    await spool.dead([claims[dead]], error_code="X", message="refused")
+    await spool.release([claims[waiting]])
+    assert await spool.resend([done, flying, waiting, dead]) == 2
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight, stats.done, stats.dead) == (2, 1, 0, 1)
+    ack = await spool.ack([claims[flying]])
+    assert ack.requeued == [flying] and ack.done == []
+    again = {c.record_id for c in await spool.claim("live", 10)}
+    assert again == {done, flying, waiting}
+
+
 async def test_a_record_is_never_in_two_rails(spool: Spool) -> None:
     """Concurrent claims from several rails never hand out the same record twice."""
     await spool.put_many([outcome() for _ in range(60)])

@@ -245,6 +245,79 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
         assert row["Status"] == "Working - Contacted"
 
 
+async def test_a_live_write_landed_but_unanswered_when_the_bulk_job_ends_is_resent(
+    tmp_path: Any,
+) -> None:
+    """The newer live outcome reaches the org before a slow Bulk job writes the older
+    state, but its answer (which records it as sent) only comes once the job is being
+    reconciled. The reconciliation waits for that answer, so it still sees the newer
+    state went out and puts it back (without waiting, the Lead kept the older state)."""
+    from sfsim import SimOrg
+    from spool import open_spool
+
+    async with (
+        # sfsim saves 200 rows at a time, then waits out the rate: with 400 other Leads
+        # first, the older outcome's Lead row is written about 1 s after the job starts.
+        SimOrg(port=0, bulk_rate=400.0) as slow_sim,
+        open_spool(tmp_path / "s.db", synchronous="NORMAL") as sp,
+    ):
+        [lead_id] = seed_leads(slow_sim, 1)
+        others = seed_leads(slow_sim, 400, prefix="O")
+        older = outcome({"id": lead_id}, disposition="wrong_number")
+        await sp.put_many([*(outcome({"id": i}) for i in others), older])
+        newer = outcome({"id": lead_id}, disposition="connected", live=True)
+        async with make_client(slow_sim) as sf:
+            rails = Rails(
+                spool=sp,
+                client=sf,
+                mapping=load_mapping(None),
+                bulk_min_records=1,
+                bulk_interval_s=0.01,
+                retry_backoff=FAST_RETRY,
+                bulk_poll=FAST_POLL,
+                idle_poll_s=0.005,
+            )
+            reconciling = asyncio.Event()
+            landed = asyncio.Event()
+            reconcile = rails.bulk._reconcile
+            composite = sf.composite
+
+            async def reconcile_marked(*args: Any, **kw: Any) -> None:
+                reconciling.set()
+                await reconcile(*args, **kw)
+
+            async def answer_late(*args: Any, **kw: Any) -> Any:
+                # The slow job has not written the Lead yet when the live write goes out.
+                assert lead(slow_sim, lead_id)["Last_Call_Outcome__c"] is None
+                results = await composite(*args, **kw)  # the write is in the org now
+                landed.set()
+                await reconciling.wait()  # ... its answer arrives during reconciliation
+                return results
+
+            rails.bulk._reconcile = reconcile_marked  # type: ignore[method-assign]
+            sf.composite = answer_late  # type: ignore[method-assign]
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(rails.run(stop))
+                for _ in range(2000):  # wait for the Bulk job to be under way
+                    if await sp.jobs():
+                        break
+                    await asyncio.sleep(0.005)
+                await sp.put(newer)
+                rails.wake()
+                await asyncio.wait_for(landed.wait(), 10)
+                for _ in range(4000):
+                    stats = await sp.stats()
+                    if stats.pending == 0 and stats.inflight == 0:
+                        break
+                    await asyncio.sleep(0.005)
+                stop.set()
+        assert rails.bulk.stats.resent_newer == 1
+        row = lead(slow_sim, lead_id)
+        assert row["Last_Call_Outcome__c"] == "connected"
+        assert row["Status"] == "Working - Contacted"
+
+
 async def test_uploads_are_split_below_the_size_cap(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
