@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import tomllib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from typing import Any
@@ -191,28 +192,33 @@ async def test_stale_bulk_outcome_does_not_overwrite_newer_live_state(
     assert task_by_key(sim, older.external_key) is not None
 
 
-async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -> None:
-    """A live outcome sent while a Bulk job with an older one runs is re-applied after the job."""
+async def _live_during_slow_bulk(
+    tmp_path: Any,
+    *,
+    bulk_rate: float,
+    others: int,
+    patch: Callable[[Rails, SalesforceClient, Any, str], None] | None = None,
+    while_sent: Callable[[], Awaitable[None]] | None = None,
+    on_call: Any = None,
+) -> tuple[Rails, dict[str, Any]]:
+    """An older outcome of one Lead goes by a slow Bulk job (after ``others`` outcomes of
+    other Leads); once the job is recorded, a newer live outcome of that Lead is put.
+    Runs the rails until nothing is left; returns them and the Lead as the org has it.
+    ``patch(rails, client, sim, lead_id)`` runs before the rails start; ``while_sent`` is
+    awaited right after the newer outcome is put."""
     from sfsim import SimOrg
     from spool import open_spool
 
     async with (
-        SimOrg(port=0, bulk_rate=20.0) as slow_sim,
+        SimOrg(port=0, bulk_rate=bulk_rate) as slow_sim,
         open_spool(tmp_path / "s.db", synchronous="NORMAL") as sp,
     ):
         [lead_id] = seed_leads(slow_sim, 1)
-        others = seed_leads(slow_sim, 20, prefix="O")
+        other_ids = seed_leads(slow_sim, others, prefix="O")
         older = outcome({"id": lead_id}, disposition="wrong_number")
-        await sp.put_many([*(outcome({"id": i}) for i in others), older])
+        await sp.put_many([*(outcome({"id": i}) for i in other_ids), older])
         newer = outcome({"id": lead_id}, disposition="connected", live=True)
-        sent_live = False
-
-        def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
-            nonlocal sent_live
-            if rail == "live":
-                sent_live = True
-
-        async with make_client(slow_sim, on_call=hook) as sf:
+        async with make_client(slow_sim, on_call=on_call) as sf:
             rails = Rails(
                 spool=sp,
                 client=sf,
@@ -223,6 +229,8 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
                 bulk_poll=FAST_POLL,
                 idle_poll_s=0.005,
             )
+            if patch is not None:
+                patch(rails, sf, slow_sim, lead_id)
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))
@@ -232,17 +240,31 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
                     await asyncio.sleep(0.005)
                 await sp.put(newer)
                 rails.wake()
+                if while_sent is not None:
+                    await while_sent()
                 for _ in range(4000):
                     stats = await sp.stats()
                     if stats.pending == 0 and stats.inflight == 0:
                         break
                     await asyncio.sleep(0.005)
                 stop.set()
-        assert sent_live
-        assert rails.bulk.stats.resent_newer == 1
-        row = lead(slow_sim, lead_id)
-        assert row["Last_Call_Outcome__c"] == "connected"
-        assert row["Status"] == "Working - Contacted"
+        return rails, lead(slow_sim, lead_id)
+
+
+async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -> None:
+    """A live outcome sent while a Bulk job with an older one runs is re-applied after the job."""
+    sent_live = False
+
+    def hook(rail: str, method: str, kind: str, status: int, seconds: float) -> None:
+        nonlocal sent_live
+        if rail == "live":
+            sent_live = True
+
+    rails, row = await _live_during_slow_bulk(tmp_path, bulk_rate=20.0, others=20, on_call=hook)
+    assert sent_live
+    assert rails.bulk.stats.resent_newer == 1
+    assert row["Last_Call_Outcome__c"] == "connected"
+    assert row["Status"] == "Working - Contacted"
 
 
 async def test_a_live_write_landed_but_unanswered_when_the_bulk_job_ends_is_resent(
@@ -252,70 +274,39 @@ async def test_a_live_write_landed_but_unanswered_when_the_bulk_job_ends_is_rese
     state, but its answer (which records it as sent) only comes once the job is being
     reconciled. The reconciliation waits for that answer, so it still sees the newer
     state went out and puts it back (without waiting, the Lead kept the older state)."""
-    from sfsim import SimOrg
-    from spool import open_spool
+    reconciling = asyncio.Event()
+    landed = asyncio.Event()
 
-    async with (
-        # sfsim saves 200 rows at a time, then waits out the rate: with 400 other Leads
-        # first, the older outcome's Lead row is written about 1 s after the job starts.
-        SimOrg(port=0, bulk_rate=400.0) as slow_sim,
-        open_spool(tmp_path / "s.db", synchronous="NORMAL") as sp,
-    ):
-        [lead_id] = seed_leads(slow_sim, 1)
-        others = seed_leads(slow_sim, 400, prefix="O")
-        older = outcome({"id": lead_id}, disposition="wrong_number")
-        await sp.put_many([*(outcome({"id": i}) for i in others), older])
-        newer = outcome({"id": lead_id}, disposition="connected", live=True)
-        async with make_client(slow_sim) as sf:
-            rails = Rails(
-                spool=sp,
-                client=sf,
-                mapping=load_mapping(None),
-                bulk_min_records=1,
-                bulk_interval_s=0.01,
-                retry_backoff=FAST_RETRY,
-                bulk_poll=FAST_POLL,
-                idle_poll_s=0.005,
-            )
-            reconciling = asyncio.Event()
-            landed = asyncio.Event()
-            reconcile = rails.bulk._reconcile
-            composite = sf.composite
+    def patch(rails: Rails, sf: SalesforceClient, sim: Any, lead_id: str) -> None:
+        reconcile = rails.bulk._reconcile
+        composite = sf.composite
 
-            async def reconcile_marked(*args: Any, **kw: Any) -> None:
-                reconciling.set()
-                await reconcile(*args, **kw)
+        async def reconcile_marked(*args: Any, **kw: Any) -> None:
+            reconciling.set()
+            await reconcile(*args, **kw)
 
-            async def answer_late(*args: Any, **kw: Any) -> Any:
-                # The slow job has not written the Lead yet when the live write goes out.
-                assert lead(slow_sim, lead_id)["Last_Call_Outcome__c"] is None
-                results = await composite(*args, **kw)  # the write is in the org now
-                landed.set()
-                await reconciling.wait()  # ... its answer arrives during reconciliation
-                return results
+        async def answer_late(*args: Any, **kw: Any) -> Any:
+            # The slow job has not written the Lead yet when the live write goes out.
+            assert lead(sim, lead_id)["Last_Call_Outcome__c"] is None
+            results = await composite(*args, **kw)  # the write is in the org now
+            landed.set()
+            await reconciling.wait()  # ... its answer arrives during reconciliation
+            return results
 
-            rails.bulk._reconcile = reconcile_marked  # type: ignore[method-assign]
-            sf.composite = answer_late  # type: ignore[method-assign]
-            stop = asyncio.Event()
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(rails.run(stop))
-                for _ in range(2000):  # wait for the Bulk job to be under way
-                    if await sp.jobs():
-                        break
-                    await asyncio.sleep(0.005)
-                await sp.put(newer)
-                rails.wake()
-                await asyncio.wait_for(landed.wait(), 10)
-                for _ in range(4000):
-                    stats = await sp.stats()
-                    if stats.pending == 0 and stats.inflight == 0:
-                        break
-                    await asyncio.sleep(0.005)
-                stop.set()
-        assert rails.bulk.stats.resent_newer == 1
-        row = lead(slow_sim, lead_id)
-        assert row["Last_Call_Outcome__c"] == "connected"
-        assert row["Status"] == "Working - Contacted"
+        rails.bulk._reconcile = reconcile_marked  # type: ignore[method-assign]
+        sf.composite = answer_late  # type: ignore[method-assign]
+
+    async def until_landed() -> None:
+        await asyncio.wait_for(landed.wait(), 10)
+
+    # sfsim saves 200 rows at a time, then waits out the rate: with 400 other Leads first,
+    # the older outcome's Lead row is written about 1 s after the job starts.
+    rails, row = await _live_during_slow_bulk(
+        tmp_path, bulk_rate=400.0, others=400, patch=patch, while_sent=until_landed
+    )
+    assert rails.bulk.stats.resent_newer == 1
+    assert row["Last_Call_Outcome__c"] == "connected"
+    assert row["Status"] == "Working - Contacted"
 
 
 async def test_uploads_are_split_below_the_size_cap(
