@@ -276,11 +276,6 @@ async def _all_dead(spool: Any, error_code: str | None = None) -> list[Any]:
         offset += _PAGE
 
 
-# The error code of a dead letter whose stored payload this version cannot read; such a
-# DeadLetter has outcome None and the raw payload.
-UNREADABLE_CODE = UNREADABLE_PAYLOAD
-
-
 def _raw_payload(d: Any) -> Any:
     """The stored payload as JSON when it parses, else the text itself."""
     try:
@@ -399,9 +394,9 @@ async def _unreadable_in(spool: Any, args: Any) -> int:
     if args.id is not None:
         found = await spool.dead_letter(args.id)
         return int(found is not None and found.outcome is None)
-    if args.error_code not in (None, UNREADABLE_CODE):
+    if args.error_code not in (None, UNREADABLE_PAYLOAD):
         return 0  # a record is dead-lettered as unreadable with that code only
-    return sum(1 for d in await _all_dead(spool, UNREADABLE_CODE) if d.outcome is None)
+    return sum(1 for d in await _all_dead(spool, UNREADABLE_PAYLOAD) if d.outcome is None)
 
 
 async def _dl_retry(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
@@ -423,7 +418,7 @@ async def _dl_retry(spool: Any, args: Any, out: TextIO, err: TextIO) -> int:
     if unreadable:
         print(
             f"note: {unreadable} of them {'was' if unreadable == 1 else 'were'} stored in a form "
-            f"this version cannot read ({UNREADABLE_CODE}); unless a version that reads "
+            f"this version cannot read ({UNREADABLE_PAYLOAD}); unless a version that reads "
             "it runs, they come back as dead letters",
             file=err,
         )

@@ -51,7 +51,6 @@ from spool.results import (
 )
 
 __all__ = [
-    "UNREADABLE",
     "PutRequest",
     "Row",
     "Store",
@@ -65,8 +64,6 @@ T = TypeVar("T")
 #: source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key, payload
 Row = tuple[str, str, int, int, float, int, str | None, str]
 
-#: error_code of a record whose stored payload this version cannot read
-UNREADABLE = UNREADABLE_PAYLOAD
 # Quarantined input is kept for inspection, not for replay of arbitrarily large bodies.
 QUARANTINE_MAX_BYTES = 1 << 20
 # SQLite's default limit on host parameters is 32766; stay well below it.
@@ -546,7 +543,10 @@ class Store:
                     "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
                     " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
                     " AND attempt = ?",
-                    [(UNREADABLE, msg, now, rid, attempt) for msg, rid, attempt in unreadable],
+                    [
+                        (UNREADABLE_PAYLOAD, msg, now, rid, attempt)
+                        for msg, rid, attempt in unreadable
+                    ],
                 )
             )
         return claimed

@@ -13,9 +13,9 @@ import pytest
 from spool_helpers import FakeClock, outcome
 
 import spool
-from spool import PutStatus, Spool, SpoolUnavailable, open_spool
+from spool import UNREADABLE_PAYLOAD, PutStatus, Spool, SpoolUnavailable, open_spool
 from spool._schema import migrate
-from spool._store import UNREADABLE, Store
+from spool._store import Store
 
 
 def _corrupt_payload(path: Path, call_id: str) -> None:
@@ -35,7 +35,7 @@ async def test_unreadable_payload_is_dead_lettered_not_blocking(
     claims = await spool.claim("bulk", 10)
     assert [c.record_id for c in claims] == [good.record_id]
     [letter] = await spool.dead_letters()
-    assert letter.call_id == "bad" and letter.error_code == UNREADABLE
+    assert letter.call_id == "bad" and letter.error_code == UNREADABLE_PAYLOAD
     assert letter.outcome is None and '"vici"' in letter.payload
     assert "call_id: field required" in (letter.error_message or "")
 
@@ -66,7 +66,7 @@ async def test_claim_stored_reads_lazily_and_still_dead_letters_unreadable(
         assert claim.ord_ts == claim.outcome.ended_at.timestamp()
         assert (claim.rail, claim.attempt, claim.rev) == ("bulk", 1, 1)
     [letter] = await spool.dead_letters()
-    assert letter.call_id == "bad" and letter.error_code == UNREADABLE
+    assert letter.call_id == "bad" and letter.error_code == UNREADABLE_PAYLOAD
     assert (await spool.ack(claims)).done == sorted(c.record_id for c in claims)
 
 
