@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+X = TypeVar("X")
 
 #: source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key, payload
 Row = tuple[str, str, int, int, float, int, str | None, str]
@@ -527,29 +528,47 @@ class Store:
         build: Callable[[list[Any], float], T],
     ) -> list[T]:
         """Claim rows, each turned into a claim by ``build(row, lease_until)`` after the
-        commit (the write lock is not held meanwhile). A row whose payload this version
-        cannot read (``build`` raises ValidationError, e.g. another version wrote it) is
-        dead-lettered: it must not block the queue."""
-        claimed: list[T] = []
-        unreadable: list[tuple[str, int, int]] = []
-        for row in self._claim_rows(rail, limit, urgent, lease_s, now):
+        commit (the write lock is not held meanwhile); see :meth:`_readable`."""
+        lease_until = now + lease_s
+        return self._readable(
+            self._claim_rows(rail, limit, urgent, lease_s, now),
+            lambda row: build(row, lease_until),
+            lambda row: (row[0], row[2]),
+            now,
+        )
+
+    def _readable(
+        self,
+        items: Iterable[X],
+        build: Callable[[X], T],
+        claim_of: Callable[[X], tuple[int, int]],
+        now: float,
+    ) -> list[T]:
+        """``build(item)`` for each claimed item. One whose payload this version cannot
+        read (``build`` raises ValidationError, e.g. another version wrote it) is
+        dead-lettered instead, under its claim (``claim_of(item)``: record id, attempt):
+        it must not block the queue."""
+        built: list[T] = []
+        unreadable: list[tuple[str, float, int, int]] = []
+        for item in items:
             try:
-                claimed.append(build(row, now + lease_s))
+                built.append(build(item))
             except ValidationError as exc:
-                unreadable.append((format_validation_error(exc)[:2000], row[0], row[2]))
+                unreadable.append((format_validation_error(exc)[:2000], now, *claim_of(item)))
         if unreadable:
             self._tx(
                 lambda c: c.executemany(
                     "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
                     " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
                     " AND attempt = ?",
-                    [
-                        (UNREADABLE_PAYLOAD, msg, now, rid, attempt)
-                        for msg, rid, attempt in unreadable
-                    ],
+                    [(UNREADABLE_PAYLOAD, *row) for row in unreadable],
                 )
             )
-        return claimed
+        return built
+
+    def decode_stored(self, claims: Iterable[StoredClaim], now: float) -> list[Claim]:
+        """These claims with their outcomes validated in full; see :meth:`_readable`."""
+        return self._readable(claims, StoredClaim.claim, lambda c: (c.record_id, c.attempt), now)
 
     def claim(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float

@@ -494,6 +494,12 @@ class Spool:
         assert self._wstore is not None
         return await self._claim_with(self._wstore.claim_stored, rail, limit, urgent, lease_s)
 
+    async def decode(self, claims: Iterable[StoredClaim]) -> list[Claim]:
+        """These claims (from :meth:`claim_stored`) with their outcomes validated in full;
+        one whose stored payload does not validate is dead-lettered, as by :meth:`claim`."""
+        assert self._wstore is not None
+        return await self._write(self._wstore.decode_stored, list(claims), self._clock())
+
     async def _claim_with(
         self,
         fn: Callable[[str, int, bool | None, float, float], list[T]],

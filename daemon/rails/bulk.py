@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from daemon.mapping import LeadNotFound, Mapping
 from daemon.salesforce import (
@@ -55,14 +54,7 @@ from daemon.salesforce.wire import (
     iter_result_errors,
     utf8_len,
 )
-from spool import (
-    UNREADABLE_PAYLOAD,
-    Claim,
-    Spool,
-    SpoolError,
-    StoredClaim,
-    format_validation_error,
-)
+from spool import Claim, Spool, SpoolError, StoredClaim
 from spool.record import Direction, Disposition, OutcomeFields
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
@@ -459,8 +451,8 @@ class BulkRail:
         with _gc_paused():
             recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
         if rest_claims:
-            full, verdicts = _decoded(rest_claims)
-            verdicts += await self._rest.send(full, rail="collections")
+            full = await self._spool.decode(rest_claims)
+            verdicts = await self._rest.send(full, rail="collections")
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="collections")
         if not recs:
             return len(rest_claims)
@@ -904,20 +896,6 @@ class BulkRail:
         if key is not None and key in lead_results and lead_results[key] is None:
             return Verdict(claim, Action.ACK)
         return Verdict(claim, Action.RELEASE)
-
-
-def _decoded(claims: Iterable[StoredClaim]) -> tuple[list[Claim], list[Verdict]]:
-    """The claims with their outcomes validated in full (for the REST rails), and a
-    dead-letter verdict for each whose stored payload does not validate."""
-    full: list[Claim] = []
-    dead: list[Verdict] = []
-    for stored in claims:
-        try:
-            full.append(stored.claim())
-        except ValidationError as exc:
-            message = format_validation_error(exc)[:2000]
-            dead.append(Verdict(Ref.of(stored), Action.DEAD, UNREADABLE_PAYLOAD, message))
-    return full, dead
 
 
 def _id15(key: str) -> str:

@@ -70,6 +70,27 @@ async def test_claim_stored_reads_lazily_and_still_dead_letters_unreadable(
     assert (await spool.ack(claims)).done == sorted(c.record_id for c in claims)
 
 
+async def test_decode_dead_letters_a_stored_claim_that_does_not_validate(
+    spool: Spool, spool_path: Path
+) -> None:
+    """A payload the lazy reader accepts (JSON types right) can still break a rule of the
+    model (a negative duration): decoding the claim in full for a REST rail then
+    dead-letters it, as claim does, and hands on the others."""
+    put = {c: await spool.put(outcome(c)) for c in ("neg", "fine")}
+    with sqlite3.connect(spool_path) as conn:
+        conn.execute(
+            "UPDATE outcomes SET payload = json_set(payload, '$.duration_s', -5)"
+            " WHERE call_id = 'neg'"
+        )
+    stored = await spool.claim_stored("bulk", 10)
+    assert len(stored) == 2
+    [full] = await spool.decode(stored)
+    assert full.record_id == put["fine"].record_id and full.outcome == outcome("fine")
+    [letter] = await spool.dead_letters()
+    assert letter.call_id == "neg" and letter.error_code == UNREADABLE_PAYLOAD
+    assert "duration_s" in (letter.error_message or "")
+
+
 async def test_cancelled_put_leaves_spool_usable(spool: Spool) -> None:
     """Cancelling a waiting put neither breaks the writer nor other callers' puts."""
     others = [asyncio.create_task(spool.put(outcome(f"o{i}"))) for i in range(20)]
