@@ -23,6 +23,12 @@ Design notes:
   written (a Bulk job's records are in ``job_records`` only; setting and clearing
   ``job_id`` rewrote every record of a job twice more). Measured on 1M rows: a claim
   plus an ack went from about 17 to 8.5 us per record in SQLite.
+- v4: for orgs without a Task external ID field (Tasks inserted, then updated by Id):
+  ``task_id`` remembers the Salesforce Id of a record's Task once an insert answered it,
+  and ``claims`` counts every claim of a record, never reset (``attempt`` is), so that a
+  rail knows whether an earlier claim may have inserted a Task whose answer was lost. Both
+  are added without rewriting the table: rows written before read ``claims`` = 1 (may
+  have been sent: looked up before any insert), new rows are inserted with 0.
 """
 
 from __future__ import annotations
@@ -167,6 +173,12 @@ UPDATE outcomes SET job_id = NULL WHERE job_id IS NOT NULL;
 """
 
 
+_V4 = """
+ALTER TABLE outcomes ADD COLUMN task_id TEXT;
+ALTER TABLE outcomes ADD COLUMN claims INTEGER NOT NULL DEFAULT 1;
+"""
+
+
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     for statement in _split(_V1):
         conn.execute(statement)
@@ -187,6 +199,12 @@ def _migrate_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migrate_v4(conn: sqlite3.Connection) -> None:
+    """``task_id`` and ``claims`` (see the module notes); O(1): no row is rewritten."""
+    for statement in _split(_V4):
+        conn.execute(statement)
+
+
 def _split(script: str) -> list[str]:
     """Split a DDL script into statements (``executescript`` would COMMIT on its own)."""
     statements: list[str] = []
@@ -201,7 +219,12 @@ def _split(script: str) -> list[str]:
 
 
 #: MIGRATIONS[i] brings the schema from version i to version i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_v1, _migrate_v2, _migrate_v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+    _migrate_v4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -18,6 +18,7 @@ may use one file safely.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -103,9 +104,9 @@ def row_for(outcome: CallOutcome, urgent_dispositions: frozenset[str]) -> Row:
 _INSERT_NEW_HEAD = (
     "INSERT INTO outcomes (source, call_id, ord_version, ord_seq, ord_ts, urgent, lead_key,"
     " payload, state, rail, rev, attempt, next_attempt_at, queued_at, created_at, updated_at,"
-    " batch_rows) VALUES "
+    " claims, batch_rows) VALUES "
 )
-_INSERT_NEW_ROW = "(?,?,?,?,?,?,?,?,0,'',1,0,?,?,?,?,?)"
+_INSERT_NEW_ROW = "(?,?,?,?,?,?,?,?,0,'',1,0,?,?,?,?,?,?)"
 # In flight -> pending (params: next_attempt_at, error_code, error_message, updated_at).
 _TO_PENDING = (
     "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL, next_attempt_at = ?,"
@@ -196,9 +197,26 @@ def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterable[Sequence[T]]:
 class Store:
     """One connection's worth of spool operations; each public method is one transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, path: str, *, purged_horizon_s: float = math.inf
+    ) -> None:
         self.conn = conn
         self.path = path
+        #: A call that ended more than this long before it is stored may have been stored,
+        #: sent and purged already: its new row counts as claimed once (``claims`` = 1, so
+        #: its first claim says ``maybe_sent``). See :meth:`_first_claims`.
+        self.purged_horizon_s = purged_horizon_s
+        #: Claims committed with the connection's own ``synchronous`` (an fsync) instead of
+        #: NORMAL: for rails that insert (not upsert) Tasks, a claim rolled back by a power
+        #: cut after its insert landed would read as never sent.
+        self.durable_claims = False
+
+    def _first_claims(self, ord_ts: float, now: float) -> int:
+        """``claims`` of a new row: 0, or 1 when an earlier row of its call may have been
+        purged (only rows done longer ago than the retention are, and a call is stored
+        after it ended: its end is then older than the retention, give or take clock skew,
+        which ``purged_horizon_s`` leaves a day for)."""
+        return 1 if ord_ts < now - self.purged_horizon_s else 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -332,7 +350,7 @@ class Store:
                     params: list[Any] = []
                     for r in chunk:
                         params += r
-                        params += (now, now, now, now, None)
+                        params += (now, now, now, now, self._first_claims(r[4], now), None)
                     params[-1] = len(chunk)  # the last row makes the trigger count them all
                     cur = c.execute(
                         _INSERT_NEW_HEAD + ",".join([_INSERT_NEW_ROW] * len(chunk)), params
@@ -362,17 +380,30 @@ class Store:
             next_id += n
         return out
 
-    @staticmethod
-    def _put_one(c: sqlite3.Connection, row: Row, now: float) -> tuple[PutResult, int]:
+    def _put_one(self, c: sqlite3.Connection, row: Row, now: float) -> tuple[PutResult, int]:
         """Apply the idempotency/versioning rules to one row; return (result, new unsent)."""
         source, call_id, version, seq, ts, urgent, lead_key, payload = row
         cur = c.execute(
             "INSERT INTO outcomes (source, call_id, state, rail, urgent, lead_key,"
             " ord_version, ord_seq, ord_ts, rev, attempt, next_attempt_at, queued_at,"
-            " created_at, updated_at, payload, batch_rows)"
-            " VALUES (?, ?, 0, '', ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, 1)"
+            " created_at, updated_at, payload, claims, batch_rows)"
+            " VALUES (?, ?, 0, '', ?, ?, ?, ?, ?, 1, 0, ?, ?, ?, ?, ?, ?, 1)"
             " ON CONFLICT (source, call_id) DO NOTHING",
-            (source, call_id, urgent, lead_key, version, seq, ts, now, now, now, now, payload),
+            (
+                source,
+                call_id,
+                urgent,
+                lead_key,
+                version,
+                seq,
+                ts,
+                now,
+                now,
+                now,
+                now,
+                payload,
+                self._first_claims(ts, now),
+            ),
         )
         if cur.rowcount == 1:
             assert cur.lastrowid is not None
@@ -454,6 +485,12 @@ class Store:
     def reap_expired(self, now: float) -> int:
         return self._tx(lambda c: self._reap(c, now))
 
+    def set_task_ids(self, items: Sequence[tuple[str, int]]) -> int:
+        """``(task_id, record_id)`` pairs: remember each record's Task Id."""
+        return self._tx(
+            lambda c: c.executemany("UPDATE outcomes SET task_id = ? WHERE id = ?", items).rowcount
+        )
+
     def release_orphans(self, now: float) -> int:
         """Records in flight outside any unfinished Bulk job back to pending, leases or not
         (the attempt stays counted, as when a lease expires)."""
@@ -473,7 +510,8 @@ class Store:
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
     ) -> list[list[Any]]:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``;
-        their ``[id, rev, attempt, lead_key, ord_ts, payload]``, oldest first."""
+        their ``[id, rev, attempt, lead_key, ord_ts, payload, claims, task_id]``, oldest
+        first."""
         if limit <= 0:
             return []
         # Rows come back aggregated into one JSON value per statement, and ids go in as
@@ -488,7 +526,8 @@ class Store:
         # reorder it), and json_each walks the array in order; no sort needed.
         read = (
             "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key, o.ord_ts,"
-            " o.payload)) FROM json_each(?) AS j CROSS JOIN outcomes AS o ON o.id = j.value"
+            " o.payload, o.claims, o.task_id)) FROM json_each(?) AS j CROSS JOIN outcomes AS o"
+            " ON o.id = j.value"
             " WHERE o.state = 1"
         )
         lease_until = now + lease_s
@@ -508,7 +547,7 @@ class Store:
             id_doc = _dumps(ids)
             c.execute(
                 "UPDATE outcomes SET state = 1, rail = ?, lease_until = ?,"
-                " attempt = attempt + 1, updated_at = ?"
+                " attempt = attempt + 1, claims = claims + 1, updated_at = ?"
                 " WHERE id IN (SELECT value FROM json_each(?)) AND state = 0",
                 (rail, lease_until, now, id_doc),
             )
@@ -516,7 +555,7 @@ class Store:
             rows: list[list[Any]] = _loads(doc)
             return rows
 
-        return self._lease_tx(run)
+        return self._tx(run) if self.durable_claims else self._lease_tx(run)
 
     def _decode_claimed(
         self,
@@ -576,9 +615,11 @@ class Store:
         """Atomically move up to ``limit`` due pending records to ``inflight`` in ``rail``."""
 
         def build(row: list[Any], lease_until: float) -> Claim:
-            record_id, rev, attempt, lead_key, _, payload = row
+            record_id, rev, attempt, lead_key, _, payload, claims, task_id = row
             outcome = CallOutcome.from_stored_json(payload)
-            return Claim(record_id, rev, outcome, attempt, rail, lease_until, lead_key)
+            return Claim(
+                record_id, rev, outcome, attempt, rail, lease_until, lead_key, claims > 1, task_id
+            )
 
         return self._decode_claimed(rail, limit, urgent, lease_s, now, build)
 
@@ -591,7 +632,7 @@ class Store:
         parse = StoredOutcome.parse
 
         def build(row: list[Any], lease_until: float) -> StoredClaim:
-            record_id, rev, attempt, lead_key, ord_ts, payload = row
+            record_id, rev, attempt, lead_key, ord_ts, payload, claims, task_id = row
             outcome = parse(payload)
             if outcome is None:
                 # Readable in full (e.g. an older layout): read lazily from its current form.
@@ -599,7 +640,16 @@ class Store:
                 if outcome is None:  # pragma: no cover - to_stored_json always parses
                     raise AssertionError(f"unparsable stored payload of record {record_id}")
             return StoredClaim(
-                record_id, rev, outcome, attempt, rail, lease_until, lead_key, ord_ts
+                record_id,
+                rev,
+                outcome,
+                attempt,
+                rail,
+                lease_until,
+                lead_key,
+                ord_ts,
+                claims > 1,
+                task_id,
             )
 
         return self._decode_claimed(rail, limit, urgent, lease_s, now, build)

@@ -67,6 +67,12 @@ class Claim:
     rail: str
     lease_until: float
     lead_key: str | None
+    #: False only when no rail ever claimed this record before this claim, so no Task of
+    #: it can exist unless this claim writes one (for orgs whose Tasks are inserted, not
+    #: upserted by an external key: a Task is looked up before it is inserted again)
+    maybe_sent: bool = True
+    #: Salesforce Id of this record's Task, once an insert of it was answered
+    task_id: str | None = None
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -88,6 +94,8 @@ class StoredClaim:
     lead_key: str | None
     #: ``outcome.ended_at`` as unix seconds (the spool's order column)
     ord_ts: float
+    maybe_sent: bool = True
+    task_id: str | None = None
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -103,6 +111,8 @@ class StoredClaim:
             rail=self.rail,
             lease_until=self.lease_until,
             lead_key=self.lead_key,
+            maybe_sent=self.maybe_sent,
+            task_id=self.task_id,
         )
 
 

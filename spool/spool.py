@@ -91,6 +91,8 @@ async def _on_thread(
 
 # Transactions the writer may have queued on the connection thread at once.
 _WRITER_SLOTS = 2
+# How far a dialer's clock (a call's ended_at) may be off ours, for Store.purged_horizon_s.
+_CLOCK_SKEW_S = 86_400.0
 # Below this many queued rows the writer does not split the queue (see _take_batch):
 # for a few rows the extra fsync costs more than the overlap gains.
 _SPLIT_MIN_ROWS = 64
@@ -231,7 +233,11 @@ class Spool:
         try:
             self._wconn = await aiosqlite.connect(self.path, isolation_level=None)
             await _on_thread(self._wconn, _setup_write, self._wconn._conn, self.synchronous)
-            self._wstore = Store(self._wconn._conn, str(self.path))
+            self._wstore = Store(
+                self._wconn._conn,
+                str(self.path),
+                purged_horizon_s=max(0.0, self.retention_s - _CLOCK_SKEW_S),
+            )
             self._rconn = await aiosqlite.connect(self.path, isolation_level=None)
             await _on_thread(self._rconn, _setup_read, self._rconn._conn)
             self._rstore = Store(self._rconn._conn, str(self.path))
@@ -642,6 +648,35 @@ class Spool:
         process that sends from this spool, at its start, before it claims anything."""
         assert self._wstore is not None
         return await self._write(self._wstore.release_orphans, self._clock())
+
+    async def set_task_ids(self, pairs: Iterable[tuple[int, str]]) -> int:
+        """Remember the Salesforce Id of each record's Task (``(record_id, task_id)``): for
+        orgs whose Tasks are inserted, the Id a later send updates instead of inserting a
+        second Task. Kept through later versions of the call; returns records changed (a
+        record given twice keeps the last Id)."""
+        assert self._wstore is not None
+        ids: dict[int, str] = {}
+        for record_id, task_id in pairs:
+            if not isinstance(task_id, str) or not task_id:
+                raise ValueError(f"record {record_id}: not a Task Id: {task_id!r}")
+            ids[int(record_id)] = task_id
+        if not ids:
+            return 0
+        items = [(task_id, record_id) for record_id, task_id in ids.items()]
+        return await self._write(self._wstore.set_task_ids, items)
+
+    @property
+    def durable_claims(self) -> bool:
+        """Whether claims are committed with an fsync (the spool's ``synchronous``) rather
+        than NORMAL. Off by default (a claim lost to a power cut only means the record is
+        pending again); rails that insert Tasks turn it on, since there a claim that
+        vanished after its insert landed would make the record look never sent."""
+        return self._wstore is not None and self._wstore.durable_claims
+
+    @durable_claims.setter
+    def durable_claims(self, on: bool) -> None:
+        assert self._wstore is not None
+        self._wstore.durable_claims = bool(on)
 
     async def resend(self, ids: Sequence[int]) -> int:
         """Send these records again (the org's copy may have been overwritten, e.g. by an
