@@ -7,9 +7,10 @@
 """
 
 from ._template import CLEAR, Clear
-from .model import LeadNotFound, Mapping, MappingError, load_mapping, parse_mapping
+from .model import CALL_KEY_FIELD, LeadNotFound, Mapping, MappingError, load_mapping, parse_mapping
 
 __all__ = [
+    "CALL_KEY_FIELD",
     "CLEAR",
     "Clear",
     "LeadNotFound",

@@ -4,6 +4,8 @@ Reported, one line each: unknown objects and fields (FLS hides fields from
 describe, reference §7.12), read-only fields, create-only fields mapped on
 updates, values of the wrong type, picklist values the org does not have (active
 values only, §7.13), and external id fields that cannot be used as upsert keys.
+With no Task external ID field (``task.external_id_field = ""``), Task.CallObject
+must instead be filterable: Tasks are found again by it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ._template import CLEAR_LITERAL, DOMAINS, TYPES, placeholders
+from .model import CALL_KEY_FIELD
 
 if TYPE_CHECKING:
     from .model import Mapping
 
-__all__ = ["check_mapping"]
+__all__ = ["check_mapping", "key_field_notes"]
 
 _TEXT_TYPES = frozenset(
     {
@@ -165,13 +168,29 @@ def _key_field(describe: AbcMapping[str, Any], name: str) -> AbcMapping[str, Any
     return None
 
 
+#: How to run without a Task external ID field (added to "the key field does not exist").
+_NO_TASK_KEY_HINT = (
+    "; create it (text, External ID, Unique, case-sensitive) and let the integration user "
+    'see it, or run without one: set task.external_id_field = "" and '
+    f'task.fields.{CALL_KEY_FIELD} = "{{external_key}}" in a mapping file (Tasks are then '
+    f"inserted and found again by {CALL_KEY_FIELD}, and the Bulk rail is not used)"
+)
+
+
 def _check_key_field(
-    obj: str, name: str, describe: AbcMapping[str, Any], *, where: str, problems: list[str]
+    obj: str,
+    name: str,
+    describe: AbcMapping[str, Any],
+    *,
+    where: str,
+    problems: list[str],
+    missing_hint: str = "",
 ) -> None:
     info = _key_field(describe, name)
     if info is None:
         problems.append(
             f"{where}: {obj}.{name} does not exist or is not visible to the integration user"
+            + missing_hint
         )
     elif not (info.get("externalId") or info.get("idLookup")):
         problems.append(
@@ -188,6 +207,27 @@ def _check_key_field(
         )
 
 
+def _check_call_key_field(
+    mapping: Mapping, describe: AbcMapping[str, Any], *, problems: list[str]
+) -> None:
+    """No Task external ID field: Tasks are looked up by CallObject (``WHERE CallObject IN
+    (...)``) before one that may have been sent is inserted again, so it must be filterable."""
+    obj = mapping.task_object
+    where = f"task.fields.{CALL_KEY_FIELD}"
+    info = _key_field(describe, CALL_KEY_FIELD)
+    if info is None:
+        if CALL_KEY_FIELD not in mapping.task_fields:  # else _check_fields reports it
+            problems.append(
+                f"{where}: {obj}.{CALL_KEY_FIELD} does not exist or is not visible to the "
+                'integration user; with task.external_id_field = "" Tasks are found again by it'
+            )
+    elif not info.get("filterable", True):
+        problems.append(
+            f'{where}: {obj}.{CALL_KEY_FIELD} is not filterable; with task.external_id_field = ""'
+            " the daemon looks Tasks up by it before sending one again (a query would fail)"
+        )
+
+
 def key_field_notes(
     mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]
 ) -> list[str]:
@@ -197,7 +237,19 @@ def key_field_notes(
     case-sensitive (Salesforce's default is case-insensitive). The spool keeps two call
     ids that differ only in case apart, but they would share one Task: the later call's
     Task would overwrite the earlier one's.
+
+    Without a Task external ID field (``task.external_id_field = ""``): one note on what
+    that costs, whatever the describes say.
     """
+    if not mapping.upserts_tasks:
+        return [
+            f"task.external_id_field: no {mapping.task_object} external ID field configured; "
+            "Tasks are inserted, then updated by their Id (remembered in the spool), and one "
+            f"that may have been sent before is first looked up by {CALL_KEY_FIELD}; "
+            "non-urgent work goes by sObject Collections (one API call per up to 200 outcomes) "
+            "instead of Bulk jobs. To use the Bulk rail, create a text External ID field on "
+            "Activity (Unique, case-sensitive) and set task.external_id_field to it"
+        ]
     task = describes.get(mapping.task_object)
     info = None if task is None else _key_field(task, mapping.task_external_id)
     if info is None or not info.get("unique") or info.get("caseSensitive"):
@@ -218,13 +270,17 @@ def check_mapping(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, A
     if task is None:
         problems.append(f"task.object: sObject {mapping.task_object} is not available to this user")
     else:
-        _check_key_field(
-            mapping.task_object,
-            mapping.task_external_id,
-            task,
-            where="task.external_id_field",
-            problems=problems,
-        )
+        if mapping.upserts_tasks:
+            _check_key_field(
+                mapping.task_object,
+                mapping.task_external_id,
+                task,
+                where="task.external_id_field",
+                problems=problems,
+                missing_hint=_NO_TASK_KEY_HINT,
+            )
+        else:
+            _check_call_key_field(mapping, task, problems=problems)
         _check_fields(
             mapping.task_object,
             mapping.task_fields,

@@ -21,8 +21,17 @@ from spool.record import Disposition, OutcomeFields
 
 from ._template import ValueFn, compile_value, placeholders
 
-__all__ = ["LeadNotFound", "Mapping", "MappingError", "load_mapping", "parse_mapping"]
+__all__ = [
+    "CALL_KEY_FIELD",
+    "LeadNotFound",
+    "Mapping",
+    "MappingError",
+    "load_mapping",
+    "parse_mapping",
+]
 
+#: The Task field that holds ``source:call_id`` when the org has no external ID field.
+CALL_KEY_FIELD = "CallObject"
 _SF_ID = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -65,6 +74,14 @@ class Mapping:
     _lead_fns: dict[Disposition, tuple[tuple[str, ValueFn], ...]] = field(
         default_factory=dict, repr=False
     )
+
+    @property
+    def upserts_tasks(self) -> bool:
+        """True: Tasks are upserted on ``task_external_id`` (the normal case). False (the
+        org has no such field, ``task.external_id_field = ""``): a Task is inserted, its Id
+        remembered and updated by Id after; a record that may have been sent before is
+        first looked up by its key in ``CallObject`` (:data:`CALL_KEY_FIELD`)."""
+        return bool(self.task_external_id)
 
     # -- building records ------------------------------------------------------
     def task_record(
@@ -216,7 +233,13 @@ def parse_mapping(data: dict[str, Any], *, source: str = "built-in") -> Mapping:
             problems.append(f"lead.{key}: unknown key")
 
     task_object = text(task, "object", "task", "Task")
-    task_ext = text(task, "external_id_field", "task", "Call_Id__c")
+    # "" : the org has no Task external ID field; Tasks are inserted and found again by
+    # CallObject (see Mapping.upserts_tasks).
+    task_ext = (
+        ""
+        if task.get("external_id_field") == ""
+        else text(task, "external_id_field", "task", "Call_Id__c")
+    )
     create_only_raw = task.get("create_only", ["TaskSubtype"])
     if not isinstance(create_only_raw, list) or not all(
         isinstance(x, str) for x in create_only_raw
@@ -229,7 +252,13 @@ def parse_mapping(data: dict[str, Any], *, source: str = "built-in") -> Mapping:
         sticky_raw = []
     sticky = frozenset(sticky_raw)
     task_fields = _problems_for_values("task.fields", task.get("fields", {}), problems, frozenset())
-    if task_ext in task_fields:
+    if not task_ext and task_fields.get(CALL_KEY_FIELD) != "{external_key}":
+        problems.append(
+            f'task.fields.{CALL_KEY_FIELD}: must be "{{external_key}}" when '
+            'task.external_id_field is "" (no external ID field): it is how the daemon finds '
+            f"a Task again instead of inserting it twice; got {task_fields.get(CALL_KEY_FIELD)!r}"
+        )
+    if task_ext and task_ext in task_fields:
         problems.append(
             f"task.fields.{task_ext}: the external id field is filled with source:call_id by "
             "the daemon; do not map it"

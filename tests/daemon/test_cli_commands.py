@@ -157,6 +157,39 @@ async def test_check_config_against_an_org_passes_then_names_a_bad_field(
         assert "wrong-secret" not in login.detail
 
 
+async def test_check_config_without_a_task_key_field_warns_and_passes(tmp_path: Path) -> None:
+    """A mapping with task.external_id_field = "" passes check-config against sfsim and
+    prints one WARN line on what the insert fallback costs (no Bulk rail)."""
+    from daemon.checks import salesforce_checks
+    from daemon.settings import load_settings
+    from sfsim.testing import running_sim
+
+    default = Path(__import__("daemon.mapping").mapping.__file__).parent / "default.toml"
+    text = default.read_text()
+    assert 'external_id_field = "Call_Id__c"' in text and 'CallObject = "{call_id}"' in text
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        text.replace('external_id_field = "Call_Id__c"', 'external_id_field = ""').replace(
+            'CallObject = "{call_id}"', 'CallObject = "{external_key}"'
+        )
+    )
+    async with running_sim(tls=False) as sim:
+        info = sim.info
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'[salesforce]\nlogin_url = "{info["instance_url"]}"\n'
+            f'client_id = "{info["client_id"]}"\nclient_secret = "{info["client_secret"]}"\n'
+            f'[mapping]\nfile = "{mapping}"\n'
+        )
+        checks = await salesforce_checks(load_settings(cfg, environ={}))
+    assert [c for c in checks if c.ok is not True] == []
+    assert any(c.name == "mapped fields" for c in checks)
+    [note] = [c for c in checks if c.warning]
+    line = note.line()
+    assert line.startswith("WARN  mapped field: task.external_id_field: no Task external ID field")
+    assert "sObject Collections" in line and "case-sensitive" in line
+
+
 def all_help_texts() -> str:
     parser = build_parser()
     texts = [parser.format_help()]

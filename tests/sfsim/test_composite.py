@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote_plus
 
 import httpx
 
@@ -296,3 +297,77 @@ async def test_composite_batch_charges_each_subrequest(
         },
     )
     assert [x["statusCode"] for x in r.json()["results"]] == [400, 412]
+
+
+def _soql_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def test_tasks_inserted_then_found_by_call_object(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """Orgs without a Task external ID field: Tasks inserted by /composite (POST
+    sobjects/Task) and by a collections create come back from GET /query ... WHERE
+    CallObject IN (...) with the ids the inserts returned, escapes and non-ASCII included;
+    CallObject is filterable in describe. The composite, the collection and the query cost
+    one API call each."""
+    describe = (await sf.get("sobjects/Task/describe")).json()
+    [call_object] = [f for f in describe["fields"] if f["name"] == "CallObject"]
+    assert call_object["filterable"] is True and call_object["type"] == "string"
+
+    res = await _composite(
+        sf,
+        [
+            _sub("t1", "POST", "sobjects/Task", {"Subject": "a", "CallObject": "vici:O'Neil"}),
+            _sub("t2", "POST", "sobjects/Task", {"Subject": "b", "CallObject": "vici:a\\b"}),
+        ],
+        all_or_none=False,
+    )
+    assert [e["httpStatusCode"] for e in res] == [201, 201]
+    ids = {res[0]["body"]["id"]: "vici:O'Neil", res[1]["body"]["id"]: "vici:a\\b"}
+    r = await sf.post(
+        "composite/sobjects",
+        json={
+            "allOrNone": False,
+            "records": [
+                {"attributes": {"type": "Task"}, "Subject": "c", "CallObject": key}
+                for key in ("five9:José & co", "five9:50%_off+1")
+            ],
+        },
+    )
+    assert r.status_code == 200
+    items = r.json()
+    assert all(i["success"] and i["id"].startswith("00T") for i in items)
+    ids.update(zip([i["id"] for i in items], ["five9:José & co", "five9:50%_off+1"], strict=True))
+    await sf.post("sobjects/Task", json={"Subject": "other", "CallObject": "vici:1"})
+
+    wanted = [*ids.values(), "vici:never-sent"]
+    soql = (
+        "SELECT Id, CallObject FROM Task WHERE CallObject IN ("
+        + ", ".join(_soql_literal(k) for k in wanted)
+        + ")"
+    )
+    r = await sf.get("query", params={"q": soql})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["done"] is True and body["totalSize"] == 4
+    assert {rec["Id"]: rec["CallObject"] for rec in body["records"]} == ids
+    stats = await control.stats()
+    assert stats["api_calls"]["by_kind"] == {
+        "describe": 1,
+        "sobjects": 1,
+        "composite": 1,
+        "collections": 1,
+        "query": 1,
+    }
+
+
+async def test_a_query_over_16384_bytes_of_uri_is_414(sf: httpx.AsyncClient) -> None:
+    """A CallObject IN list whose encoded URI passes 16,384 bytes gets 414 with no body (§2.8):
+    100 keys of 250 characters do; the same query inside /composite does not."""
+    keys = [f"vici:{i:03d}" + "x" * 245 for i in range(100)]
+    soql = f"SELECT Id, CallObject FROM Task WHERE CallObject IN ({', '.join(map(repr, keys))})"
+    r = await sf.get("query", params={"q": soql})
+    assert r.status_code == 414 and r.content == b""
+    res = await _composite(sf, [_sub("q", "GET", "query?q=" + quote_plus(soql))], False)
+    assert res[0]["httpStatusCode"] == 200 and res[0]["body"]["totalSize"] == 0

@@ -42,6 +42,22 @@ def test_escaped_quotes_and_case_insensitive_equality(store: RecordStore) -> Non
     assert _names(store, r"SELECT Id FROM Lead WHERE LastName = 'o\'brien'") == ["O'Brien"]
 
 
+def test_in_list_of_escaped_literals_on_call_object() -> None:
+    """CallObject IN ('...') with \\' and \\\\ escapes finds each Task by its exact stored
+    value (a doubled quote is no SOQL escape: MALFORMED_QUERY)."""
+    s = Org().store
+    keys = ["vici:1", "vici:O'Neil", "vici:a\\b", "vici:50%_off", "vici:x'\\'y"]
+    ids = {s.insert("Task", {"Subject": "s", "CallObject": k}): k for k in keys}
+    s.insert("Task", {"Subject": "other", "CallObject": "vici:2"})
+    literals = ", ".join("'" + k.replace("\\", "\\\\").replace("'", "\\'") + "'" for k in keys)
+    soql = f"SELECT Id, CallObject FROM Task WHERE CallObject IN ({literals}, 'vici:none')"
+    rows = run_query(s, parse_query(soql, s))
+    assert {r["Id"]: r["CallObject"] for r in rows} == ids
+    with pytest.raises(SfError) as exc:
+        parse_query("SELECT Id FROM Task WHERE CallObject IN ('a:1', 'b''x')", s)
+    assert exc.value.error_code == "MALFORMED_QUERY"
+
+
 def test_like_order_offset_and_limit(store: RecordStore) -> None:
     """LIKE with %, ORDER BY DESC, OFFSET and LIMIT combine as in SOQL."""
     soql = "SELECT Id FROM Lead WHERE LastName LIKE 'smith%' ORDER BY LastName DESC"

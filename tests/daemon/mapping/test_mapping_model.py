@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+import daemon.mapping as mapping_pkg
 from daemon.mapping import CLEAR, LeadNotFound, MappingError, load_mapping, parse_mapping
 from daemon.mapping._template import VARIABLES
 from spool.record import CallOutcome, StoredOutcome
@@ -330,3 +332,151 @@ def test_a_stored_outcome_maps_like_the_outcome(o: CallOutcome) -> None:
         )
     assert m.lead_update(view) == m.lead_update(o)
     assert m.sticky_update(view) == m.sticky_update(o)
+
+
+# ------------------------------------------- orgs without a Task external ID field
+
+
+def no_key_mapping_data() -> dict[str, Any]:
+    """The built-in mapping with no Task external ID field (Tasks found again by CallObject),
+    as the README tells an admin to write it."""
+    data = tomllib.loads((Path(mapping_pkg.__file__).parent / "default.toml").read_text())
+    data["task"]["external_id_field"] = ""
+    data["task"]["fields"]["CallObject"] = "{external_key}"
+    return data
+
+
+def sfsim_describes(*, drop: str | None = None) -> dict[str, Any]:
+    """sfsim's built-in Task and Lead describes (the Task without ``drop``, when given)."""
+    from sfsim.schema import default_schema
+
+    schema = default_schema()
+    out: dict[str, Any] = {}
+    for name in ("Task", "Lead"):
+        obj = schema.get(name)
+        assert obj is not None
+        out[name] = obj.describe("62.0")
+    if drop is not None:
+        task = dict(out["Task"])
+        task["fields"] = [f for f in task["fields"] if f["name"] != drop]
+        out["Task"] = task
+    return out
+
+
+def test_default_mapping_upserts_tasks() -> None:
+    """The built-in mapping upserts Tasks on Call_Id__c; CallObject holds the call id."""
+    m = load_mapping(None)
+    assert m.upserts_tasks is True
+    assert m.task_external_id == "Call_Id__c"
+    assert m.task_fields["CallObject"] == "{call_id}"
+
+
+def test_an_empty_task_key_field_turns_the_insert_fallback_on() -> None:
+    """task.external_id_field = "" with CallObject = "{external_key}": Tasks are inserted
+    (upserts_tasks False), and CallObject carries source:call_id."""
+    m = parse_mapping(no_key_mapping_data())
+    assert m.upserts_tasks is False
+    assert m.task_external_id == ""
+    assert m.task_record(outcome())["CallObject"] == "vici:c-1"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"Subject": "x", "CallObject": "{call_id}"},
+        {"Subject": "x"},
+        {"Subject": "x", "CallObject": "vici:{call_id}"},
+    ],
+    ids=["call-id", "missing", "hand-made-key"],
+)
+def test_the_fallback_needs_call_object_to_be_the_external_key(fields: dict[str, Any]) -> None:
+    """Without an external ID field, a CallObject other than "{external_key}" is refused,
+    naming task.fields.CallObject (the daemon could not find its Tasks again)."""
+    with pytest.raises(MappingError) as info:
+        parse_mapping({"task": {"external_id_field": "", "fields": fields}})
+    assert any(p.startswith("task.fields.CallObject:") for p in info.value.problems)
+    assert "{external_key}" in str(info.value)
+
+
+def test_the_fallback_passes_sfsim_with_or_without_a_task_key_field() -> None:
+    """The fallback mapping checks clean against sfsim's describe, which has Call_Id__c, and
+    against one without it: no Task key field is required."""
+    m = parse_mapping(no_key_mapping_data())
+    with_key = sfsim_describes()
+    assert any(f["name"] == "Call_Id__c" for f in with_key["Task"]["fields"])
+    assert m.check_against_describe(with_key) == []
+    without_key = sfsim_describes(drop="Call_Id__c")
+    assert not any(f["name"] == "Call_Id__c" for f in without_key["Task"]["fields"])
+    assert m.check_against_describe(without_key) == []
+    # The same org fails the default (upserting) mapping: the key field is required there.
+    problems = load_mapping(None).check_against_describe(without_key)
+    assert [p.split(":")[0] for p in problems] == ["task.external_id_field"]
+
+
+def test_the_fallback_needs_a_filterable_call_object() -> None:
+    """Tasks are looked up by CallObject: a CallObject that cannot be filtered is a problem
+    naming task.fields.CallObject; a describe without the property counts as filterable."""
+    m = parse_mapping(no_key_mapping_data())
+    d = sfsim_describes()
+    [call_object] = [f for f in d["Task"]["fields"] if f["name"] == "CallObject"]
+    assert call_object["filterable"] is True
+    call_object["filterable"] = False
+    assert m.check_against_describe(d) == [
+        "task.fields.CallObject: Task.CallObject is not filterable; with task.external_id_field"
+        ' = "" the daemon looks Tasks up by it before sending one again (a query would fail)'
+    ]
+    del call_object["filterable"]
+    assert m.check_against_describe(d) == []
+    # Only the fallback cares: the upserting default mapping does not look Tasks up by it.
+    call_object["filterable"] = False
+    assert load_mapping(None).check_against_describe(d) == []
+
+
+def test_the_fallback_reports_a_missing_call_object_once() -> None:
+    """A CallObject hidden from the integration user is one problem line, not two."""
+    m = parse_mapping(no_key_mapping_data())
+    problems = m.check_against_describe(sfsim_describes(drop="CallObject"))
+    assert len(problems) == 1
+    assert problems[0].startswith("task.fields.CallObject: Task.CallObject does not exist")
+
+
+def test_the_fallback_note_says_what_it_costs() -> None:
+    """One WARN-style line: no key field, insert + Id + CallObject lookup, sObject
+    Collections instead of Bulk, and how to get the Bulk rail back."""
+    m = parse_mapping(no_key_mapping_data())
+    for describes in (sfsim_describes(), sfsim_describes(drop="Call_Id__c"), {}):
+        [note] = m.notes_against_describe(describes)
+        assert "\n" not in note
+        assert note.startswith("task.external_id_field: no Task external ID field configured")
+        for needle in (
+            "inserted, then updated by their Id (remembered in the spool)",
+            "looked up by CallObject",
+            "sObject Collections (one API call per up to 200 outcomes)",
+            "instead of Bulk jobs",
+            "(Unique, case-sensitive)",
+        ):
+            assert needle in note, needle
+    # The upserting default says nothing of it (sfsim's Call_Id__c only gets the case note).
+    [case_note] = load_mapping(None).notes_against_describe(sfsim_describes())
+    assert "not case-sensitive" in case_note and "Collections" not in case_note
+
+
+def test_a_missing_task_key_field_says_how_to_run_without_one() -> None:
+    """The FAIL line for a Task key field the org lacks names both ways out: create the
+    field, or the mapping settings of the insert fallback."""
+    problems = load_mapping(None).check_against_describe(sfsim_describes(drop="Call_Id__c"))
+    [line] = problems
+    assert line.startswith(
+        "task.external_id_field: Task.Call_Id__c does not exist or is not visible to the "
+        "integration user; create it (text, External ID, Unique, case-sensitive)"
+    )
+    assert 'set task.external_id_field = "" and task.fields.CallObject = "{external_key}"' in line
+    assert "in a mapping file" in line
+    # A Lead key field the org lacks is not given the Task fallback's hint.
+    d = sfsim_describes()
+    lead = dict(d["Lead"])
+    lead["fields"] = [f for f in lead["fields"] if f["name"] != "Dialer_Lead_Id__c"]
+    d["Lead"] = lead
+    [lead_line] = load_mapping(None).check_against_describe(d)
+    assert lead_line.startswith("lead.external_id_field: Lead.Dialer_Lead_Id__c does not exist")
+    assert "CallObject" not in lead_line

@@ -24,6 +24,7 @@ def test_public_names_are_pinned() -> None:
         "route",
     ]
     assert sorted(daemon.mapping.__all__) == [
+        "CALL_KEY_FIELD",
         "CLEAR",
         "Clear",
         "LeadNotFound",
