@@ -15,20 +15,33 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote_plus
 
 from daemon.mapping import Mapping
 from daemon.salesforce import SalesforceClient
 from spool.record import LeadRef
 
-__all__ = ["KeyLocks", "LeadLedger", "LeadResolver", "LruCache", "SentLead"]
+__all__ = [
+    "QUERY_BATCH",
+    "KeyLocks",
+    "LeadLedger",
+    "LeadResolver",
+    "LruCache",
+    "SentLead",
+    "soql_chunks",
+    "soql_literal",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
-_QUERY_BATCH = 100
+QUERY_BATCH = 100
+#: URL-encoded bytes of IN-list literals per lookup query: with the rest of the URI far
+#: under the 16,384 bytes a GET may carry (longer is refused with 414, reference §2.8).
+QUERY_IN_BYTES = 12_000
 
 
 class LruCache(Generic[K, V]):
@@ -60,8 +73,26 @@ class LruCache(Generic[K, V]):
         return len(self._data)
 
 
-def _soql_literal(value: str) -> str:
+def soql_literal(value: str) -> str:
+    """A SOQL string literal (quotes and backslashes escaped)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def soql_chunks(values: Sequence[str]) -> Iterator[list[str]]:
+    """``values`` in chunks for ``WHERE field IN (...)`` lookups: at most
+    :data:`QUERY_BATCH` each, and short enough once URL-encoded for a GET (long keys,
+    non-ASCII ones especially, would otherwise pass the URI limit)."""
+    chunk: list[str] = []
+    size = 0
+    for value in values:
+        cost = len(quote_plus(soql_literal(value))) + 3  # ", " between literals
+        if chunk and (len(chunk) >= QUERY_BATCH or size + cost > QUERY_IN_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(value)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 class LeadResolver:
@@ -143,11 +174,10 @@ class LeadResolver:
     ) -> None:
         values = list(wanted)
         obj = self._mapping.lead_object
-        for i in range(0, len(values), _QUERY_BATCH):
-            chunk = values[i : i + _QUERY_BATCH]
+        for chunk in soql_chunks(values):
             soql = (
                 f"SELECT Id, {field} FROM {obj} WHERE {field} IN "
-                f"({', '.join(_soql_literal(v) for v in chunk)}) ORDER BY Id"
+                f"({', '.join(soql_literal(v) for v in chunk)}) ORDER BY Id"
             )
             self.lookups += 1
             records: list[dict[str, Any]] = await self._client.query(soql, rail=rail)

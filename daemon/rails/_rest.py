@@ -5,6 +5,11 @@ allOrNone false, 1 API call). Several outcomes -> sObject Collections (Task upse
 by external key, Lead update by Id, ≤200 each); by default both collections travel
 inside one ``/composite`` request, so up to 200 outcomes cost one API call.
 
+Orgs without a Task external ID field (``Mapping.upserts_tasks`` false): a Task is
+inserted (POST) and its Id kept in the spool; a later send of the call updates that
+Id. A record claimed before (its answer may have been lost) is first looked up by
+its key in ``CallObject`` (:func:`._task_ids.find_tasks`), so no call gets two Tasks.
+
 Every record gets a :class:`Verdict` from its own results (HTTP 200 is not
 success). Create-only fields (TaskSubtype) that Salesforce refuses on an update
 are dropped and the Task re-sent in the same cycle, never failing the record.
@@ -27,6 +32,7 @@ from daemon.mapping import LeadNotFound, Mapping
 from daemon.salesforce import (
     MAX_COLLECTION,
     Backoff,
+    ConfigurationError,
     ItemResult,
     Kind,
     PermanentError,
@@ -41,9 +47,10 @@ from daemon.salesforce.wire import (
     parse_collection_results,
     sobject_path,
 )
-from spool import Claim, RecordRef, Spool, StoredClaim
+from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
 
 from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead
+from ._task_ids import find_tasks
 
 __all__ = ["SENDING", "Action", "Ref", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
 
@@ -59,6 +66,8 @@ LEAD_NOT_FOUND = "LEAD_NOT_FOUND"
 _MISSING_LEAD_CODES = frozenset(
     {"ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY", "MALFORMED_ID"}
 )
+# Errors of an update by Id that mean "this Task does not exist any more" (deleted).
+_MISSING_TASK_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
 
 
 # Tasks remembered as existing (their create-only fields are left out of a re-send;
@@ -109,6 +118,8 @@ class _Item:
     ext_key: str
     task: dict[str, Any]
     lead_id: str | None = None
+    #: the Task's Id when it is updated by Id (orgs without a Task external ID field)
+    task_id: str | None = None
     task_result: ItemResult | None = None
     lead_result: ItemResult | None = None
     errors: list[RecordError] = field(default_factory=list)
@@ -171,6 +182,7 @@ class RestSender:
         lead_ids = await self._resolver.resolve(refs, rail=rail) if refs else {}
         lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
         newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
+        found, lookup_failed = await self._find_tasks(claims, rail=rail)
         items: list[_Item] = []
         groups: dict[str, list[_Item]] = defaultdict(list)
         for claim in claims:
@@ -178,6 +190,19 @@ class RestSender:
             ref = outcome.lead
             lead_id = lead_ids.get(ref.key) if ref is not None else None
             item = _Item(claim, outcome.external_key, {})
+            if not m.upserts_tasks:
+                item.task_id = claim.task_id or found.get(item.ext_key)
+                if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
+                    # Whether its Task exists is unknown: inserting could make a second one.
+                    item.verdict = Verdict(
+                        claim,
+                        Action.RETRY,
+                        lookup_failed.error_code or type(lookup_failed).__name__,
+                        f"Task lookup failed: {lookup_failed.message}",
+                        lookup_failed.retry_after_s,
+                    )
+                    items.append(item)
+                    continue
             if ref is not None and lead_id is None:
                 if m.lead_not_found is LeadNotFound.DEAD_LETTER:
                     item.verdict = Verdict(
@@ -192,9 +217,8 @@ class RestSender:
                     policy="task_without_who",
                 )
             item.lead_id = lead_id
-            item.task = m.task_record(
-                outcome, who_id=lead_id, include_create_only=item.ext_key not in self._known
-            )
+            new = item.task_id is None if not m.upserts_tasks else item.ext_key not in self._known
+            item.task = m.task_record(outcome, who_id=lead_id, include_create_only=new)
             items.append(item)
             if lead_id is not None and claim.lead_key is not None:
                 groups[claim.lead_key].append(item)
@@ -221,6 +245,45 @@ class RestSender:
                 rows.append(_LeadRow(lead_id, lead_key, fields, group, full))
         return items, rows
 
+    async def _find_tasks(
+        self, claims: Sequence[Claim], *, rail: str
+    ) -> tuple[dict[str, str], RetryableError | None]:
+        """Ids of the Tasks that earlier claims may have inserted (Tasks inserted, not
+        upserted, only); a retryable failure is returned, for those records to wait."""
+        m = self._mapping
+        if m.upserts_tasks:
+            return {}, None
+        keys = [c.outcome.external_key for c in claims if c.task_id is None and c.maybe_sent]
+        if not keys:
+            return {}, None
+        try:
+            return await find_tasks(self._client, m.task_object, keys, rail=rail), None
+        except RetryableError as exc:
+            log.info("task_lookup_failed", rail=rail, keys=len(keys), error=str(exc)[:200])
+            return {}, exc
+        except PermanentError as exc:
+            # Every lookup would fail the same way (e.g. CallObject not readable): pause.
+            raise ConfigurationError(
+                f"Task lookup by CallObject refused ({exc.error_code}): {exc.message}; the "
+                "integration user needs read access to Task.CallObject",
+                error_code=exc.error_code,
+            ) from exc
+
+    async def _remember_task_ids(self, items: Sequence[_Item], *, rail: str) -> None:
+        """Keep the Ids of Tasks inserted or found now, for the next send to update."""
+        pairs = [
+            (i.claim.record_id, i.task_id)
+            for i in items
+            if i.task_id is not None and i.task_id != i.claim.task_id
+        ]
+        if not pairs:
+            return
+        try:
+            await asyncio.shield(self._spool.set_task_ids(pairs))
+        except SpoolError as exc:
+            # Safe: a record claimed again is looked up by CallObject before any insert.
+            log.warning("task_ids_not_kept", rail=rail, records=len(pairs), error=str(exc)[:300])
+
     @contextlib.asynccontextmanager
     async def settled(self, lead_keys: Iterable[str]) -> AsyncIterator[None]:
         """Wait until no REST write to these Leads is in flight, and hold new ones off
@@ -245,12 +308,16 @@ class RestSender:
         if todo:
             await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
             # Round two, same cycle: drop refused create-only fields / dead WhoIds.
+            self._note_inserted(todo)
             again = [i for i in todo if self._fix_for_resend(i)]
             if again:
                 for i in again:
                     i.task_result = None
                     i.errors.clear()
                 await self._send_round(again, [], rail=rail, single=len(again) == 1)
+                self._note_inserted(again)
+            if not self._mapping.upserts_tasks:
+                await self._remember_task_ids(todo, rail=rail)
         verdicts: list[Verdict] = []
         for item in items:
             if item.verdict is None:
@@ -259,7 +326,11 @@ class RestSender:
                     if result is not None and not result.success:
                         errors.extend(result.errors)
                 item.verdict = verdict_for(item.claim, errors)
-                if item.task_result is not None and item.task_result.success:
+                if (
+                    self._mapping.upserts_tasks
+                    and item.task_result is not None
+                    and item.task_result.success
+                ):
                     self._known.put(item.ext_key, True)
             verdicts.append(item.verdict)
         now = self._clock()
@@ -278,15 +349,46 @@ class RestSender:
                 )
         return verdicts
 
+    def _note_inserted(self, items: Sequence[_Item]) -> None:
+        """An inserted Task's Id from its result: what a later send of it updates."""
+        if self._mapping.upserts_tasks:
+            return
+        for i in items:
+            r = i.task_result
+            if i.task_id is None and r is not None and r.success and r.id:
+                i.task_id = r.id
+
     def _fix_for_resend(self, item: _Item) -> bool:
-        """True when the Task failed for a reason we can fix now (create-only, dead WhoId)."""
+        """True when the Task failed for a reason we can fix now (create-only, dead WhoId,
+        a remembered Task deleted since)."""
         result = item.task_result
         if result is None or result.success or result.error is None:
             return False
         err = result.error
-        create_only = self._mapping.create_only
-        if err.code == "INVALID_FIELD_FOR_INSERT_UPDATE" and (
-            set(err.fields) & create_only or any(f in err.message for f in create_only)
+        m = self._mapping
+        if (
+            item.task_id is not None
+            and err.code in _MISSING_TASK_CODES
+            and "WhoId" not in err.fields
+            and "WhoId" not in err.message
+        ):
+            # Updated by Id, but someone deleted that Task: insert it again (in full).
+            log.info(
+                "task_deleted_reinserting",
+                call_id=item.claim.outcome.call_id,
+                task_id=item.task_id,
+                error_code=err.code,
+            )
+            item.task_id = None
+            item.task = m.task_record(
+                item.claim.outcome, who_id=item.task.get("WhoId"), include_create_only=True
+            )
+            return True
+        create_only = m.create_only
+        if (
+            m.upserts_tasks
+            and err.code == "INVALID_FIELD_FOR_INSERT_UPDATE"
+            and (set(err.fields) & create_only or any(f in err.message for f in create_only))
         ):
             # The Task exists: this is an update, which create-only fields may not be in.
             self._known.put(item.ext_key, True)
@@ -301,7 +403,7 @@ class RestSender:
             ref = item.claim.outcome.lead
             if ref is not None:
                 self._resolver.forget(ref)
-            if self._mapping.lead_not_found is LeadNotFound.DEAD_LETTER:
+            if m.lead_not_found is LeadNotFound.DEAD_LETTER:
                 item.verdict = Verdict(item.claim, Action.DEAD, LEAD_NOT_FOUND, err.message)
                 return False
             item.task.pop("WhoId", None)
@@ -354,10 +456,16 @@ class RestSender:
     async def _send_composite_rows(self, item: _Item, row: _LeadRow | None, *, rail: str) -> None:
         m = self._mapping
         v = self._client.api_version
+        if m.upserts_tasks:
+            method, url = "PATCH", sobject_path(v, m.task_object, m.task_external_id, item.ext_key)
+        elif item.task_id is not None:
+            method, url = "PATCH", sobject_path(v, m.task_object, item.task_id)
+        else:
+            method, url = "POST", sobject_path(v, m.task_object)
         subs: list[dict[str, Any]] = [
             {
-                "method": "PATCH",
-                "url": sobject_path(v, m.task_object, m.task_external_id, item.ext_key),
+                "method": method,
+                "url": url,
                 "referenceId": "task",
                 "body": {k: json_value(val) for k, val in item.task.items()},
             }
@@ -381,30 +489,68 @@ class RestSender:
                 False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Lead"),)
             )
 
+    def _task_groups(self, items: list[_Item]) -> list[tuple[str, list[_Item]]]:
+        """Tasks by how they are written: upserted by key, or inserted / updated by Id."""
+        if self._mapping.upserts_tasks:
+            return [("tasks", items)]
+        return [
+            ("tasks_new", [i for i in items if i.task_id is None]),
+            ("tasks_upd", [i for i in items if i.task_id is not None]),
+        ]
+
+    def _task_collection(
+        self, kind: str, chunk: Sequence[_Item]
+    ) -> tuple[str, str, list[dict[str, Any]]]:
+        """``(method, path, records)`` of one Task collection of this kind."""
+        m = self._mapping
+        if kind == "tasks":
+            path = f"composite/sobjects/{m.task_object}/{m.task_external_id}"
+            return "PATCH", path, [{m.task_external_id: i.ext_key, **i.task} for i in chunk]
+        if kind == "tasks_upd":
+            return "PATCH", "composite/sobjects", [{"Id": i.task_id, **i.task} for i in chunk]
+        return "POST", "composite/sobjects", [dict(i.task) for i in chunk]
+
+    async def _send_task_collection(
+        self, kind: str, records: list[dict[str, Any]], *, rail: str
+    ) -> list[ItemResult]:
+        """One Task collection as its own call (``nested_collections`` off)."""
+        m = self._mapping
+        client = self._client
+        if kind == "tasks":
+            return await client.upsert_collection(
+                m.task_object, m.task_external_id, records, rail=rail
+            )
+        if kind == "tasks_upd":
+            return await client.update_collection(m.task_object, records, rail=rail)
+        return await client.create_collection(m.task_object, records, rail=rail)
+
     async def _send_collections(
         self, items: list[_Item], rows: list[_LeadRow], *, rail: str
     ) -> None:
         m = self._mapping
-        for start in range(0, max(len(items), len(rows)), MAX_COLLECTION):
-            task_chunk = items[start : start + MAX_COLLECTION]
+        groups = self._task_groups(items)
+        longest = max(len(rows), *(len(g) for _, g in groups))
+        for start in range(0, longest, MAX_COLLECTION):
+            chunks = [
+                (kind, g[start : start + MAX_COLLECTION])
+                for kind, g in groups
+                if g[start : start + MAX_COLLECTION]
+            ]
             row_chunk = rows[start : start + MAX_COLLECTION]
-            task_records = [{m.task_external_id: i.ext_key, **i.task} for i in task_chunk]
             lead_records = [{"Id": r.lead_id, **r.fields} for r in row_chunk]
-            task_results: list[ItemResult] = []
             lead_results: list[ItemResult] = []
             if self._nested:
                 subs: list[dict[str, Any]] = []
-                if task_records:
+                for kind, chunk in chunks:
+                    method, path, records = self._task_collection(kind, chunk)
                     subs.append(
                         {
-                            "method": "PATCH",
-                            "url": self._client.data_path(
-                                f"composite/sobjects/{m.task_object}/{m.task_external_id}"
-                            ),
-                            "referenceId": "tasks",
+                            "method": method,
+                            "url": self._client.data_path(path),
+                            "referenceId": kind,
                             "body": {
                                 "allOrNone": False,
-                                "records": collection_records(m.task_object, task_records),
+                                "records": collection_records(m.task_object, records),
                             },
                         }
                     )
@@ -422,19 +568,23 @@ class RestSender:
                         }
                     )
                 entries = await self._client.composite_entries(subs, rail=rail)
-                task_results = _nested_results(entries.get("tasks"), len(task_records))
+                for kind, chunk in chunks:
+                    results = _nested_results(entries.get(kind), len(chunk))
+                    for i, r in zip(chunk, results, strict=True):
+                        i.task_result = r
                 lead_results = _nested_results(entries.get("leads"), len(lead_records))
             else:
-                if task_records:
-                    task_results = await self._client.upsert_collection(
-                        m.task_object, m.task_external_id, task_records, rail=rail
-                    )
+                for kind, chunk in chunks:
+                    _, _, records = self._task_collection(kind, chunk)
+                    # Each answer is kept as it comes: an insert whose Id is known must not
+                    # be inserted again if a later call of this chunk fails.
+                    results = await self._send_task_collection(kind, records, rail=rail)
+                    for i, r in zip(chunk, results, strict=True):
+                        i.task_result = r
                 if lead_records:
                     lead_results = await self._client.update_collection(
                         m.lead_object, lead_records, rail=rail, headers=AUTO_ASSIGN_OFF
                     )
-            for i, r in zip(task_chunk, task_results, strict=True):
-                i.task_result = r
             for row, r in zip(row_chunk, lead_results, strict=True):
                 for i in row.items:
                     i.lead_result = r

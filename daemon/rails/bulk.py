@@ -811,6 +811,10 @@ class BulkRail:
             if states[row.sf_job_id] != "JobComplete":
                 continue
             is_task = row.object == m.task_object
+            if is_task and not m.upserts_tasks:
+                # A job of before the mapping lost its Task key: its Task rows cannot be
+                # matched now. Its records are re-queued and looked up by CallObject.
+                continue
             if is_task:
                 key_col = m.task_external_id
             else:

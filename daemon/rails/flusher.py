@@ -125,6 +125,8 @@ class Rails:
         self.mapping_problems: tuple[
             str, ...
         ] = ()  # recovery needed now, even with nothing pending
+        # Tasks inserted (no Task key): a claim must survive a power cut (see the property).
+        spool.durable_claims = not mapping.upserts_tasks
         known: LruCache[str, bool] = LruCache(KNOWN_TASKS)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
@@ -162,6 +164,7 @@ class Rails:
     def set_mapping(self, mapping: Mapping) -> None:
         """Use a new field mapping from the next send on (in-flight batches finish as they are)."""
         self.mapping = mapping
+        self.spool.durable_claims = not mapping.upserts_tasks
         self.rest._mapping = mapping
         self.bulk._m = mapping
         self.resolver._mapping = mapping
@@ -376,6 +379,7 @@ class Rails:
             bulk_due=due,
             bulk_min_records=self.bulk_min_records,
             paused=paused,
+            bulk_allowed=self.mapping.upserts_tasks,
         )
         if decision != self._route:
             log.info(

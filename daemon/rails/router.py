@@ -13,6 +13,8 @@ with a human-readable reason, logged and counted on every change.
   (one call per up to 200), non-urgent work waits.
 - EXHAUSTED (our share used, or the org's allocation): nothing is sent; /limits
   is re-read periodically.
+- No Bulk (``bulk_allowed`` false: the org has no Task external ID field, so a
+  Task cannot be upserted by key in a job): the rest goes by collections.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def route(
     bulk_due: bool,
     bulk_min_records: int,
     paused: frozenset[str] = frozenset(),
+    bulk_allowed: bool = True,
 ) -> Route:
     """Decide the rails for urgent and other work right now."""
     if quota is QuotaState.EXHAUSTED:
@@ -58,6 +61,9 @@ def route(
         urgent = Via.WAIT if "collections" in paused else Via.COLLECTIONS
     if not bulk_due or backlog <= 0:
         return Route(urgent, Via.WAIT, "accumulating for the next bulk interval")
+    if not bulk_allowed:
+        other = Via.WAIT if "collections" in paused else Via.COLLECTIONS
+        return Route(urgent, other, f"backlog {backlog}, no Task external ID field: {other.value}")
     other = Via.COLLECTIONS if backlog < bulk_min_records else Via.BULK
     if other.value in paused:
         alt = Via.BULK if other is Via.COLLECTIONS else Via.COLLECTIONS

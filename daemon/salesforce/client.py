@@ -482,6 +482,22 @@ class SalesforceClient:
         )
         return parse_collection_results(response.json(), len(records))
 
+    async def create_collection(
+        self,
+        sobject: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        rail: str = "collections",
+        headers: Mapping[str, str] | None = None,
+    ) -> list[ItemResult]:
+        """``POST /composite/sobjects``: insert (≤200 records, allOrNone false); each
+        success carries the new record's Id."""
+        body = {"allOrNone": False, "records": collection_records(sobject, records)}
+        response = await self.request(
+            "POST", self.data_path("composite/sobjects"), rail=rail, json=body, headers=headers
+        )
+        return parse_collection_results(response.json(), len(records))
+
     async def query(self, soql: str, *, rail: str = "other") -> list[dict[str, Any]]:
         """Run a SOQL query and follow ``nextRecordsUrl``."""
         response = await self.request("GET", self.data_path("query"), rail=rail, params={"q": soql})

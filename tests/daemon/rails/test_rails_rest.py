@@ -125,6 +125,27 @@ async def test_external_key_and_phone_leads_are_looked_up_and_cached(
     assert task_of(sim, c.external_key)["WhoId"][:15] == ids[0][:15]
 
 
+async def test_long_lead_keys_are_looked_up_in_queries_that_fit_a_url(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """150 Leads named by 255-character external keys (non-ASCII, so each takes several
+    bytes once URL-encoded): a lookup of 100 such keys would be a URI past 16,384 bytes,
+    which Salesforce refuses (414); the lookups are split by length and every Task links."""
+    st = sim.org.store
+    keys = [f"{i:03d}-" + "é" * 251 for i in range(150)]
+    ids = [
+        st.insert("Lead", {"LastName": "X", "Company": "Acme", "Dialer_Lead_Id__c": k})
+        for k in keys
+    ]
+    outs = [outcome({"external_key": k}, disposition="connected") for k in keys]
+    await spool.put_many(outs)
+    rails = make_rails(bulk_min_records=1_000)
+    await rails.drain(timeout_s=30)
+    for o, lead_id in zip(outs, ids, strict=True):
+        assert task_of(sim, o.external_key)["WhoId"][:15] == lead_id[:15]
+    assert rails.resolver.lookups >= 3 and await spool.dead_letters() == []
+
+
 async def test_external_key_lookup_ignores_case_like_bulk(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
