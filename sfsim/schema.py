@@ -862,6 +862,20 @@ def _default_describes() -> list[dict[str, Any]]:
     return [account, contact, lead, task, user]
 
 
-def default_schema() -> Schema:
-    """The built-in schema: Account, Contact, Lead, Task and User with call-logging fields."""
-    return Schema.from_describes(_default_describes())
+def default_schema(*, without: Iterable[str] = ()) -> Schema:
+    """The built-in schema: Account, Contact, Lead, Task and User with call-logging fields.
+
+    ``without``: ``"Object.Field"`` names to leave out, for an org that lacks them (e.g.
+    ``"Task.Call_Id__c"``: no Task external ID field). An unknown name is a SchemaError.
+    """
+    drop = set(without)
+    describes = _default_describes()
+    for raw in describes:
+        names = {f"{raw['name']}.{f['name']}" for f in raw["fields"]}
+        gone = drop & names
+        if gone:
+            raw["fields"] = [f for f in raw["fields"] if f"{raw['name']}.{f['name']}" not in gone]
+            drop -= gone
+    if drop:
+        raise SchemaError(f"default schema has no field {', '.join(sorted(drop))}")
+    return Schema.from_describes(describes)

@@ -95,3 +95,15 @@ def test_default_schema_round_trips_through_describe_json(tmp_path: Path) -> Non
     again = load_schema(path)
     assert again.objects.keys() == schema.objects.keys()
     assert again.objects["Task"].fields == schema.objects["Task"].fields
+
+
+def test_default_schema_without_named_fields() -> None:
+    """An org without a Task external ID field: the field is gone from the Task (describe
+    and lookups), everything else is as in the default; an unknown name is refused."""
+    schema = default_schema(without=["Task.Call_Id__c"])
+    task = schema.objects["Task"]
+    assert task.field("Call_Id__c") is None and task.field("CallObject") is not None
+    assert "Call_Id__c" not in {f["name"] for f in task.describe("62.0")["fields"]}
+    assert schema.objects["Lead"].fields == default_schema().objects["Lead"].fields
+    with pytest.raises(SchemaError, match=r"no field Task\.Nope__c"):
+        default_schema(without=["Task.Nope__c"])

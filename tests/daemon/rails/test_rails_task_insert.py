@@ -5,9 +5,7 @@ by ``CallObject`` first, so no call ever gets two Tasks. No Bulk job is ever cre
 
 from __future__ import annotations
 
-import tomllib
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,34 +13,21 @@ import railkit
 import structlog
 from railkit import lead, seed_leads
 
-import daemon.mapping as mapping_pkg
 from daemon.mapping import Mapping, load_mapping, parse_mapping
 from daemon.rails import Via, route
 from daemon.salesforce import QuotaState, SalesforceClient
-from sfsim.schema import Schema, default_schema
+from sfsim.schema import default_schema
 from sfsim.testing import sim_fixture
 from spool import CallOutcome, Spool
-
-
-def _schema_without_task_key() -> Schema:
-    describes = []
-    for obj in default_schema().objects.values():
-        raw = dict(obj.raw)
-        if obj.name == "Task":
-            raw["fields"] = [f for f in raw["fields"] if f["name"] != "Call_Id__c"]
-        describes.append(raw)
-    return Schema.from_describes(describes)
-
+from tests.mappings import no_task_key_mapping_data
 
 # This module's org: the built-in schema, minus the Task external ID field.
-sim = sim_fixture(schema=_schema_without_task_key())
+sim = sim_fixture(schema=default_schema(without=["Task.Call_Id__c"]))
 
 
 def insert_mapping(**task: Any) -> Mapping:
     """The built-in mapping as the README tells an admin to change it for such an org."""
-    data = tomllib.loads((Path(mapping_pkg.__file__).parent / "default.toml").read_text())
-    data["task"]["external_id_field"] = ""
-    data["task"]["fields"]["CallObject"] = "{external_key}"
+    data = no_task_key_mapping_data()
     data["task"].update(task)
     return parse_mapping(data)
 
