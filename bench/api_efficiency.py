@@ -15,7 +15,12 @@ Last_Call_Outcome__c / Last_Call_At__c from the newest outcome, Status from the
 newest outcome when its disposition sets one, DoNotCall set iff any outcome was
 do-not-call.
 
+``--no-task-key``: the same against an org without a Task external ID field (the
+mapping's ``task.external_id_field = ""``: Tasks inserted, updated by Id, looked up by
+CallObject; no Bulk rail). Its cost is reported as is; the target is for the normal mode.
+
     .venv/bin/python bench/api_efficiency.py [--outcomes N] [--leads N] [--live-share F]
+        [--no-task-key]
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ import random
 import sys
 import tempfile
 import time
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import daemon.mapping as mapping_pkg
 from daemon.logging import configure_logging
-from daemon.mapping import load_mapping
+from daemon.mapping import Mapping, load_mapping, parse_mapping
 from daemon.rails import Rails
 from daemon.salesforce import QuotaView, SalesforceClient
 from spool import CallOutcome, open_spool
@@ -59,7 +66,9 @@ DIALER_DISPOSITIONS = [
 def make_outcomes(
     n: int, lead_ids: list[str], live_share: float, rng: random.Random
 ) -> list[CallOutcome]:
-    t0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
+    # Calls of the last hours: one that ended longer ago than the spool's retention may
+    # have been sent and purged before, which costs a lookup without a Task key.
+    t0 = datetime.now(UTC) - timedelta(seconds=n * 0.5)
     out = []
     for i in range(n):
         live = rng.random() < live_share
@@ -89,15 +98,28 @@ def make_outcomes(
     return out
 
 
-async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> dict[str, Any]:
-    from sfsim import SimOrg
+def no_task_key_mapping() -> Mapping:
+    """The built-in mapping for an org without a Task external ID field (README)."""
+    text = (Path(mapping_pkg.__file__).parent / "default.toml").read_text(encoding="utf-8")
+    data = tomllib.loads(text)
+    data["task"]["external_id_field"] = ""
+    data["task"]["fields"]["CallObject"] = "{external_key}"
+    return parse_mapping(data, source="no task key")
+
+
+async def run(
+    n_outcomes: int, n_leads: int, live_share: float, seed: int, *, task_key: bool = True
+) -> dict[str, Any]:
+    from sfsim import SimOrg, default_schema
 
     rng = random.Random(seed)
-    mapping = load_mapping(None)
+    mapping = load_mapping(None) if task_key else no_task_key_mapping()
+    schema = default_schema(without=() if task_key else ["Task.Call_Id__c"])
+    key_field = "Call_Id__c" if task_key else "CallObject"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         async with (
-            SimOrg(port=0) as sim,
+            SimOrg(port=0, schema=schema) as sim,
             open_spool(Path(tmp) / "spool.db", synchronous="NORMAL") as spool,
         ):
             store = sim.org.store
@@ -154,7 +176,7 @@ async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> di
             dnc: set[str] = set()
             for o in outcomes:
                 assert o.lead is not None and o.lead.id is not None
-                ids = store.find("Task", "Call_Id__c", o.external_key)
+                ids = store.find("Task", key_field, o.external_key)
                 task = store.get("Task", ids[0]) if len(ids) == 1 else None
                 if (
                     task is None
@@ -196,6 +218,7 @@ async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> di
     live = sum(1 for o in outcomes if o.live)
     naive = 2 * n_outcomes
     return {
+        "task_key": key_field if task_key else "none (CallObject lookups)",
         "outcomes": n_outcomes,
         "leads": n_leads,
         "live": live,
@@ -204,7 +227,7 @@ async def run(n_outcomes: int, n_leads: int, live_share: float, seed: int) -> di
         "naive_rest_calls": naive,
         "ratio_vs_naive": round(api_calls / naive, 5),
         "target_max_calls": live + 60,
-        "meets_target": api_calls <= live + 60,
+        "meets_target": api_calls <= live + 60 if task_key else None,
         "all_tasks_present": all_tasks,
         "leads_correct": leads_ok,
         "leads_wrong": wrong,
@@ -220,16 +243,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--live-share", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--no-task-key",
+        action="store_true",
+        help="an org without a Task external ID field (Tasks inserted, found by CallObject)",
+    )
     args = parser.parse_args(argv)
     configure_logging("logfmt", "warning", stream=sys.stderr)
-    result = asyncio.run(run(args.outcomes, args.leads, args.live_share, args.seed))
+    result = asyncio.run(
+        run(args.outcomes, args.leads, args.live_share, args.seed, task_key=not args.no_task_key)
+    )
     result["load_average"] = os.getloadavg()
     print(json.dumps(result))
-    return (
-        0
-        if result["meets_target"] and result["all_tasks_present"] and result["leads_correct"]
-        else 1
-    )
+    target = result["meets_target"] is not False
+    return 0 if target and result["all_tasks_present"] and result["leads_correct"] else 1
 
 
 if __name__ == "__main__":
