@@ -457,15 +457,8 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """``PATCH /composite/sobjects/<sobject>/<ext>`` (≤200 records, allOrNone false)."""
-        body = {"allOrNone": False, "records": collection_records(sobject, records)}
-        response = await self.request(
-            "PATCH",
-            self.data_path(f"composite/sobjects/{sobject}/{external_id_field}"),
-            rail=rail,
-            json=body,
-            headers=headers,
-        )
-        return parse_collection_results(response.json(), len(records))
+        path = f"composite/sobjects/{sobject}/{external_id_field}"
+        return await self._collection("PATCH", path, sobject, records, rail, headers)
 
     async def update_collection(
         self,
@@ -476,11 +469,9 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """``PATCH /composite/sobjects`` by Id (≤200 records, allOrNone false)."""
-        body = {"allOrNone": False, "records": collection_records(sobject, records)}
-        response = await self.request(
-            "PATCH", self.data_path("composite/sobjects"), rail=rail, json=body, headers=headers
+        return await self._collection(
+            "PATCH", "composite/sobjects", sobject, records, rail, headers
         )
-        return parse_collection_results(response.json(), len(records))
 
     async def create_collection(
         self,
@@ -492,9 +483,21 @@ class SalesforceClient:
     ) -> list[ItemResult]:
         """``POST /composite/sobjects``: insert (≤200 records, allOrNone false); each
         success carries the new record's Id."""
+        return await self._collection("POST", "composite/sobjects", sobject, records, rail, headers)
+
+    async def _collection(
+        self,
+        method: str,
+        path: str,
+        sobject: str,
+        records: Sequence[dict[str, Any]],
+        rail: str,
+        headers: Mapping[str, str] | None,
+    ) -> list[ItemResult]:
+        """One sObject Collections call; a result per record, in order."""
         body = {"allOrNone": False, "records": collection_records(sobject, records)}
         response = await self.request(
-            "POST", self.data_path("composite/sobjects"), rail=rail, json=body, headers=headers
+            method, self.data_path(path), rail=rail, json=body, headers=headers
         )
         return parse_collection_results(response.json(), len(records))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from daemon.rails.router import Via, route
 from daemon.salesforce import QuotaState
 
@@ -88,3 +90,20 @@ async def test_key_locks_serialize_writes_per_lead() -> None:
         gate.set()
     assert order == ["first-in", "other", "first-out", "second"]
     assert len(locks) == 0
+
+
+@pytest.mark.parametrize(
+    ("paused", "other"), [(frozenset(), Via.COLLECTIONS), (frozenset({"collections"}), Via.WAIT)]
+)
+def test_without_a_task_key_the_rest_never_goes_by_bulk(paused: frozenset[str], other: Via) -> None:
+    """Tasks that cannot be upserted by key cannot go in a Bulk job: whatever the backlog,
+    the rest goes by collections (or waits while they are paused), and the reason says why."""
+    r = route(
+        quota=QuotaState.OK,
+        backlog=50_000,
+        bulk_due=True,
+        bulk_min_records=2000,
+        paused=paused,
+        bulk_allowed=False,
+    )
+    assert r.other is other and "no Task external ID field" in r.reason

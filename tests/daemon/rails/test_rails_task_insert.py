@@ -14,8 +14,7 @@ import structlog
 from railkit import lead, seed_leads
 
 from daemon.mapping import Mapping, load_mapping, parse_mapping
-from daemon.rails import Via, route
-from daemon.salesforce import QuotaState, SalesforceClient
+from daemon.salesforce import SalesforceClient
 from sfsim.schema import default_schema
 from sfsim.testing import sim_fixture
 from spool import CallOutcome, Spool
@@ -230,27 +229,6 @@ async def test_a_big_backlog_never_makes_a_bulk_job(
     assert sim.org.store.counts()["Task"] == 3000
     assert "bulk" not in calls(sim) and sim.org.stats()["bulk_jobs"] == {}
     assert client.quota.calls_by_rail.get("collections") == 15
-
-
-def test_router_sends_other_work_by_collections_without_a_task_key() -> None:
-    """The router never picks Bulk when Tasks cannot be upserted by key, and says why."""
-    decision = route(
-        quota=QuotaState.OK,
-        backlog=50_000,
-        bulk_due=True,
-        bulk_min_records=2_000,
-        bulk_allowed=False,
-    )
-    assert decision.other is Via.COLLECTIONS and "no Task external ID field" in decision.reason
-    paused = route(
-        quota=QuotaState.OK,
-        backlog=50_000,
-        bulk_due=True,
-        bulk_min_records=2_000,
-        paused=frozenset({"collections"}),
-        bulk_allowed=False,
-    )
-    assert paused.other is Via.WAIT
 
 
 async def test_claims_are_durable_only_while_tasks_are_inserted(
