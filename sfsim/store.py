@@ -11,7 +11,9 @@ record is validated the same way whichever API carried it. Each failed write rai
 - a JSON value of the wrong type ``JSON_PARSER_ERROR``; a CSV value of the wrong type
   ``INVALID_TYPE_ON_FIELD_IN_RECORD`` (bulk);
 - an id that is not an id ``MALFORMED_ID``; an id of the wrong object ``FIELD_INTEGRITY_EXCEPTION``;
-  an id of a record that does not exist ``INVALID_CROSS_REFERENCE_KEY``;
+  an id of a record that does not exist ``INVALID_CROSS_REFERENCE_KEY``; an id of a deleted
+  record (in the recycle bin) ``ENTITY_IS_DELETED`` naming no field, as for an update of the
+  deleted record itself: the answer does not say which of the two is gone;
 - a duplicate on a unique field ``DUPLICATE_VALUE``; a simulated lock ``UNABLE_TO_LOCK_ROW``;
 - a bad email ``INVALID_EMAIL_ADDRESS``; too many digits ``NUMBER_OUTSIDE_VALID_RANGE``;
 - an update of a converted Lead ``CANNOT_UPDATE_CONVERTED_LEAD``; a broken validation rule of
@@ -831,7 +833,10 @@ class RecordStore:
                 f"{f.label}: id value of incorrect type: {value}",
                 [f.name],
             )
-        if rid not in self._tables[target.name].rows:
+        table = self._tables[target.name]
+        if rid not in table.rows:
+            if rid in table.deleted:
+                raise SfError(400, "ENTITY_IS_DELETED", "entity is deleted", [])
             raise SfError(
                 400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", [f.name]
             )

@@ -309,7 +309,13 @@ class RestSender:
             await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
             # Round two, same cycle: drop refused create-only fields / dead WhoIds.
             self._note_inserted(todo)
-            again = [i for i in todo if self._fix_for_resend(i)]
+            again = await self._recheck_missing_tasks(todo, rail=rail)
+            rechecked = {id(i) for i in again}
+            again += [
+                i
+                for i in todo
+                if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
+            ]
             if again:
                 for i in again:
                     i.task_result = None
@@ -358,32 +364,68 @@ class RestSender:
             if i.task_id is None and r is not None and r.success and r.id:
                 i.task_id = r.id
 
+    async def _recheck_missing_tasks(self, items: Sequence[_Item], *, rail: str) -> list[_Item]:
+        """Updates by Id refused as deleted or not found: is the Task gone, or the Lead in
+        its WhoId? (ENTITY_IS_DELETED names no field for either.) Asked by the call's key:
+        no Task found -> inserted again in full; found under another Id -> that one is
+        updated; found under the same Id -> its WhoId is what is gone (left to
+        :meth:`_fix_for_resend`). Returns the items to send again now."""
+        m = self._mapping
+        if m.upserts_tasks:
+            return []
+        suspects = [
+            i
+            for i in items
+            if i.task_id is not None
+            and i.verdict is None
+            and i.task_result is not None
+            and (err := i.task_result.error) is not None
+            and err.code in _MISSING_TASK_CODES
+            and "WhoId" not in err.fields
+        ]
+        if not suspects:
+            return []
+        try:
+            found = await find_tasks(
+                self._client, m.task_object, [i.ext_key for i in suspects], rail=rail
+            )
+        except (RetryableError, PermanentError) as exc:
+            # Unknown which is gone: inserting could make a second Task; try again later.
+            for i in suspects:
+                i.verdict = Verdict(
+                    i.claim,
+                    Action.RETRY,
+                    exc.error_code or type(exc).__name__,
+                    f"Task lookup failed: {exc.message}",
+                    exc.retry_after_s if isinstance(exc, RetryableError) else None,
+                )
+            return []
+        again: list[_Item] = []
+        for i in suspects:
+            now_id = found.get(i.ext_key)
+            if now_id == i.task_id:
+                continue
+            log.info(
+                "task_deleted_reinserting" if now_id is None else "task_found_again",
+                rail=rail,
+                call_id=i.claim.outcome.call_id,
+                task_id=i.task_id,
+                found=now_id,
+            )
+            i.task_id = now_id
+            i.task = m.task_record(
+                i.claim.outcome, who_id=i.task.get("WhoId"), include_create_only=now_id is None
+            )
+            again.append(i)
+        return again
+
     def _fix_for_resend(self, item: _Item) -> bool:
-        """True when the Task failed for a reason we can fix now (create-only, dead WhoId,
-        a remembered Task deleted since)."""
+        """True when the Task failed for a reason we can fix now (create-only, dead WhoId)."""
         result = item.task_result
         if result is None or result.success or result.error is None:
             return False
         err = result.error
         m = self._mapping
-        if (
-            item.task_id is not None
-            and err.code in _MISSING_TASK_CODES
-            and "WhoId" not in err.fields
-            and "WhoId" not in err.message
-        ):
-            # Updated by Id, but someone deleted that Task: insert it again (in full).
-            log.info(
-                "task_deleted_reinserting",
-                call_id=item.claim.outcome.call_id,
-                task_id=item.task_id,
-                error_code=err.code,
-            )
-            item.task_id = None
-            item.task = m.task_record(
-                item.claim.outcome, who_id=item.task.get("WhoId"), include_create_only=True
-            )
-            return True
         create_only = m.create_only
         if (
             m.upserts_tasks

@@ -102,6 +102,21 @@ def test_insert_errors(
     assert exc.value.status == 400
 
 
+def test_a_reference_to_a_deleted_record_says_entity_is_deleted(store: RecordStore) -> None:
+    """A WhoId naming a Lead in the recycle bin fails ENTITY_IS_DELETED with no field, the
+    same answer as an update of a deleted record itself (real orgs do not say which)."""
+    lead = store.insert("Lead", {"LastName": "D", "Company": "C"})
+    task = store.insert("Task", {"Subject": "x"})
+    store.delete("Lead", lead)
+    with pytest.raises(SfError) as on_reference:
+        store.update("Task", task, {"WhoId": lead})
+    store.delete("Task", task)
+    with pytest.raises(SfError) as on_record:
+        store.update("Task", task, {"Subject": "y"})
+    for exc in (on_reference, on_record):
+        assert (_code(exc), exc.value.fields) == ("ENTITY_IS_DELETED", [])
+
+
 def test_restricted_picklist_message_uses_label(store: RecordStore) -> None:
     """The restricted-picklist message starts with the field label, as a real org's does."""
     with pytest.raises(SfError) as exc:

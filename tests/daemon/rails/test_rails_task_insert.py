@@ -178,8 +178,9 @@ async def test_a_failed_lookup_waits_instead_of_inserting_blind(
 async def test_a_remembered_task_deleted_since_is_inserted_again(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
-    """Someone deleted the Task: the update by Id says ENTITY_IS_DELETED, and the same send
-    inserts it again in full instead of pausing the rail or dead-lettering the call."""
+    """Someone deleted the Task: the update by Id says ENTITY_IS_DELETED; one lookup by key
+    finds no Task, and the same send inserts it again in full instead of pausing the rail
+    or dead-lettering the call."""
     [lead_id] = seed_leads(sim, 1)
     o = outcome({"id": lead_id}, live=True)
     await spool.put(o)
@@ -194,6 +195,30 @@ async def test_a_remembered_task_deleted_since_is_inserted_again(
     assert task["Id"] != old and task["CallDisposition"] == "voicemail"
     assert task["TaskSubtype"] == "Call"
     assert any(e["event"] == "task_deleted_reinserting" for e in logs)
+    assert not rails.paused and await spool.dead_letters() == []
+    assert calls(sim).get("query") == 1
+
+
+async def test_a_deleted_lead_is_not_mistaken_for_a_deleted_task(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The Lead goes to the recycle bin after its Task was written: updating the Task with
+    that WhoId also says ENTITY_IS_DELETED with no field. The lookup finds the Task under its
+    Id, so nothing is inserted: the same Task is updated without WhoId (the default policy)."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome({"id": lead_id}, live=True, disposition="connected")
+    await spool.put(o)
+    rails = make_rails(insert_mapping())
+    await rails.drain(timeout_s=20)
+    first = task_of(sim, o)
+    sim.org.store.delete("Lead", lead_id)
+    with structlog.testing.capture_logs() as logs:
+        await spool.put(newer(o, disposition="voicemail"))
+        await rails.drain(timeout_s=20)
+    task = task_of(sim, o)
+    assert task["Id"] == first["Id"] and task["CallDisposition"] == "voicemail"
+    assert task["WhoId"] == first["WhoId"]  # an update without WhoId leaves it as it was
+    assert not any(e["event"] == "task_deleted_reinserting" for e in logs)
     assert not rails.paused and await spool.dead_letters() == []
 
 
