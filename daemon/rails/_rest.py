@@ -193,14 +193,7 @@ class RestSender:
             if not m.upserts_tasks:
                 item.task_id = claim.task_id or found.get(item.ext_key)
                 if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
-                    # Whether its Task exists is unknown: inserting could make a second one.
-                    item.verdict = Verdict(
-                        claim,
-                        Action.RETRY,
-                        lookup_failed.error_code or type(lookup_failed).__name__,
-                        f"Task lookup failed: {lookup_failed.message}",
-                        lookup_failed.retry_after_s,
-                    )
+                    item.verdict = _lookup_failed(claim, lookup_failed)
                     items.append(item)
                     continue
             if ref is not None and lead_id is None:
@@ -392,13 +385,7 @@ class RestSender:
         except (RetryableError, PermanentError) as exc:
             # Unknown which is gone: inserting could make a second Task; try again later.
             for i in suspects:
-                i.verdict = Verdict(
-                    i.claim,
-                    Action.RETRY,
-                    exc.error_code or type(exc).__name__,
-                    f"Task lookup failed: {exc.message}",
-                    exc.retry_after_s if isinstance(exc, RetryableError) else None,
-                )
+                i.verdict = _lookup_failed(i.claim, exc)
             return []
         again: list[_Item] = []
         for i in suspects:
@@ -550,21 +537,7 @@ class RestSender:
             return "PATCH", path, [{m.task_external_id: i.ext_key, **i.task} for i in chunk]
         if kind == "tasks_upd":
             return "PATCH", "composite/sobjects", [{"Id": i.task_id, **i.task} for i in chunk]
-        return "POST", "composite/sobjects", [dict(i.task) for i in chunk]
-
-    async def _send_task_collection(
-        self, kind: str, records: list[dict[str, Any]], *, rail: str
-    ) -> list[ItemResult]:
-        """One Task collection as its own call (``nested_collections`` off)."""
-        m = self._mapping
-        client = self._client
-        if kind == "tasks":
-            return await client.upsert_collection(
-                m.task_object, m.task_external_id, records, rail=rail
-            )
-        if kind == "tasks_upd":
-            return await client.update_collection(m.task_object, records, rail=rail)
-        return await client.create_collection(m.task_object, records, rail=rail)
+        return "POST", "composite/sobjects", [i.task for i in chunk]
 
     async def _send_collections(
         self, items: list[_Item], rows: list[_LeadRow], *, rail: str
@@ -617,10 +590,12 @@ class RestSender:
                 lead_results = _nested_results(entries.get("leads"), len(lead_records))
             else:
                 for kind, chunk in chunks:
-                    _, _, records = self._task_collection(kind, chunk)
+                    method, path, records = self._task_collection(kind, chunk)
                     # Each answer is kept as it comes: an insert whose Id is known must not
                     # be inserted again if a later call of this chunk fails.
-                    results = await self._send_task_collection(kind, records, rail=rail)
+                    results = await self._client.collection(
+                        method, path, m.task_object, records, rail=rail
+                    )
                     for i, r in zip(chunk, results, strict=True):
                         i.task_result = r
                 if lead_records:
@@ -630,6 +605,18 @@ class RestSender:
             for row, r in zip(row_chunk, lead_results, strict=True):
                 for i in row.items:
                     i.lead_result = r
+
+
+def _lookup_failed(claim: Claim, exc: RetryableError | PermanentError) -> Verdict:
+    """A record whose Task lookup failed: whether its Task exists is unknown, and an insert
+    could make a second one; it is retried later."""
+    return Verdict(
+        claim,
+        Action.RETRY,
+        exc.error_code or type(exc).__name__,
+        f"Task lookup failed: {exc.message}",
+        exc.retry_after_s if isinstance(exc, RetryableError) else None,
+    )
 
 
 def _nested_results(entry: dict[str, Any] | None, expected: int) -> list[ItemResult]:

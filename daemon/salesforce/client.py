@@ -458,7 +458,7 @@ class SalesforceClient:
     ) -> list[ItemResult]:
         """``PATCH /composite/sobjects/<sobject>/<ext>`` (≤200 records, allOrNone false)."""
         path = f"composite/sobjects/{sobject}/{external_id_field}"
-        return await self._collection("PATCH", path, sobject, records, rail, headers)
+        return await self.collection("PATCH", path, sobject, records, rail=rail, headers=headers)
 
     async def update_collection(
         self,
@@ -469,32 +469,24 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
         """``PATCH /composite/sobjects`` by Id (≤200 records, allOrNone false)."""
-        return await self._collection(
-            "PATCH", "composite/sobjects", sobject, records, rail, headers
+        return await self.collection(
+            "PATCH", "composite/sobjects", sobject, records, rail=rail, headers=headers
         )
 
-    async def create_collection(
+    async def collection(
         self,
+        method: str,
+        path: str,
         sobject: str,
         records: Sequence[dict[str, Any]],
         *,
         rail: str = "collections",
         headers: Mapping[str, str] | None = None,
     ) -> list[ItemResult]:
-        """``POST /composite/sobjects``: insert (≤200 records, allOrNone false); each
-        success carries the new record's Id."""
-        return await self._collection("POST", "composite/sobjects", sobject, records, rail, headers)
-
-    async def _collection(
-        self,
-        method: str,
-        path: str,
-        sobject: str,
-        records: Sequence[dict[str, Any]],
-        rail: str,
-        headers: Mapping[str, str] | None,
-    ) -> list[ItemResult]:
-        """One sObject Collections call; a result per record, in order."""
+        """One sObject Collections call, ``method`` on ``path`` under the data path:
+        ``POST composite/sobjects`` inserts (each success carries the new Id), ``PATCH``
+        updates by Id, ``PATCH composite/sobjects/<sobject>/<ext>`` upserts. At most 200
+        records, allOrNone false; a result per record, in order."""
         body = {"allOrNone": False, "records": collection_records(sobject, records)}
         response = await self.request(
             method, self.data_path(path), rail=rail, json=body, headers=headers
