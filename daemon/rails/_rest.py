@@ -243,19 +243,25 @@ class RestSender:
     ) -> tuple[dict[str, str], RetryableError | None]:
         """Ids of the Tasks that earlier claims may have inserted (Tasks inserted, not
         upserted, only); a retryable failure is returned, for those records to wait."""
-        m = self._mapping
-        if m.upserts_tasks:
+        if self._mapping.upserts_tasks:
             return {}, None
         keys = [c.outcome.external_key for c in claims if c.task_id is None and c.maybe_sent]
         if not keys:
             return {}, None
+        return await self._lookup_tasks(keys, rail=rail)
+
+    async def _lookup_tasks(
+        self, keys: Sequence[str], *, rail: str
+    ) -> tuple[dict[str, str], RetryableError | None]:
+        """key -> Task Id by ``CallObject``, or the retryable failure (the records wait).
+        A permanent refusal would refuse every lookup alike (e.g. CallObject not readable):
+        it pauses the rail, since no Task that may exist can be inserted safely meanwhile."""
         try:
-            return await find_tasks(self._client, m.task_object, keys, rail=rail), None
+            return await find_tasks(self._client, self._mapping.task_object, keys, rail=rail), None
         except RetryableError as exc:
             log.info("task_lookup_failed", rail=rail, keys=len(keys), error=str(exc)[:200])
             return {}, exc
         except PermanentError as exc:
-            # Every lookup would fail the same way (e.g. CallObject not readable): pause.
             raise ConfigurationError(
                 f"Task lookup by CallObject refused ({exc.error_code}): {exc.message}; the "
                 "integration user needs read access to Task.CallObject",
@@ -302,21 +308,25 @@ class RestSender:
             await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
             # Round two, same cycle: drop refused create-only fields / dead WhoIds.
             self._note_inserted(todo)
-            again = await self._recheck_missing_tasks(todo, rail=rail)
-            rechecked = {id(i) for i in again}
-            again += [
-                i
-                for i in todo
-                if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
-            ]
-            if again:
-                for i in again:
-                    i.task_result = None
-                    i.errors.clear()
-                await self._send_round(again, [], rail=rail, single=len(again) == 1)
-                self._note_inserted(again)
-            if not self._mapping.upserts_tasks:
-                await self._remember_task_ids(todo, rail=rail)
+            try:
+                again = await self._recheck_missing_tasks(todo, rail=rail)
+                rechecked = {id(i) for i in again}
+                again += [
+                    i
+                    for i in todo
+                    if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
+                ]
+                if again:
+                    for i in again:
+                        i.task_result = None
+                        i.errors.clear()
+                    await self._send_round(again, [], rail=rail, single=len(again) == 1)
+                    self._note_inserted(again)
+            finally:
+                # Also when round two pauses the rail: the Tasks inserted in round one
+                # are then updated by Id later, not looked up.
+                if not self._mapping.upserts_tasks:
+                    await self._remember_task_ids(todo, rail=rail)
         verdicts: list[Verdict] = []
         for item in items:
             if item.verdict is None:
@@ -378,14 +388,11 @@ class RestSender:
         ]
         if not suspects:
             return []
-        try:
-            found = await find_tasks(
-                self._client, m.task_object, [i.ext_key for i in suspects], rail=rail
-            )
-        except (RetryableError, PermanentError) as exc:
+        found, failed = await self._lookup_tasks([i.ext_key for i in suspects], rail=rail)
+        if failed is not None:
             # Unknown which is gone: inserting could make a second Task; try again later.
             for i in suspects:
-                i.verdict = _lookup_failed(i.claim, exc)
+                i.verdict = _lookup_failed(i.claim, failed)
             return []
         again: list[_Item] = []
         for i in suspects:
@@ -607,7 +614,7 @@ class RestSender:
                     i.lead_result = r
 
 
-def _lookup_failed(claim: Claim, exc: RetryableError | PermanentError) -> Verdict:
+def _lookup_failed(claim: Claim, exc: RetryableError) -> Verdict:
     """A record whose Task lookup failed: whether its Task exists is unknown, and an insert
     could make a second one; it is retried later."""
     return Verdict(
@@ -615,7 +622,7 @@ def _lookup_failed(claim: Claim, exc: RetryableError | PermanentError) -> Verdic
         Action.RETRY,
         exc.error_code or type(exc).__name__,
         f"Task lookup failed: {exc.message}",
-        exc.retry_after_s if isinstance(exc, RetryableError) else None,
+        exc.retry_after_s,
     )
 
 

@@ -14,7 +14,7 @@ import structlog
 from railkit import lead, seed_leads
 
 from daemon.mapping import Mapping, load_mapping, parse_mapping
-from daemon.salesforce import SalesforceClient
+from daemon.salesforce import ConfigurationError, SalesforceClient
 from sfsim.schema import default_schema
 from sfsim.testing import sim_fixture
 from spool import CallOutcome, Spool
@@ -220,6 +220,43 @@ async def test_a_deleted_lead_is_not_mistaken_for_a_deleted_task(
     assert task["WhoId"] == first["WhoId"]  # an update without WhoId leaves it as it was
     assert not any(e["event"] == "task_deleted_reinserting" for e in logs)
     assert not rails.paused and await spool.dead_letters() == []
+
+
+@pytest.mark.parametrize("after", ["lost_answer", "deleted_task"])
+async def test_a_refused_lookup_pauses_the_rail_and_inserts_nothing(
+    after: str,
+    sim: Any,
+    spool: Spool,
+    client: SalesforceClient,
+    make_rails: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The integration user loses read access to Task.CallObject (queries naming it get
+    INVALID_FIELD, as real orgs answer). Whether the lookup comes before inserting a record
+    whose answer was lost, or after an update by Id found its Task deleted, no Task can be
+    inserted safely: the rail pauses naming the field, and the record stays pending
+    (retrying would only repeat the refusal)."""
+    [lead_id] = seed_leads(sim, 1)
+    rails = make_rails(insert_mapping())
+    first = outcome({"id": lead_id}, live=True)
+    await spool.put(first)
+    await rails.drain(timeout_s=20)  # the start-up mapping check passes on this org
+    if after == "lost_answer":
+        o = outcome({"id": lead_id}, live=True)
+        await spool.put(o)
+        await spool.release(await spool.claim("live", 10, urgent=True))
+    else:
+        o = newer(first, disposition="voicemail")
+        sim.org.store.delete("Task", task_of(sim, first)["Id"])
+        await spool.put(o)
+    monkeypatch.delitem(sim.org.schema.get("Task")._by_lower, "callobject")
+    with pytest.raises(ConfigurationError, match="CallObject"):
+        await rails.drain(timeout_s=10)
+    assert "'CallObject' on entity 'Task'" in rails.paused["live"]
+    monkeypatch.undo()  # the field back, to look in the org
+    assert tasks_of(sim, o) == []
+    stats = await spool.stats()
+    assert stats.pending == 1 and await spool.dead_letters() == []
 
 
 async def test_several_tasks_with_one_key_update_the_first_and_say_so(
