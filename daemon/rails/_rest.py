@@ -9,6 +9,9 @@ Orgs without a Task external ID field (``Mapping.upserts_tasks`` false): a Task 
 inserted (POST) and its Id kept in the spool; a later send of the call updates that
 Id. A record claimed before (its answer may have been lost) is first looked up by
 its key in ``CallObject`` (:func:`._task_ids.find_tasks`), so no call gets two Tasks.
+After the org gains the field (the mapping switched back to upserts), a Task whose Id
+the spool remembers from then is still updated by that Id, the key field filled in on
+the way: an upsert by key would not find it, and would create a second Task.
 
 Every record gets a :class:`Verdict` from its own results (HTTP 200 is not
 success). Create-only fields (TaskSubtype) that Salesforce refuses on an update
@@ -118,7 +121,8 @@ class _Item:
     ext_key: str
     task: dict[str, Any]
     lead_id: str | None = None
-    #: the Task's Id when it is updated by Id (orgs without a Task external ID field)
+    #: the Task's Id when it is updated by Id: remembered from an insert (orgs without a
+    #: Task external ID field, now or before the mapping switched to upserts) or found
     task_id: str | None = None
     task_result: ItemResult | None = None
     lead_result: ItemResult | None = None
@@ -190,7 +194,9 @@ class RestSender:
             ref = outcome.lead
             lead_id = lead_ids.get(ref.key) if ref is not None else None
             item = _Item(claim, outcome.external_key, {})
-            if not m.upserts_tasks:
+            if m.upserts_tasks:
+                item.task_id = claim.task_id  # inserted before the switch to upserts
+            else:
                 item.task_id = claim.task_id or found.get(item.ext_key)
                 if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
                     item.verdict = _lookup_failed(claim, lookup_failed)
@@ -210,7 +216,7 @@ class RestSender:
                     policy="task_without_who",
                 )
             item.lead_id = lead_id
-            new = item.task_id is None if not m.upserts_tasks else item.ext_key not in self._known
+            new = item.task_id is None and (not m.upserts_tasks or item.ext_key not in self._known)
             item.task = m.task_record(outcome, who_id=lead_id, include_create_only=new)
             items.append(item)
             if lead_id is not None and claim.lead_key is not None:
@@ -325,8 +331,7 @@ class RestSender:
             finally:
                 # Also when round two pauses the rail: the Tasks inserted in round one
                 # are then updated by Id later, not looked up.
-                if not self._mapping.upserts_tasks:
-                    await self._remember_task_ids(todo, rail=rail)
+                await self._remember_task_ids(todo, rail=rail)
         verdicts: list[Verdict] = []
         for item in items:
             if item.verdict is None:
@@ -372,10 +377,11 @@ class RestSender:
         its WhoId? (ENTITY_IS_DELETED names no field for either.) Asked by the call's key:
         no Task found -> inserted again in full; found under another Id -> that one is
         updated; found under the same Id -> its WhoId is what is gone (left to
-        :meth:`_fix_for_resend`). Returns the items to send again now."""
+        :meth:`_fix_for_resend`). Returns the items to send again now.
+
+        Upserting Tasks, only those updated by a remembered Id (inserted before the switch)
+        are asked; one not found is then upserted by its key."""
         m = self._mapping
-        if m.upserts_tasks:
-            return []
         suspects = [
             i
             for i in items
@@ -492,10 +498,12 @@ class RestSender:
     async def _send_composite_rows(self, item: _Item, row: _LeadRow | None, *, rail: str) -> None:
         m = self._mapping
         v = self._client.api_version
-        if m.upserts_tasks:
-            method, url = "PATCH", sobject_path(v, m.task_object, m.task_external_id, item.ext_key)
-        elif item.task_id is not None:
+        body = item.task
+        if item.task_id is not None:
             method, url = "PATCH", sobject_path(v, m.task_object, item.task_id)
+            body = self._by_id(item)
+        elif m.upserts_tasks:
+            method, url = "PATCH", sobject_path(v, m.task_object, m.task_external_id, item.ext_key)
         else:
             method, url = "POST", sobject_path(v, m.task_object)
         subs: list[dict[str, Any]] = [
@@ -503,7 +511,7 @@ class RestSender:
                 "method": method,
                 "url": url,
                 "referenceId": "task",
-                "body": {k: json_value(val) for k, val in item.task.items()},
+                "body": {k: json_value(val) for k, val in body.items()},
             }
         ]
         if row is not None:
@@ -525,12 +533,21 @@ class RestSender:
                 False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Lead"),)
             )
 
+    def _by_id(self, item: _Item) -> dict[str, Any]:
+        """The fields of an update by Id; upserting Tasks, with the key field filled in (a
+        Task inserted before the switch to upserts has none), for upserts to find it."""
+        m = self._mapping
+        if m.upserts_tasks:
+            return {m.task_external_id: item.ext_key, **item.task}
+        return item.task
+
     def _task_groups(self, items: list[_Item]) -> list[tuple[str, list[_Item]]]:
-        """Tasks by how they are written: upserted by key, or inserted / updated by Id."""
-        if self._mapping.upserts_tasks:
-            return [("tasks", items)]
+        """Tasks by how they are written: upserted by key or inserted, and updated by Id."""
         return [
-            ("tasks_new", [i for i in items if i.task_id is None]),
+            (
+                "tasks" if self._mapping.upserts_tasks else "tasks_new",
+                [i for i in items if i.task_id is None],
+            ),
             ("tasks_upd", [i for i in items if i.task_id is not None]),
         ]
 
@@ -543,7 +560,8 @@ class RestSender:
             path = f"composite/sobjects/{m.task_object}/{m.task_external_id}"
             return "PATCH", path, [{m.task_external_id: i.ext_key, **i.task} for i in chunk]
         if kind == "tasks_upd":
-            return "PATCH", "composite/sobjects", [{"Id": i.task_id, **i.task} for i in chunk]
+            records = [{"Id": i.task_id, **self._by_id(i)} for i in chunk]
+            return "PATCH", "composite/sobjects", records
         return "POST", "composite/sobjects", [i.task for i in chunk]
 
     async def _send_collections(

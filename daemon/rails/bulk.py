@@ -285,7 +285,7 @@ class BulkRail:
         task_bytes = task_jobs[0].size + task_jobs[1].size
 
         recs: list[_Rec] = []
-        rest_claims: list[StoredClaim] = []  # records Bulk cannot express (literal #N/A)
+        rest_claims: list[StoredClaim] = []  # records Bulk cannot express (#N/A, Task Id)
         # Lead rows by key: Id jobs (0) and external-key upsert jobs (1).
         lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
         lead_cols = m.lead_columns()
@@ -334,6 +334,11 @@ class BulkRail:
                 if task_bytes >= max_bytes:
                     leftover = list(claims[n:])
                     break
+                if claim.task_id is not None:
+                    # Inserted before the mapping switched to upserts: the Task has no key
+                    # yet, so an upsert job would make a second one; REST updates it by Id.
+                    rest_claims.append(claim)
+                    continue
                 o = claim.outcome
                 ext_key = o.external_key
                 lead_key = claim.lead_key  # LeadRef.key of o.lead

@@ -1,0 +1,87 @@
+"""The org gains a Task external ID field after running without one, and the mapping goes
+back to upserts (``task.external_id_field = "Call_Id__c"``), as the README suggests. Tasks
+inserted before carry no key: a later version of such a call must update that Task (by
+the Id the spool remembers, filling the key in), not upsert a second one by key."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import railkit
+from railkit import seed_leads
+
+from daemon.mapping import Mapping, load_mapping, parse_mapping
+from daemon.salesforce import SalesforceClient
+from spool import CallOutcome, Spool
+from tests.mappings import no_task_key_mapping_data
+
+KEY_FIELD = "Call_Id__c"
+
+
+def outcome(lead_id: str, **kw: Any) -> CallOutcome:
+    return railkit.outcome({"id": lead_id}, ended_at=datetime.now(UTC), **kw)
+
+
+def newer(o: CallOutcome, **changes: Any) -> CallOutcome:
+    return CallOutcome.model_validate({**o.model_dump(), "version": 2, **changes})
+
+
+def insert_mapping() -> Mapping:
+    return parse_mapping(no_task_key_mapping_data())
+
+
+def tasks(sim: Any) -> list[dict[str, Any]]:
+    return list(sim.org.store.records("Task"))
+
+
+# route of version 2: (live?, Rails keywords)
+ROUTES = {
+    "live": (True, {}),
+    "collections": (False, {}),
+    "bulk": (False, {"bulk_min_records": 1}),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+async def test_a_task_inserted_before_the_key_field_is_updated_not_duplicated(
+    route: str, sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    live, kw = ROUTES[route]
+    ids = seed_leads(sim, 2)
+    first = [outcome(lead_id, live=live, disposition="callback_requested") for lead_id in ids]
+    await spool.put_many(first)
+    await make_rails(insert_mapping(), **kw).drain(timeout_s=20)
+    before = {t["CallObject"]: t for t in tasks(sim)}
+    assert len(before) == 2 and all(t.get(KEY_FIELD) is None for t in before.values())
+
+    await spool.put_many([newer(o, disposition="voicemail") for o in first])
+    await make_rails(load_mapping(None), **kw).drain(timeout_s=20)
+    after = tasks(sim)
+    assert len(after) == 2  # no second Task for either call
+    for o in first:
+        task = sim.org.store.get("Task", before[o.external_key]["Id"])
+        assert task[KEY_FIELD] == o.external_key  # filled in: later upserts find it
+        assert task["CallDisposition"] == "voicemail"
+    assert sim.org.stats()["bulk_jobs"] == {}
+    assert await spool.dead_letters() == []
+
+
+async def test_a_task_inserted_before_and_deleted_since_is_upserted_by_key(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The remembered Task was deleted: the update by Id says ENTITY_IS_DELETED, a lookup by
+    CallObject finds nothing, and the call's Task is upserted by its key (one Task again)."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome(lead_id, live=True)
+    await spool.put(o)
+    await make_rails(insert_mapping()).drain(timeout_s=20)
+    [old] = tasks(sim)
+    sim.org.store.delete("Task", old["Id"])
+    await spool.put(newer(o, disposition="voicemail"))
+    await make_rails(load_mapping(None)).drain(timeout_s=20)
+    [task] = tasks(sim)
+    assert task["Id"] != old["Id"] and task[KEY_FIELD] == o.external_key
+    assert task["CallDisposition"] == "voicemail" and task["TaskSubtype"] == "Call"
+    assert await spool.dead_letters() == []
