@@ -438,6 +438,27 @@ class RestSender:
                 item.task.pop(name, None)
             return True
         if (
+            item.task_id is not None
+            and m.upserts_tasks
+            and err.code == "DUPLICATE_VALUE"
+            and (m.task_external_id in err.fields or m.task_external_id in err.message)
+        ):
+            # Filling the key into the Task inserted before the switch: another Task has
+            # it already (e.g. upserted by an older version while this one was unknown).
+            # That one is what upserts find from now on: it is updated by key instead.
+            log.warning(
+                "task_key_taken",
+                call_id=item.claim.outcome.call_id,
+                task_id=item.task_id,
+                note="another Task already carries this call's key: it is updated, and "
+                "the Task inserted before the key field existed is left as it is",
+            )
+            item.task_id = None
+            item.task = m.task_record(
+                item.claim.outcome, who_id=item.task.get("WhoId"), include_create_only=False
+            )
+            return True
+        if (
             "WhoId" in item.task
             and err.code in _MISSING_LEAD_CODES | {"FIELD_INTEGRITY_EXCEPTION"}
             and ("WhoId" in err.fields or "WhoId" in err.message or not err.fields)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import railkit
+import structlog
 from railkit import seed_leads
 
 from daemon.mapping import Mapping, load_mapping, parse_mapping
@@ -85,3 +86,27 @@ async def test_a_task_inserted_before_and_deleted_since_is_upserted_by_key(
     assert task["Id"] != old["Id"] and task[KEY_FIELD] == o.external_key
     assert task["CallDisposition"] == "voicemail" and task["TaskSubtype"] == "Call"
     assert await spool.dead_letters() == []
+
+
+async def test_a_key_another_task_already_carries_updates_that_task(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Another Task already carries the call's key (an older release upserted a second
+    Task after the switch): filling the key into the remembered Task is refused
+    DUPLICATE_VALUE. The keyed Task is then updated by key in the same send, instead of the
+    record being retried for ever, and the Task inserted before is left as it was."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome(lead_id, live=True, disposition="connected")
+    await spool.put(o)
+    await make_rails(insert_mapping()).drain(timeout_s=20)
+    [old] = tasks(sim)
+    keyed = sim.org.store.insert("Task", {"Subject": "x", KEY_FIELD: o.external_key})
+    await spool.put(newer(o, disposition="voicemail"))
+    with structlog.testing.capture_logs() as logs:
+        await make_rails(load_mapping(None)).drain(timeout_s=10)
+    assert len(tasks(sim)) == 2
+    assert sim.org.store.get("Task", keyed)["CallDisposition"] == "voicemail"
+    assert sim.org.store.get("Task", old["Id"])["CallDisposition"] == "connected"
+    [line] = [e for e in logs if e["event"] == "task_key_taken"]
+    assert line["task_id"] == old["Id"] and line["call_id"] == o.call_id
+    assert await spool.dead_letters() == [] and (await spool.stats()).done == 1
