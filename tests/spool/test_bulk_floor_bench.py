@@ -18,3 +18,5 @@ def test_bulk_floor_bench_adds_up_the_cheapest_form_of_each_step() -> None:
     assert all(us > 0 for us in steps)
     assert result["floor_us"] == round(sum(steps), 2)
     assert result["ceiling_records_per_client_cpu_s"] == round(1e6 / result["floor_us"])
+    columns = result["floor_us_columns"] - result["csv_sql_columns_us"]
+    assert round(columns, 2) == round(sum(steps) - steps[2], 2)
