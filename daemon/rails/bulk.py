@@ -720,12 +720,16 @@ class BulkRail:
             rec.add_error(RecordError(LEAD_NOT_FOUND, err.message))
 
     async def _resend(self, items: Sequence[tuple[str, SentLead]]) -> None:
+        """Put back the newer state these Leads had (one call per 200). A Lead whose
+        update fails, or whose answer is lost, has its newest outcome queued in the spool
+        again instead: it then goes out by the rails, retried like any other."""
         m = self._m
+        failed: list[str] = []
         for start in range(0, len(items), 200):
             chunk = items[start : start + 200]
             records = [{"Id": s.lead_id, **s.fields} for _, s in chunk]
             try:
-                await self._client.update_collection(
+                results = await self._client.update_collection(
                     m.lead_object,
                     records,
                     rail="collections",
@@ -733,6 +737,21 @@ class BulkRail:
                 )
             except SalesforceError as exc:
                 log.warning("bulk_newer_resend_failed", error=str(exc)[:300], leads=len(chunk))
+                failed.extend(key for key, _ in chunk)
+                continue
+            refused = [
+                (key, r) for (key, _), r in zip(chunk, results, strict=True) if not r.success
+            ]
+            for key, r in refused:
+                error = r.error
+                log.warning(
+                    "bulk_newer_resend_failed",
+                    lead=key,
+                    error=f"{error.code}: {error.message}"[:300] if error else "no result",
+                )
+            failed.extend(key for key, _ in refused)
+        if failed:
+            await self._resend_newest(failed, ())
 
     async def _resend_newest_after(self, recs: Sequence[_Rec], lead_jobs: Sequence[_Job]) -> None:
         """A batch given up after its Lead jobs were started: they may have landed."""

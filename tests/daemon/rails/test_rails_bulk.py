@@ -267,6 +267,23 @@ async def test_newer_live_state_is_resent_after_a_slow_bulk_job(tmp_path: Any) -
     assert row["Status"] == "Working - Contacted"
 
 
+async def test_a_failed_resend_of_the_newer_state_is_queued_not_given_up(
+    tmp_path: Any,
+) -> None:
+    """As above, but the direct re-send of the newer state after the job is lost (its
+    connection cut before Salesforce saw it): the Lead's newest outcome is queued in the
+    spool again, and goes out by the rails, instead of the Lead keeping the older state."""
+
+    def patch(rails: Rails, sf: SalesforceClient, sim: Any, lead_id: str) -> None:
+        # The only collections request in this run is that re-send (live goes composite).
+        sim.org.faults.configure({"drop_next": 3, "kinds": ["collections"]})
+
+    rails, row = await _live_during_slow_bulk(tmp_path, bulk_rate=20.0, others=20, patch=patch)
+    assert rails.bulk.stats.resent_newer == 1
+    assert row["Last_Call_Outcome__c"] == "connected"
+    assert row["Status"] == "Working - Contacted"
+
+
 async def test_a_live_write_landed_but_unanswered_when_the_bulk_job_ends_is_resent(
     tmp_path: Any,
 ) -> None:
