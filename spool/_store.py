@@ -491,6 +491,18 @@ class Store:
             lambda c: c.executemany("UPDATE outcomes SET task_id = ? WHERE id = ?", items).rowcount
         )
 
+    def forget_task_ids(self, record_ids: Sequence[int]) -> int:
+        """Clear the Task Id of these records (those that had one)."""
+        return self._tx(
+            lambda c: (
+                c.execute(
+                    "UPDATE outcomes SET task_id = NULL WHERE task_id IS NOT NULL"
+                    " AND id IN (SELECT value FROM json_each(?))",
+                    (_dumps(list(record_ids)),),
+                ).rowcount
+            )
+        )
+
     def release_orphans(self, now: float) -> int:
         """Records in flight outside any unfinished Bulk job back to pending, leases or not
         (the attempt stays counted, as when a lease expires)."""

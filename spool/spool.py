@@ -665,6 +665,16 @@ class Spool:
         items = [(task_id, record_id) for record_id, task_id in ids.items()]
         return await self._write(self._wstore.set_task_ids, items)
 
+    async def forget_task_ids(self, record_ids: Iterable[int]) -> int:
+        """Forget the Task Id remembered for these records: a later send finds their Task
+        by its external key again (once the key is filled in, after an org that inserted
+        Tasks gained a Task external ID field). Returns records changed."""
+        assert self._wstore is not None
+        ids = sorted({int(r) for r in record_ids})
+        if not ids:
+            return 0
+        return await self._write(self._wstore.forget_task_ids, ids)
+
     @property
     def durable_claims(self) -> bool:
         """Whether claims are committed with an fsync (the spool's ``synchronous``) rather

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -275,19 +275,35 @@ class RestSender:
             ) from exc
 
     async def _remember_task_ids(self, items: Sequence[_Item], *, rail: str) -> None:
-        """Keep the Ids of Tasks inserted or found now, for the next send to update."""
-        pairs = [
-            (i.claim.record_id, i.task_id)
-            for i in items
-            if i.task_id is not None and i.task_id != i.claim.task_id
-        ]
-        if not pairs:
+        """Keep the Ids of Tasks inserted or found now, for the next send to update.
+
+        Upserting Tasks, a remembered Id (from before the switch) is forgotten once a
+        write of the Task succeeded: its key is filled in, and upserts find it from then
+        on, as any other Task (create-only fields, a deleted Lead and all)."""
+        if self._mapping.upserts_tasks:
+            done = [
+                i.claim.record_id
+                for i in items
+                if i.claim.task_id is not None
+                and i.task_result is not None
+                and i.task_result.success
+            ]
+            write: Awaitable[int] | None = self._spool.forget_task_ids(done) if done else None
+        else:
+            pairs = [
+                (i.claim.record_id, i.task_id)
+                for i in items
+                if i.task_id is not None and i.task_id != i.claim.task_id
+            ]
+            write = self._spool.set_task_ids(pairs) if pairs else None
+        if write is None:
             return
         try:
-            await asyncio.shield(self._spool.set_task_ids(pairs))
+            await asyncio.shield(write)
         except SpoolError as exc:
-            # Safe: a record claimed again is looked up by CallObject before any insert.
-            log.warning("task_ids_not_kept", rail=rail, records=len(pairs), error=str(exc)[:300])
+            # Safe: a record claimed again is looked up by CallObject before any insert, or
+            # (upserting) updated by the old Id once more.
+            log.warning("task_ids_not_kept", rail=rail, error=str(exc)[:300])
 
     @contextlib.asynccontextmanager
     async def settled(self, lead_keys: Iterable[str]) -> AsyncIterator[None]:

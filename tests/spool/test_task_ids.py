@@ -223,6 +223,22 @@ async def test_set_task_ids_counts_rows_changed(spool: Spool) -> None:
     assert claims == {a.record_id: TASK, b.record_id: OTHER_TASK}
 
 
+async def test_forget_task_ids_clears_only_the_records_named(spool: Spool) -> None:
+    """forget_task_ids clears the stored Id of the records named (the next claim carries
+    none), leaves the others' alone, and counts only records that had an Id: unknown
+    records, records without one and repeats change nothing."""
+    a = await spool.put(outcome())
+    b = await spool.put(outcome())
+    bare = await spool.put(outcome())
+    await spool.set_task_ids([(a.record_id, TASK), (b.record_id, OTHER_TASK)])
+    assert await spool.forget_task_ids([]) == 0
+    unknown = a.record_id + b.record_id + bare.record_id + 100
+    assert await spool.forget_task_ids([a.record_id, a.record_id, bare.record_id, unknown]) == 1
+    claims = {c.record_id: c.task_id for c in await spool.claim("live", 10)}
+    assert claims == {a.record_id: None, b.record_id: OTHER_TASK, bare.record_id: None}
+    assert await spool.forget_task_ids([a.record_id]) == 0
+
+
 async def test_set_task_ids_again_replaces_the_id(spool: Spool) -> None:
     """Storing a record's Id again keeps the last one."""
     rec = await spool.put(outcome())

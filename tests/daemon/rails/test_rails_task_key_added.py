@@ -110,3 +110,28 @@ async def test_a_key_another_task_already_carries_updates_that_task(
     [line] = [e for e in logs if e["event"] == "task_key_taken"]
     assert line["task_id"] == old["Id"] and line["call_id"] == o.call_id
     assert await spool.dead_letters() == [] and (await spool.stats()).done == 1
+
+
+async def test_once_its_key_is_filled_in_a_task_is_upserted_like_any_other(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The update by Id that filled the key in is the last one: the spool forgets the Id,
+    and a third version goes by upsert. So when the Lead has been deleted meanwhile, the
+    Task is still found by its key and updated without WhoId (the default policy), as for
+    any upserted Task, instead of being taken for a deleted Task and dead-lettered."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome(lead_id, live=True, disposition="connected")
+    await spool.put(o)
+    await make_rails(insert_mapping()).drain(timeout_s=20)
+    upserting = make_rails(load_mapping(None))
+    await spool.put(newer(o, disposition="voicemail"))
+    await upserting.drain(timeout_s=20)
+    [task] = tasks(sim)
+    assert task[KEY_FIELD] == o.external_key
+
+    sim.org.store.delete("Lead", lead_id)
+    await spool.put(newer(o, version=3, disposition="callback_requested"))
+    await upserting.drain(timeout_s=20)
+    [again] = tasks(sim)
+    assert again["Id"] == task["Id"] and again["CallDisposition"] == "callback_requested"
+    assert await spool.dead_letters() == []
