@@ -288,6 +288,7 @@ class RestSender:
                 and i.task_result is not None
                 and i.task_result.success
             ]
+            n = len(done)
             write: Awaitable[int] | None = self._spool.forget_task_ids(done) if done else None
         else:
             pairs = [
@@ -295,6 +296,7 @@ class RestSender:
                 for i in items
                 if i.task_id is not None and i.task_id != i.claim.task_id
             ]
+            n = len(pairs)
             write = self._spool.set_task_ids(pairs) if pairs else None
         if write is None:
             return
@@ -303,7 +305,7 @@ class RestSender:
         except SpoolError as exc:
             # Safe: a record claimed again is looked up by CallObject before any insert, or
             # (upserting) updated by the old Id once more.
-            log.warning("task_ids_not_kept", rail=rail, error=str(exc)[:300])
+            log.warning("task_ids_not_kept", rail=rail, records=n, error=str(exc)[:300])
 
     @contextlib.asynccontextmanager
     async def settled(self, lead_keys: Iterable[str]) -> AsyncIterator[None]:
