@@ -701,15 +701,18 @@ class BulkRail:
             if verdict.action is Action.ACK and rec.resend:
                 verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
+        if resend_newer:
+            # Before the batch is acked: a Lead queued again (the re-send failed) is then
+            # pending before this batch stops being in flight, so "nothing left to send"
+            # is never seen in between.
+            self.stats.resent_newer += len(resend_newer)
+            log.info("bulk_newer_state_resent", leads=len(resend_newer))
+            await self._resend(resend_newer)
         counts = await apply_verdicts(
             self._spool, verdicts, backoff=self._retry, rail="bulk", acks=acks
         )
         for action, n in counts.items():
             self.counts[action] = self.counts.get(action, 0) + n
-        if resend_newer:
-            self.stats.resent_newer += len(resend_newer)
-            log.info("bulk_newer_state_resent", leads=len(resend_newer))
-            await self._resend(resend_newer)
         log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
 
     def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
