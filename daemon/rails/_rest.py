@@ -194,14 +194,13 @@ class RestSender:
             ref = outcome.lead
             lead_id = lead_ids.get(ref.key) if ref is not None else None
             item = _Item(claim, outcome.external_key, {})
-            if m.upserts_tasks:
-                item.task_id = claim.task_id  # inserted before the switch to upserts
-            else:
-                item.task_id = claim.task_id or found.get(item.ext_key)
-                if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
-                    item.verdict = _lookup_failed(claim, lookup_failed)
-                    items.append(item)
-                    continue
+            # Upserting Tasks, a remembered Id is one inserted before the switch (nothing
+            # is looked up then: ``found`` is empty and ``lookup_failed`` None).
+            item.task_id = claim.task_id or found.get(item.ext_key)
+            if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
+                item.verdict = _lookup_failed(claim, lookup_failed)
+                items.append(item)
+                continue
             if ref is not None and lead_id is None:
                 if m.lead_not_found is LeadNotFound.DEAD_LETTER:
                     item.verdict = Verdict(
