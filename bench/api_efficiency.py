@@ -99,7 +99,8 @@ def make_outcomes(
 
 
 def no_task_key_mapping() -> Mapping:
-    """The built-in mapping for an org without a Task external ID field (README)."""
+    """The built-in mapping for an org without a Task external ID field, as the README
+    tells an admin to change it (the tests of that mode use this one too)."""
     text = (Path(mapping_pkg.__file__).parent / "default.toml").read_text(encoding="utf-8")
     data = tomllib.loads(text)
     data["task"]["external_id_field"] = ""

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
+from bench.api_efficiency import no_task_key_mapping
 from daemon.mapping import CLEAR, LeadNotFound, MappingError, load_mapping, parse_mapping
 from daemon.mapping._template import VARIABLES
 from spool.record import CallOutcome, StoredOutcome
-from tests.mappings import no_task_key_mapping_data
 from tests.outcome_strategies import outcomes
 
 ENDED = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
@@ -364,7 +364,7 @@ def test_default_mapping_upserts_tasks() -> None:
 def test_an_empty_task_key_field_turns_the_insert_fallback_on() -> None:
     """task.external_id_field = "" with CallObject = "{external_key}": Tasks are inserted
     (upserts_tasks False), and CallObject carries source:call_id."""
-    m = parse_mapping(no_task_key_mapping_data())
+    m = no_task_key_mapping()
     assert m.upserts_tasks is False
     assert m.task_external_id == ""
     assert m.task_record(outcome())["CallObject"] == "vici:c-1"
@@ -391,7 +391,7 @@ def test_the_fallback_needs_call_object_to_be_the_external_key(fields: dict[str,
 def test_the_fallback_passes_sfsim_with_or_without_a_task_key_field() -> None:
     """The fallback mapping checks clean against sfsim's describe, which has Call_Id__c, and
     against one without it: no Task key field is required."""
-    m = parse_mapping(no_task_key_mapping_data())
+    m = no_task_key_mapping()
     with_key = sfsim_describes()
     assert any(f["name"] == "Call_Id__c" for f in with_key["Task"]["fields"])
     assert m.check_against_describe(with_key) == []
@@ -406,7 +406,7 @@ def test_the_fallback_passes_sfsim_with_or_without_a_task_key_field() -> None:
 def test_the_fallback_needs_a_filterable_call_object() -> None:
     """Tasks are looked up by CallObject: a CallObject that cannot be filtered is a problem
     naming task.fields.CallObject; a describe without the property counts as filterable."""
-    m = parse_mapping(no_task_key_mapping_data())
+    m = no_task_key_mapping()
     d = sfsim_describes()
     [call_object] = [f for f in d["Task"]["fields"] if f["name"] == "CallObject"]
     assert call_object["filterable"] is True
@@ -424,7 +424,7 @@ def test_the_fallback_needs_a_filterable_call_object() -> None:
 
 def test_the_fallback_reports_a_missing_call_object_once() -> None:
     """A CallObject hidden from the integration user is one problem line, not two."""
-    m = parse_mapping(no_task_key_mapping_data())
+    m = no_task_key_mapping()
     problems = m.check_against_describe(sfsim_describes(drop="CallObject"))
     assert len(problems) == 1
     assert problems[0].startswith("task.fields.CallObject: Task.CallObject does not exist")
@@ -433,7 +433,7 @@ def test_the_fallback_reports_a_missing_call_object_once() -> None:
 def test_the_fallback_note_says_what_it_costs() -> None:
     """One WARN-style line: no key field, insert + Id + CallObject lookup, sObject
     Collections instead of Bulk, and how to get the Bulk rail back."""
-    m = parse_mapping(no_task_key_mapping_data())
+    m = no_task_key_mapping()
     for describes in (sfsim_describes(), sfsim_describes(drop="Call_Id__c"), {}):
         [note] = m.notes_against_describe(describes)
         assert "\n" not in note

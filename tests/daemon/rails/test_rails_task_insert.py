@@ -13,22 +13,15 @@ import railkit
 import structlog
 from railkit import lead, seed_leads
 
-from daemon.mapping import Mapping, load_mapping, parse_mapping
+from bench.api_efficiency import no_task_key_mapping
+from daemon.mapping import load_mapping
 from daemon.salesforce import ConfigurationError, SalesforceClient
 from sfsim.schema import default_schema
 from sfsim.testing import sim_fixture
 from spool import CallOutcome, Spool
-from tests.mappings import no_task_key_mapping_data
 
 # This module's org: the built-in schema, minus the Task external ID field.
 sim = sim_fixture(schema=default_schema(without=["Task.Call_Id__c"]))
-
-
-def insert_mapping(**task: Any) -> Mapping:
-    """The built-in mapping as the README tells an admin to change it for such an org."""
-    data = no_task_key_mapping_data()
-    data["task"].update(task)
-    return parse_mapping(data)
 
 
 def outcome(lead: dict[str, str] | None = None, **kw: Any) -> CallOutcome:
@@ -67,7 +60,7 @@ async def test_live_outcome_inserts_its_task_and_a_newer_version_updates_it(
     [lead_id] = seed_leads(sim, 1)
     first = outcome({"id": lead_id}, disposition="callback_requested", live=True)
     await spool.put(first)
-    rails = make_rails(insert_mapping())
+    rails = make_rails(no_task_key_mapping())
     await rails.drain(timeout_s=20)
     assert rails.status().mapping_problems == ()
     assert spool.durable_claims is True  # a claim survives a power cut, see Spool
@@ -97,7 +90,7 @@ async def test_a_lost_answer_is_found_by_call_object_instead_of_inserted_twice(
         {"drop_next": 1, "drop_after_processing": True, "kinds": ["composite"]}
     )
     with structlog.testing.capture_logs() as logs:
-        await make_rails(insert_mapping()).drain(timeout_s=20)
+        await make_rails(no_task_key_mapping()).drain(timeout_s=20)
     [task] = tasks_of(sim, o)
     assert task["CallDisposition"] == "connected"
     assert calls(sim).get("query") == 1 and calls(sim).get("composite") == 2
@@ -118,7 +111,7 @@ async def test_a_collections_batch_inserts_new_tasks_and_updates_known_ones(
     ids = seed_leads(sim, 50)
     first = [outcome({"id": i}, disposition="no_answer") for i in ids[:30]]
     await spool.put_many(first)
-    rails = make_rails(insert_mapping(), nested_collections=nested, bulk_min_records=1)
+    rails = make_rails(no_task_key_mapping(), nested_collections=nested, bulk_min_records=1)
     await rails.drain(timeout_s=30)
     assert all(len(tasks_of(sim, o)) == 1 for o in first)
     before = {o.call_id: task_of(sim, o)["Id"] for o in first}
@@ -149,7 +142,7 @@ async def test_lost_answers_of_a_collections_batch_leave_one_task_per_call(
     sim.org.faults.configure(
         {"drop_next": 2, "drop_after_processing": True, "kinds": ["composite"]}
     )
-    await make_rails(insert_mapping(), bulk_min_records=1).drain(timeout_s=30)
+    await make_rails(no_task_key_mapping(), bulk_min_records=1).drain(timeout_s=30)
     assert all(len(tasks_of(sim, o)) == 1 for o in outs)
     assert sim.org.store.counts()["Task"] == 120
     assert calls(sim).get("query") == 2  # 120 keys: two IN lists of up to 100
@@ -168,7 +161,7 @@ async def test_a_failed_lookup_waits_instead_of_inserting_blind(
     await spool.release(await spool.claim("live", 10, urgent=True))
     sim.org.faults.configure({"error_next": 2, "error_status": 503, "kinds": ["query"]})
     with structlog.testing.capture_logs() as logs:
-        await make_rails(insert_mapping()).drain(timeout_s=20)
+        await make_rails(no_task_key_mapping()).drain(timeout_s=20)
     assert [t["Id"] for t in tasks_of(sim, o)] == [landed]
     assert task_of(sim, o)["CallDisposition"] == "connected"
     assert len([e for e in logs if e["event"] == "task_lookup_failed"]) == 2
@@ -184,7 +177,7 @@ async def test_a_remembered_task_deleted_since_is_inserted_again(
     [lead_id] = seed_leads(sim, 1)
     o = outcome({"id": lead_id}, live=True)
     await spool.put(o)
-    rails = make_rails(insert_mapping())
+    rails = make_rails(no_task_key_mapping())
     await rails.drain(timeout_s=20)
     old = task_of(sim, o)["Id"]
     sim.org.store.delete("Task", old)
@@ -208,7 +201,7 @@ async def test_a_deleted_lead_is_not_mistaken_for_a_deleted_task(
     [lead_id] = seed_leads(sim, 1)
     o = outcome({"id": lead_id}, live=True, disposition="connected")
     await spool.put(o)
-    rails = make_rails(insert_mapping())
+    rails = make_rails(no_task_key_mapping())
     await rails.drain(timeout_s=20)
     first = task_of(sim, o)
     sim.org.store.delete("Lead", lead_id)
@@ -237,7 +230,7 @@ async def test_a_refused_lookup_pauses_the_rail_and_inserts_nothing(
     inserted safely: the rail pauses naming the field, and the record stays pending
     (retrying would only repeat the refusal)."""
     [lead_id] = seed_leads(sim, 1)
-    rails = make_rails(insert_mapping())
+    rails = make_rails(no_task_key_mapping())
     first = outcome({"id": lead_id}, live=True)
     await spool.put(first)
     await rails.drain(timeout_s=20)  # the start-up mapping check passes on this org
@@ -271,7 +264,7 @@ async def test_several_tasks_with_one_key_update_the_first_and_say_so(
     claimed = await spool.claim("collections", 10, urgent=False)
     await spool.release(claimed)  # claimed once before: its Task may exist
     with structlog.testing.capture_logs() as logs:
-        await make_rails(insert_mapping(), bulk_min_records=1).drain(timeout_s=20)
+        await make_rails(no_task_key_mapping(), bulk_min_records=1).drain(timeout_s=20)
     assert len(tasks_of(sim, o)) == 2
     first = st.get("Task", min(made))
     assert first["CallDisposition"] == "connected" and first["Subject"] == "Call: Connected"
@@ -287,7 +280,7 @@ async def test_a_big_backlog_never_makes_a_bulk_job(
     ids = seed_leads(sim, 300)
     outs = [outcome({"id": ids[n % 300]}, disposition="no_answer") for n in range(3000)]
     await spool.put_many(outs)
-    await make_rails(insert_mapping(), bulk_min_records=1000).drain(timeout_s=60)
+    await make_rails(no_task_key_mapping(), bulk_min_records=1000).drain(timeout_s=60)
     assert sim.org.store.counts()["Task"] == 3000
     assert "bulk" not in calls(sim) and sim.org.stats()["bulk_jobs"] == {}
     assert client.quota.calls_by_rail.get("collections") == 15
@@ -301,7 +294,7 @@ async def test_claims_are_durable_only_while_tasks_are_inserted(
     the mapping reload on."""
     rails = make_rails(load_mapping(None))
     assert spool.durable_claims is False
-    rails.set_mapping(insert_mapping())
+    rails.set_mapping(no_task_key_mapping())
     assert spool.durable_claims is True
     rails.set_mapping(load_mapping(None))
     assert spool.durable_claims is False

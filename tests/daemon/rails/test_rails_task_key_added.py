@@ -13,10 +13,10 @@ import railkit
 import structlog
 from railkit import seed_leads
 
-from daemon.mapping import Mapping, load_mapping, parse_mapping
+from bench.api_efficiency import no_task_key_mapping
+from daemon.mapping import load_mapping
 from daemon.salesforce import SalesforceClient
 from spool import CallOutcome, Spool
-from tests.mappings import no_task_key_mapping_data
 
 KEY_FIELD = "Call_Id__c"
 
@@ -27,10 +27,6 @@ def outcome(lead_id: str, **kw: Any) -> CallOutcome:
 
 def newer(o: CallOutcome, **changes: Any) -> CallOutcome:
     return CallOutcome.model_validate({**o.model_dump(), "version": 2, **changes})
-
-
-def insert_mapping() -> Mapping:
-    return parse_mapping(no_task_key_mapping_data())
 
 
 def tasks(sim: Any) -> list[dict[str, Any]]:
@@ -53,7 +49,7 @@ async def test_a_task_inserted_before_the_key_field_is_updated_not_duplicated(
     ids = seed_leads(sim, 2)
     first = [outcome(lead_id, live=live, disposition="callback_requested") for lead_id in ids]
     await spool.put_many(first)
-    await make_rails(insert_mapping(), **kw).drain(timeout_s=20)
+    await make_rails(no_task_key_mapping(), **kw).drain(timeout_s=20)
     before = {t["CallObject"]: t for t in tasks(sim)}
     assert len(before) == 2 and all(t.get(KEY_FIELD) is None for t in before.values())
 
@@ -77,7 +73,7 @@ async def test_a_task_inserted_before_and_deleted_since_is_upserted_by_key(
     [lead_id] = seed_leads(sim, 1)
     o = outcome(lead_id, live=True)
     await spool.put(o)
-    await make_rails(insert_mapping()).drain(timeout_s=20)
+    await make_rails(no_task_key_mapping()).drain(timeout_s=20)
     [old] = tasks(sim)
     sim.org.store.delete("Task", old["Id"])
     await spool.put(newer(o, disposition="voicemail"))
@@ -98,7 +94,7 @@ async def test_a_key_another_task_already_carries_updates_that_task(
     [lead_id] = seed_leads(sim, 1)
     o = outcome(lead_id, live=True, disposition="connected")
     await spool.put(o)
-    await make_rails(insert_mapping()).drain(timeout_s=20)
+    await make_rails(no_task_key_mapping()).drain(timeout_s=20)
     [old] = tasks(sim)
     keyed = sim.org.store.insert("Task", {"Subject": "x", KEY_FIELD: o.external_key})
     await spool.put(newer(o, disposition="voicemail"))
@@ -122,7 +118,7 @@ async def test_once_its_key_is_filled_in_a_task_is_upserted_like_any_other(
     [lead_id] = seed_leads(sim, 1)
     o = outcome(lead_id, live=True, disposition="connected")
     await spool.put(o)
-    await make_rails(insert_mapping()).drain(timeout_s=20)
+    await make_rails(no_task_key_mapping()).drain(timeout_s=20)
     upserting = make_rails(load_mapping(None))
     await spool.put(newer(o, disposition="voicemail"))
     await upserting.drain(timeout_s=20)
