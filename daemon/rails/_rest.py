@@ -71,6 +71,10 @@ _MISSING_LEAD_CODES = frozenset(
 )
 # Errors of an update by Id that mean "this Task does not exist any more" (deleted).
 _MISSING_TASK_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
+# Rounds after the first in one send, each mending what the one before was refused for.
+# Three suffice: a deleted Task (looked up, re-upserted) whose key another Task carries
+# (create-only fields dropped), with a dead WhoId (dropped) is the longest chain.
+_MENDS = 3
 
 
 # Tasks remembered as existing (their create-only fields are left out of a re-send;
@@ -329,24 +333,33 @@ class RestSender:
         todo = [i for i in items if i.verdict is None]
         if todo:
             await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
-            # Round two, same cycle: drop refused create-only fields / dead WhoIds.
             self._note_inserted(todo)
             try:
-                again = await self._recheck_missing_tasks(todo, rail=rail)
-                rechecked = {id(i) for i in again}
-                again += [
-                    i
-                    for i in todo
-                    if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
-                ]
-                if again:
+                # Later rounds, same cycle: a refusal we can mend (create-only fields on an
+                # update, a dead WhoId, a deleted or already keyed Task) is mended and sent
+                # again. A mend can meet another (a deleted Task re-upserted by a key that
+                # another Task carries is then an update, which refuses create-only fields),
+                # so this goes on while there is one, for at most _MENDS rounds: each mend
+                # removes its own cause, so none comes back.
+                sent = todo
+                for _ in range(_MENDS):
+                    again = await self._recheck_missing_tasks(sent, rail=rail)
+                    rechecked = {id(i) for i in again}
+                    again += [
+                        i
+                        for i in sent
+                        if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
+                    ]
+                    if not again:
+                        break
                     for i in again:
                         i.task_result = None
                         i.errors.clear()
                     await self._send_round(again, [], rail=rail, single=len(again) == 1)
                     self._note_inserted(again)
+                    sent = again
             finally:
-                # Also when round two pauses the rail: the Tasks inserted in round one
+                # Also when a later round pauses the rail: the Tasks inserted in round one
                 # are then updated by Id later, not looked up.
                 await self._remember_task_ids(todo, rail=rail)
         verdicts: list[Verdict] = []

@@ -131,3 +131,27 @@ async def test_once_its_key_is_filled_in_a_task_is_upserted_like_any_other(
     [again] = tasks(sim)
     assert again["Id"] == task["Id"] and again["CallDisposition"] == "callback_requested"
     assert await spool.dead_letters() == []
+
+
+async def test_a_deleted_task_whose_key_another_task_carries_updates_that_task(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Both at once: the remembered Task was deleted, and another Task carries the key.
+    The lookup finds nothing by CallObject, so the Task is upserted by key with its
+    create-only fields; the upsert finds the keyed Task and refuses TaskSubtype on that
+    update. That refusal is mended like any other (the fields dropped, sent again), instead
+    of pausing the rail on it."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome(lead_id, live=True, disposition="connected")
+    await spool.put(o)
+    await make_rails(no_task_key_mapping()).drain(timeout_s=20)
+    [old] = tasks(sim)
+    sim.org.store.delete("Task", old["Id"])
+    keyed = sim.org.store.insert("Task", {"Subject": "x", KEY_FIELD: o.external_key})
+    await spool.put(newer(o, disposition="voicemail"))
+    rails = make_rails(load_mapping(None))
+    await rails.drain(timeout_s=10)
+    [task] = tasks(sim)
+    assert task["Id"] == keyed and task["CallDisposition"] == "voicemail"
+    assert not rails.paused
+    assert await spool.dead_letters() == [] and (await spool.stats()).done == 1
