@@ -503,6 +503,22 @@ class Store:
             )
         )
 
+    def suspect_unkeyed_tasks(self, only_if_inserted: bool) -> int:
+        """Mark (``task_id = ''``) the records not done that were claimed before and have
+        no Task Id: an insert may have landed unanswered. ``only_if_inserted``: only if
+        some record has a Task Id at all (Tasks were inserted from this spool)."""
+        guard = ""
+        if only_if_inserted:
+            guard = " AND EXISTS (SELECT 1 FROM outcomes WHERE task_id <> '')"
+        return self._tx(
+            lambda c: (
+                c.execute(
+                    "UPDATE outcomes SET task_id = '' WHERE task_id IS NULL AND claims > 0"
+                    f" AND state <> {DONE}{guard}"
+                ).rowcount
+            )
+        )
+
     def release_orphans(self, now: float) -> int:
         """Records in flight outside any unfinished Bulk job back to pending, leases or not
         (the attempt stays counted, as when a lease expires)."""

@@ -675,6 +675,17 @@ class Spool:
             return 0
         return await self._write(self._wstore.forget_task_ids, ids)
 
+    async def suspect_unkeyed_tasks(self, *, only_if_inserted: bool = False) -> int:
+        """For rails that go from inserting Tasks to upserting them by an external key:
+        every record not done that was claimed before and has no Task Id remembered may
+        have had its Task inserted, without the key, by a send whose answer was lost. Each
+        is marked (its ``task_id`` reads ``""``), so that the next send looks its Task up
+        by ``CallObject`` before any upsert; :meth:`forget_task_ids` clears the mark.
+        ``only_if_inserted``: only if some record has a Task Id (for a spool that does
+        not say how it was used before). Returns records marked."""
+        assert self._wstore is not None
+        return await self._write(self._wstore.suspect_unkeyed_tasks, only_if_inserted)
+
     @property
     def durable_claims(self) -> bool:
         """Whether claims are committed with an fsync (the spool's ``synchronous``) rather

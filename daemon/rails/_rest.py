@@ -198,10 +198,12 @@ class RestSender:
             ref = outcome.lead
             lead_id = lead_ids.get(ref.key) if ref is not None else None
             item = _Item(claim, outcome.external_key, {})
-            # Upserting Tasks, a remembered Id is one inserted before the switch (nothing
-            # is looked up then: ``found`` is empty and ``lookup_failed`` None).
+            # Upserting Tasks, a remembered Id is one inserted before the switch, and only
+            # records marked as maybe inserted before it (``task_id == ""``) are looked up.
             item.task_id = claim.task_id or found.get(item.ext_key)
-            if lookup_failed is not None and item.task_id is None and claim.maybe_sent:
+            if lookup_failed is not None and item.task_id is None and (
+                claim.task_id == "" if m.upserts_tasks else claim.maybe_sent
+            ):
                 item.verdict = _lookup_failed(claim, lookup_failed)
                 items.append(item)
                 continue
@@ -250,11 +252,16 @@ class RestSender:
     async def _find_tasks(
         self, claims: Sequence[Claim], *, rail: str
     ) -> tuple[dict[str, str], RetryableError | None]:
-        """Ids of the Tasks that earlier claims may have inserted (Tasks inserted, not
-        upserted, only); a retryable failure is returned, for those records to wait."""
+        """Ids of the Tasks that earlier claims may have inserted; a retryable failure is
+        returned, for those records to wait. Inserting Tasks: any claim that may have been
+        sent and has no Task Id. Upserting them: those marked by
+        :meth:`Spool.suspect_unkeyed_tasks` (``task_id == ""``), whose Task may have been
+        inserted without its key before the mapping switched to upserts."""
         if self._mapping.upserts_tasks:
-            return {}, None
-        keys = [c.outcome.external_key for c in claims if c.task_id is None and c.maybe_sent]
+            keys = [c.outcome.external_key for c in claims if c.task_id == ""]
+        else:
+            # (a mark left by an upserting run counts as no Id)
+            keys = [c.outcome.external_key for c in claims if not c.task_id and c.maybe_sent]
         if not keys:
             return {}, None
         return await self._lookup_tasks(keys, rail=rail)

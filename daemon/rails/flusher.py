@@ -46,6 +46,8 @@ DEFAULT_RETRY = Backoff(initial=2.0, factor=2.0, cap=900.0, jitter=0.5)
 _LOOP_BACKOFF = Backoff(initial=0.5, factor=2.0, cap=30.0, jitter=0.5)
 # Urgent outcomes per live send: one sObject Collections call (§3.2).
 _LIVE_BATCH = 200
+# Spool state: how this spool's Tasks were last written ("insert" or "upsert").
+_TASK_WRITES = "task_writes"
 # How often (at most) the /limits loop re-evaluates when its next read is due.
 _LIMITS_TICK_S = 5.0
 
@@ -127,6 +129,10 @@ class Rails:
         ] = ()  # recovery needed now, even with nothing pending
         # Tasks inserted (no Task key): a claim must survive a power cut (see the property).
         spool.durable_claims = not mapping.upserts_tasks
+        # How Tasks are written ("insert" or "upsert"), once the spool knows it; see
+        # _settle_task_writes.
+        self._task_writes: str | None = None
+        self._task_writes_lock = asyncio.Lock()
         known: LruCache[str, bool] = LruCache(KNOWN_TASKS)
         self.resolver = LeadResolver(client, mapping, clock=clock)
         self.ledger = LeadLedger()
@@ -169,6 +175,7 @@ class Rails:
         self.bulk._m = mapping
         self.resolver._mapping = mapping
         self._mapping_checked = False  # against describe again, at the next batch turn
+        self._task_writes = None  # told to the spool before the next claim
         log.info("mapping_replaced", source=mapping.source)
 
     def status(self) -> RailsStatus:
@@ -301,6 +308,34 @@ class Rails:
             await self.bulk.recover(stop)
             self._recovered = not stop.is_set()
             self._reconcile_due = not self._recovered
+
+    async def _settle_task_writes(self) -> None:
+        """Before the first claim under a mapping: when Tasks were inserted from this spool
+        (no Task key) and are upserted by key now, mark the records whose Task an insert
+        may have created unanswered, so the first send of each looks it up by CallObject
+        instead of upserting a second Task (see ``Spool.suspect_unkeyed_tasks``). The
+        spool keeps the mode (state ``task_writes``) across restarts."""
+        mode = "upsert" if self.mapping.upserts_tasks else "insert"
+        if self._task_writes == mode:
+            return
+        async with self._task_writes_lock:
+            if self._task_writes == mode:
+                return
+            before = await self.spool.get_state(_TASK_WRITES)
+            if mode == "upsert" and before != "upsert":
+                # None: a spool from before the mode was kept; Task Ids say it inserted.
+                n = await self.spool.suspect_unkeyed_tasks(only_if_inserted=before is None)
+                if n:
+                    log.warning(
+                        "task_key_switch_lookups",
+                        records=n,
+                        note="Tasks were inserted before the Task external ID field was "
+                        "mapped: these records' Tasks are looked up by CallObject once, "
+                        "before their first upsert",
+                    )
+            if before != mode:
+                await self.spool.set_state(_TASK_WRITES, mode)
+            self._task_writes = mode
 
     def _pause(self, rail: str, reason: str) -> None:
         if self.paused.get(rail) != reason:
@@ -436,6 +471,7 @@ class Rails:
                 await slots.acquire()
                 self._wake_live.clear()
                 try:
+                    await self._settle_task_writes()
                     claims = await self.spool.claim("live", _LIVE_BATCH, urgent=True)
                     trouble = None
                 except SpoolError as exc:
@@ -510,6 +546,7 @@ class Rails:
                 )
 
     async def _batch_step(self, stop: asyncio.Event) -> bool:
+        await self._settle_task_writes()
         stats = await self.spool.stats()
         decision = self._decide(stats.pending)
         if not self._mapping_checked and not self._is_paused("all"):

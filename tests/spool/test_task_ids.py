@@ -411,3 +411,38 @@ async def test_set_task_ids_takes_the_last_id_of_a_record_and_refuses_non_ids(
     with pytest.raises(ValueError, match="not a Task Id: None"):
         await spool.set_task_ids([(rec.record_id, None)])  # type: ignore[list-item]
     assert (await _claim_one(spool, rec.record_id)).task_id == OTHER_TASK
+
+
+@pytest.mark.parametrize("only_if_inserted", [False, True])
+async def test_suspect_unkeyed_tasks_marks_records_an_insert_may_have_sent(
+    spool: Spool, only_if_inserted: bool
+) -> None:
+    """Going from inserted to upserted Tasks: records claimed before, not done, with no
+    Task Id, read ``task_id == ""`` afterwards (pending, in flight and dead alike); never
+    claimed, done and Id-carrying records are left alone. ``only_if_inserted`` marks
+    nothing in a spool where no record has a Task Id."""
+    claimed, in_flight, dead, done, with_id, never = [
+        await spool.put(outcome(name))
+        for name in ("claimed", "in_flight", "dead", "done", "with_id", "never")
+    ]
+    first = {c.record_id: c for c in await spool.claim("live", 5)}
+    assert never.record_id not in first
+    await spool.release([first[claimed.record_id], first[with_id.record_id]])
+    await spool.dead([first[dead.record_id]], error_code="X", message="refused")
+    await spool.ack([first[done.record_id]])
+    if only_if_inserted:
+        assert await spool.suspect_unkeyed_tasks(only_if_inserted=True) == 0
+    await spool.set_task_ids([(with_id.record_id, TASK)])
+    assert await spool.suspect_unkeyed_tasks(only_if_inserted=only_if_inserted) == 3
+    await spool.release([first[in_flight.record_id]])
+    await spool.retry_dead([dead.record_id])
+    claims = {c.record_id: c.task_id for c in await spool.claim("live", 10)}
+    assert claims == {
+        claimed.record_id: "",
+        in_flight.record_id: "",
+        dead.record_id: "",
+        with_id.record_id: TASK,
+        never.record_id: None,
+    }
+    # Cleared by forget_task_ids, once a send succeeded.
+    assert await spool.forget_task_ids([claimed.record_id]) == 1

@@ -168,6 +168,22 @@ async def test_a_failed_lookup_waits_instead_of_inserting_blind(
     assert await spool.dead_letters() == [] and (await spool.stats()).done == 1
 
 
+async def test_a_record_marked_by_an_upserting_run_is_still_looked_up(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A record an upserting run marked as maybe inserted (``task_id == ""``) counts as one
+    without a Task Id when Tasks are inserted again: looked up, not inserted blind."""
+    [lead_id] = seed_leads(sim, 1)
+    o = outcome({"id": lead_id}, live=True, disposition="connected")
+    landed = sim.org.store.insert("Task", {"Subject": "x", "CallObject": o.external_key})
+    await spool.put(o)
+    await spool.release(await spool.claim("live", 10, urgent=True))
+    assert await spool.suspect_unkeyed_tasks() == 1
+    await make_rails(no_task_key_mapping()).drain(timeout_s=20)
+    assert [t["Id"] for t in tasks_of(sim, o)] == [landed]
+    assert task_of(sim, o)["CallDisposition"] == "connected"
+
+
 async def test_a_remembered_task_deleted_since_is_inserted_again(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:

@@ -155,3 +155,39 @@ async def test_a_deleted_task_whose_key_another_task_carries_updates_that_task(
     assert task["Id"] == keyed and task["CallDisposition"] == "voicemail"
     assert not rails.paused
     assert await spool.dead_letters() == [] and (await spool.stats()).done == 1
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+async def test_a_task_inserted_unanswered_before_the_switch_is_found_not_duplicated(
+    route: str, sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The last insert before the switch landed but its answer was lost: the spool has no
+    Id for it. The first send after the switch looks it up by CallObject (the rails mark
+    such records when they see the spool's Tasks were inserted before), updates the Task
+    that landed and fills its key in, instead of upserting a second Task."""
+    live, kw = ROUTES[route]
+    ids = seed_leads(sim, 2)
+    earlier = outcome(ids[0], live=live)
+    await spool.put(earlier)
+    await make_rails(no_task_key_mapping(), **kw).drain(timeout_s=20)  # Tasks inserted
+    o = outcome(ids[1], live=live, disposition="connected")
+    await spool.put(o)
+    # The insert run's claim of ``o``: its Task landed, the answer was lost.
+    await spool.release(await spool.claim("live", 10, urgent=live))
+    landed = sim.org.store.insert("Task", {"Subject": "x", "CallObject": o.external_key})
+    with structlog.testing.capture_logs() as logs:
+        await make_rails(load_mapping(None), **kw).drain(timeout_s=20)
+    [task] = [t for t in tasks(sim) if t.get(KEY_FIELD) == o.external_key]
+    assert task["Id"] == landed
+    assert task["CallDisposition"] == "connected"
+    assert len(tasks(sim)) == 2
+    [switch] = [e for e in logs if e["event"] == "task_key_switch_lookups"]
+    assert switch["records"] == 1
+    assert await spool.dead_letters() == [] and (await spool.stats()).done == 2
+
+    # Looked up once: a later version goes by upsert, without a lookup.
+    queries = sim.org.stats()["api_calls"]["by_kind"].get("query", 0)
+    await spool.put(newer(o, disposition="voicemail"))
+    await make_rails(load_mapping(None), **kw).drain(timeout_s=20)
+    assert sim.org.store.get("Task", landed)["CallDisposition"] == "voicemail"
+    assert sim.org.stats()["api_calls"]["by_kind"].get("query", 0) == queries
