@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Sequence
 from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
@@ -745,12 +746,16 @@ class BulkRail:
             refused = [
                 (key, r) for (key, _), r in zip(chunk, results, strict=True) if not r.success
             ]
-            for key, r in refused:
-                error = r.error
+            if refused:
+                # One line per call, not per Lead (a locked org refuses a whole chunk).
+                codes = Counter(r.error.code if r.error else "NO_RESULT" for _, r in refused)
+                first = refused[0][1].error
                 log.warning(
                     "bulk_newer_resend_failed",
-                    lead=key,
-                    error=f"{error.code}: {error.message}"[:300] if error else "no result",
+                    leads=len(refused),
+                    codes=dict(codes),
+                    first_lead=refused[0][0],
+                    error=f"{first.code}: {first.message}"[:300] if first else "no result",
                 )
             failed.extend(key for key, _ in refused)
         if failed:

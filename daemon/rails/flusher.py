@@ -127,10 +127,8 @@ class Rails:
         self.mapping_problems: tuple[
             str, ...
         ] = ()  # recovery needed now, even with nothing pending
-        # Tasks inserted (no Task key): a claim must survive a power cut (see the property).
-        spool.durable_claims = not mapping.upserts_tasks
-        # How Tasks are written ("insert" or "upsert"), once the spool knows it; see
-        # _settle_task_writes.
+        self._use_task_writes(mapping)
+        # How Tasks are written ("insert" or "upsert"), once the spool knows it.
         self._task_writes: str | None = None
         self._task_writes_lock = asyncio.Lock()
         known: LruCache[str, bool] = LruCache(KNOWN_TASKS)
@@ -170,12 +168,11 @@ class Rails:
     def set_mapping(self, mapping: Mapping) -> None:
         """Use a new field mapping from the next send on (in-flight batches finish as they are)."""
         self.mapping = mapping
-        self.spool.durable_claims = not mapping.upserts_tasks
+        self._use_task_writes(mapping)
         self.rest._mapping = mapping
         self.bulk._m = mapping
         self.resolver._mapping = mapping
         self._mapping_checked = False  # against describe again, at the next batch turn
-        self._task_writes = None  # told to the spool before the next claim
         log.info("mapping_replaced", source=mapping.source)
 
     def status(self) -> RailsStatus:
@@ -309,33 +306,44 @@ class Rails:
             self._recovered = not stop.is_set()
             self._reconcile_due = not self._recovered
 
+    def _use_task_writes(self, mapping: Mapping) -> None:
+        """Tasks inserted (no Task key): a claim must survive a power cut (see
+        ``Spool.durable_claims``). The spool hears of a change before the next claim
+        (:meth:`_settle_task_writes`)."""
+        self.spool.durable_claims = not mapping.upserts_tasks
+
     async def _settle_task_writes(self) -> None:
         """Before the first claim under a mapping: when Tasks were inserted from this spool
         (no Task key) and are upserted by key now, mark the records whose Task an insert
         may have created unanswered, so the first send of each looks it up by CallObject
         instead of upserting a second Task (see ``Spool.suspect_unkeyed_tasks``). The
         spool keeps the mode (state ``task_writes``) across restarts."""
-        mode = "upsert" if self.mapping.upserts_tasks else "insert"
-        if self._task_writes == mode:
+        def current() -> str:
+            return "upsert" if self.mapping.upserts_tasks else "insert"
+
+        if self._task_writes == current():
             return
         async with self._task_writes_lock:
-            if self._task_writes == mode:
-                return
-            before = await self.spool.get_state(_TASK_WRITES)
-            if mode == "upsert" and before != "upsert":
-                # None: a spool from before the mode was kept; Task Ids say it inserted.
-                n = await self.spool.suspect_unkeyed_tasks(only_if_inserted=before is None)
-                if n:
-                    log.warning(
-                        "task_key_switch_lookups",
-                        records=n,
-                        note="Tasks were inserted before the Task external ID field was "
-                        "mapped: these records' Tasks are looked up by CallObject once, "
-                        "before their first upsert",
-                    )
-            if before != mode:
-                await self.spool.set_state(_TASK_WRITES, mode)
-            self._task_writes = mode
+            # Again if the mapping changed meanwhile (set_mapping during the awaits).
+            while (mode := current()) != self._task_writes:
+                await self._tell_task_writes(mode)
+                self._task_writes = mode
+
+    async def _tell_task_writes(self, mode: str) -> None:
+        before = await self.spool.get_state(_TASK_WRITES)
+        if mode == "upsert" and before != "upsert":
+            # None: a spool from before the mode was kept; Task Ids say it inserted.
+            n = await self.spool.suspect_unkeyed_tasks(only_if_inserted=before is None)
+            if n:
+                log.warning(
+                    "task_key_switch_lookups",
+                    records=n,
+                    note="Tasks were inserted before the Task external ID field was "
+                    "mapped: these records' Tasks are looked up by CallObject once, "
+                    "before their first upsert",
+                )
+        if before != mode:
+            await self.spool.set_state(_TASK_WRITES, mode)
 
     def _pause(self, rail: str, reason: str) -> None:
         if self.paused.get(rail) != reason:

@@ -11,6 +11,7 @@ from importlib import resources
 from typing import Any
 
 import pytest
+import structlog
 from railkit import (
     FAST_POLL,
     FAST_RETRY,
@@ -280,6 +281,31 @@ async def test_a_failed_resend_of_the_newer_state_is_queued_not_given_up(
 
     rails, row = await _live_during_slow_bulk(tmp_path, bulk_rate=20.0, others=20, patch=patch)
     assert rails.bulk.stats.resent_newer == 1
+    assert row["Last_Call_Outcome__c"] == "connected"
+    assert row["Status"] == "Working - Contacted"
+
+
+async def test_a_refused_resend_of_the_newer_state_is_queued_and_logged_once(
+    tmp_path: Any,
+) -> None:
+    """The re-send of the newer state reaches Salesforce, which refuses the row (locked):
+    the Lead's newest outcome is queued again and goes out, and the refusal is one log line
+    per call carrying the count and codes, not a line per Lead."""
+
+    def patch(rails: Rails, sf: SalesforceClient, sim: Any, lead_id: str) -> None:
+        resend = rails.bulk._resend
+
+        async def locked_resend(items: Any) -> None:
+            sim.org.faults.configure({"lock_next": 1})  # the re-send's row, nothing else
+            await resend(items)
+
+        rails.bulk._resend = locked_resend  # type: ignore[method-assign]
+
+    with structlog.testing.capture_logs() as logs:
+        rails, row = await _live_during_slow_bulk(tmp_path, bulk_rate=20.0, others=20, patch=patch)
+    assert rails.bulk.stats.resent_newer == 1
+    [line] = [e for e in logs if e["event"] == "bulk_newer_resend_failed"]
+    assert line["leads"] == 1 and line["codes"] == {"UNABLE_TO_LOCK_ROW": 1}
     assert row["Last_Call_Outcome__c"] == "connected"
     assert row["Status"] == "Working - Contacted"
 

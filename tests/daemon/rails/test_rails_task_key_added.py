@@ -191,3 +191,21 @@ async def test_a_task_inserted_unanswered_before_the_switch_is_found_not_duplica
     await make_rails(load_mapping(None), **kw).drain(timeout_s=20)
     assert sim.org.store.get("Task", landed)["CallDisposition"] == "voicemail"
     assert sim.org.stats()["api_calls"]["by_kind"].get("query", 0) == queries
+
+
+async def test_a_mapping_reload_to_the_key_field_marks_too(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """The same switch by a mapping reload (SIGHUP) of running rails, not a restart."""
+    ids = seed_leads(sim, 2)
+    await spool.put(outcome(ids[0], live=True))
+    rails = make_rails(no_task_key_mapping())
+    await rails.drain(timeout_s=20)
+    o = outcome(ids[1], live=True, disposition="connected")
+    await spool.put(o)
+    await spool.release(await spool.claim("live", 10, urgent=True))
+    landed = sim.org.store.insert("Task", {"Subject": "x", "CallObject": o.external_key})
+    rails.set_mapping(load_mapping(None))
+    await rails.drain(timeout_s=20)
+    [task] = [t for t in tasks(sim) if t.get(KEY_FIELD) == o.external_key]
+    assert task["Id"] == landed and len(tasks(sim)) == 2
