@@ -205,7 +205,6 @@ class SentLead:
     order: tuple[float, int]  # (ended_at, record_id), as the spool orders outcomes per Lead
     lead_id: str
     fields: dict[str, Any]
-    sent_at: float  # monotonic clock
 
 
 class LeadLedger:

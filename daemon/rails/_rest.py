@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -169,7 +169,6 @@ class RestSender:
         ledger: LeadLedger,
         nested_collections: bool = True,
         known_tasks: LruCache[str, bool] | None = None,
-        clock: Callable[[], float],
     ) -> None:
         self._client = client
         self._spool = spool
@@ -178,7 +177,6 @@ class RestSender:
         self._ledger = ledger
         self._nested = nested_collections
         self._known: LruCache[str, bool] = known_tasks or LruCache(KNOWN_TASKS)
-        self._clock = clock
         self._locks = KeyLocks()
 
     # -- building ------------------------------------------------------------------
@@ -384,7 +382,6 @@ class RestSender:
                 ):
                     self._known.put(item.ext_key, True)
             verdicts.append(item.verdict)
-        now = self._clock()
         for row in rows:
             if row.full is not None and all(
                 i.lead_result is not None and i.lead_result.success for i in row.items
@@ -395,7 +392,6 @@ class RestSender:
                         (row.full.outcome.ended_at.timestamp(), row.full.record_id),
                         row.lead_id,
                         dict(row.fields),
-                        now,
                     ),
                 )
         return verdicts

@@ -640,7 +640,6 @@ class BulkRail:
         )
         verdicts: list[Verdict] = []
         resend_newer: list[tuple[str, SentLead]] = []
-        now = self._clock()
         # A REST write of one of these Leads still in flight may have landed before this
         # job's row: wait for its answer (it is recorded in the ledger then) before asking
         # the ledger whether a newer state went out.
@@ -673,7 +672,7 @@ class BulkRail:
                         elif lr.lead_id is not None:
                             self._ledger.record(
                                 lr.lead_ref_key,
-                                SentLead(lr.order, lr.lead_id, dict(lr.fields), now),
+                                SentLead(lr.order, lr.lead_id, dict(lr.fields)),
                             )
         task_results = {**task_jobs[0].results, **task_jobs[1].results}
         acks: list[Ref] = []  # the common case, without a Verdict each

@@ -142,7 +142,6 @@ class Rails:
             ledger=self.ledger,
             nested_collections=nested_collections,
             known_tasks=known,
-            clock=clock,
         )
         self.bulk = BulkRail(
             client=client,
