@@ -199,8 +199,10 @@ class RestSender:
             # Upserting Tasks, a remembered Id is one inserted before the switch, and only
             # records marked as maybe inserted before it (``task_id == ""``) are looked up.
             item.task_id = claim.task_id or found.get(item.ext_key)
-            if lookup_failed is not None and item.task_id is None and (
-                claim.task_id == "" if m.upserts_tasks else claim.maybe_sent
+            if (
+                lookup_failed is not None
+                and item.task_id is None
+                and (claim.task_id == "" if m.upserts_tasks else claim.maybe_sent)
             ):
                 item.verdict = _lookup_failed(claim, lookup_failed)
                 items.append(item)

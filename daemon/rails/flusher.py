@@ -317,6 +317,7 @@ class Rails:
         may have created unanswered, so the first send of each looks it up by CallObject
         instead of upserting a second Task (see ``Spool.suspect_unkeyed_tasks``). The
         spool keeps the mode (state ``task_writes``) across restarts."""
+
         def current() -> str:
             return "upsert" if self.mapping.upserts_tasks else "insert"
 
