@@ -7,7 +7,7 @@ time in FIFO order. Because a whole transaction is one call on that thread, a ca
 ``await`` can never leave a transaction half-open: the call runs to COMMIT or ROLLBACK on
 its own, and the caller treats a cancelled call as "may have happened" (STYLE.md habit 9).
 
-Every transition is guarded by the record's current state (and revision / attempt where
+Every transition is guarded by the record's current state (and revision / claim where
 it matters), so repeating any call is harmless.
 
 Nothing here keeps per-record state in memory: ids come from SQLite, counts from the
@@ -178,11 +178,11 @@ def translate_sqlite_error(exc: BaseException) -> BaseException:
 
 
 def _refs(refs: Iterable[RecordRef]) -> list[tuple[int, int, int | None]]:
-    """(record_id, rev, attempt or None) for Claims and (record_id, rev) pairs."""
+    """(record_id, rev, claim_no or None) for Claims and (record_id, rev) pairs."""
     out: list[tuple[int, int, int | None]] = []
     for ref in refs:
         if isinstance(ref, Claim | StoredClaim):
-            out.append((ref.record_id, ref.rev, ref.attempt))
+            out.append((ref.record_id, ref.rev, ref.claim_no))
         else:
             record_id, rev = ref
             out.append((int(record_id), int(rev), None))
@@ -552,9 +552,12 @@ class Store:
         )
         # In claim order: CROSS JOIN keeps json_each the outer loop (SQLite does not
         # reorder it), and json_each walks the array in order; no sort needed.
+        # ord_ts with 17 digits: JSON renders a REAL with 15, which rounds an end time with
+        # microseconds, and the rails compare it with ended_at.timestamp() exactly.
         read = (
-            "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key, o.ord_ts,"
-            " o.payload, o.claims, o.task_id)) FROM json_each(?) AS j CROSS JOIN outcomes AS o"
+            "SELECT json_group_array(json_array(o.id, o.rev, o.attempt, o.lead_key,"
+            " json(printf('%!.17g', o.ord_ts)), o.payload, o.claims, o.task_id))"
+            " FROM json_each(?) AS j CROSS JOIN outcomes AS o"
             " ON o.id = j.value"
             " WHERE o.state = 1"
         )
@@ -600,7 +603,7 @@ class Store:
         return self._readable(
             self._claim_rows(rail, limit, urgent, lease_s, now),
             lambda row: build(row, lease_until),
-            lambda row: (row[0], row[2]),
+            lambda row: (row[0], row[6]),
             now,
         )
 
@@ -608,15 +611,15 @@ class Store:
         self,
         items: Iterable[X],
         build: Callable[[X], T],
-        claim_of: Callable[[X], tuple[int, int]],
+        claim_of: Callable[[X], tuple[int, int | None]],
         now: float,
     ) -> list[T]:
         """``build(item)`` for each claimed item. One whose payload this version cannot
         read (``build`` raises ValidationError, e.g. another version wrote it) is
-        dead-lettered instead, under its claim (``claim_of(item)``: record id, attempt):
+        dead-lettered instead, under its claim (``claim_of(item)``: record id, claim_no):
         it must not block the queue."""
         built: list[T] = []
-        unreadable: list[tuple[str, float, int, int]] = []
+        unreadable: list[tuple[str, float, int, int | None]] = []
         for item in items:
             try:
                 built.append(build(item))
@@ -627,7 +630,7 @@ class Store:
                 lambda c: c.executemany(
                     "UPDATE outcomes SET state = 3, lease_until = NULL, error_code = ?,"
                     " error_message = ?, updated_at = ? WHERE id = ? AND state = 1"
-                    " AND attempt = ?",
+                    " AND claims = ifnull(?, claims)",
                     [(UNREADABLE_PAYLOAD, *row) for row in unreadable],
                 )
             )
@@ -635,7 +638,7 @@ class Store:
 
     def decode_stored(self, claims: Iterable[StoredClaim], now: float) -> list[Claim]:
         """These claims with their outcomes validated in full; see :meth:`_readable`."""
-        return self._readable(claims, StoredClaim.claim, lambda c: (c.record_id, c.attempt), now)
+        return self._readable(claims, StoredClaim.claim, lambda c: (c.record_id, c.claim_no), now)
 
     def claim(
         self, rail: str, limit: int, urgent: bool | None, lease_s: float, now: float
@@ -646,7 +649,16 @@ class Store:
             record_id, rev, attempt, lead_key, _, payload, claims, task_id = row
             outcome = CallOutcome.from_stored_json(payload)
             return Claim(
-                record_id, rev, outcome, attempt, rail, lease_until, lead_key, claims > 1, task_id
+                record_id,
+                rev,
+                outcome,
+                attempt,
+                rail,
+                lease_until,
+                lead_key,
+                claims > 1,
+                task_id,
+                claims,
             )
 
         return self._decode_claimed(rail, limit, urgent, lease_s, now, build)
@@ -678,24 +690,25 @@ class Store:
                 ord_ts,
                 claims > 1,
                 task_id,
+                claims,
             )
 
         return self._decode_claimed(rail, limit, urgent, lease_s, now, build)
 
     @staticmethod
     def _current(c: sqlite3.Connection, ids: Sequence[int]) -> dict[int, tuple[int, int, int]]:
-        """record_id -> (state, rev, attempt), read in one step per chunk (rows aggregated
+        """record_id -> (state, rev, claims), read in one step per chunk (rows aggregated
         into one JSON value: each row fetched separately would cost a GIL round trip)."""
         out: dict[int, tuple[int, int, int]] = {}
         for chunk in _chunks(list(dict.fromkeys(ids))):
             marks = ",".join("?" * len(chunk))
             (doc,) = c.execute(
-                "SELECT json_group_array(json_array(id, state, rev, attempt)) FROM outcomes"
+                "SELECT json_group_array(json_array(id, state, rev, claims)) FROM outcomes"
                 f" WHERE id IN ({marks})",
                 chunk,
             ).fetchone()
-            for record_id, state, rev, attempt in _loads(doc):
-                out[record_id] = (state, rev, attempt)
+            for record_id, state, rev, claims in _loads(doc):
+                out[record_id] = (state, rev, claims)
         return out
 
     @staticmethod
@@ -714,7 +727,7 @@ class Store:
         apply: Callable[[sqlite3.Connection, str, list[int]], None],
     ) -> dict[str, list[int]]:
         """One transaction: read the current state of every record, let ``decide`` pick a
-        category per record (from its ref's rev/attempt and the current state), then
+        category per record (from its ref's rev/claim_no and the current state), then
         ``apply`` one set-based UPDATE per category. Guards live in ``decide``; the
         write lock (BEGIN IMMEDIATE) keeps what it read true until COMMIT."""
         items = _refs(refs)
@@ -723,11 +736,11 @@ class Store:
             current = self._current(c, [i for i, _, _ in items])
             groups: dict[str, list[int]] = {}
             seen: set[int] = set()
-            for record_id, rev, attempt in items:
+            for record_id, rev, claim_no in items:
                 if record_id in seen:
                     continue
                 seen.add(record_id)
-                category = decide(record_id, rev, attempt, current.get(record_id))
+                category = decide(record_id, rev, claim_no, current.get(record_id))
                 groups.setdefault(category, []).append(record_id)
             for category, ids in groups.items():
                 apply(c, category, ids)
@@ -748,14 +761,17 @@ class Store:
             return fast
         rails = {r.record_id: r.rail for r in ref_list if isinstance(r, Claim | StoredClaim)}
 
-        def decide(rid: int, rev: int, _a: int | None, cur: tuple[int, int, int] | None) -> str:
+        def decide(rid: int, rev: int, no: int | None, cur: tuple[int, int, int] | None) -> str:
             if cur is None:
                 return "skipped"
             state, current_rev, _ = cur
             if state in (PENDING, INFLIGHT) and rev == current_rev:
                 # A pending record that is acked was delivered: it keeps the acking rail.
                 return "done:" + rails.get(rid, "")
-            return "requeued" if state == INFLIGHT else "skipped"
+            # A newer version while this claim held the record: pending again, to be sent
+            # too. Not when a later claim holds it (this one's lease ran out, or this is a
+            # repeated ack): that claim sends the newer version already.
+            return "requeued" if self._held(no, cur) else "skipped"
 
         def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
             if category.startswith("done:"):
@@ -818,9 +834,9 @@ class Store:
         return AckResult(done=sorted(ids), requeued=[], skipped=[])
 
     @staticmethod
-    def _held(attempt: int | None, cur: tuple[int, int, int] | None) -> bool:
+    def _held(claim_no: int | None, cur: tuple[int, int, int] | None) -> bool:
         """In flight, and (for a Claim) still under that claim, not a later one."""
-        return cur is not None and cur[0] == INFLIGHT and (attempt is None or cur[2] == attempt)
+        return cur is not None and cur[0] == INFLIGHT and (claim_no is None or cur[2] == claim_no)
 
     def retry_later(
         self,
@@ -830,8 +846,8 @@ class Store:
         message: str | None,
         now: float,
     ) -> int:
-        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
-            return "retry" if self._held(attempt, cur) else "skip"
+        def decide(_r: int, _v: int, no: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "retry" if self._held(no, cur) else "skip"
 
         def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
             if category == "retry":
@@ -840,8 +856,8 @@ class Store:
         return len(self._transition(refs, decide, apply).get("retry", []))
 
     def release(self, refs: Iterable[RecordRef], now: float) -> int:
-        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
-            return "release" if self._held(attempt, cur) else "skip"
+        def decide(_r: int, _v: int, no: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "release" if self._held(no, cur) else "skip"
 
         def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
             if category == "release":
@@ -862,8 +878,8 @@ class Store:
         """Permanent failure: dead letter. A record replaced meanwhile goes back to pending,
         since the newer version may well be accepted."""
 
-        def decide(_r: int, rev: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
-            if not self._held(attempt, cur):
+        def decide(_r: int, rev: int, no: int | None, cur: tuple[int, int, int] | None) -> str:
+            if not self._held(no, cur):
                 return "skip"
             assert cur is not None
             return "dead" if cur[1] == rev else "requeue"
@@ -883,8 +899,8 @@ class Store:
         return len(self._transition(refs, decide, apply).get("dead", []))
 
     def extend_lease(self, refs: Iterable[RecordRef], lease_s: float, now: float) -> int:
-        def decide(_r: int, _v: int, attempt: int | None, cur: tuple[int, int, int] | None) -> str:
-            return "extend" if self._held(attempt, cur) else "skip"
+        def decide(_r: int, _v: int, no: int | None, cur: tuple[int, int, int] | None) -> str:
+            return "extend" if self._held(no, cur) else "skip"
 
         def apply(c: sqlite3.Connection, category: str, ids: list[int]) -> None:
             if category == "extend":
@@ -1190,10 +1206,11 @@ class Store:
                 )
             ]
             for job in jobs:
+                # (job_records is WITHOUT ROWID: rows are named by their primary key)
                 gone = c.execute(
-                    "DELETE FROM job_records WHERE rowid IN (SELECT rowid FROM job_records"
-                    " WHERE sf_job_id = ? LIMIT ?)",
-                    (job, limit),
+                    "DELETE FROM job_records WHERE sf_job_id = ? AND record_id IN"
+                    " (SELECT record_id FROM job_records WHERE sf_job_id = ? LIMIT ?)",
+                    (job, job, limit),
                 ).rowcount
                 n += gone
                 if gone < limit:

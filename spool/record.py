@@ -147,6 +147,7 @@ class LeadRef(BaseModel):
 
 
 ExtraValue = str | int | float | bool | None
+_INT64_MAX = 2**63 - 1
 
 
 class CallOutcome(BaseModel):
@@ -158,8 +159,9 @@ class CallOutcome(BaseModel):
     source: str = Field(description="adapter name, e.g. 'vicidial' (lowercase, [a-z0-9_.-])")
     call_id: str = Field(min_length=1, max_length=190)  # 64 + ":" + 190 = 255
     # Ordering: explicit version bump, then the platform's sequence / event time.
-    version: int = Field(default=0, ge=0)
-    source_seq: int | None = Field(default=None, ge=0)
+    # (at most SQLite's largest integer: the spool orders by both in columns of their own)
+    version: int = Field(default=0, ge=0, le=_INT64_MAX)
+    source_seq: int | None = Field(default=None, ge=0, le=_INT64_MAX)
 
     # What happened
     disposition: Disposition

@@ -73,6 +73,10 @@ class Claim:
     maybe_sent: bool = True
     #: Salesforce Id of this record's Task, once an insert of it was answered
     task_id: str | None = None
+    #: Which claim of the record this is (1 for its first, never reused, unlike
+    #: ``attempt``, which a release or a requeue gives back): a transition under this
+    #: claim does nothing once a later claim holds the record. None: not checked.
+    claim_no: int | None = None
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -96,6 +100,7 @@ class StoredClaim:
     ord_ts: float
     maybe_sent: bool = True
     task_id: str | None = None
+    claim_no: int | None = None
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -113,6 +118,7 @@ class StoredClaim:
             lead_key=self.lead_key,
             maybe_sent=self.maybe_sent,
             task_id=self.task_id,
+            claim_no=self.claim_no,
         )
 
 

@@ -421,14 +421,21 @@ class Spool:
                 if not b.future.done():
                     b.future.set_exception(translate_sqlite_error(exc))
             return
-        except BaseException as exc:
+        except Exception as exc:
+            # Not SQLite's (e.g. a value the sqlite3 module cannot bind): the transaction
+            # was rolled back; this batch's callers get the error, the writer goes on.
+            log.error(
+                "spool write failed",
+                extra={"error": repr(exc)[:300], "requests": len(batch)},
+            )
             for b in batch:
                 if not b.future.done():
-                    b.future.set_exception(
-                        SpoolClosed("spool writer stopped")
-                        if isinstance(exc, asyncio.CancelledError)
-                        else exc
-                    )
+                    b.future.set_exception(exc)
+            return
+        except BaseException:
+            for b in batch:
+                if not b.future.done():
+                    b.future.set_exception(SpoolClosed("spool writer stopped"))
             raise
         for b, result in zip(batch, results, strict=True):
             if b.future.done():

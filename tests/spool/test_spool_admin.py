@@ -195,3 +195,22 @@ async def test_record_job_marks_exactly_the_recorded_records(spool: Spool) -> No
     assert (stats.pending, stats.inflight) == (2, 2)
     pages = [c.pair for p in [p async for p in spool.iter_job_records("750C")] for c in p]
     assert pages == [c.pair for c in claims[:2]]
+
+
+async def test_purge_still_works_once_a_finished_bulk_job_is_past_retention(
+    open_test_spool: Callable[..., Any], clock: FakeClock
+) -> None:
+    """Retention must purge old done records (and the old finished job) even when a
+    finished Bulk job is older than the retention period."""
+    async with open_test_spool(retention_s=3600) as sp:
+        await sp.put_many([outcome() for _ in range(3)])
+        claims = await sp.claim("bulk", 3)
+        await sp.record_job("750PURGE", "Task", "upsert", claims)
+        await sp.ack(claims)
+        assert await sp.finish_job("750PURGE", "JobComplete")
+        clock.advance(3601)
+        _, purged = await sp.run_maintenance()
+        assert purged >= 3
+        stats = await sp.stats()
+        assert stats.done == 0
+        assert await sp.jobs() == []

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from spool_helpers import FakeClock, outcome
 
-from spool import PutStatus, Spool, SpoolClosed, SpoolFull
+from spool import CallOutcome, PutStatus, Spool, SpoolClosed, SpoolFull
 
 
 async def test_same_call_twice_is_one_record(spool: Spool) -> None:
@@ -234,3 +235,39 @@ async def test_quarantine_keeps_bad_input(spool: Spool) -> None:
     assert [r.id for r in rows] == [second, first]
     assert rows[1].raw == b"\xff\xfe not json" and rows[1].reason == "invalid JSON"
     assert (await spool.stats()).quarantined == 2
+
+
+@pytest.mark.parametrize("field", ["version", "source_seq"])
+def test_an_ordering_number_beyond_64_bits_is_refused_by_name(field: str) -> None:
+    """version and source_seq go into SQLite integer columns: a larger number (a CDR
+    'sequence' column parsed with int()) is refused as invalid input, naming the field,
+    instead of failing the spool's group commit (it took the writer down, and with it the
+    daemon, again at every redelivery)."""
+    good = outcome().model_dump()
+    CallOutcome.model_validate({**good, field: 2**63 - 1})
+    with pytest.raises(ValidationError, match=field):
+        CallOutcome.model_validate({**good, field: 2**63})
+
+
+async def test_a_failed_group_commit_fails_its_callers_and_the_writer_goes_on(
+    open_test_spool: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is not SQLite's while a batch is written (the sqlite3 module refusing
+    a value, say) fails that batch's callers with it; the spool keeps taking outcomes."""
+    async with open_test_spool() as sp:
+        store = sp._wstore
+        put_batch = store.put_batch
+        calls = 0
+
+        def failing_once(*args: Any, **kw: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise OverflowError("Python int too large to convert to SQLite INTEGER")
+            return put_batch(*args, **kw)
+
+        monkeypatch.setattr(store, "put_batch", failing_once)
+        with pytest.raises(OverflowError):
+            await sp.put(outcome("refused"))
+        assert (await sp.put(outcome("after"))).status is PutStatus.INSERTED
+        assert (await sp.stats()).pending == 1

@@ -249,3 +249,81 @@ async def test_claim_leaves_the_write_connection_at_its_synchronous_level(spool:
     await spool.put(outcome("c-sync"))
     assert [c.outcome.call_id for c in await spool.claim("live", 5)] == ["c-sync"]
     assert await spool._write(level) == 2
+
+
+async def test_repeated_release_does_not_take_the_record_from_its_next_holder(
+    spool: Spool,
+) -> None:
+    """Repeating a (maybe cancelled) release must be harmless: once another rail claimed
+    the record, the first rail's stale claim must not move it back to pending."""
+    rec = await spool.put(outcome())
+    [first] = await spool.claim("bulk", 1)
+    assert await spool.release([first]) == 1
+    [second] = await spool.claim("live", 1)
+    assert second.record_id == rec.record_id
+    # The first rail repeats its release (it did not know whether it happened).
+    assert await spool.release([first]) == 0
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (0, 1)
+    assert await spool.claim("collections", 1) == []
+
+
+async def test_stale_holder_cannot_dead_letter_the_next_claim(spool: Spool) -> None:
+    """A rail whose claim was released must not dead-letter the record another rail now
+    holds under a new claim."""
+    await spool.put(outcome())
+    [first] = await spool.claim("bulk", 1)
+    await spool.release([first])
+    [second] = await spool.claim("live", 1)
+    assert await spool.dead([first], error_code="X", message="stale") == 0
+    assert (await spool.stats()).dead == 0
+    assert (await spool.ack([second])).done == [second.record_id]
+
+
+async def test_stale_ack_of_an_old_revision_does_not_break_the_current_lease(
+    spool: Spool, clock: FakeClock
+) -> None:
+    """Rail A's lease expired and rail B now sends the newer version. A's late ack of the
+    old revision must not pull the record out from under B (it would be claimed and sent
+    a second time while B is still sending it)."""
+    rec = await spool.put(outcome("s1", ended=1))
+    [a] = await spool.claim("bulk", 1, lease_s=10)
+    await spool.put(outcome("s1", ended=2))  # newer version while A holds it
+    clock.advance(11)
+    [b] = await spool.claim("live", 1, lease_s=60)
+    assert b.record_id == rec.record_id and b.rev == a.rev + 1
+    await spool.ack([a])  # A's late answer, for the old revision
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (0, 1)
+    assert await spool.claim("collections", 1) == []
+    assert (await spool.ack([b])).done == [rec.record_id]
+
+
+async def test_repeated_ack_does_not_requeue_the_next_version_in_flight(spool: Spool) -> None:
+    """Repeating an ack is documented as harmless. Once the call's newer version is in
+    flight with another rail, repeating the old ack must not put it back to pending
+    (it would be claimed and sent a second time while the first send is running)."""
+    rec = await spool.put(outcome("r1", ended=1))
+    [a] = await spool.claim("bulk", 1)
+    assert (await spool.ack([a])).done == [rec.record_id]
+    assert (await spool.put(outcome("r1", ended=2))).rev == a.rev + 1  # requeued
+    [b] = await spool.claim("live", 1)
+    await spool.ack([a])  # the first ack again (its caller did not know it happened)
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (0, 1)
+    assert await spool.claim("collections", 1) == []
+    assert (await spool.ack([b])).done == [rec.record_id]
+
+
+async def test_claim_stored_order_matches_the_stored_order_column(spool: Spool) -> None:
+    """StoredClaim.ord_ts is documented as the spool's order column (ended_at as unix
+    seconds), and the Bulk rail compares (ord_ts, record_id) with the orders
+    newest_per_lead returns and with the REST rail's ended_at.timestamp(). With
+    microsecond end times they must be equal, not rounded."""
+    o = outcome(lead="LP", ended=0.123457)
+    rec = await spool.put(o)
+    [c] = await spool.claim_stored("bulk", 1)
+    newest = await spool.newest_per_lead(["ext:LP"])
+    assert newest["ext:LP"] == (rec.record_id, (o.ended_at.timestamp(), rec.record_id))
+    assert (c.ord_ts, c.record_id) == newest["ext:LP"][1]
+    assert c.ord_ts == c.outcome.ended_at.timestamp()
