@@ -1104,17 +1104,18 @@ class Store:
         return None if row is None else self._dead_letter(row)
 
     def resend(self, ids: Sequence[int], now: float) -> int:
-        """Send these records again: done ones back to pending; in-flight ones get a new
-        revision, so that the ack of their current send puts them back to pending instead
-        of marking them done (as when a newer version arrives meanwhile). Pending and dead
-        records are left alone. Returns how many were done or in flight."""
+        """Send these records again, each under a new revision: done ones back to pending
+        (a late ack of the send that made them done then cannot mark them done again);
+        in-flight ones stay in flight, and the ack of their current send puts them back to
+        pending instead of marking them done (as when a newer version arrives meanwhile).
+        Pending and dead records are left alone. Returns how many were done or in flight."""
 
         def run(c: sqlite3.Connection) -> int:
             n = 0
             for chunk in _chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
                 n += c.execute(
-                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL,"
+                    "UPDATE outcomes SET state = 0, rail = '', lease_until = NULL, rev = rev + 1,"
                     " next_attempt_at = ?, queued_at = ?, updated_at = ?"
                     f" WHERE state = 2 AND id IN ({marks})",
                     [now, now, now, *chunk],

@@ -54,6 +54,9 @@ async def test_resend_sends_done_and_in_flight_records_again(spool: Spool) -> No
     assert (stats.pending, stats.inflight, stats.done, stats.dead) == (2, 1, 0, 1)
     ack = await spool.ack([claims[flying]])
     assert ack.requeued == [flying] and ack.done == []
+    # The send that made ``done`` done, acked again late (a retry of its answer): the
+    # record stays pending, to be sent again.
+    assert (await spool.ack([claims[done]])).done == []
     again = {c.record_id for c in await spool.claim("live", 10)}
     assert again == {done, flying, waiting}
 
