@@ -146,8 +146,17 @@ class LeadResolver:
         return self._cache.get(ref.key)
 
     def forget(self, ref: LeadRef) -> None:
-        """A cached Id turned out wrong (deleted or merged Lead): missing for a while."""
+        """No Lead for this ref after all (its Id is gone, and no lookup finds another):
+        missing for a while."""
         self.mark_missing(ref)
+
+    async def refresh(self, refs: Sequence[LeadRef], *, rail: str) -> dict[str, str | None]:
+        """Look these refs up again, past the cache: the Id cached for them turned out gone
+        (a deleted Lead, or one merged into another, which the phone or key names now).
+        A ref by Id is answered with its Id, as by :meth:`resolve`: nothing to look up."""
+        for ref in refs:
+            self._cache.discard(ref.key)
+        return await self.resolve(refs, rail=rail)
 
     async def resolve(self, refs: Iterable[LeadRef], *, rail: str) -> dict[str, str | None]:
         """lead key -> Lead Id, or None when no Lead matches."""

@@ -16,6 +16,9 @@ the way: an upsert by key would not find it, and would create a second Task.
 Every record gets a :class:`Verdict` from its own results (HTTP 200 is not
 success). Create-only fields (TaskSubtype) that Salesforce refuses on an update
 are dropped and the Task re-sent in the same cycle, never failing the record.
+A Lead found gone (by the Task's WhoId or by the Lead update) is looked up again
+when its Id came from the cache for a phone or external key (a merge leaves the
+survivor with that phone or key); else the lead-not-found policy applies.
 """
 
 from __future__ import annotations
@@ -73,7 +76,8 @@ _MISSING_LEAD_CODES = frozenset(
 _MISSING_TASK_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
 # Rounds after the first in one send, each mending what the one before was refused for.
 # Three suffice: a deleted Task (looked up, re-upserted) whose key another Task carries
-# (create-only fields dropped), with a dead WhoId (dropped) is the longest chain.
+# (create-only fields dropped), with a dead WhoId (dropped, or pointed at the Lead its
+# phone or key names now) is the longest chain.
 _MENDS = 3
 
 
@@ -128,6 +132,10 @@ class _Item:
     #: the Task's Id when it is updated by Id: remembered from an insert (orgs without a
     #: Task external ID field, now or before the mapping switched to upserts) or found
     task_id: str | None = None
+    #: lead_id came from the resolver's cache for a Lead named by phone or external key:
+    #: it may name a Lead deleted (merged into another) since, and is looked up again once
+    #: if refused as gone
+    lead_cached: bool = False
     task_result: ItemResult | None = None
     lead_result: ItemResult | None = None
     errors: list[RecordError] = field(default_factory=list)
@@ -185,6 +193,8 @@ class RestSender:
     ) -> tuple[list[_Item], list[_LeadRow]]:
         m = self._mapping
         refs = [c.outcome.lead for c in claims if c.outcome.lead is not None]
+        # (before resolve, which caches what it looks up: those are fresh)
+        cached = {r.key for r in refs if r.id is None and self._resolver.cached(r) is not None}
         lead_ids = await self._resolver.resolve(refs, rail=rail) if refs else {}
         lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
         newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
@@ -221,6 +231,7 @@ class RestSender:
                     policy="task_without_who",
                 )
             item.lead_id = lead_id
+            item.lead_cached = lead_id is not None and ref is not None and ref.key in cached
             new = item.task_id is None and (not m.upserts_tasks or item.ext_key not in self._known)
             item.task = m.task_record(outcome, who_id=lead_id, include_create_only=new)
             items.append(item)
@@ -343,7 +354,7 @@ class RestSender:
             self._note_inserted(todo)
             try:
                 # Later rounds, same cycle: a refusal we can mend (create-only fields on an
-                # update, a dead WhoId, a deleted or already keyed Task) is mended and sent
+                # update, a Lead gone, a deleted or already keyed Task) is mended and sent
                 # again. A mend can meet another (a deleted Task re-upserted by a key that
                 # another Task carries is then an update, which refuses create-only fields),
                 # so this goes on while there is one, for at most _MENDS rounds: each mend
@@ -351,18 +362,27 @@ class RestSender:
                 sent = todo
                 for _ in range(_MENDS):
                     again = await self._recheck_missing_tasks(sent, rail=rail)
-                    rechecked = {id(i) for i in again}
+                    queued = {id(i) for i in again}
+                    moved, moved_rows = await self._mend_missing_leads(
+                        sent, rows, queued, rail=rail
+                    )
+                    again += moved
+                    queued.update(id(i) for i in moved)
                     again += [
                         i
                         for i in sent
-                        if id(i) not in rechecked and i.verdict is None and self._fix_for_resend(i)
+                        if id(i) not in queued and i.verdict is None and self._fix_for_resend(i)
                     ]
                     if not again:
                         break
+                    queued.update(id(i) for i in again)
+                    # A Lead update pointed at another Lead goes again with its items (one
+                    # whose items all wait for a retry goes with them then).
+                    resend = [r for r in moved_rows if any(id(i) in queued for i in r.items)]
                     for i in again:
                         i.task_result = None
                         i.errors.clear()
-                    await self._send_round(again, [], rail=rail, single=len(again) == 1)
+                    await self._send_round(again, resend, rail=rail, single=len(again) == 1)
                     self._note_inserted(again)
                     sent = again
             finally:
@@ -412,7 +432,7 @@ class RestSender:
         its WhoId? (ENTITY_IS_DELETED names no field for either.) Asked by the call's key:
         no Task found -> inserted again in full; found under another Id -> that one is
         updated; found under the same Id -> its WhoId is what is gone (left to
-        :meth:`_fix_for_resend`). Returns the items to send again now.
+        :meth:`_mend_missing_leads`). Returns the items to send again now.
 
         Upserting Tasks, only those updated by a remembered Id (inserted before the switch)
         are asked; one not found is then upserted by its key."""
@@ -454,8 +474,108 @@ class RestSender:
             again.append(i)
         return again
 
+    async def _mend_missing_leads(
+        self, items: Sequence[_Item], rows: Sequence[_LeadRow], rechecked: set[int], *, rail: str
+    ) -> tuple[list[_Item], list[_LeadRow]]:
+        """Items whose Lead is gone: their Lead update, or their Task's WhoId, was refused as
+        deleted or unknown. Either answer counts alone: the Task may have failed for another
+        reason (a lock) in the same call, and the record is retried for that.
+
+        An Id from the cache, for a Lead named by phone or external key, is looked up once
+        again: the Lead may have been merged into another, which the phone or key names now,
+        and the Task and the Lead update go to that one. Otherwise (named by Id, looked up
+        in this send, or none found now) the lead-not-found policy applies, as in
+        :meth:`_prepare`. Items in ``rechecked`` (their Task was gone, and is sent again
+        anyway) are mended by their Lead update's answer only.
+
+        Returns the items to send again now, and the Lead rows pointed at another Lead."""
+        gone: list[tuple[_Item, RecordError, bool]] = []  # (item, error, WhoId refused)
+        for i in items:
+            if i.verdict is not None:
+                continue
+            who = None if id(i) in rechecked else _who_refused(i)
+            lead = i.lead_result.error if i.lead_result is not None else None
+            if lead is not None and lead.code not in _MISSING_LEAD_CODES:
+                lead = None
+            if (first := who or lead) is not None:
+                gone.append((i, first, who is not None))
+        if not gone:
+            return [], []
+        found: dict[str, str | None] = {}
+        stale = [i for i, _, _ in gone if i.lead_cached]
+        refs = [ref for i in stale if (ref := i.claim.outcome.lead) is not None]
+        if refs:
+            try:
+                found = await self._resolver.refresh(refs, rail=rail)
+            except (RetryableError, PermanentError) as exc:
+                # Which Lead the phone or key names now is unknown: the record waits, and
+                # is looked up afresh then (refresh dropped the cached Id).
+                for i in stale:
+                    i.verdict = Verdict(
+                        i.claim,
+                        Action.RETRY,
+                        exc.error_code or type(exc).__name__,
+                        f"Lead lookup failed: {exc.message}",
+                        exc.retry_after_s if isinstance(exc, RetryableError) else None,
+                    )
+        row_of = {id(i): r for r in rows for i in r.items}
+        again: list[_Item] = []
+        moved_rows: list[_LeadRow] = []
+        for i, err, refused in gone:
+            if i.verdict is not None:
+                continue
+            ref = i.claim.outcome.lead
+            now = found.get(ref.key) if ref is not None and i.lead_cached else None
+            i.lead_cached = False  # one fresh lookup per refusal: a second one is final
+            if ref is None or now is None or now == i.lead_id:
+                self._lead_gone(i, err)
+                if refused and i.verdict is None:
+                    again.append(i)
+                continue
+            log.info(
+                "lead_moved",
+                rail=rail,
+                call_id=i.claim.outcome.call_id,
+                lead=ref.key,
+                was=i.lead_id,
+                now=now,
+            )
+            i.lead_id = now
+            i.lead_result = None
+            row = row_of.get(id(i))
+            if row is not None and row.lead_id != now:
+                row.lead_id = now
+                moved_rows.append(row)
+            done = i.task_result is not None and i.task_result.success
+            if done:
+                # Written a moment before its Lead was merged away: pointed at the survivor
+                # too, by an update (which refuses create-only fields).
+                self._known.put(i.ext_key, True)
+                i.task = self._mapping.task_record(
+                    i.claim.outcome, who_id=now, include_create_only=False
+                )
+            else:
+                i.task["WhoId"] = now
+            if id(i) not in rechecked and (refused or done):
+                again.append(i)
+        return again, moved_rows
+
+    def _lead_gone(self, item: _Item, err: RecordError) -> None:
+        """No Lead for this outcome after all: the lead-not-found policy. The resolver marks
+        it missing, so a record retried (for its Task's own error) goes without it."""
+        ref = item.claim.outcome.lead
+        if ref is not None:
+            self._resolver.forget(ref)
+        if self._mapping.lead_not_found is LeadNotFound.DEAD_LETTER:
+            item.verdict = Verdict(item.claim, Action.DEAD, LEAD_NOT_FOUND, err.message)
+            return
+        item.task.pop("WhoId", None)
+        item.lead_id = None
+        item.lead_result = None  # a Lead update failed, or would: nothing to update
+
     def _fix_for_resend(self, item: _Item) -> bool:
-        """True when the Task failed for a reason we can fix now (create-only, dead WhoId)."""
+        """True when the Task failed for a reason we can fix now (create-only fields on an
+        update, a key another Task carries)."""
         result = item.task_result
         if result is None or result.success or result.error is None:
             return False
@@ -492,20 +612,6 @@ class RestSender:
             item.task = m.task_record(
                 item.claim.outcome, who_id=item.task.get("WhoId"), include_create_only=False
             )
-            return True
-        if (
-            "WhoId" in item.task
-            and err.code in _MISSING_LEAD_CODES | {"FIELD_INTEGRITY_EXCEPTION"}
-            and ("WhoId" in err.fields or "WhoId" in err.message or not err.fields)
-        ):
-            ref = item.claim.outcome.lead
-            if ref is not None:
-                self._resolver.forget(ref)
-            if m.lead_not_found is LeadNotFound.DEAD_LETTER:
-                item.verdict = Verdict(item.claim, Action.DEAD, LEAD_NOT_FOUND, err.message)
-                return False
-            item.task.pop("WhoId", None)
-            item.lead_result = None  # the Lead update failed the same way; nothing to update
             return True
         return False
 
@@ -585,9 +691,12 @@ class RestSender:
             False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Task"),)
         )
         if row is not None:
-            item.lead_result = results.get("lead") or ItemResult(
+            lead_result = results.get("lead") or ItemResult(
                 False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Lead"),)
             )
+            # (a row sent again with one of its items: the others' Lead is updated as well)
+            for i in row.items:
+                i.lead_result = lead_result
 
     def _by_id(self, item: _Item) -> dict[str, Any]:
         """The fields of an update by Id; upserting Tasks, with the key field filled in (a
@@ -686,6 +795,22 @@ class RestSender:
             for row, r in zip(row_chunk, lead_results, strict=True):
                 for i in row.items:
                     i.lead_result = r
+
+
+def _who_refused(item: _Item) -> RecordError | None:
+    """The Task's error when it refused its WhoId as no Lead (deleted, unknown, not a Lead).
+    ENTITY_IS_DELETED names no field: on an update by Id, it may mean a deleted Task, which
+    ``_recheck_missing_tasks`` rules out first."""
+    result = item.task_result
+    err = result.error if result is not None and not result.success else None
+    if (
+        err is not None
+        and "WhoId" in item.task
+        and err.code in _MISSING_LEAD_CODES | {"FIELD_INTEGRITY_EXCEPTION"}
+        and ("WhoId" in err.fields or "WhoId" in err.message or not err.fields)
+    ):
+        return err
+    return None
 
 
 def _lookup_failed(claim: Claim, exc: RetryableError) -> Verdict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from railkit import (
     wait_for,
 )
 
-from daemon.mapping import parse_mapping
+from daemon.mapping import LeadNotFound, load_mapping, parse_mapping
 from daemon.salesforce import ConfigurationError, SalesforceClient
 from spool import CallOutcome, Spool
 
@@ -174,6 +175,84 @@ async def test_unknown_lead_follows_policy(
     assert task_by_key(sim, b.external_key) is None
     [dead] = await spool.dead_letters()
     assert dead.error_code == "LEAD_NOT_FOUND" and "nobody-2" in (dead.error_message or "")
+
+
+@pytest.mark.parametrize(
+    ("gone", "policy"),
+    [
+        ("deleted", "task_without_who"),
+        ("no such Id", "task_without_who"),
+        ("deleted", "dead_letter"),
+    ],
+)
+async def test_a_gone_lead_follows_the_policy_when_its_task_meets_a_lock(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any, gone: str, policy: str
+) -> None:
+    """The outcome's Lead is gone (deleted: ENTITY_IS_DELETED; an Id of no record: 404
+    NOT_FOUND) and its Task meets a transient lock in the same call, so only the Lead update
+    says the Lead is gone. The lead-not-found policy applies as when the WhoId is refused:
+    task_without_who retries the record for the lock and writes its Task without WhoId;
+    dead_letter dead-letters it as LEAD_NOT_FOUND. Never a pause of the rail."""
+    [lead_id] = seed_leads(sim, 1)
+    if gone == "deleted":
+        sim.org.store.delete("Lead", lead_id)
+    else:
+        lead_id = lead_id[:5] + "0000000009"  # same key prefix, no such record
+    o = outcome({"id": lead_id}, live=True, disposition="connected")
+    await spool.put(o)
+    sim.org.faults.configure({"lock_next": 1})  # the Task, written first
+    # The built-in mapping (its Lead fields make the Lead update), with this policy.
+    rails = make_rails(replace(load_mapping(None), lead_not_found=LeadNotFound(policy)))
+    await rails.drain(timeout_s=20)
+    assert not rails.paused
+    task = task_by_key(sim, o.external_key)
+    if policy == "dead_letter":
+        [dead] = await spool.dead_letters()
+        assert dead.call_id == o.call_id and dead.error_code == "LEAD_NOT_FOUND"
+        assert task is None
+    else:
+        assert await spool.dead_letters() == []
+        assert task is not None and task["WhoId"] is None
+        assert (await spool.stats()).done == 1
+
+
+@pytest.mark.parametrize("merged", [True, False])
+async def test_a_cached_lead_gone_since_is_looked_up_again(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any, merged: bool
+) -> None:
+    """Two duplicate Leads share a phone; lookups find the oldest (A), which is cached. A is
+    merged into B (A deleted): a do_not_call outcome by that phone is refused for A, the
+    phone is looked up again once, and the Task and DoNotCall go to B in the same cycle.
+    With no Lead left by that phone, the lead-not-found policy applies (no WhoId)."""
+    st = sim.org.store
+    a = st.insert("Lead", {"LastName": "A", "Company": "Acme", "Phone": "+15551112222"})
+    b = st.insert("Lead", {"LastName": "B", "Company": "Acme", "Phone": "+15551112222"})
+    rails = make_rails()
+    first = outcome({"phone": "+15551112222"}, live=True, disposition="no_answer")
+    await spool.put(first)
+    await rails.drain(timeout_s=20)
+    assert task_of(sim, first.external_key)["WhoId"] == a
+    st.delete("Lead", a)
+    if not merged:
+        st.delete("Lead", b)
+    lookups, calls = rails.resolver.lookups, client.quota.calls_by_rail["live"]
+    dnc = outcome({"phone": "+15551112222"}, live=True, disposition="do_not_call")
+    await spool.put(dnc)
+    with structlog.testing.capture_logs() as logs:
+        await rails.drain(timeout_s=20)
+    assert await spool.dead_letters() == []
+    assert (await spool.stats()).done == 2
+    # Refused for A, one lookup, sent again: one cycle.
+    assert rails.resolver.lookups == lookups + 1
+    assert client.quota.calls_by_rail["live"] == calls + 3
+    moved = [e for e in logs if e["event"] == "lead_moved"]
+    if merged:
+        assert task_of(sim, dnc.external_key)["WhoId"] == b
+        assert lead(sim, b)["DoNotCall"] is True
+        assert [(e["was"], e["now"]) for e in moved] == [(a, b)]
+    else:
+        assert task_of(sim, dnc.external_key)["WhoId"] is None
+        assert moved == []
 
 
 async def test_update_of_an_existing_task_drops_create_only_fields(
