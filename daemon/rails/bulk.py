@@ -10,7 +10,8 @@ read ``successfulResults/``, ``failedResults/`` and, when needed,
 ``unprocessedrecords/``, matching rows by key (order is not guaranteed, §4.8).
 ``JobComplete`` is not success (§7.1): every record needs its own result; a
 record without one is retried. A job ``Failed`` for the whole file is a
-configuration error: the rail pauses and the records stay pending.
+configuration error, as is a record refused for one of its own (e.g. a Lead field the
+integration user cannot update): the rail pauses and the records stay pending.
 
 The batch's records are recorded in the spool with its first job; on restart
 :meth:`BulkRail.recover` brings every unfinished job to a final state (aborting
@@ -55,7 +56,7 @@ from daemon.salesforce.wire import (
     iter_result_errors,
     utf8_len,
 )
-from spool import Claim, Spool, SpoolError, StoredClaim
+from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
 from spool.record import Direction, Disposition, OutcomeFields
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
@@ -253,9 +254,13 @@ class BulkRail:
         self._clock = clock
         self.stats = BulkStats()
         self.counts: dict[Action, int] = {}
-        # Records of a batch whose job never got recorded (the spool refused the write):
-        # released as soon as the spool takes it, at the latest by the next recover().
-        self._orphans: list[tuple[int, int]] = []
+        # Records of a batch whose job never got recorded (the spool refused the write), or
+        # whose build failed and the spool refused their release: released as soon as the
+        # spool takes it, at the latest by the next recover().
+        self._orphans: list[RecordRef] = []
+        # Why the last batch released records for a configuration error (see
+        # take_pause_reason); None: it released none.
+        self._pause_reason: str | None = None
         # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
@@ -263,6 +268,39 @@ class BulkRail:
     async def _claim_batch(
         self,
     ) -> tuple[list[_Rec], list[_Job], list[_Job], list[StoredClaim]]:
+        """Claim and build one batch (see :meth:`_build_batch`).
+
+        A build that raises (a transient 5xx on the phone lookup, the spool failing, a
+        cancel) gives every record it claimed back to pending at once: no job names them
+        yet, so neither the batch's error handling nor :meth:`recover` would, and they
+        would sit in flight for the whole lease. Records no longer held under this claim
+        (dead-lettered as not found, a leftover already released) are skipped by the
+        spool, so releasing every claim is safe.
+        """
+        claimed: list[StoredClaim] = []
+        try:
+            return await self._build_batch(claimed)
+        except BaseException:
+            await self._give_back(claimed)
+            raise
+
+    async def _give_back(self, refs: Sequence[RecordRef]) -> None:
+        """Release the records of a batch no job names (yet), on its way out with an error;
+        shielded, as apply_verdicts: a cancel must not strand them either. If the spool
+        refuses, the next recover() releases them."""
+        if not refs:
+            return
+        try:
+            n = await asyncio.shield(self._spool.release(refs))
+            log.info("bulk_records_released", records=n)
+        except SpoolError:
+            self._orphans.extend(refs)
+
+    async def _build_batch(
+        self, claimed: list[StoredClaim]
+    ) -> tuple[list[_Rec], list[_Job], list[_Job], list[StoredClaim]]:
+        """Claim pages until the batch is full; every claim is added to ``claimed`` at once
+        (the caller releases them if this raises)."""
         m = self._m
         lines = CsvLines()
         plan = _TaskPlan(m)
@@ -305,6 +343,7 @@ class BulkRail:
             )
             if not claims:
                 break
+            claimed.extend(claims)
             # (a LeadRef is built only for a Lead named by phone: lead_key is its key)
             phone_refs = [
                 ref
@@ -449,16 +488,43 @@ class BulkRail:
 
     # ---------------------------------------------------------------- running
     async def flush_batch(self, stop: asyncio.Event) -> int:
-        """Claim and send one batch; returns the number of outcomes it carried (0: nothing)."""
+        """Claim and send one batch; returns the number of outcomes it carried (0: nothing).
+
+        Records refused for a configuration error are released (pending, attempt not
+        counted): the caller pauses the rail on :meth:`take_pause_reason`."""
         with _gc_thawed():
             return await self._flush_batch(stop)
+
+    def take_pause_reason(self) -> str | None:
+        """The configuration error (``CODE: message``) a batch released records for since
+        the last call, or None; cleared by the call. Sent again at once, they would fail
+        the same way, job after job: the flusher pauses the rail as it pauses a REST rail
+        on such a verdict. Kept when the batch raised afterwards: the flusher reads it
+        either way."""
+        reason, self._pause_reason = self._pause_reason, None
+        return reason
+
+    def _note_pause_reason(self, verdicts: Iterable[Verdict]) -> None:
+        """Keep the first configuration error (a RELEASE verdict) for take_pause_reason."""
+        if self._pause_reason is None:
+            self._pause_reason = next(
+                (f"{v.code}: {v.message}" for v in verdicts if v.action is Action.RELEASE), None
+            )
 
     async def _flush_batch(self, stop: asyncio.Event) -> int:
         with _gc_paused():
             recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
         if rest_claims:
-            full = await self._spool.decode(rest_claims)
-            verdicts = await self._rest.send(full, rail="collections")
+            try:
+                full = await self._spool.decode(rest_claims)
+                verdicts = await self._rest.send(full, rail="collections")
+            except BaseException:
+                # (a configuration or auth error, the spool, a cancel) No job names this
+                # batch's records yet: all go back to pending now, as a REST rail's do,
+                # not after the whole lease.
+                await self._give_back([*rest_claims, *(r.ref.pair for r in recs)])
+                raise
+            self._note_pause_reason(verdicts)
             await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="collections")
         if not recs:
             return len(rest_claims)
@@ -708,6 +774,7 @@ class BulkRail:
             self.stats.resent_newer += len(resend_newer)
             log.info("bulk_newer_state_resent", leads=len(resend_newer))
             await self._resend(resend_newer)
+        self._note_pause_reason(verdicts)
         counts = await apply_verdicts(
             self._spool, verdicts, backoff=self._retry, rail="bulk", acks=acks
         )

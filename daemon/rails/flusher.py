@@ -585,6 +585,14 @@ class Rails:
             except (ConfigurationError, AuthError) as exc:
                 self._pause("all" if isinstance(exc, AuthError) else "bulk", str(exc))
                 n = 0
+            finally:
+                # Records refused for a configuration error of their own (e.g. a Lead field
+                # the user cannot update) were released, attempt not counted: pause as the
+                # REST rails do, or Bulk sends them again at once, job after job. Read
+                # even when the batch raised afterwards; a pause for what it raised stays.
+                reason = self.bulk.take_pause_reason()
+                if reason is not None and not self.paused.keys() & {"bulk", "all"}:
+                    self._pause("bulk", reason)
             if n:
                 worked = True
                 self.sent["bulk"] = {a.value: k for a, k in self.bulk.counts.items()}

@@ -23,7 +23,7 @@ from railkit import (
     task_of,
 )
 
-from daemon.mapping import load_mapping, parse_mapping
+from daemon.mapping import Mapping, load_mapping, parse_mapping
 from daemon.rails import Rails
 from daemon.salesforce import ConfigurationError, SalesforceClient
 from spool import Spool
@@ -160,6 +160,52 @@ async def test_whole_job_failure_pauses_bulk_and_keeps_records(
     assert "bulk" in rails.paused
     stats = await spool.stats()
     assert stats.pending + stats.done == 10 and stats.pending > 0 and stats.dead == 0
+
+
+def _read_only_lead_field() -> Mapping:
+    """The default mapping plus a Lead field no user can update (mapped by mistake): every
+    write of a Lead is refused INVALID_FIELD_FOR_INSERT_UPDATE, a configuration error."""
+    doc = tomllib.loads(resources.files("daemon.mapping").joinpath("default.toml").read_text())
+    doc["lead"]["fields"]["ConvertedDate"] = "{ended_date}"
+    return parse_mapping(doc)
+
+
+async def test_a_lead_field_refused_on_every_row_pauses_bulk_and_keeps_records(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Every Lead row of a job refused for a configuration error: the Bulk rail pauses
+    (as the REST rails do) and the records stay pending, none dead. Before, the records
+    were released and sent again at once, job after job (280 jobs in 5 s)."""
+    ids = seed_leads(sim, 5)
+    await spool.put_many([outcome({"id": i}) for i in ids])
+    rails = make_rails(_read_only_lead_field(), bulk_min_records=1)
+    # Collections meets the same error once the router goes around Bulk, and pauses too.
+    with pytest.raises(ConfigurationError, match="INVALID_FIELD_FOR_INSERT_UPDATE"):
+        await rails.drain(timeout_s=10)
+    jobs = rails.bulk.stats.jobs
+    # One batch (a Task job and a Lead job) is enough to learn the setup is wrong.
+    assert jobs <= 4, f"{jobs} Bulk jobs for 5 records, calls {client.quota.calls_by_rail}"
+    assert rails.paused["bulk"].startswith("INVALID_FIELD_FOR_INSERT_UPDATE: ")
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight, stats.dead) == (5, 0, 0)
+
+
+async def test_a_configuration_error_on_a_record_bulk_hands_to_rest_pauses_bulk(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A record Bulk cannot express (a literal '#N/A' note) goes by REST from the Bulk
+    rail; refused there for a configuration error, it pauses the Bulk rail too, instead
+    of being claimed and sent again at once."""
+    [lead_id] = seed_leads(sim, 1)
+    await spool.put(outcome({"id": lead_id}, notes="#N/A"))
+    rails = make_rails(_read_only_lead_field(), bulk_min_records=1)
+    with pytest.raises(ConfigurationError, match="INVALID_FIELD_FOR_INSERT_UPDATE"):
+        await rails.drain(timeout_s=10)
+    assert rails.paused["bulk"].startswith("INVALID_FIELD_FOR_INSERT_UPDATE: ")
+    calls = client.quota.calls_by_rail
+    assert calls.get("collections", 0) <= 4, calls
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight, stats.dead) == (1, 0, 0)
 
 
 async def test_lock_failures_go_into_a_later_job(sim: Any, spool: Spool, make_rails: Any) -> None:
@@ -434,6 +480,78 @@ async def test_phone_named_leads_are_looked_up_once_for_bulk(
     for o, lead_id in zip(outs, ids, strict=True):
         assert task_of(sim, o.external_key)["WhoId"][:15] == lead_id[:15]
     assert lead(sim, ids[2])["Last_Call_Outcome__c"] == "no_answer"
+
+
+async def test_a_transient_phone_lookup_failure_does_not_hold_records_for_the_bulk_lease(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """Bulk outcomes whose Lead is named by phone: the batch claims them, then looks the
+    phones up. One 503 on that query gives the records back at once (no job names them,
+    so nothing else would before their 15-minute lease ran out): they go out as soon as
+    Salesforce answers again."""
+    ids = seed_leads(sim, 5)
+    outs = [outcome({"phone": f"+1555{n:07d}"}, disposition="connected") for n in range(5)]
+    await spool.put_many(outs)
+    sim.org.faults.configure({"error_next": 1, "kinds": ["query"]})
+    rails = make_rails(bulk_min_records=1)
+    try:
+        await rails.drain(timeout_s=15)
+    except TimeoutError:
+        pytest.fail(f"records held after one transient 503: {await spool.stats()}")
+    for o, lead_id in zip(outs, ids, strict=True):
+        assert task_of(sim, o.external_key)["WhoId"][:15] == lead_id[:15]
+        assert lead(sim, lead_id)["Last_Call_Outcome__c"] == "connected"
+
+
+async def test_a_batch_cancelled_while_being_built_gives_its_records_back(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """A cancel (e.g. shutdown) landing while a batch is built, before any job names its
+    records: they are pending again when the cancel returns, not in flight for the lease."""
+    ids = seed_leads(sim, 3)
+    await spool.put_many([outcome({"id": i}) for i in ids])
+    rails = make_rails(bulk_min_records=1)
+    asked = asyncio.Event()
+
+    async def ask_until_cancelled(*args: Any, **kw: Any) -> Any:
+        asked.set()
+        await asyncio.Event().wait()
+
+    spool.newest_per_lead = ask_until_cancelled  # type: ignore[method-assign]
+    flush = asyncio.create_task(rails.bulk.flush_batch(asyncio.Event()))
+    await asked.wait()
+    assert (await spool.stats()).inflight == 3
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (3, 0)
+
+
+async def test_a_batch_cancelled_while_its_rest_records_are_sent_gives_all_back(
+    sim: Any, spool: Spool, make_rails: Any
+) -> None:
+    """The same while the batch's records Bulk cannot express (a literal '#N/A') go by
+    REST, before any job: those and the job's records are pending again at once."""
+    ids = seed_leads(sim, 3)
+    await spool.put_many([outcome({"id": ids[0]}, notes="#N/A")])
+    await spool.put_many([outcome({"id": i}) for i in ids[1:]])
+    rails = make_rails(bulk_min_records=1)
+    sending = asyncio.Event()
+
+    async def send_until_cancelled(*args: Any, **kw: Any) -> Any:
+        sending.set()
+        await asyncio.Event().wait()
+
+    rails.rest.send = send_until_cancelled  # type: ignore[method-assign]
+    flush = asyncio.create_task(rails.bulk.flush_batch(asyncio.Event()))
+    await sending.wait()
+    assert (await spool.stats()).inflight == 3
+    flush.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flush
+    stats = await spool.stats()
+    assert (stats.pending, stats.inflight) == (3, 0)
 
 
 async def test_bulk_writes_the_same_fields_as_rest(
