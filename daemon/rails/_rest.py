@@ -74,6 +74,10 @@ _MISSING_LEAD_CODES = frozenset(
 )
 # Errors of an update by Id that mean "this Task does not exist any more" (deleted).
 _MISSING_TASK_CODES = frozenset({"ENTITY_IS_DELETED", "NOT_FOUND"})
+_SHARED_ROW_NOTE = (
+    "the Lead update shared with a newer outcome of this Lead was refused for that "
+    "outcome's values; sent again on its own"
+)
 # Rounds after the first in one send, each mending what the one before was refused for.
 # Three suffice: a deleted Task (looked up, re-upserted) whose key another Task carries
 # (create-only fields dropped), with a dead WhoId (dropped, or pointed at the Lead its
@@ -390,6 +394,8 @@ class RestSender:
                 # are then updated by Id later, not looked up.
                 await self._remember_task_ids(todo, rail=rail)
         verdicts: list[Verdict] = []
+        # The outcome whose full state each shared Lead update carried (see below).
+        full_of = {id(i): r.full for r in rows if r.full is not None for i in r.items}
         for item in items:
             if item.verdict is None:
                 errors = list(item.errors)
@@ -397,6 +403,22 @@ class RestSender:
                     if result is not None and not result.success:
                         errors.extend(result.errors)
                 item.verdict = verdict_for(item.claim, errors)
+                full = full_of.get(id(item))
+                if (
+                    item.verdict.action is Action.DEAD
+                    and full is not None
+                    and full is not item.claim
+                    and item.lead_result is not None
+                    and not item.lead_result.success
+                    and not (item.task_result is not None and item.task_result.errors)
+                ):
+                    # The Lead update it shared was refused for good, for values that
+                    # another outcome's state put there (it carried only its sticky fields,
+                    # or nothing): not its own error. Sent again at once; that other
+                    # outcome is dead, so this one's state (a do-not-call with it) goes.
+                    item.verdict = Verdict(
+                        item.claim, Action.RETRY, "LEAD_ROW_REFUSED", _SHARED_ROW_NOTE, 0.0
+                    )
                 if (
                     self._mapping.upserts_tasks
                     and item.task_result is not None

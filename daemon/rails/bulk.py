@@ -722,11 +722,18 @@ class BulkRail:
                     gone = err is not None and (
                         _lead_missing(err) or (which == 1 and err.code == "REQUIRED_FIELD_MISSING")
                     )
+                    # Refused for good, a row is the fault of the outcome whose state it
+                    # carries: the others (only their sticky fields, DoNotCall, or nothing)
+                    # go again at once, on their own (that outcome is then dead).
+                    full_id = lr.order[1] if lr.order is not None else None
+                    shared = err is not None and err.kind is Kind.PERMANENT
                     for rec in lr.recs:
                         if err is None:
                             rec.lead_ok = True
                         elif gone:
                             self._lead_not_found(rec, err)
+                        elif shared and full_id is not None and rec.ref.record_id != full_id:
+                            rec.resend = True
                         else:
                             rec.add_error(err)
                     if err is None and lr.order is not None:

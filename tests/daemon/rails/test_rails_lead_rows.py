@@ -1,0 +1,67 @@
+"""Several outcomes of one Lead share one Lead update (its newest outcome's state plus every
+outcome's sticky fields, DoNotCall). When Salesforce refuses that update for good because
+of the newest outcome's values, only that outcome is a dead letter: the others (a
+do-not-call among them) are sent again, and DoNotCall reaches the Lead."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from importlib import resources
+from typing import Any
+
+import pytest
+from railkit import FAST_POLL, FAST_RETRY, lead, outcome, seed_leads, task_by_key
+
+from daemon.mapping import Mapping, parse_mapping
+from daemon.rails import Rails
+from daemon.salesforce import SalesforceClient
+from spool import open_spool
+
+
+def notes_on_lead_title() -> Mapping:
+    """The built-in mapping, writing a connected call's notes into Lead.Title (128
+    characters at most: longer notes are refused, STRING_TOO_LONG)."""
+    text = resources.files("daemon.mapping").joinpath("default.toml").read_text()
+    doc = copy.deepcopy(tomllib.loads(text))
+    doc["lead"]["dispositions"]["connected"]["Title"] = "{notes}"
+    return parse_mapping(doc)
+
+
+# route: (Rails keywords, the rail the outcomes go by)
+ROUTES = {
+    "bulk": ({"bulk_min_records": 1}, "bulk"),
+    "collections": ({}, "collections"),
+}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+async def test_do_not_call_reaches_the_lead_when_a_newer_outcomes_values_are_refused(
+    route: str, sim: Any, client: SalesforceClient, tmp_path: Any
+) -> None:
+    kw, rail = ROUTES[route]
+    [lead_id, other] = seed_leads(sim, 2)
+    dnc = outcome({"id": lead_id}, disposition="do_not_call")
+    bad = outcome({"id": lead_id}, disposition="connected", notes="x" * 300)  # newer
+    async with open_spool(tmp_path / "d.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
+        await sp.put_many([dnc, bad, outcome({"id": other})])
+        rails = Rails(
+            spool=sp,
+            client=client,
+            mapping=notes_on_lead_title(),
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+            **kw,
+        )
+        await rails.drain(timeout_s=30)
+        dead = {d.call_id: d.error_code for d in await sp.dead_letters()}
+        assert (await sp.stats()).done == 2
+    assert set(client.quota.calls_by_rail) <= {rail, "collections", "admin"}
+    assert rail in client.quota.calls_by_rail
+    assert dead == {bad.call_id: "STRING_TOO_LONG"}
+    assert task_by_key(sim, dnc.external_key) is not None
+    assert task_by_key(sim, bad.external_key) is not None  # its Task was fine
+    row = lead(sim, lead_id)
+    assert row["DoNotCall"] is True
+    assert row["Last_Call_Outcome__c"] == "do_not_call"  # the newest state Salesforce took
