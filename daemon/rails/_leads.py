@@ -134,6 +134,14 @@ class LeadResolver:
     def mark_missing(self, ref: LeadRef) -> None:
         self.mark_missing_key(ref.key)
 
+    def drop_cached_key(self, key: str) -> bool:
+        """Forget the Id cached for this lead key (it turned out gone: the Lead may have
+        been merged into another, which a new lookup finds); True if there was one."""
+        if key not in self._cache:
+            return False
+        self._cache.discard(key)
+        return True
+
     def mark_missing_key(self, key: str) -> None:
         self._cache.discard(key)
         self._missing.put(key, self._clock())

@@ -261,6 +261,7 @@ class BulkRail:
         # Why the last batch released records for a configuration error (see
         # take_pause_reason); None: it released none.
         self._pause_reason: str | None = None
+        self._relook: set[str] = set()
         # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
@@ -706,6 +707,7 @@ class BulkRail:
         )
         verdicts: list[Verdict] = []
         resend_newer: list[tuple[str, SentLead]] = []
+        self._relook.clear()  # phones looked up again (see _lead_not_found), this batch
         # A REST write of one of these Leads still in flight may have landed before this
         # job's row: wait for its answer (it is recorded in the ledger then) before asking
         # the ledger whether a newer state went out.
@@ -790,8 +792,20 @@ class BulkRail:
         log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
 
     def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
-        if rec.lead_ref_key is not None:
-            self._resolver.mark_missing_key(rec.lead_ref_key)
+        key = rec.lead_ref_key
+        if key is not None and (
+            key in self._relook
+            or (key.startswith("phone:") and self._resolver.drop_cached_key(key))
+        ):
+            # A Lead found by phone, its Id from the cache: it may have been merged into
+            # another Lead since, which has the phone now. Sent again at once, looked up
+            # afresh (once: a lookup that finds nothing marks the phone missing).
+            self._relook.add(key)
+            rec.lead_ok = True
+            rec.resend = True
+            return
+        if key is not None:
+            self._resolver.mark_missing_key(key)
         rec.lead_ok = True
         if self._m.lead_not_found is LeadNotFound.DEAD_LETTER:
             rec.add_error(RecordError(LEAD_NOT_FOUND, err.message))

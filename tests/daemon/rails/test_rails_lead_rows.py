@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from railkit import FAST_POLL, FAST_RETRY, lead, outcome, seed_leads, task_by_key
 
-from daemon.mapping import Mapping, parse_mapping
+from daemon.mapping import Mapping, load_mapping, parse_mapping
 from daemon.rails import Rails
 from daemon.salesforce import SalesforceClient
 from spool import open_spool
@@ -65,3 +65,39 @@ async def test_do_not_call_reaches_the_lead_when_a_newer_outcomes_values_are_ref
     row = lead(sim, lead_id)
     assert row["DoNotCall"] is True
     assert row["Last_Call_Outcome__c"] == "do_not_call"  # the newest state Salesforce took
+
+
+async def test_bulk_looks_a_phone_up_again_when_its_cached_lead_was_merged_away(
+    sim: Any, client: SalesforceClient, tmp_path: Any
+) -> None:
+    """The Bulk rail's side of a merge: two Leads share a phone, the first outcome by that
+    phone resolved (and cached) Lead A, then A was merged into B (A deleted). A do-not-call
+    by that phone, going by Bulk, is refused for A; the phone is looked up again and the
+    Task and DoNotCall go to B, instead of the phone being taken for no Lead."""
+    st = sim.org.store
+    a = st.insert("Lead", {"LastName": "A", "Company": "Acme", "Phone": "+15551112222"})
+    b = st.insert("Lead", {"LastName": "B", "Company": "Acme", "Phone": "+15551112222"})
+    async with open_spool(tmp_path / "m.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
+        rails = Rails(
+            spool=sp,
+            client=client,
+            mapping=load_mapping(None),
+            bulk_min_records=1,
+            retry_backoff=FAST_RETRY,
+            bulk_poll=FAST_POLL,
+            idle_poll_s=0.005,
+        )
+        first = outcome({"phone": "+15551112222"}, disposition="no_answer")
+        await sp.put(first)
+        await rails.drain(timeout_s=30)
+        first_task = task_by_key(sim, first.external_key)
+        assert first_task is not None and first_task["WhoId"] == a
+        st.delete("Lead", a)
+        dnc = outcome({"phone": "+15551112222"}, disposition="do_not_call")
+        await sp.put(dnc)
+        await rails.drain(timeout_s=30)
+        assert await sp.dead_letters() == []
+    task = task_by_key(sim, dnc.external_key)
+    assert task is not None and task["WhoId"] == b
+    assert lead(sim, b)["DoNotCall"] is True
+    assert "bulk" in client.quota.calls_by_rail
