@@ -446,8 +446,12 @@ class Rails:
         try:
             verdicts = await self.rest.send(claims, rail=rail)
         except (ConfigurationError, AuthError) as exc:
-            await self.spool.release(claims)
             self._pause("all" if isinstance(exc, AuthError) else rail, str(exc))
+            try:
+                await self.spool.release(claims)
+            except SpoolError as spool_exc:
+                # Their leases expire and they come back then; the rails go on.
+                log.warning("rails_spool_trouble", rail=rail, error=str(spool_exc)[:300])
             return
         except SalesforceError as exc:  # defensive: send() turns the rest into verdicts
             verdicts = [Verdict(c, Action.RETRY, exc.error_code, exc.message) for c in claims]

@@ -291,3 +291,35 @@ async def test_an_untrusted_org_certificate_is_an_error_line_naming_the_fix(
     [line, *_] = [e for e in logs if e["event"] == "salesforce_tls_untrusted"]
     assert line["log_level"] == "error" and "ca_file" in line["fix"]
     assert (await spool.stats()).pending == 1
+
+
+async def test_a_spool_failing_while_a_paused_rail_gives_records_back_stops_nothing(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """A configuration error pauses the live rail and its records are released; when the
+    spool refuses that release (busy disk), the rails carry on (the records come back when
+    their leases expire) instead of that error stopping every rail."""
+    from spool import SpoolUnavailable
+
+    [lead_id] = seed_leads(sim, 1)
+    await spool.put(outcome({"id": lead_id}, live=True))
+    rails = make_rails()
+
+    async def refuse(*args: Any, **kw: Any) -> Any:
+        raise ConfigurationError("no access to Task", error_code="INSUFFICIENT_ACCESS")
+
+    async def fail_release(*args: Any, **kw: Any) -> Any:
+        raise SpoolUnavailable("database is locked")
+
+    rails.rest.send = refuse  # type: ignore[method-assign]
+    spool.release = fail_release  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    run = asyncio.create_task(rails.run(stop))
+
+    async def paused() -> bool:
+        return "live" in rails.paused
+
+    await wait_for(paused)
+    assert not run.done()  # still running: the batch loop and the limits loop go on
+    stop.set()
+    await asyncio.wait_for(run, 10)
