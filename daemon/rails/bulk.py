@@ -919,8 +919,9 @@ class BulkRail:
             return 0
         m = self._m
         states: dict[str, str] = {}
+        untouched: set[str] = set()  # jobs Salesforce processed nothing of
         for row in rows:
-            state = await self._terminal_state(row.sf_job_id, stop)
+            state = await self._terminal_state(row.sf_job_id, stop, untouched)
             if state is None:  # stopping: the next start picks them up again
                 return len(rows)
             states[row.sf_job_id] = state
@@ -956,11 +957,12 @@ class BulkRail:
                     if claim.lead_key is not None:
                         lead_keys.add(claim.lead_key)
                     verdicts.append(self._recovered_verdict(claim, task_results, lead_results))
-        if lead_results:
-            # The in-process guard against a late Lead job (the ledger, see _reconcile)
-            # died with the previous process. Queued before the carried records are acked,
-            # so the spool never shows "nothing left" in between (drain() and the campaigns
-            # read that as finished).
+        if any(row.object != m.task_object and row.sf_job_id not in untouched for row in rows):
+            # A Lead job that may have written rows (completed, or Failed or Aborted part
+            # way): the in-process guard against a late Lead job (the ledger, see
+            # _reconcile) died with the previous process. Queued before the carried
+            # records are acked, so the spool never shows "nothing left" in between
+            # (drain() and the campaigns read that as finished).
             await self._resend_newest(lead_keys, seen)
         counts = await apply_verdicts(self._spool, verdicts, backoff=self._retry, rail="bulk")
         for row in rows:
@@ -975,18 +977,23 @@ class BulkRail:
         )
         return len(rows)
 
-    async def _terminal_state(self, job_id: str, stop: asyncio.Event) -> str | None:
-        """Bring a recovered job to a final state (abort it if Open); None when stopping."""
+    async def _terminal_state(
+        self, job_id: str, stop: asyncio.Event, untouched: set[str]
+    ) -> str | None:
+        """Bring a recovered job to a final state (abort it if Open); None when stopping.
+        A job Salesforce processed nothing of (unknown to it, or Open) joins ``untouched``."""
         try:
             info = await self._client.job_info(job_id)
         except SalesforceError as exc:
             if exc.status_code != 404:
                 raise
             log.warning("bulk_job_unknown", job_id=job_id)
+            untouched.add(job_id)
             return "Aborted"
         state = str(info.get("state"))
         if state == "Open":
             await self._client.set_job_state(job_id, "Aborted")
+            untouched.add(job_id)
             return "Aborted"
         delays = iter(self._poll)
         while state not in TERMINAL:

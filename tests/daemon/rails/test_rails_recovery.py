@@ -186,3 +186,47 @@ async def test_jobs_aborted_by_an_admin_requeue_their_records(
         old = {j.sf_job_id: j.state for j in await spool.jobs()}
         assert {old[j.sf_job_id] for j in jobs} == {"Aborted"}
         await _check_all_landed_once(slow_sim, spool, outs, ids)
+
+
+async def test_a_lead_job_aborted_after_some_rows_landed_puts_newer_states_back(
+    tmp_path: Path,
+) -> None:
+    """A Lead job of ours wrote an older outcome's state over the newer one a REST write
+    had put there, and was aborted (by an admin) before it finished, while we were down.
+    Recovery puts the Lead's newest state back, as after a job that completed."""
+    from sfsim import SimOrg
+
+    async with (
+        SimOrg(port=0, bulk_rate=100.0) as org,  # 200 rows, then 2 s before the next 200
+        open_spool(tmp_path / "a.db", synchronous="NORMAL", urgent_dispositions=()) as spool,
+    ):
+        [lead_id, *others] = seed_leads(org, 201)
+        older = outcome({"id": lead_id}, disposition="wrong_number")
+        newer = outcome({"id": lead_id}, disposition="connected")
+        await spool.put_many([older, newer])
+        claims = {c.record_id: c for c in await spool.claim("live", 10)}
+        [older_claim] = [c for c in claims.values() if c.outcome.call_id == older.call_id]
+        [newer_claim] = [c for c in claims.values() if c.outcome.call_id == newer.call_id]
+        # The newer outcome went by REST: done, its state on the Lead.
+        org.org.store.update("Lead", lead_id, {"Last_Call_Outcome__c": "connected"})
+        await spool.ack([newer_claim])
+        # The older one's Lead row, in a job (first of 201 rows) recorded before its upload.
+        async with make_client(org) as sf:
+            job = await sf.create_ingest_job("Lead", "update")
+            job_id = str(job["id"])
+            await spool.record_job(job_id, "Lead", "update", [older_claim], state="Open")
+            csv = "Id,Last_Call_Outcome__c\n" + "".join(
+                f"{i},wrong_number\n" for i in (lead_id, *others)
+            )
+            await sf.upload_job_data(job_id, csv.encode())
+            await sf.set_job_state(job_id, "UploadComplete")
+
+            async def first_rows_landed() -> bool:
+                return lead(org, lead_id)["Last_Call_Outcome__c"] == "wrong_number"
+
+            await wait_for(first_rows_landed)
+            await sf.set_job_state(job_id, "Aborted")  # the admin, before row 201
+            assert (await sf.job_info(job_id))["state"] == "Aborted"
+        await _restart(org, spool)
+        assert lead(org, lead_id)["Last_Call_Outcome__c"] == "connected"
+        assert (await spool.stats()).done == 2
