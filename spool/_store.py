@@ -420,11 +420,15 @@ class Store:
             return PutResult(PutStatus.STALE, record_id, rev), 0
         if state in (PENDING, INFLIGHT):
             # In flight: the rail keeps its lease, but rev+1 makes its ack send the record
-            # back to pending, so this newer version is delivered too.
+            # back to pending, so this newer version is delivered too. Pending and waiting
+            # out a retry delay (the older version failed): the newer one is due now, not
+            # after that delay (it may be a do-not-call).
             c.execute(
                 "UPDATE outcomes SET urgent = ?, lead_key = ?, ord_version = ?, ord_seq = ?,"
-                " ord_ts = ?, rev = rev + 1, updated_at = ?, payload = ? WHERE id = ?",
-                (urgent, lead_key, version, seq, ts, now, payload, record_id),
+                " ord_ts = ?, rev = rev + 1, updated_at = ?, payload = ?,"
+                " next_attempt_at = CASE WHEN state = 0 THEN min(next_attempt_at, ?)"
+                " ELSE next_attempt_at END WHERE id = ?",
+                (urgent, lead_key, version, seq, ts, now, payload, now, record_id),
             )
             return PutResult(PutStatus.REPLACED, record_id, rev + 1), 0
         # done or dead: queued again from scratch

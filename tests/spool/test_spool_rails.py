@@ -330,3 +330,18 @@ async def test_claim_stored_order_matches_the_stored_order_column(spool: Spool) 
     assert newest["ext:LP"] == (rec.record_id, (o.ended_at.timestamp(), rec.record_id))
     assert (c.ord_ts, c.record_id) == newest["ext:LP"][1]
     assert c.ord_ts == c.outcome.ended_at.timestamp()
+
+
+async def test_a_newer_version_does_not_wait_out_the_older_ones_retry_delay(
+    spool: Spool, clock: FakeClock
+) -> None:
+    """The older version failed and waits 10 minutes before its retry; a newer version of
+    the call (a do-not-call, say) is due at once, in the urgent queue if it is urgent."""
+    rec = await spool.put(outcome("c1", disposition="no_answer", ended=1))
+    [first] = await spool.claim("collections", 10)
+    assert await spool.retry_later([first], delay_s=600, error_code="X", message="lock") == 1
+    assert await spool.claim("collections", 10) == []
+    await spool.put(outcome("c1", disposition="do_not_call", ended=2))
+    [again] = await spool.claim("live", 10, urgent=True)
+    assert again.record_id == rec.record_id
+    assert again.outcome.disposition.value == "do_not_call"
