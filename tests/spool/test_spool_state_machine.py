@@ -103,6 +103,8 @@ class SpoolMachine(RuleBasedStateMachine):
         elif m.state in (PENDING, INFLIGHT):
             assert result.status is PutStatus.REPLACED
             m.key, m.rev = key, m.rev + 1
+            if m.state == PENDING:  # a newer version does not wait out a retry delay
+                m.next_at = min(m.next_at, self.now)
         else:
             expected = PutStatus.REQUEUED if m.state == DONE else PutStatus.REPLACED
             assert result.status is expected
