@@ -493,7 +493,15 @@ class IngestOptions:
 
 
 class _IngestUsage(Exception):
-    """An ingest option or the named adapter is wrong (message for the admin)."""
+    """An ingest option's value is wrong, naming the option (message for the admin).
+
+    Wrong usage, exit 2 like argparse's own errors: the [[adapter]] tables an option can
+    name were validated with the configuration already (exit 78 when they are invalid).
+    """
+
+
+# daemon.cli.EXIT_USAGE (not imported: the CLI imports this module).
+_EXIT_USAGE = 2
 
 
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
@@ -518,7 +526,7 @@ def _ingest_kwargs(settings: Any, options: IngestOptions) -> dict[str, Any]:
         if not found:
             names = ", ".join(str(t.get("name")) for t in files if t.get("name")) or "none"
             raise _IngestUsage(
-                f'no [[adapter]] with type = "file" and name = {options.adapter!r} '
+                f'--adapter: no [[adapter]] with type = "file" and name = {options.adapter!r} '
                 f"(file adapters with a name: {names})"
             )
         table = found[0]
@@ -571,7 +579,7 @@ def ingest_command(
         kwargs = _ingest_kwargs(settings, options or IngestOptions())
     except _IngestUsage as exc:
         print(f"dispo-sync ingest: {exc}", file=err)
-        return 1
+        return _EXIT_USAGE
 
     async def go() -> Any:
         from spool import open_spool

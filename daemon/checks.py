@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from daemon.settings import Settings
-from daemon.wiring import client_kwargs
+from daemon.wiring import ca_file_problem, client_kwargs
 
 __all__ = ["Check", "check_config", "local_checks", "salesforce_checks"]
 
@@ -78,6 +78,12 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
         out.extend(Check(f"mapping {where}", False, p) for p in exc.problems)
         return out
     out.append(Check("mapping", True, f"{where} is valid"))
+
+    ca_file = settings.salesforce.ca_file
+    # Checked before the client opens, which would raise it instead of reporting it.
+    ca_problem = ca_file_problem(ca_file) if ca_file is not None else None
+    if ca_problem is not None:
+        return [*out, Check("salesforce ca_file", False, f"{ca_file}: {ca_problem}")]
 
     try:
         client = SalesforceClient(**client_kwargs(settings))

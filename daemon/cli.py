@@ -45,12 +45,36 @@ Configuration: one TOML file (--config, default /etc/dispo-sync/config.toml).
 Any key can be overridden by an environment variable DISPO_<SECTION>__<KEY>,
 e.g. DISPO_SALESFORCE__CLIENT_ID. Secrets can also come from files in
 $CREDENTIALS_DIRECTORY (systemd LoadCredential=), e.g. salesforce-client-secret.
+--log-format and --log-level may come before or after COMMAND.
 Run "dispo-sync COMMAND --help" for each command.
 """
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+_LOG_FORMATS = ["auto", "console", "logfmt", "json"]
+_LOG_LEVELS = ["debug", "info", "warning", "error"]
+_LOG_FORMAT_HELP = (
+    "log line format (default: [log] format, which defaults to auto: "
+    "readable colors in a terminal, key=value lines under systemd or in a pipe)"
+)
+_LOG_LEVEL_HELP = "how much to log (default: [log] level, which defaults to info)"
+
+
+def _global_parent() -> argparse.ArgumentParser:
+    """--log-format / --log-level once more on every command, so that they may follow it
+    (`dispo-sync run --log-format json`, as one appends to ExecStart=) as well as precede it.
+    SUPPRESS: when absent after the command, the value given before it is kept."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--log-format", choices=_LOG_FORMATS, default=argparse.SUPPRESS, help=_LOG_FORMAT_HELP
+    )
+    parent.add_argument(
+        "--log-level", choices=_LOG_LEVELS, default=argparse.SUPPRESS, help=_LOG_LEVEL_HELP
+    )
+    return parent
 
 
 def _config_parent() -> argparse.ArgumentParser:
@@ -80,6 +104,7 @@ def _spool_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every command and its help."""
+    common = _global_parent()
     config = _config_parent()
     spool = _spool_parent()
     parser = argparse.ArgumentParser(
@@ -88,22 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=_Formatter,
     )
-    parser.add_argument(
-        "--log-format",
-        choices=["auto", "console", "logfmt", "json"],
-        help="log line format (default: [log] format, which defaults to auto: "
-        "readable colors in a terminal, key=value lines under systemd or in a pipe)",
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=["debug", "info", "warning", "error"],
-        help="how much to log (default: [log] level, which defaults to info)",
-    )
+    parser.add_argument("--log-format", choices=_LOG_FORMATS, help=_LOG_FORMAT_HELP)
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, help=_LOG_LEVEL_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     commands.add_parser(
         "run",
-        parents=[config],
+        parents=[common, config],
         formatter_class=_Formatter,
         help="run the service: receive outcomes from the dialer and send them to Salesforce",
         description="""\
@@ -131,6 +147,7 @@ file.
 
     demo = commands.add_parser(
         "demo",
+        parents=[common],
         formatter_class=_Formatter,
         help="show the whole thing working on this machine, with a simulated dialer and org",
         description="""\
@@ -144,7 +161,7 @@ Needs no configuration, no network and no Salesforce account.
 
     status = commands.add_parser(
         "status",
-        parents=[config, spool],
+        parents=[common, config, spool],
         formatter_class=_Formatter,
         help="show what is waiting to be sent, what failed, and the last API quota reading",
         description="""\
@@ -159,6 +176,7 @@ service is running or stopped; it never changes anything.
 
     dead = commands.add_parser(
         "dead-letters",
+        parents=[common],
         formatter_class=_Formatter,
         help="list, inspect, resend or delete outcomes Salesforce refused",
         description="""\
@@ -169,18 +187,20 @@ error Salesforce gave. Fix the cause (the mapping or the org), then retry them.
     )
     dead_commands = dead.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
     dl_list = dead_commands.add_parser(
-        "list", parents=[config, spool], help="list dead letters, newest first"
+        "list", parents=[common, config, spool], help="list dead letters, newest first"
     )
     dl_list.add_argument("--error-code", metavar="CODE", help="only this Salesforce error code")
     dl_list.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     dl_list.add_argument("--json", action="store_true", help="print JSON for scripts")
     dl_show = dead_commands.add_parser(
-        "show", parents=[config, spool], help="show one dead letter in full: the call and the error"
+        "show",
+        parents=[common, config, spool],
+        help="show one dead letter in full: the call and the error",
     )
     dl_show.add_argument("id", type=int, help="the dead letter's ID (from list)")
     dl_retry = dead_commands.add_parser(
         "retry",
-        parents=[config, spool],
+        parents=[common, config, spool],
         help="queue dead letters to be sent again (after you fixed the cause)",
         description="Put dead letters back in the queue. The running service picks them up "
         "on its next pass; if it is stopped, after its next start.",
@@ -190,18 +210,18 @@ error Salesforce gave. Fix the cause (the mapping or the org), then retry them.
     which.add_argument("--all", action="store_true", help="every dead letter")
     which.add_argument("--error-code", metavar="CODE", help="every dead letter with this error")
     dl_drop = dead_commands.add_parser(
-        "drop", parents=[config, spool], help="delete one dead letter for good"
+        "drop", parents=[common, config, spool], help="delete one dead letter for good"
     )
     dl_drop.add_argument("id", type=int, help="the dead letter's ID")
     dl_export = dead_commands.add_parser(
-        "export", parents=[config, spool], help="write all dead letters to a CSV file"
+        "export", parents=[common, config, spool], help="write all dead letters to a CSV file"
     )
     dl_export.add_argument("file", type=Path, metavar="FILE.csv", help="where to write")
     dl_export.add_argument("--error-code", metavar="CODE", help="only this Salesforce error code")
 
     commands.add_parser(
         "check-config",
-        parents=[config],
+        parents=[common, config],
         formatter_class=_Formatter,
         help="check the configuration, the Salesforce login and every mapped field",
         description="""\
@@ -214,7 +234,7 @@ type, and accepts the picklist values used. Prints a pass/fail list; exit code
 
     ingest = commands.add_parser(
         "ingest",
-        parents=[config],
+        parents=[common, config],
         formatter_class=_Formatter,
         help="load past calls from a CDR/CSV export (backfill)",
         description="""\
@@ -235,7 +255,8 @@ examples:
   dispo-sync ingest export.csv --adapter crm-export
 
 exit codes: 0 every row was read, 1 some rows were refused (see the summary)
-or the file could not be read, 78 the configuration is invalid.
+or the file could not be read, 2 an option's value is wrong (the message names
+it), 78 the configuration is invalid.
 """,
     )
     ingest.add_argument("file", type=Path, metavar="FILE", help="the exported file")

@@ -1,10 +1,13 @@
 """``/healthz``, ``/readyz`` and ``/metrics`` over HTTP (starlette on uvicorn).
 
 - ``/healthz``: 200 while the process and its event loop answer.
-- ``/readyz``: 200 when every readiness check passes (spool writable,
-  Salesforce reachable and authenticated, no rail paused), else 503 with the
-  list of checks as JSON, so ``curl`` shows what is wrong.
+- ``/readyz``: 200 when every readiness check passes (spool writable and
+  accepting outcomes, Salesforce reachable and authenticated, no rail paused),
+  else 503 with the list of checks as JSON, so ``curl`` shows what is wrong.
 - ``/metrics``: Prometheus text format from :class:`daemon.metrics.Metrics`.
+  Before each scrape the state gauges are refreshed (``before_scrape``) and the
+  readiness checks run, so ``dispo_ready`` is what ``/readyz`` would answer now
+  (Prometheus scrapes ``/metrics`` only).
 
 The server binds its socket in :meth:`HealthServer.start` (so the port is
 known, and connections queue, before serving starts) and serves in
@@ -61,20 +64,29 @@ def build_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "uptime_s": round(time.monotonic() - started, 1)})
 
-    async def readyz(request: Request) -> Response:
+    async def evaluate() -> list[ReadinessCheck]:
+        """The readiness checks, also setting ``dispo_ready`` (both endpoints call it)."""
         try:
             async with asyncio.timeout(_READY_TIMEOUT_S):
                 checks = list(await readiness())
         except TimeoutError:
             checks = [ReadinessCheck("readiness", False, "checks did not answer within 5 s")]
+        except Exception as exc:  # a probe must answer: a failing check is "not ready"
+            log.warning("readiness checks failed", error=f"{type(exc).__name__}: {exc}")
+            checks = [ReadinessCheck("readiness", False, f"{type(exc).__name__}: {exc}")]
+        metrics.ready.set(1 if all(c.ok for c in checks) else 0)
+        return checks
+
+    async def readyz(request: Request) -> Response:
+        checks = await evaluate()
         ok = all(c.ok for c in checks)
-        metrics.ready.set(1 if ok else 0)
         body = {"ready": ok, "checks": [asdict(c) for c in checks]}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         if before_scrape is not None:
             await before_scrape()
+        await evaluate()
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def not_found(request: Request) -> Response:

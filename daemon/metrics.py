@@ -7,7 +7,10 @@ Two kinds of series:
   :meth:`Metrics.api_call`, ...;
 - *state* (gauges) refreshed from a snapshot of the spool and the adapters
   just before each scrape (:meth:`Metrics.update_spool`,
-  :meth:`Metrics.update_adapters`), so ``/metrics`` never blocks on SQLite.
+  :meth:`Metrics.update_adapters`), and ``dispo_ready`` from the readiness
+  checks (``daemon.http``). The spool's snapshot is its O(1) stats, read on its
+  own connection under a timeout (``daemon.runner``): a stuck disk leaves the
+  previous values instead of holding the scrape.
 
 Metric names carry the ``dispo_`` prefix and follow Prometheus naming
 (``_total`` counters, ``_seconds`` units).

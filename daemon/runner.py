@@ -17,7 +17,11 @@ Lifecycle (STYLE habit 7):
    says so and nothing changes.
 
 A task that fails takes the daemon down with exit code 1 (systemd restarts
-it): a half-working bridge that silently stops sending is worse.
+it): a half-working bridge that silently stops sending is worse. A configuration
+problem found while starting (the ``[mapping] file``, ``[salesforce] ca_file``:
+:class:`~daemon.settings.SettingsError` from the rails factory) ends it with 78
+before ``READY=1``, one ``invalid configuration`` line per problem: a restart
+cannot fix it, and the unit does not restart on 78.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from typing import Any, Protocol
 import structlog
 
 from daemon.admin import QUOTA_STATE_KEY
+from daemon.cli import EXIT_CONFIG
 from daemon.http import HealthServer, ReadinessCheck
 from daemon.metrics import Metrics
 from daemon.notify import Notifier, watchdog_loop
-from daemon.settings import Settings
+from daemon.settings import Settings, SettingsError
 
 __all__ = ["QUOTA_STATE_KEY", "Daemon", "RailsHandle", "event_loop_factory", "run_daemon"]
 
@@ -46,6 +51,9 @@ log = structlog.get_logger("daemon.runner")
 
 # How long a successful spool write keeps /readyz's "spool writable" fresh.
 _SPOOL_PROBE_TTL_S = 5.0
+# A scrape or probe waits this long for the spool's stats (a read on its own connection);
+# past it, the gauges keep their previous values rather than hold up the answer.
+_STATS_TIMEOUT_S = 2.0
 
 
 class RailsHandle(Protocol):
@@ -99,6 +107,8 @@ class Daemon:
         self._install_signals = install_signal_handlers
         self.state = _ShutdownState()
         self.spool: Any = None
+        # The spool as adapters and rails write to it (its last refusal, for /readyz).
+        self._intake: Any = None
         self.adapters: list[Any] = []
         self.rails: RailsHandle | None = None
         self.health: HealthServer | None = None
@@ -156,6 +166,15 @@ class Daemon:
                 self.spool = spool
                 log.info("spool open", path=str(s.spool.path))
                 code = await self._serve(spool, started_at)
+        except* SettingsError as group:
+            problems = [
+                p for e in group.exceptions if isinstance(e, SettingsError) for p in e.problems
+            ]
+            for problem in problems:
+                log.error("invalid configuration", problem=str(problem))
+            # `systemctl status` shows the first one next to the failed unit.
+            self.notifier.status(f"invalid configuration: {problems[0] if problems else '?'}")
+            code = EXIT_CONFIG
         except* Exception as group:
             for exc in group.exceptions:
                 # Task failures were logged with their traceback by _guard.
@@ -170,6 +189,7 @@ class Daemon:
 
         s = self.settings
         spool = CountingSpool(raw_spool, self.metrics)
+        self._intake = spool
         self.rails = await self._rails_factory(s, spool, self.metrics)
         if self.rails is None:
             log.warning(
@@ -360,7 +380,7 @@ class Daemon:
     # -------------------------------------------------------------- probes
 
     async def _readiness(self) -> Sequence[ReadinessCheck]:
-        checks = [await self._spool_check()]
+        checks = [await self._spool_check(), await self._intake_check()]
         if self.rails is None:
             checks.append(
                 ReadinessCheck("salesforce", False, "no Salesforce rail in this build: not sending")
@@ -387,8 +407,58 @@ class Daemon:
             return ReadinessCheck("spool writable", False, self._spool_error)
         return ReadinessCheck("spool writable", True, str(self.settings.spool.path))
 
+    async def _intake_check(self) -> ReadinessCheck:
+        """Whether the spool takes new outcomes, or is full and has the dialers retry.
+
+        ``max_pending`` is read from the stats (unsent = pending + in flight), so it shows
+        before any dialer is refused. A full ``max_bytes`` or disk only shows as a refusal
+        (the stats' file size counts free pages a purge left, which new records reuse);
+        it lasts until a put succeeds, or the file is below ``max_bytes`` again.
+        """
+        name = "spool accepting outcomes"
+        limit = self.settings.spool.max_pending
+        stats = await self._spool_stats()
+        unsent = None if stats is None else stats.pending + stats.inflight
+        if unsent is not None and unsent >= limit:
+            return ReadinessCheck(
+                name,
+                False,
+                f"full: {unsent} unsent records, [spool] max_pending = {limit}; "
+                "dialers are told to retry (503) until Salesforce takes some",
+            )
+        refusal = getattr(self._intake, "refusal", None)
+        if refusal is not None and not self._refusal_over(refusal, stats):
+            return ReadinessCheck(name, False, f"full: {refusal}; dialers are told to retry (503)")
+        if unsent is None:
+            return ReadinessCheck(name, True, "no refusal (spool stats unreadable)")
+        return ReadinessCheck(name, True, f"{unsent} unsent, max_pending = {limit}")
+
+    def _refusal_over(self, refusal: Any, stats: Any) -> bool:
+        """Whether the stats show the cause of the last refusal gone (no put since)."""
+        if stats is None:
+            return False
+        if refusal.reason == "max_pending":
+            return bool(stats.pending + stats.inflight < self.settings.spool.max_pending)
+        if refusal.reason == "max_bytes":
+            # The file's size is at least the bytes in use: under the cap, a put fits.
+            return bool(stats.file_bytes < self.settings.spool.max_bytes)
+        return False  # the disk was full: until a put succeeds
+
+    async def _spool_stats(self) -> Any:
+        """The spool's O(1) stats, None when they cannot be read in time."""
+        try:
+            async with asyncio.timeout(_STATS_TIMEOUT_S):
+                return await self.spool.stats()
+        except Exception as exc:  # a probe or scrape must answer; "spool writable" says why
+            log.debug("spool stats unreadable", error=f"{type(exc).__name__}: {exc}")
+            return None
+
     async def _refresh_metrics(self) -> None:
+        """Before each scrape: the state gauges from the adapters and the spool's stats."""
         self.metrics.update_adapters(a.health() for a in self.adapters)
+        stats = await self._spool_stats()
+        if stats is not None:
+            self._update_spool_metrics(stats)
 
     def _update_spool_metrics(self, stats: Any) -> None:
         self.metrics.update_spool(

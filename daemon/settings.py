@@ -25,7 +25,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +53,8 @@ __all__ = [
     "CREDENTIAL_FILES",
     "DEFAULT_CONFIG_PATH",
     "ENV_PREFIX",
+    "SHUTDOWN_TIMEOUT_MAX_S",
+    "UNIT_TIMEOUT_STOP_S",
     "DaemonSettings",
     "HttpSettings",
     "LogSettings",
@@ -69,6 +71,12 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("/etc/dispo-sync/config.toml")
 ENV_PREFIX = "DISPO_"
+
+# systemd/dispo-sync.service's TimeoutStopSec: SIGKILL that long after SIGTERM.
+UNIT_TIMEOUT_STOP_S = 30
+# [daemon] shutdown_timeout_s at most: the drain deadline, then a few seconds to cancel
+# what is left, stop the HTTP server (up to 2 s) and close the spool (a WAL checkpoint).
+SHUTDOWN_TIMEOUT_MAX_S = 25.0
 
 # Credential file name (in $CREDENTIALS_DIRECTORY) -> the key it fills.
 CREDENTIAL_FILES: dict[str, tuple[str, str]] = {
@@ -317,14 +325,28 @@ class DaemonSettings(BaseModel):
 
     model_config = _Frozen
 
-    # Must stay below the unit's TimeoutStopSec (30 s) so systemd never kills us.
-    shutdown_timeout_s: float = Field(default=25.0, gt=0, le=120)
+    # At most SHUTDOWN_TIMEOUT_MAX_S: see _check_shutdown_timeout.
+    shutdown_timeout_s: float = Field(default=25.0, gt=0)
     status_interval_s: float = Field(default=5.0, gt=0, le=3600)
     # Zone of dialer timestamps written without an offset (VICIdial, CDR files),
     # for adapters without their own ``tz`` and for ``dispo-sync ingest``.
     default_tz: str = "UTC"
     # "auto": uvloop when installed, else asyncio's own loop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+    @field_validator("shutdown_timeout_s")
+    @classmethod
+    def _check_shutdown_timeout(cls, value: float) -> float:
+        # systemd SIGKILLs the service TimeoutStopSec after SIGTERM; the drain deadline must
+        # leave time after it to stop the HTTP server and close (flush) the spool.
+        if value > SHUTDOWN_TIMEOUT_MAX_S:
+            raise ValueError(
+                f"at most {SHUTDOWN_TIMEOUT_MAX_S:g} seconds: systemd/dispo-sync.service has "
+                f"TimeoutStopSec={UNIT_TIMEOUT_STOP_S} and kills the service then; the last "
+                f"{UNIT_TIMEOUT_STOP_S - SHUTDOWN_TIMEOUT_MAX_S:g} seconds are for closing "
+                "the spool"
+            )
+        return value
 
     @field_validator("default_tz")
     @classmethod
@@ -419,8 +441,12 @@ class CredentialsDirectorySource(PydanticBaseSettingsSource):
                 self.used[(section, key)] = entry.name
         return out
 
-    def adapter_secrets(self, tables: list[dict[str, Any]]) -> None:
-        """Fill ``secret`` of adapter tables from ``adapter-<index|name>-secret``."""
+    def adapter_secrets(self, tables: list[Any], *, from_environment: Container[int] = ()) -> None:
+        """Fill ``secret`` of adapter tables from ``adapter-<index|name>-secret``.
+
+        ``from_environment``: indexes of tables whose ``secret`` the environment set;
+        the environment is the stronger source, so their credential file is ignored.
+        """
         if self.directory is None or not self.directory.is_dir():
             return
         for entry in sorted(self.directory.iterdir()):
@@ -429,6 +455,9 @@ class CredentialsDirectorySource(PydanticBaseSettingsSource):
                 continue
             which = match.group("which")
             for index, table in enumerate(tables):
+                # Not a table: reported by validation; skipped here so indexes stay true.
+                if not isinstance(table, dict) or index in from_environment:
+                    continue
                 if which == str(index) or which == table.get("name"):
                     table["secret"] = _read_secret(entry)
                     self.used[("adapter", str(index), "secret")] = entry.name
@@ -569,8 +598,14 @@ def load_settings(
     if isinstance(tables, list):
         tables = [dict(t) if isinstance(t, Mapping) else t for t in tables]
         merged["adapter"] = tables
+        # DISPO_ADAPTER replaces the whole list: a secret in it beats the credential file.
+        env_secrets = {
+            int(path[1])
+            for path in _flatten(env_data)
+            if len(path) == 3 and path[0] == "adapter" and path[1].isdigit() and path[2] == "secret"
+        }
         try:
-            creds.adapter_secrets([t for t in tables if isinstance(t, dict)])
+            creds.adapter_secrets(tables, from_environment=env_secrets)
         except OSError as exc:
             problems.append(
                 Problem("$CREDENTIALS_DIRECTORY", f"directory {cred_dir}", f"unreadable: {exc}")

@@ -6,22 +6,25 @@ client, the mapping and the rails receive plain values.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from daemon.http import ReadinessCheck
 from daemon.metrics import Metrics
-from daemon.settings import Settings
+from daemon.settings import Problem, Settings, SettingsError
+from spool.errors import SpoolFull
 
 if TYPE_CHECKING:
     from spool import Spool
 
-__all__ = ["CountingSpool", "DaemonRails", "build_rails", "client_kwargs"]
+__all__ = ["CountingSpool", "DaemonRails", "build_rails", "ca_file_problem", "client_kwargs"]
 
 log = structlog.get_logger("daemon.wiring")
 
@@ -71,6 +74,10 @@ class CountingSpool:
     disposition, with the live latency from call end to confirmation). Claims are
     remembered until they are settled, so an ack by ``(record_id, rev)`` pair
     (the Bulk rail's way) is counted too.
+
+    ``refusal`` is the :class:`spool.SpoolFull` the last put was refused with (None
+    once a put succeeds again), for ``/readyz``: the spool's O(1) stats show a full
+    ``max_pending`` but not a full ``max_bytes`` or disk.
     """
 
     # Limits: claims remembered at most (the oldest are forgotten first).
@@ -80,19 +87,30 @@ class CountingSpool:
         self._spool = spool
         self._metrics = metrics
         self.on_stored: Callable[[], None] | None = None
+        self.refusal: SpoolFull | None = None
         self._claimed: OrderedDict[int, _Claimed] = OrderedDict()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._spool, name)
 
     async def put(self, outcome: Any) -> Any:
-        result = await self._spool.put(outcome)
+        try:
+            result = await self._spool.put(outcome)
+        except SpoolFull as exc:
+            self.refusal = exc
+            raise
+        self.refusal = None
         self._received([outcome], [result])
         return result
 
     async def put_many(self, outcomes: Sequence[Any], **kwargs: Any) -> Any:
         outcomes = list(outcomes)
-        results = await self._spool.put_many(outcomes, **kwargs)
+        try:
+            results = await self._spool.put_many(outcomes, **kwargs)
+        except SpoolFull as exc:
+            self.refusal = exc
+            raise
+        self.refusal = None
         self._received(outcomes, results)
         return results
 
@@ -190,12 +208,30 @@ def _record_id(ref: Any) -> int:
 
 
 class DaemonRails:
-    """The Salesforce side as the runner needs it (:class:`daemon.runner.RailsHandle`)."""
+    """The Salesforce side as the runner needs it (:class:`daemon.runner.RailsHandle`).
+
+    Raises :class:`~daemon.settings.SettingsError` for what a restart cannot fix: an
+    invalid ``[mapping] file`` or ``[salesforce] ca_file``, or client settings the
+    Salesforce client refuses. ``run`` exits 78 on it, which systemd does not restart.
+    """
 
     def __init__(self, settings: Settings, spool: Any, metrics: Metrics) -> None:
-        from daemon.mapping import load_mapping
+        from daemon.mapping import MappingError, load_mapping
         from daemon.rails import Rails
-        from daemon.salesforce import QuotaView, SalesforceClient
+        from daemon.salesforce import ConfigurationError, QuotaView, SalesforceClient
+
+        try:
+            mapping = load_mapping(settings.mapping.file)
+        except MappingError as exc:
+            raise SettingsError(
+                [Problem("mapping.file", f"file {exc.source}", p) for p in exc.problems]
+            ) from exc
+        ca_file = settings.salesforce.ca_file
+        # The client loads it only when the rails start sending, in a task whose failure
+        # would exit 1, and systemd would restart into the same failure in a loop.
+        ca_problem = ca_file_problem(ca_file) if ca_file is not None else None
+        if ca_problem is not None:
+            raise SettingsError([Problem("salesforce.ca_file", f"file {ca_file}", ca_problem)])
 
         self._metrics = metrics
         self._mapping_file = settings.mapping.file
@@ -206,13 +242,16 @@ class DaemonRails:
         quota = QuotaView(
             reserve=settings.rails.quota_reserve, max_share=settings.rails.quota_max_share
         )
-        self.client = SalesforceClient(
-            **client_kwargs(settings), quota=quota, on_call=self._on_call
-        )
+        try:
+            self.client = SalesforceClient(
+                **client_kwargs(settings), quota=quota, on_call=self._on_call
+            )
+        except ConfigurationError as exc:
+            raise SettingsError([Problem("salesforce", "settings", str(exc))]) from exc
         self.rails = Rails(
             spool=cast("Spool", spool),
             client=self.client,
-            mapping=load_mapping(self._mapping_file),
+            mapping=mapping,
             bulk_interval_s=settings.rails.bulk_interval_s,
             bulk_max_records=settings.rails.bulk_max_records,
             bulk_min_records=settings.rails.bulk_min_records,
@@ -289,6 +328,18 @@ class DaemonRails:
             log.info("rail resumed", rail=rail)
         elif name == "quota" and fields.get("max"):
             self._metrics.quota(int(fields.get("used") or 0), int(fields["max"]))
+
+
+def ca_file_problem(path: Path) -> str | None:
+    """Why ``[salesforce] ca_file`` cannot be used as a CA bundle (None: it can).
+
+    The same load the Salesforce client does when it opens, done before it opens.
+    """
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load it as a PEM CA bundle: {exc}"
+    return None
 
 
 async def build_rails(settings: Settings, spool: Any, metrics: Metrics) -> DaemonRails:

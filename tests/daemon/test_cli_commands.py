@@ -1,11 +1,13 @@
-"""The dispo-sync command line: help in an admin's words, config errors, exit codes."""
+"""The dispo-sync command line: help in an admin's words, options, config errors, exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +214,71 @@ def test_help_states_the_settings_defaults_truly() -> None:
         model = Settings.model_fields[section].annotation
         assert model is not None
         assert str(model.model_fields[key].get_default()) == value, (section, key)
+
+
+def run_config(tmp_path: Path, *, salesforce: str = "", extra: str = "", fmt: str = "json") -> Path:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        '[salesforce]\nlogin_url = "https://example.my.salesforce.com"\nclient_id = "id"\n'
+        f'client_secret = "secret-value"\n{salesforce}[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[http]\nlisten = "127.0.0.1:0"\n[log]\nformat = "{fmt}"\n{extra}'
+    )
+    return cfg
+
+
+def json_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_run_with_an_unusable_mapping_or_ca_file_exits_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: exit 78 = invalid configuration, which systemd does not restart on. A broken
+    [mapping] file or [salesforce] ca_file cannot be fixed by a restart either: `run` exits
+    78 before READY, with a line naming the file and the problem."""
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text("[task\nbroken")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("not a certificate\n")
+    for sections, key, path, problem in (
+        ({"extra": f'[mapping]\nfile = "{mapping}"\n'}, "mapping.file", mapping, "not valid TOML"),
+        (
+            {"salesforce": f'ca_file = "{ca_file}"\n'},
+            "salesforce.ca_file",
+            ca_file,
+            "cannot load it as a PEM CA bundle",
+        ),
+    ):
+        cfg = run_config(tmp_path, **sections)
+        assert main(["run", "--config", str(cfg)]) == EXIT_CONFIG, key
+        events = json_events(capsys.readouterr().out)
+        (line,) = [e for e in events if e["event"] == "invalid configuration"]
+        assert line["problem"].startswith(f"{key} (file {path}): {problem}"), line
+        assert "dispo-sync ready" not in [e["event"] for e in events]
+
+    # check-config lists the CA file among its checks instead of stopping on a traceback.
+    cfg = run_config(tmp_path, salesforce=f'ca_file = "{ca_file}"\n')
+    assert main(["check-config", "--config", str(cfg)]) == 1
+    assert f"FAIL  salesforce ca_file: {ca_file}: cannot load it" in capsys.readouterr().out
+
+
+def test_log_options_may_follow_the_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dispo-sync run --log-format json` (as appended to ExecStart=) works like
+    `dispo-sync --log-format json run`; neither form overrides the other when absent."""
+    parse = build_parser().parse_args
+    assert parse(["--log-format", "json", "run"]).log_format == "json"
+    after = parse(["--log-level", "debug", "run", "--config", "c.toml", "--log-format", "json"])
+    assert (after.log_format, after.log_level) == ("json", "debug")
+    assert parse(["dead-letters", "list", "--log-level", "error"]).log_level == "error"
+    plain = parse(["ingest", "f.csv"])
+    assert (plain.log_format, plain.log_level) == (None, None)
+
+    # For real: the file says logfmt, the option after the command says json.
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text("[task\nbroken")
+    cfg = run_config(tmp_path, extra=f'[mapping]\nfile = "{mapping}"\n', fmt="logfmt")
+    assert main(["run", "--config", str(cfg), "--log-format", "json"]) == EXIT_CONFIG
+    out = capsys.readouterr().out
+    assert out.strip() and all(line.startswith("{") for line in out.splitlines()), out

@@ -1,15 +1,24 @@
-"""/healthz, /readyz and /metrics over a real loopback socket."""
+"""/healthz, /readyz and /metrics over a real loopback socket, alone and in the daemon."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 
 from adapters._base import AdapterHealth, AdapterState
 from daemon.http import HealthServer, ReadinessCheck
 from daemon.metrics import Metrics
+from daemon.notify import Notifier
+from daemon.runner import Daemon
+from daemon.settings import Settings, load_settings
+from spool import CallOutcome, Disposition
 from tests.keepalive import assert_connections_nodelay
 
 
@@ -119,3 +128,146 @@ def test_spool_gauges_drop_vanished_labels_to_zero() -> None:
     )
     metrics.update_spool(by_state={}, oldest_pending_s=None, dead_by_error={}, jobs_by_state={})
     assert b'dispo_dead_letters{error_code="X"} 0.0' in metrics.render()
+
+
+# ------------------------------------------------------------------ in the daemon
+
+
+def config(tmp_path: Path, extra: str = "", **sections: dict[str, Any]) -> Path:
+    """A config for a daemon on loopback; ``sections`` add keys, e.g. spool={...}."""
+    keys: dict[str, dict[str, Any]] = {
+        "spool": {"path": str(tmp_path / "spool.db")},
+        "daemon": {"status_interval_s": 0.05},
+    }
+    for name, values in sections.items():
+        keys.setdefault(name, {}).update(values)
+    # JSON strings and numbers are TOML values too.
+    body = "".join(
+        f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+        for name, values in keys.items()
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[salesforce]\nlogin_url = "https://example.my.salesforce.com"\nclient_id = "id"\n'
+        'client_secret = "secret-value"\n[http]\nlisten = "127.0.0.1:0"\n[log]\n'
+        f'format = "json"\n{body}{extra}'
+    )
+    return path
+
+
+class ReadyRails:
+    """A rails stand-in that is always ready and stops at once."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    def readiness(self) -> Sequence[ReadinessCheck]:
+        return [ReadinessCheck("salesforce", True, "authenticated")]
+
+    def quota(self) -> dict[str, Any] | None:
+        return {"used": 1, "max": 100, "state": "ok"}
+
+    def reload_mapping(self) -> str:
+        return "ok"
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """The daemon (ready rails) and a client on its health port; stopped (exit 0) after."""
+
+    async def rails(settings: Settings, spool: Any, metrics: Metrics) -> ReadyRails:
+        return ReadyRails()
+
+    daemon = Daemon(
+        settings, notifier=Notifier(None), rails_factory=rails, install_signal_handlers=False
+    )
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(daemon.run())
+        try:
+            async with asyncio.timeout(10):
+                await daemon.started.wait()
+            assert daemon.health is not None
+            base = f"http://127.0.0.1:{daemon.health.port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                yield daemon, client
+        finally:
+            daemon.request_stop()
+    assert task.result() == 0
+
+
+def outcome(call_id: str) -> CallOutcome:
+    return CallOutcome(
+        source="vicidial",
+        call_id=call_id,
+        disposition=Disposition.VOICEMAIL,
+        ended_at=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+    )
+
+
+def series(text: str, name: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(name)]
+
+
+async def test_dispo_ready_metric_reflects_readiness_without_a_readyz_probe(
+    tmp_path: Path,
+) -> None:
+    """README: /metrics has `dispo_ready`. Prometheus only scrapes /metrics; a healthy,
+    ready daemon must not read 0 there just because nobody asked /readyz."""
+    settings = load_settings(config(tmp_path), environ={})
+    async with running(settings) as (_, client):
+        text = (await client.get("/metrics")).text  # the first scrape, no /readyz before
+        readyz = await client.get("/readyz")
+    assert readyz.status_code == 200, readyz.text
+    assert series(text, "dispo_ready") == ["dispo_ready 1.0"]
+
+
+async def test_spool_gauges_follow_the_spool_at_scrape_time(tmp_path: Path) -> None:
+    """daemon/metrics.py: spool gauges are refreshed just before each scrape, not only on
+    the systemd STATUS tick (here an hour apart)."""
+    settings = load_settings(config(tmp_path, daemon={"status_interval_s": 3600}), environ={})
+    async with running(settings) as (daemon, client):
+        await daemon.spool.put(outcome("c1"))
+        text = (await client.get("/metrics")).text
+    assert series(text, 'dispo_spool_records{state="pending"') == [
+        'dispo_spool_records{state="pending"} 1.0'
+    ]
+    assert series(text, "dispo_spool_oldest_pending_seconds ") != [
+        "dispo_spool_oldest_pending_seconds 0.0"
+    ]
+
+
+async def test_readyz_says_so_when_the_spool_is_full_at_max_pending(tmp_path: Path) -> None:
+    """At [spool] max_pending every put is refused (webhooks answer 503): not ready, and the
+    check names the limit, before any dialer was refused."""
+    settings = load_settings(config(tmp_path, spool={"max_pending": 2}), environ={})
+    async with running(settings) as (daemon, client):
+        await daemon.spool.put(outcome("c1"))
+        before = await client.get("/readyz")
+        await daemon.spool.put(outcome("c2"))
+        full = await client.get("/readyz")
+        text = (await client.get("/metrics")).text
+    assert before.status_code == 200, before.text
+    assert full.status_code == 503, full.text
+    failed = [c for c in full.json()["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["spool accepting outcomes"]
+    assert "max_pending = 2" in failed[0]["detail"]
+    assert series(text, "dispo_ready") == ["dispo_ready 0.0"]
+
+
+async def test_readyz_says_so_after_a_webhook_was_refused_at_max_bytes(tmp_path: Path) -> None:
+    """Over [spool] max_bytes a webhook answers 503; /readyz then names the refusal."""
+    hook = (
+        '[[adapter]]\ntype = "webhook"\npreset = "json"\nlisten = "127.0.0.1:0"\ntrusted = true\n'
+    )
+    settings = load_settings(config(tmp_path, hook, spool={"max_bytes": 1}), environ={})
+    async with running(settings) as (daemon, client):
+        assert (await client.get("/readyz")).status_code == 200  # nothing refused yet
+        (adapter,) = daemon.adapters
+        body = {"call_id": "h1", "disposition": "busy", "ended_at": "2026-05-04T10:00:00Z"}
+        posted = await client.post(f"http://127.0.0.1:{adapter.bound_port}/outcomes", json=body)
+        assert posted.status_code == 503, posted.text
+        full = await client.get("/readyz")
+    assert full.status_code == 503, full.text
+    failed = [c for c in full.json()["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["spool accepting outcomes"]
+    assert "max_bytes" in failed[0]["detail"]

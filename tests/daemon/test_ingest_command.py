@@ -118,28 +118,38 @@ def test_ingest_takes_a_file_adapter_table_and_the_default_zone(
     # [rails] live_dispositions decides what is urgent, as under `run`.
     assert sorted(asyncio.run(urgent_in(tmp_path / "spool.db"))) == ["c-2"]
 
-    assert main(["ingest", str(export), "--config", str(cfg), "--adapter", "nope"]) == 1
-    assert "file adapters with a name: crm-export" in capsys.readouterr().err
+    assert main(["ingest", str(export), "--config", str(cfg), "--adapter", "nope"]) == 2
+    assert "--adapter: " in (err := capsys.readouterr().err)
+    assert "file adapters with a name: crm-export" in err
 
 
-def test_ingest_refuses_bad_options_and_reports_refused_rows(
+def test_ingest_with_a_malformed_option_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Unknown field, bad code, bad zone: exit 1 naming it; unreadable rows: exit 1, counted."""
+    """README: exit 2 = wrong usage. A malformed --mapping, --disposition or --tz is wrong
+    usage (not 1, 'found a problem'): exit 2, the message names the option, nothing queued."""
+    export = tmp_path / "calls.csv"
+    export.write_text(CSV)
+    cfg = config(tmp_path)
+    base = ["ingest", str(export), "--config", str(cfg), "--format", "csv"]
+    for extra, message in (
+        (["--mapping", "call_id"], "--mapping: expected KEY=VALUE, got 'call_id'"),
+        (["--mapping", "mood=Result"], "--mapping: unknown field(s) mood"),
+        (["--disposition", "SALE"], "--disposition: expected KEY=VALUE, got 'SALE'"),
+        (["--disposition", "SALE=happy"], "--disposition.SALE"),
+        (["--tz", "Mars/Olympus"], "--tz: unknown time zone 'Mars/Olympus'"),
+    ):
+        assert main(base + extra) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / "spool.db").exists()
+
+
+def test_ingest_reports_refused_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Unreadable rows: exit 1, counted and named in the summary."""
     export = tmp_path / "calls.csv"
     export.write_text(CSV + "c-4,SALE,not a time,L4\n")
     cfg = config(tmp_path)
     base = ["ingest", str(export), "--config", str(cfg), "--format", "csv"]
-    for extra, message in (
-        (["--mapping", "mood=Result"], "unknown field(s) mood"),
-        (["--disposition", "SALE=happy"], "--disposition.SALE"),
-        (["--tz", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
-        (["--disposition", "SALE"], "expected KEY=VALUE"),
-    ):
-        assert main(base + extra) == 1, extra
-        assert message in capsys.readouterr().err, extra
-    assert not (tmp_path / "spool.db").exists()
-
     mapped = ["--mapping", "call_id=Call ID", "--mapping", "disposition=Result"]
     codes = ["--disposition", "SALE=connected", "--disposition", "NA=no_answer"]
     assert main([*base, *mapped, "--mapping", "ended_at=End", *codes]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -14,6 +15,8 @@ from pydantic import BaseModel
 from adapters.config import FileConfig, WebhookConfig
 from daemon.settings import (
     CREDENTIAL_FILES,
+    SHUTDOWN_TIMEOUT_MAX_S,
+    UNIT_TIMEOUT_STOP_S,
     SalesforceSettings,
     Settings,
     SettingsError,
@@ -248,6 +251,45 @@ def test_credential_files_map_to_keys_and_env_still_wins(tmp_path: Path) -> None
     assert sf.refresh_token.get_secret_value() == "salesforce-refresh-token-value"
     assert sf.password is not None and sf.password.get_secret_value() == "from-env"
     assert s.adapter[0]["secret"] == "hook-secret"
+
+
+def test_env_beats_credential_file_for_adapter_secrets(tmp_path: Path) -> None:
+    """README: 'Precedence: environment, then credential files, then the file.' Adapter
+    secrets too: DISPO_ADAPTER's secret wins over adapter-0-secret, which wins over the
+    file's; a table the environment gives without a secret still gets the credential."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "adapter-0-secret").write_text("from-credential-file\n")
+    (creds / "adapter-hook-secret").write_text("hook-from-credential-file\n")
+    table = {"type": "webhook", "preset": "json", "listen": "127.0.0.1:0"}
+    tables = [
+        {**table, "secret": "from-the-environment"},
+        {**table, "name": "hook"},
+    ]
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "DISPO_ADAPTER": json.dumps(tables)}
+    s = load_settings(write(tmp_path, MINIMAL), environ=env)
+    assert [a["secret"] for a in s.adapter] == [
+        "from-the-environment",
+        "hook-from-credential-file",
+    ]
+    in_file = MINIMAL + '[[adapter]]\ntype = "webhook"\nsecret = "from-the-file"\n'
+    s = load_settings(write(tmp_path, in_file), environ={"CREDENTIALS_DIRECTORY": str(creds)})
+    assert s.adapter[0]["secret"] == "from-credential-file"
+
+
+def test_shutdown_timeout_stays_below_the_units_stop_timeout(tmp_path: Path) -> None:
+    """systemd SIGKILLs the service TimeoutStopSec (30 s) after SIGTERM, so the drain
+    deadline is at most 25 s; more is refused naming both, and the unit says 30."""
+    unit = (EXAMPLE.parent / "dispo-sync.service").read_text()
+    assert re.search(rf"^TimeoutStopSec={UNIT_TIMEOUT_STOP_S}$", unit, re.M)
+    assert SHUTDOWN_TIMEOUT_MAX_S <= UNIT_TIMEOUT_STOP_S - 5
+    s = load_settings(write(tmp_path, MINIMAL + "[daemon]\nshutdown_timeout_s = 25\n"), environ={})
+    assert s.daemon.shutdown_timeout_s == 25
+    with pytest.raises(SettingsError) as exc:
+        load_settings(write(tmp_path, MINIMAL + "[daemon]\nshutdown_timeout_s = 60\n"), environ={})
+    message = problems_of(exc)["daemon.shutdown_timeout_s"]
+    assert "at most 25 seconds" in message and "TimeoutStopSec=30" in message, message
+    assert "(got 60)" in message
 
 
 def test_auth_flows_need_their_own_keys() -> None:
