@@ -13,8 +13,11 @@ machine sets REQUESTS_CA_BUNDLE, which overrides ``session.verify = ca_file``.
 
 Control API extras: ``POST /__sim/assignment_rules {"active": true}`` (a Lead assignment rule
 that only ``Sforce-Auto-Assign: FALSE`` avoids), ``POST /__sim/validation_rules [...]`` (the org's
-own rules: FIELD_CUSTOM_VALIDATION_EXCEPTION, see ``sfsim.rules``), ``POST /__sim/refresh_token``,
-``GET /__sim/info``. Seed a Lead with ``IsConverted: true`` to get CANNOT_UPDATE_CONVERTED_LEAD.
+own rules: FIELD_CUSTOM_VALIDATION_EXCEPTION, see ``sfsim.rules``), ``POST /__sim/read_only_records
+{"ids": [...]}`` (records the user may read but not edit: INSUFFICIENT_ACCESS_OR_READONLY),
+``POST /__sim/refresh_token``, ``GET /__sim/info``. Seed a Lead with ``IsConverted: true`` to get
+CANNOT_UPDATE_CONVERTED_LEAD. ``SimOrg(refresh_token_rotation=True)`` turns on refresh token
+rotation (each refresh answers with a new refresh token and spends the old one).
 
 README-internal (plug-in points for the Bulk API 2.0 engineer)
 ---------------------------------------------------------------

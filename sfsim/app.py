@@ -441,11 +441,14 @@ class SimApp:
             await asyncio.sleep(delay)
         status = faults.take_error()
         if status is not None:
-            await _send_json(
+            retry_after = faults.settings.retry_after_s
+            await _send(
                 send,
                 status,
-                _ERROR_BODIES[status].rest_body(),
+                _dumps(_ERROR_BODIES[status].rest_body()),
+                _JSON_CT,
                 self.org.usage.header if limit_info else None,
+                [(b"retry-after", str(retry_after).encode())] if retry_after is not None else None,
             )
             return True, False
         if faults.take_drop():

@@ -60,7 +60,7 @@ class BulkPlugin:
 
     def routes(self) -> Sequence[BaseRoute]:
         """Ingest routes under ``/services/data/v{version}``."""
-        return bulk_routes(self.engine, lambda: self.org.user_id)
+        return bulk_routes(self.engine, lambda: self.org.user_id, self.org.faults)
 
     def path_prefixes(self) -> Sequence[str]:
         """Everything under ``/jobs/`` is Bulk 2.0."""

@@ -429,6 +429,10 @@ class BulkEngine:
 
     # ------------------------------------------------------------------ API: results
 
+    def nothing_of_kind(self, job_id: str, kind: str) -> bool:
+        """True when the ``kind`` result file of a final job has no row (only its header)."""
+        return _nothing_of_kind(self.job(job_id), kind)
+
     def result_chunks(self, job_id: str, kind: str, *, rows_per_chunk: int = 5000) -> Iterator[str]:
         """The CSV of ``kind`` (successful / failed / unprocessed), regenerated from the upload
         and the compact per-row outcomes, in pieces. Checks the job state first (§4.8)."""

@@ -6,9 +6,10 @@ field is writable, coerce and check each value (`_coerce_text` then `_coerce_jso
 own functions), resolve a relationship key. This module hoists that work out of the row loop
 (memoising each column's converted cells, resolving each distinct reference once per chunk) and
 then builds and stores each row as the store does: its lock check (`_check_lock`, skipped while
-no lock fault can fire and the object is not Lead), its derived fields (`RecordStore.deriver`,
-the same function `_derive` runs), its uniqueness rule (`_check_unique` words any violation) and
-its index upkeep (`_put`, unrolled per chunk: an index entry changes only when the value does).
+no lock fault can fire, no record is read-only and the object is not Lead), its derived fields
+(`RecordStore.deriver`, the same function `_derive` runs), its uniqueness rule (`_check_unique`
+words any violation) and its index upkeep (`_put`, unrolled per chunk: an index entry changes
+only when the value does).
 Ids for a chunk's creates are minted in one block (`IdGenerator.new_block`); a row that then
 fails leaves a gap in the sequence, as ids on a real org have.
 
@@ -383,9 +384,9 @@ class FastSaver:
         # store.upsert consults its race hook before creating; while that fault is set, creating
         # upserts take the row path so the hook is asked exactly as it would be there.
         racing = key_field is not None and not by_id and self._race_possible()
-        # store._check_lock asks the lock hook (a fault) and refuses converted Leads; with no lock
-        # fault set this chunk, only Leads need it.
-        locking = obj_name == "Lead" or self._locks_possible()
+        # store._check_lock asks the lock hook (a fault) and refuses converted Leads and records
+        # the user may not edit; with no lock fault and no such record, only Leads need it.
+        locking = obj_name == "Lead" or bool(store.read_only_ids) or self._locks_possible()
         status, ids = outcomes.status, outcomes.ids
         created_code, updated_code = RowOutcomes.CREATED, RowOutcomes.UPDATED
         errors: dict[int, SfError] = {}

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from sfsim.bulk_engine import RESULT_KINDS, BulkEngine
 from sfsim.bulk_jobs import BulkApiError
+from sfsim.faults import Faults
 
 __all__ = ["bulk_routes"]
 
@@ -87,8 +88,11 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-def bulk_routes(engine: BulkEngine, user_id: Callable[[], str]) -> list[BaseRoute]:
-    """The ingest routes, relative to ``/services/data/v{version}``."""
+def bulk_routes(
+    engine: BulkEngine, user_id: Callable[[], str], faults: Faults | None = None
+) -> list[BaseRoute]:
+    """The ingest routes, relative to ``/services/data/v{version}``; ``faults`` steers the
+    result downloads (``bulk_empty_results_204``, ``corrupt_results_next``)."""
 
     def guarded(handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -202,7 +206,17 @@ def bulk_routes(engine: BulkEngine, user_id: Callable[[], str]) -> list[BaseRout
         kind = RESULT_KINDS.get(request.path_params["kind"].lower())
         if kind is None:
             raise BulkApiError(404, "NOT_FOUND", "The requested resource does not exist")
-        chunks = engine.result_chunks(job.id, kind)
+        chunks = engine.result_chunks(job.id, kind)  # checks the job's state first
+        if faults is not None:
+            if faults.take_corrupt_result():
+                # Announced as gzip, and not gzip: a compressed download corrupted on the way.
+                return Response(
+                    b"this is not gzip data",
+                    media_type="text/csv",
+                    headers={"Content-Encoding": "gzip"},
+                )
+            if faults.settings.bulk_empty_results_204 and engine.nothing_of_kind(job.id, kind):
+                return Response(status_code=204)
         # A sync iterator: Starlette drains it in a worker thread, off the event loop. The job is
         # final, so nothing mutates what it reads.
         return StreamingResponse(chunks, media_type="text/csv")

@@ -12,6 +12,9 @@ Open without auth on loopback; from any other address it needs a valid bearer to
   that re-owns every Lead created or updated over REST without ``Sforce-Auto-Assign: FALSE``;
 - ``GET|POST /__sim/validation_rules``: replace / read the org's validation rules (a JSON array,
   see ``sfsim.rules``); a save breaking one fails with FIELD_CUSTOM_VALIDATION_EXCEPTION;
+- ``GET|POST /__sim/read_only_records``: ``{"ids": [...]}`` replaces / reads the records the
+  integration user can read but not edit (sharing); writes to them fail with
+  INSUFFICIENT_ACCESS_OR_READONLY on every API;
 - ``POST /__sim/refresh_token``: mint a refresh token for the integration user;
 - ``GET  /__sim/info``: the connection info (instance_url, token_url, client credentials...).
 """
@@ -24,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sfsim.errors import SfError
 from sfsim.faults import FaultConfigError
+from sfsim.ids import normalize_id
 from sfsim.rules import RuleError, group_rules, parse_rules
 
 if TYPE_CHECKING:
@@ -127,6 +131,18 @@ class ControlApi:
                 return 200, [
                     r.as_json() for rules in org.store.validation_rules.values() for r in rules
                 ]
+        elif head == "read_only_records":
+            if method == "POST":
+                ids = body.get("ids") if isinstance(body, dict) else None
+                if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                    return 400, {"error": 'expected {"ids": ["<record id>", ...]}'}
+                normalized = [normalize_id(i) for i in ids]
+                bad = [i for i, n in zip(ids, normalized, strict=True) if n is None]
+                if bad:
+                    return 400, {"error": f"malformed id(s): {', '.join(bad[:5])}"}
+                org.store.read_only_ids = {n for n in normalized if n is not None}
+            if method in ("GET", "POST"):
+                return 200, {"ids": sorted(org.store.read_only_ids)}
         elif head == "refresh_token" and method == "POST":
             return 200, {"refresh_token": org.tokens.issue_refresh(org.user_id)}
         elif head == "info" and method == "GET":

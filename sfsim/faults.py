@@ -11,6 +11,9 @@ Set over the control API (``POST /__sim/faults`` with a JSON object) or from Pyt
 ``error_rate`` / ``error_next`` / ``error_status``
     A fraction of requests (or the next N) answered with ``error_status`` (500 or 503, or a list
     to pick from) instead of being handled.
+``retry_after_s``
+    Whole seconds (or null, the default): the injected 5xx answers carry ``Retry-After`` with
+    this value, as a real org or its edge may during maintenance or overload.
 ``drop_rate`` / ``drop_next`` / ``drop_after_processing``
     A fraction of requests (or the next N) whose connection is cut before a complete response;
     with ``drop_after_processing`` the request is handled first (the write lands, the answer is
@@ -32,6 +35,13 @@ Set over the control API (``POST /__sim/faults`` with a JSON object) or from Pyt
     Bulk rows whose parent record (a Lead behind WhoId, ...) is also the parent of a row in another
     batch being processed at the same time fail with UNABLE_TO_LOCK_ROW (§7.7), and the job counts
     ``retries``.
+``bulk_empty_results_204``
+    Bulk result downloads with no row of their kind (``failedResults`` of a job without
+    failures, say) answer 204 No Content with no body instead of a header-only CSV, as real orgs
+    have been seen to (OpenFn/adaptors#886).
+``corrupt_results_next``
+    The next N Bulk result downloads come back ``Content-Encoding: gzip`` with a body that is not
+    gzip: a compressed download corrupted on the way.
 ``job_failure_rate`` / ``fail_next_jobs`` / ``job_failure_message``
     Bulk jobs that end ``Failed`` as a whole (read by the bulk plugin via ``take_job_failure``).
 ``revoke_tokens``
@@ -76,6 +86,9 @@ _KNOWN_KEYS: Final = frozenset(
         "bulk_lock_contention",
         "upsert_race_rate",
         "upsert_race_next",
+        "retry_after_s",
+        "bulk_empty_results_204",
+        "corrupt_results_next",
         "clear",
     }
 )
@@ -105,6 +118,9 @@ class FaultSettings:
     bulk_lock_contention: bool = False
     upsert_race_rate: float = 0.0
     upsert_race_next: int = 0
+    retry_after_s: int | None = None
+    bulk_empty_results_204: bool = False
+    corrupt_results_next: int = 0
     seed: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -188,8 +204,11 @@ class Faults:
                 "lock_next",
                 "fail_next_jobs",
                 "upsert_race_next",
+                "corrupt_results_next",
             ):
                 setattr(s, key, _count(key, value))
+            elif key == "retry_after_s":
+                s.retry_after_s = None if value is None else _count(key, value)
             elif key == "latency_ms":
                 s.latency_ms = _latency(value)
             elif key == "error_status":
@@ -201,12 +220,10 @@ class Faults:
                 s.error_status = value
             elif key == "drop_after_processing":
                 s.drop_after_processing = bool(value)
-            elif key == "bulk_lock_contention":
+            elif key in ("bulk_lock_contention", "bulk_empty_results_204"):
                 if not isinstance(value, bool):
-                    raise FaultConfigError(
-                        f"bulk_lock_contention: expected true or false, got {value!r}"
-                    )
-                s.bulk_lock_contention = value
+                    raise FaultConfigError(f"{key}: expected true or false, got {value!r}")
+                setattr(s, key, value)
             elif key == "kinds":
                 if value is not None and (
                     not isinstance(value, list) or not all(isinstance(k, str) for k in value)
@@ -322,6 +339,15 @@ class Faults:
         if hit:
             self._bump("upsert_races")
         return hit
+
+    def take_corrupt_result(self) -> bool:
+        """For the bulk plugin: whether this result download's body must be corrupted."""
+        s = self.settings
+        if not s.corrupt_results_next:
+            return False
+        s.corrupt_results_next -= 1
+        self._bump("corrupt_results")
+        return True
 
     def take_job_failure(self) -> str | None:
         """For the bulk plugin: the ``errorMessage`` if this job must fail as a whole, else None."""

@@ -48,6 +48,10 @@ class OAuthConfig:
     #: it unless told otherwise, because its info line hands out a password on purpose.
     password_flow: bool = True
     client_credentials_flow: bool = True
+    #: Refresh token rotation (the connected app's "Enable Refresh Token Rotation"): each
+    #: refresh_token grant answers with a new ``refresh_token`` and invalidates the one used.
+    #: Off by default, as on a real connected app (§1.4 [U]).
+    refresh_token_rotation: bool = False
 
 
 @dataclass(slots=True)
@@ -102,6 +106,11 @@ class TokenStore:
     def refresh_user(self, token: str) -> str | None:
         """The user a refresh token belongs to, or None."""
         return self._refresh.get(token)
+
+    def rotate_refresh(self, token: str) -> str:
+        """Rotation: a new refresh token for ``token``'s user; ``token`` stops working."""
+        user_id = self._refresh.pop(token)
+        return self.issue_refresh(user_id)
 
     def revoke(self, *, refresh_too: bool = False) -> int:
         """Revoke every access token (and refresh tokens when asked); returns how many."""
@@ -181,6 +190,7 @@ def token_endpoint(
         return None
 
     flow: str
+    rotated: str | None = None
     if grant == "client_credentials":
         problem = check_client()
         if problem:
@@ -207,10 +217,13 @@ def token_endpoint(
         problem = check_client(secret_required=False)
         if problem:
             return problem
-        if tokens.refresh_user(form.get("refresh_token", "")) is None:
+        used = form.get("refresh_token", "")
+        if tokens.refresh_user(used) is None:
             return _err("invalid_grant", "expired access/refresh token")
-        # [U] a new refresh_token comes back only with rotation enabled (§1.4): none here, the
-        # stricter case for clients, which must keep using the one they have.
+        # [U] a new refresh_token comes back only with rotation enabled (§1.4); with it, the
+        # one just used is spent and only the new one works for the next refresh.
+        if config.refresh_token_rotation:
+            rotated = tokens.rotate_refresh(used)
         flow = "refresh_token"
     elif grant == JWT_GRANT:
         problem2 = _check_jwt(config, form.get("assertion", ""), accepted_audiences)
@@ -229,6 +242,8 @@ def token_endpoint(
         "token_type": "Bearer",
         "scope": "api",
     }
+    if rotated is not None:
+        body["refresh_token"] = rotated
     if flow != "jwt":
         # [U] whether JWT responses carry signature/issued_at (§1.5): left out, the stricter
         # choice for clients that must not depend on them.

@@ -57,6 +57,8 @@ class SimConfig:
     security_token: str = ""
     jwt_cert_pem: bytes | None = None
     password_flow: bool = True
+    #: Refresh token rotation on the connected app (``sfsim.oauth.OAuthConfig``); off by default.
+    refresh_token_rotation: bool = False
     #: Credentials given explicitly (by name); the others are restored from ``state_dir``, so a
     #: restarted sim keeps the client id/secret and password a user pasted into a config.
     fixed_credentials: frozenset[str] = frozenset()
@@ -95,6 +97,7 @@ class Org:
             security_token=self.config.security_token,
             jwt_cert_pem=self.config.jwt_cert_pem,
             password_flow=self.config.password_flow,
+            refresh_token_rotation=self.config.refresh_token_rotation,
         )
         #: Set by the server once it listens: ``http(s)://host:port``.
         self.instance_url = ""

@@ -83,6 +83,7 @@ class SimOrg:
         config: SimConfig | None = None,
         jwt_cert_pem: bytes | None = None,
         seed: int | None = None,
+        refresh_token_rotation: bool | None = None,
     ) -> None:
         cfg = config or SimConfig()
         if api_limit is not None:
@@ -97,6 +98,8 @@ class SimOrg:
             cfg.jwt_cert_pem = jwt_cert_pem
         if seed is not None:
             cfg.seed = seed
+        if refresh_token_rotation is not None:
+            cfg.refresh_token_rotation = refresh_token_rotation
         self.config = cfg
         self.host = host
         self.port = port

@@ -17,7 +17,9 @@ record is validated the same way whichever API carried it. Each failed write rai
 - a duplicate on a unique field ``DUPLICATE_VALUE``; a simulated lock ``UNABLE_TO_LOCK_ROW``;
 - a bad email ``INVALID_EMAIL_ADDRESS``; too many digits ``NUMBER_OUTSIDE_VALID_RANGE``;
 - an update of a converted Lead ``CANNOT_UPDATE_CONVERTED_LEAD``; a broken validation rule of
-  the org (``sfsim.rules``) ``FIELD_CUSTOM_VALIDATION_EXCEPTION``.
+  the org (``sfsim.rules``) ``FIELD_CUSTOM_VALIDATION_EXCEPTION``;
+- an update or delete of a record in ``read_only_ids`` (the integration user may read it but not
+  edit it: a private sharing model, another owner's record) ``INSUFFICIENT_ACCESS_OR_READONLY``.
 
 Values are stored JSON-ready: datetimes as ``2026-01-02T03:04:05.000+0000`` (UTC), dates as
 ``YYYY-MM-DD``, ids as 18 characters. A record holds only the fields that were set; readers get
@@ -202,6 +204,10 @@ class RecordStore:
         self.race_hook: Callable[[str], bool] | None = None
         #: The org's validation rules per object (``sfsim.rules``); seeding ignores them.
         self.validation_rules: dict[str, list[ValidationRule]] = {}
+        #: Ids (18 characters) of records the integration user can read but not edit or
+        #: delete (sharing): every write path refuses them with INSUFFICIENT_ACCESS_OR_READONLY.
+        #: Set through ``POST /__sim/read_only_records``; not saved with ``--state-dir``.
+        self.read_only_ids: set[str] = set()
         self._seeding = False
         #: The running (integration) user: owner and creator of what the API writes.
         self.user_id: str = ""
@@ -677,6 +683,7 @@ class RecordStore:
         """Forget every record."""
         self._tables = {name: _Table(o) for name, o in self.schema.objects.items()}
         self._journal = None
+        self.read_only_ids.clear()
 
     # ---------------------------------------------------------------- internals
 
@@ -696,11 +703,21 @@ class RecordStore:
         raise not_found()
 
     def _check_lock(self, sobject: str, rid: str | None, *, deleting: bool = False) -> None:
-        """Whether this row may be written now: simulated locks, and converted Leads.
+        """Whether this row may be written now: simulated locks, converted Leads and records the
+        user may not edit.
 
         Every write path (REST, composite, collections, both bulk save paths) calls this before
-        writing a row, which is why the converted-Lead rule lives here.
+        writing a row, which is why the converted-Lead and sharing rules live here.
         """
+        if rid is not None and rid in self.read_only_ids:
+            # Record-level sharing: readable, not editable by this user. The message is a real
+            # org's; [U] HTTP status: 400 like every record-level DML error (§2.8).
+            raise SfError(
+                400,
+                "INSUFFICIENT_ACCESS_OR_READONLY",
+                "insufficient access rights on object id",
+                [],
+            )
         if rid is not None and not deleting and sobject == "Lead":
             row = self._tables[sobject].rows.get(rid)
             if row is not None and row.get("IsConverted"):

@@ -129,6 +129,12 @@ class SimControl:
         result: dict[str, Any] = r.json()
         return result
 
+    async def read_only_records(self, ids: list[str]) -> list[str]:
+        """Make these records readable but not editable by the integration user (sharing)."""
+        r = await self._client.post(f"{self._base}/read_only_records", json={"ids": ids})
+        r.raise_for_status()
+        return [str(i) for i in r.json()["ids"]]
+
     async def reset(self) -> None:
         """Back to an empty org."""
         r = await self._client.post(f"{self._base}/reset")

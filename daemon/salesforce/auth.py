@@ -15,8 +15,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-__all__ = ["AuthFlow", "Credentials", "jwt_assertion", "token_form"]
+__all__ = [
+    "AuthFlow",
+    "Credentials",
+    "PrivateKeyError",
+    "jwt_assertion",
+    "signing_key",
+    "token_form",
+]
 
 
 class AuthFlow(StrEnum):
@@ -69,11 +79,50 @@ def default_audience(login_url: str) -> str:
     return login_url.rstrip("/")
 
 
-def jwt_assertion(creds: Credentials, *, now: float | None = None) -> str:
-    key = creds.private_key
-    if key is None:
+class PrivateKeyError(ValueError):
+    """The JWT private key cannot sign. The message says where the key came from and what
+    to fix; it never quotes the key (nor the parser's text about it)."""
+
+
+_KEY_FIX = (
+    "it must be the connected app's RSA private key in PEM form, unencrypted "
+    "(-----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----), not its "
+    "certificate or public key"
+)
+
+
+def signing_key(creds: Credentials) -> RSAPrivateKey:
+    """The RSA private key the JWT bearer assertion is signed with (RS256, §1.5).
+
+    Loaded here rather than left to PyJWT, whose failures for an unusable key are of
+    every kind (``InvalidKeyError`` for a certificate or a truncated file, ``TypeError``
+    for an encrypted key, ``AttributeError`` for a public key): each becomes one
+    :class:`PrivateKeyError` naming the setting to fix.
+    """
+    if creds.private_key is not None:
+        where = "private_key (credential salesforce-private-key)"
+        pem = creds.private_key.encode("utf-8")
+    else:
         assert creds.private_key_file is not None
-        key = creds.private_key_file.read_text(encoding="utf-8")
+        where = f"private_key_file {creds.private_key_file}"
+        pem = creds.private_key_file.read_bytes()  # OSError: the caller names the file
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        # Raised for a passphrase-protected key; the daemon has no passphrase setting.
+        raise PrivateKeyError(
+            f"{where}: the key is encrypted with a passphrase; {_KEY_FIX}"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        # from None: the parser's message is not shown (it is about the key's bytes).
+        raise PrivateKeyError(f"{where}: not a usable private key; {_KEY_FIX}") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise PrivateKeyError(f"{where}: not an RSA key, which RS256 needs; {_KEY_FIX}")
+    return key
+
+
+def jwt_assertion(creds: Credentials, *, now: float | None = None) -> str:
+    key = signing_key(creds)
     issued = int(time.time() if now is None else now)
     claims = {
         "iss": creds.client_id,
@@ -82,7 +131,11 @@ def jwt_assertion(creds: Credentials, *, now: float | None = None) -> str:
         # Salesforce requires exp within 3 minutes of now (§1.5).
         "exp": issued + 170,
     }
-    return jwt.encode(claims, key, algorithm="RS256")
+    try:
+        return jwt.encode(claims, key, algorithm="RS256")
+    except jwt.PyJWTError as exc:
+        # A loaded RSA key PyJWT still refuses (its policy on key sizes, say).
+        raise PrivateKeyError(f"the JWT private key cannot sign: {type(exc).__name__}") from None
 
 
 def token_form(creds: Credentials) -> dict[str, str]:

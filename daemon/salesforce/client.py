@@ -4,9 +4,11 @@ Thin I/O shell over :mod:`.auth`, :mod:`.wire` and :mod:`.errors`:
 
 - the token is obtained once and shared; a 401 ``INVALID_SESSION_ID`` triggers
   exactly one refresh however many requests saw it (single flight, keyed by the
-  token generation), then the request is replayed once. A second 401 right after
-  a fresh token is a configuration problem (e.g. missing ``api`` scope), not a
-  reason to spin;
+  token generation), then the request is replayed once. A refresh that fails is
+  raised to every request that waited for it, not tried again by each. A second
+  401 right after a fresh token is a configuration problem (e.g. missing ``api``
+  scope), not a reason to spin, on every kind of call (REST, Bulk upload, result
+  download);
 - TLS verification is always on (plus an optional extra CA file); ``http://`` is
   refused unless ``allow_http`` is set (local sfsim only);
 - every API response's ``Sforce-Limit-Info`` feeds the :class:`QuotaView`;
@@ -17,20 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
+import types
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
 import structlog
 
-from .auth import AuthFlow, Credentials, token_form
+from .auth import AuthFlow, Credentials, PrivateKeyError, token_form
 from .errors import (
     AuthError,
     ClientClosed,
@@ -63,18 +67,33 @@ SendHook = Callable[[str, str, str], None]
 
 @contextlib.contextmanager
 def map_salesforce_errors() -> Iterator[None]:
-    """Translate httpx exceptions into ours, once, at the boundary."""
+    """Translate httpx exceptions into ours, once, at the boundary.
+
+    Every ``httpx.HTTPError`` leaves as one of ours: code above the client (the rails)
+    catches only :class:`SalesforceError`. Besides timeouts and connection errors, a body
+    that cannot be decoded (``httpx.DecodingError``: a gzip result file cut or corrupted
+    on the way) and any other ``httpx.HTTPError`` is a retryable :class:`TransportError`:
+    the response was not usable, and fetching it again may well be.
+    """
     try:
         yield
     except httpx.TimeoutException as exc:
         raise TransportError(f"timeout: {type(exc).__name__}") from exc
     except httpx.HTTPStatusError as exc:
-        raise error_from_response(exc.response.status_code, exc.response.content) from exc
+        raise error_from_response(
+            exc.response.status_code,
+            exc.response.content,
+            retry_after=exc.response.headers.get("Retry-After"),
+        ) from exc
     except httpx.TransportError as exc:
         message = f"connection error: {type(exc).__name__}: {exc}"
         if _cert_rejected(exc):
             raise TlsUntrustedError(message) from exc
         raise TransportError(message) from exc
+    except httpx.DecodingError as exc:
+        raise TransportError(f"undecodable response body: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise TransportError(f"HTTP error: {type(exc).__name__}: {exc}") from exc
 
 
 def _cert_rejected(exc: BaseException) -> bool:
@@ -85,6 +104,26 @@ def _cert_rejected(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _fresh_token_refused(err: SessionExpired) -> AuthError:
+    """A 401 INVALID_SESSION_ID again right after a fresh token: refreshing once more would
+    only loop (every rail backing off and logging in again, forever), so it is a
+    configuration problem that pauses the rail, whichever call met it."""
+    return AuthError(
+        "Salesforce refused a freshly issued token (INVALID_SESSION_ID right after "
+        "login): check the connected app's scopes (api) and the user's API access",
+        status_code=err.status_code,
+        error_code=err.error_code,
+    )
+
+
+class _Seen(NamedTuple):
+    """What a request was sent with: the token's generation, and how many token requests
+    had settled (succeeded or failed) by then."""
+
+    generation: int
+    settled: int
 
 
 class _State(Enum):
@@ -181,7 +220,13 @@ class SalesforceClient:
         self._instance_url: str | None = None
         self._generation = 0
         self._auth_lock = asyncio.Lock()
+        # Token requests that have finished (either way) and how the last one ended: the
+        # single flight shares a failure with everyone who waited for it (authenticate).
+        self._auth_settled = 0
+        self._auth_failure: Exception | None = None
+        self._auth_failure_tb: types.TracebackType | None = None
         self.token_requests = 0  # for tests and metrics: how many times we hit the token endpoint
+        self._rotation_seen = False  # refresh token rotation noticed (logged once)
 
     # -- lifecycle ---------------------------------------------------------------
     def _check_scheme(self, url: str, what: str) -> None:
@@ -243,24 +288,57 @@ class SalesforceClient:
         return self._instance_url
 
     async def authenticate(self, *, seen_generation: int | None = None) -> None:
-        """Get a token. Single flight: callers that saw the same stale token share one refresh."""
+        """Get a token (single flight, see :meth:`_authenticate`).
+
+        ``seen_generation`` is the token generation the caller saw refused (None: it only
+        needs some token): if a newer one arrived meanwhile, there is nothing to do.
+        """
+        await self._authenticate(seen_generation, since=self._auth_settled)
+
+    async def _authenticate(self, seen_generation: int | None, *, since: int) -> None:
+        """Single flight: one token request at a time, its outcome shared.
+
+        ``since`` is how many token requests had settled when the caller's evidence was
+        gathered (when it sent the request that came back 401, or when it began to wait
+        for a first token). A token request that failed after that is the caller's answer
+        too: a refresh that failed (refresh token revoked, secret wrong, endpoint down) is
+        raised to everyone whose 401 it was meant to heal, instead of being tried again by
+        each of them in turn, a storm of doomed token requests (prior-art: COE-402979).
+        A request sent after the failure, meeting a 401, tries again.
+        """
         async with self._auth_lock:
+            failure = self._auth_failure
+            if self._auth_settled != since and failure is not None:
+                # The same exception for every waiter, with the traceback of the request
+                # that failed, as an asyncio.Future gives its exception to every awaiter.
+                raise failure.with_traceback(self._auth_failure_tb)
             if seen_generation is not None and seen_generation != self._generation:
                 return  # someone refreshed while we waited
             if seen_generation is None and self._token is not None:
                 return
-            await self._fetch_token()
+            try:
+                await self._fetch_token()
+            except Exception as exc:
+                # Not CancelledError (a BaseException): a cancelled request settles
+                # nothing, and the next waiter makes its own.
+                self._auth_failure, self._auth_failure_tb = exc, exc.__traceback__
+                self._auth_settled += 1
+                raise
+            self._auth_failure = self._auth_failure_tb = None
+            self._auth_settled += 1
 
     async def _fetch_token(self) -> None:
         http = self._client()
         url = self._creds.login_url + "/services/oauth2/token"
-        self.token_requests += 1
         try:
             form = token_form(self._creds)
+        except PrivateKeyError as exc:
+            raise AuthError(f"cannot sign the JWT bearer assertion: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise AuthError(
                 f"cannot build the {self._creds.flow.value} token request: {exc}"
             ) from exc
+        self.token_requests += 1
         with map_salesforce_errors():
             response = await http.post(url, data=form)
         if response.status_code != 200:
@@ -280,6 +358,27 @@ class SalesforceClient:
         except (ValueError, KeyError, TypeError) as exc:
             raise AuthError("token response lacks access_token/instance_url") from exc
         self._check_scheme(instance_url, "instance_url")
+        rotated = body.get("refresh_token") if isinstance(body, dict) else None
+        if (
+            self._creds.flow is AuthFlow.REFRESH_TOKEN
+            and isinstance(rotated, str)
+            and rotated
+            and rotated != self._creds.refresh_token
+        ):
+            # Refresh token rotation (§1.4 [U]; Salesforce Help, "OAuth 2.0 Refresh Token
+            # Flow"): the response carries a new refresh token and the one just used is
+            # invalidated, so the next refresh must send the new one.
+            self._creds = dataclasses.replace(self._creds, refresh_token=rotated)
+            if not self._rotation_seen:
+                self._rotation_seen = True
+                log.warning(
+                    "salesforce_refresh_token_rotated",
+                    fix=(
+                        "the connected app rotates refresh tokens: the configured one is now "
+                        "spent, so the next start needs a new refresh token; turn rotation "
+                        "off for this app, or use auth = 'jwt' or 'client_credentials'"
+                    ),
+                )
         self._token = token
         self._instance_url = instance_url
         self._generation += 1
@@ -308,11 +407,11 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         stream: bool = False,
-    ) -> tuple[httpx.Response, int]:
+    ) -> tuple[httpx.Response, _Seen]:
         http = self._client()
         if self._token is None:
             await self.authenticate()
-        generation = self._generation
+        seen = _Seen(self._generation, self._auth_settled)
         hdrs = {"Authorization": f"Bearer {self._token}"}
         if headers:
             hdrs.update(headers)
@@ -332,7 +431,11 @@ class SalesforceClient:
                 self._on_call(rail, method, _path_kind(path), status, time.perf_counter() - started)
         self.quota.count_call(rail)
         self.quota.observe_header(response.headers.get("Sforce-Limit-Info"))
-        return response, generation
+        return response, seen
+
+    async def _refresh(self, seen: _Seen) -> None:
+        """After a 401 on a request sent with ``seen``'s token: one shared refresh."""
+        await self._authenticate(seen.generation, since=seen.settled)
 
     async def request(
         self,
@@ -348,7 +451,7 @@ class SalesforceClient:
     ) -> httpx.Response:
         """Send one API request; refresh + replay once on an expired session; raise ours."""
         for replay in (False, True):
-            response, generation = await self._send_once(
+            response, seen = await self._send_once(
                 method, path, rail=rail, json=json, content=content, headers=headers, params=params
             )
             if response.status_code in ok:
@@ -360,13 +463,8 @@ class SalesforceClient:
             )
             if isinstance(err, SessionExpired):
                 if replay:
-                    raise AuthError(
-                        "Salesforce refused a freshly issued token (INVALID_SESSION_ID right after "
-                        "login): check the connected app's scopes (api) and the user's API access",
-                        status_code=response.status_code,
-                        error_code=err.error_code,
-                    ) from err
-                await self.authenticate(seen_generation=generation)
+                    raise _fresh_token_refused(err) from err
+                await self._refresh(seen)
                 continue
             if isinstance(err, RequestLimitError):
                 self.quota.limit_exceeded()
@@ -382,13 +480,17 @@ class SalesforceClient:
         rail: str = "other",
         headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[AsyncIterator[bytes]]:
-        """A streamed download (Bulk results). Refresh + replay once like :meth:`request`."""
+        """A streamed download (Bulk results). Refresh + replay once like :meth:`request`.
+
+        A 204 reads as an empty body: real orgs answer ``failedResults`` of a job with no
+        failures that way (prior-art: OpenFn/adaptors#886), and no content is no rows.
+        """
         for replay in (False, True):
-            response, generation = await self._send_once(
+            response, seen = await self._send_once(
                 method, path, rail=rail, headers=headers, stream=True
             )
             try:
-                if response.status_code == 200:
+                if response.status_code in (200, 204):
 
                     async def body(resp: httpx.Response = response) -> AsyncIterator[bytes]:
                         with map_salesforce_errors():
@@ -401,9 +503,13 @@ class SalesforceClient:
                     content = await response.aread()
             finally:
                 await response.aclose()
-            err = error_from_response(response.status_code, content)
-            if isinstance(err, SessionExpired) and not replay:
-                await self.authenticate(seen_generation=generation)
+            err = error_from_response(
+                response.status_code, content, retry_after=response.headers.get("Retry-After")
+            )
+            if isinstance(err, SessionExpired):
+                if replay:
+                    raise _fresh_token_refused(err) from err
+                await self._refresh(seen)
                 continue
             if isinstance(err, RequestLimitError):
                 self.quota.limit_exceeded()
@@ -554,7 +660,10 @@ class SalesforceClient:
         chunked transfer encoding. Only a 401 ``INVALID_SESSION_ID`` is replayed (once,
         after the single-flight refresh): the upload was refused before it touched the
         job, so the job's one PUT is still unused. That needs ``data`` as bytes or as a
-        factory of fresh streams (a consumed stream cannot be sent again).
+        factory of fresh streams (a consumed stream cannot be sent again: then the
+        SessionExpired is raised after the refresh, and the caller's retry finds the new
+        token). A 401 again with the fresh token is an :class:`AuthError`, as in
+        :meth:`request`.
         """
         headers = {"Content-Type": "text/csv; charset=UTF-8"}
         if size is not None:
@@ -562,7 +671,7 @@ class SalesforceClient:
         replayable = not isinstance(data, AsyncIterable)
         for replay in (False, True):
             body = data() if callable(data) else data
-            response, generation = await self._send_once(
+            response, seen = await self._send_once(
                 "PUT",
                 self.data_path(f"jobs/ingest/{job_id}/batches"),
                 rail=rail,
@@ -571,10 +680,17 @@ class SalesforceClient:
             )
             if response.status_code in (200, 201):
                 return
-            err = error_from_response(response.status_code, response.content)
-            if isinstance(err, SessionExpired) and replayable and not replay:
-                await self.authenticate(seen_generation=generation)
-                continue
+            err = error_from_response(
+                response.status_code,
+                response.content,
+                retry_after=response.headers.get("Retry-After"),
+            )
+            if isinstance(err, SessionExpired):
+                if replay:
+                    raise _fresh_token_refused(err) from err
+                await self._refresh(seen)
+                if replayable:
+                    continue
             if isinstance(err, RequestLimitError):
                 self.quota.limit_exceeded()
             raise err

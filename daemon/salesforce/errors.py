@@ -11,13 +11,17 @@ The tree (every class carries fields, not only a message)::
     │   └── SessionExpired               401 INVALID_SESSION_ID: refresh once, replay once
     ├── PermanentError                   this record is refused -> dead letter with code and message
     ├── ConfigurationError               our setup is wrong (unknown field, no access, job Failed on
-    │   │                                the file): pause the rail, log loudly, keep records pending
+    │   │                                the file, retired API version): pause the rail, log
+    │   │                                loudly, keep records pending
     │   └── AuthError                    the token endpoint refused our credentials: will not heal
     └── ClientClosed (+RuntimeError)     the client was used after aclose()
 
 Per-record results (composite subresponses, collection items, bulk ``sf__Error``)
 are :class:`RecordError` values, classified by :func:`classify_code` into the
-same three behaviours (:class:`Kind`).
+same three behaviours (:class:`Kind`). A few codes mean something else on one
+record than on a whole request (``record=True``): a sharing refusal
+(``INSUFFICIENT_ACCESS_OR_READONLY``) on one record is that record's, while the
+same code answering the request itself is our setup.
 
 Error bodies are the documented ones (reference/salesforce-api.md §2.8): a JSON
 array of ``{"message", "errorCode", "fields"}``; collection items use
@@ -107,9 +111,17 @@ _CONFIG_CODES = frozenset(
         "INVALIDUSER",
     }
 )
+# Configuration codes that, on one record's result, are about that record only: the
+# integration user may edit Leads but not this one (a private sharing model, a record
+# owned by someone else, a locked approval). Pausing a rail for it would hold every other
+# record back, and again after each recheck; the record is refused for good instead
+# (dead letter with Salesforce's message). Answering a whole request they stay CONFIG.
+_RECORD_PERMANENT_CODES = frozenset({"INSUFFICIENT_ACCESS_OR_READONLY"})
 
 
-def classify_code(code: str | None, *, status_code: int | None = None) -> Kind:
+def classify_code(
+    code: str | None, *, status_code: int | None = None, record: bool = False
+) -> Kind:
     """Classify a Salesforce error code (and HTTP status when known).
 
     Retried: UNABLE_TO_LOCK_ROW, SERVER_UNAVAILABLE, REQUEST_LIMIT_EXCEEDED,
@@ -119,10 +131,17 @@ def classify_code(code: str | None, *, status_code: int | None = None) -> Kind:
     features, unknown resources (``NOT_FOUND`` on the request URL) and job-level
     CSV errors. Everything else on a record (validation, picklist, too long,
     unknown reference, duplicates rule) is permanent for that record.
+
+    ``record=True`` classifies one record's result (a composite subresponse, a
+    collections item, a Bulk result row) rather than an answer to the whole
+    request: a sharing refusal (INSUFFICIENT_ACCESS_OR_READONLY) is then permanent
+    for that record instead of a configuration error.
     """
     normalized = (code or "").upper()
     if normalized in _RETRY_CODES:
         return Kind.RETRY
+    if record and normalized in _RECORD_PERMANENT_CODES:
+        return Kind.PERMANENT
     if normalized in _CONFIG_CODES:
         return Kind.CONFIG
     if status_code is not None and (status_code >= 500 or status_code == 429):
@@ -140,7 +159,7 @@ class RecordError:
 
     @property
     def kind(self) -> Kind:
-        return classify_code(self.code)
+        return classify_code(self.code, record=True)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -301,6 +320,16 @@ def error_from_response(
         exc = LockError(message, **kwargs)
     elif status_code >= 500 or status_code == 429 or normalized == "SERVER_UNAVAILABLE":
         exc = ServerError(message, **kwargs)
+    elif status_code == 410:
+        # 410 GONE answers every request made with a retired API version (§2.8; versions
+        # 21.0-30.0 retired in Summer '25): our setup, the same for every record, so the
+        # rail pauses instead of dead-lettering a whole batch one record at a time.
+        said = f" ({first.message})" if first is not None and first.message else ""
+        exc = ConfigurationError(
+            f"the REST API version this service calls is retired{said}; set "
+            "[salesforce] api_version to a supported version such as 62.0",
+            **kwargs,
+        )
     elif _is_config(status_code, code, errors):
         exc = ConfigurationError(message, **kwargs)
     elif classify_code(code) is Kind.RETRY:

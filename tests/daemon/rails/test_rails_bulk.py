@@ -208,6 +208,28 @@ async def test_a_configuration_error_on_a_record_bulk_hands_to_rest_pauses_bulk(
     assert (stats.pending, stats.inflight, stats.dead) == (1, 0, 0)
 
 
+async def test_a_lead_row_the_user_may_not_edit_dead_letters_that_record_only(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """One Lead row of a job refused for sharing (INSUFFICIENT_ACCESS_OR_READONLY: the
+    user may not edit that Lead) is that record's own error: dead-lettered with
+    Salesforce's message; the Bulk rail does not pause and the other records are sent."""
+    ids = seed_leads(sim, 5)
+    sim.org.store.read_only_ids = {ids[0]}
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=30)
+    assert not rails.paused and "bulk" in client.quota.calls_by_rail
+    [dead] = await spool.dead_letters()
+    assert dead.call_id == outs[0].call_id
+    assert dead.error_code == "INSUFFICIENT_ACCESS_OR_READONLY"
+    assert "insufficient access rights" in (dead.error_message or "")
+    assert all(lead(sim, i)["Last_Call_Outcome__c"] == "no_answer" for i in ids[1:])
+    stats = await spool.stats()
+    assert (stats.done, stats.pending, stats.dead) == (4, 0, 1)
+
+
 async def test_lock_failures_go_into_a_later_job(sim: Any, spool: Spool, make_rails: Any) -> None:
     """Rows failing UNABLE_TO_LOCK_ROW are retried in a later job; nothing is lost."""
     ids = seed_leads(sim, 100)

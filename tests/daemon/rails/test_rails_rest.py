@@ -292,6 +292,30 @@ async def test_record_error_dead_letters_with_code(
     assert task_by_key(sim, good.external_key) is not None
 
 
+@pytest.mark.parametrize("live", [True, False])
+async def test_a_lead_the_user_may_not_edit_dead_letters_that_record_only(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any, live: bool
+) -> None:
+    """Salesforce refuses the Lead update of one record for sharing (the integration user
+    may not edit that Lead: INSUFFICIENT_ACCESS_OR_READONLY): that record is dead-lettered
+    with Salesforce's message; the rail does not pause, and the other record is sent."""
+    locked, free = seed_leads(sim, 2)
+    sim.org.store.read_only_ids = {locked}
+    refused = outcome({"id": locked}, disposition="do_not_call", live=live)
+    sent = outcome({"id": free}, disposition="do_not_call", live=live)
+    await spool.put_many([refused, sent])
+    rails = make_rails()
+    await rails.drain(timeout_s=20)
+    assert not rails.paused
+    [dead] = await spool.dead_letters()
+    assert dead.call_id == refused.call_id
+    assert dead.error_code == "INSUFFICIENT_ACCESS_OR_READONLY"
+    assert "insufficient access rights" in (dead.error_message or "")
+    assert lead(sim, free)["DoNotCall"] is True and lead(sim, locked)["DoNotCall"] is not True
+    stats = await spool.stats()
+    assert stats.done == 1 and stats.pending == 0
+
+
 async def test_unknown_field_pauses_the_rail_and_keeps_records(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:

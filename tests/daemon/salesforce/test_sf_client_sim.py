@@ -6,10 +6,13 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog
 
 from daemon.salesforce import (
     AuthError,
     ClientClosed,
+    ConfigurationError,
+    Kind,
     QuotaView,
     SalesforceClient,
     TlsUntrustedError,
@@ -183,3 +186,82 @@ async def test_tls_is_verified_and_an_extra_ca_file_is_trusted() -> None:
         async with SalesforceClient(**base, ca_file=info["ca_file"]) as sf:
             await sf.limits()
             assert sf.instance_url is not None and sf.instance_url.startswith("https://")
+
+
+async def test_failed_refresh_is_shared_by_every_request_that_waited_for_it(sim: Any) -> None:
+    """Twenty concurrent requests see INVALID_SESSION_ID and the refresh token was revoked:
+    one refresh attempt answers all of them (the same AuthError), not one each in turn."""
+    refresh = sim.org.tokens.issue_refresh(sim.org.user_id)
+    async with client_for(sim, auth="refresh_token", refresh_token=refresh) as sf:
+        await sf.limits()
+        sim.org.faults.configure({"revoke_tokens": "all"})
+        results = await asyncio.gather(*(sf.limits() for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(r, AuthError) for r in results), results
+        assert sf.token_requests == 2
+        # Settled: the next call tries again (a refresh token put back would heal it).
+        with pytest.raises(AuthError):
+            await sf.limits()
+        assert sf.token_requests == 3
+
+
+async def test_concurrent_first_logins_with_bad_credentials_make_one_token_request(
+    sim: Any,
+) -> None:
+    """Twenty requests start at once with a wrong secret: one token request, one AuthError
+    shared by all of them."""
+    async with client_for(sim, client_secret="wrong") as sf:
+        results = await asyncio.gather(*(sf.limits() for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(r, AuthError) for r in results), results
+        assert sf.token_requests == 1
+
+
+async def test_rotated_refresh_token_is_used_for_the_next_refresh() -> None:
+    """With refresh token rotation on, each refresh answers with a new refresh token and
+    spends the one used (Salesforce Help, "OAuth 2.0 Refresh Token Flow"): the client keeps
+    the new one, so the refresh after the next expiry still works, and says so once."""
+    from sfsim import SimOrg
+
+    async with SimOrg(port=0, refresh_token_rotation=True) as org:
+        refresh = org.org.tokens.issue_refresh(org.org.user_id)
+        async with client_for(org, auth="refresh_token", refresh_token=refresh) as sf:
+            with structlog.testing.capture_logs() as logs:
+                await sf.limits()  # spends `refresh`, gets a new one
+                assert org.org.tokens.refresh_user(refresh) is None
+                for _ in range(2):
+                    org.org.faults.configure({"revoke_tokens": True})  # the session ends
+                    await sf.limits()
+            assert sf.token_requests == 3
+    rotated = [e for e in logs if e["event"] == "salesforce_refresh_token_rotated"]
+    assert len(rotated) == 1 and rotated[0]["log_level"] == "warning"
+    assert refresh not in str(logs)
+
+
+async def test_retired_api_version_pauses_with_the_setting_to_change(sim: Any) -> None:
+    """A retired API version answers 410 GONE to every request: a ConfigurationError (the
+    rail pauses) that names the setting, not a PermanentError that dead-letters records."""
+    async with client_for(sim, api_version="30.0") as sf:
+        with pytest.raises(ConfigurationError, match=r"retired.*\[salesforce\] api_version"):
+            await sf.limits()
+
+
+async def test_a_record_the_user_may_not_edit_is_refused_for_that_record_only(sim: Any) -> None:
+    """A sharing refusal (INSUFFICIENT_ACCESS_OR_READONLY) on one record of a collections or
+    composite call is permanent for that record; the others are written."""
+    st = sim.org.store
+    locked, free = (
+        st.insert("Lead", {"LastName": n, "Company": "Acme"}) for n in ("Locked", "Free")
+    )
+    sim.org.store.read_only_ids = {locked}
+    async with client_for(sim) as sf:
+        results = await sf.update_collection(
+            "Lead", [{"Id": locked, "Status": "Working"}, {"Id": free, "Status": "Working"}]
+        )
+        refused, written = results
+        assert written.success and not refused.success
+        assert refused.error is not None
+        assert refused.error.code == "INSUFFICIENT_ACCESS_OR_READONLY"
+        assert refused.error.kind is Kind.PERMANENT
+        path = sobject_path(sf.api_version, "Lead", locked)
+        sub = {"method": "PATCH", "url": path, "referenceId": "lead", "body": {"Status": "New"}}
+        [(_, result)] = (await sf.composite([sub])).items()
+        assert result.error is not None and result.error.kind is Kind.PERMANENT

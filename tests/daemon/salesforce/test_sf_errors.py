@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
+from daemon.salesforce import map_salesforce_errors
 from daemon.salesforce.errors import (
     AuthError,
     ConfigurationError,
@@ -17,6 +19,7 @@ from daemon.salesforce.errors import (
     RetryableError,
     ServerError,
     SessionExpired,
+    TransportError,
     classify_code,
     error_from_oauth_response,
     error_from_response,
@@ -136,3 +139,48 @@ def test_bulk_records_without_a_result_are_retried_not_dead() -> None:
     result file: nothing says the record is bad, so it is sent again."""
     assert classify_code("UNPROCESSED") is Kind.RETRY
     assert classify_code("NO_RESULT") is Kind.RETRY
+
+
+def test_sharing_refusal_is_the_records_own_on_a_record_and_config_on_a_request() -> None:
+    """INSUFFICIENT_ACCESS_OR_READONLY on one record's result (collections item, composite
+    subresponse, Bulk row: the user may not edit that Lead) dead-letters that record; the
+    same code answering the whole request is our setup and pauses the rail."""
+    message = "insufficient access rights on object id"
+    assert RecordError("INSUFFICIENT_ACCESS_OR_READONLY", message).kind is Kind.PERMANENT
+    row = parse_sf_error_column(f"INSUFFICIENT_ACCESS_OR_READONLY:{message}:--")
+    assert row.kind is Kind.PERMANENT
+    [item] = parse_error_body([{"statusCode": "INSUFFICIENT_ACCESS_OR_READONLY", "message": "m"}])
+    assert item.kind is Kind.PERMANENT
+    assert classify_code("INSUFFICIENT_ACCESS_OR_READONLY") is Kind.CONFIG
+    assert classify_code("INSUFFICIENT_ACCESS_OR_READONLY", record=True) is Kind.PERMANENT
+    for status in (403, 400):
+        err = error_from_response(status, body("INSUFFICIENT_ACCESS_OR_READONLY", message))
+        assert type(err) is ConfigurationError
+    # Other configuration codes stay configuration errors on a record too.
+    assert RecordError("INVALID_FIELD", "No such column").kind is Kind.CONFIG
+
+
+def test_retired_api_version_is_configuration_naming_the_setting() -> None:
+    """410 GONE (a retired API version) is the same for every record: a ConfigurationError
+    (pause) naming [salesforce] api_version, not a PermanentError (dead letters)."""
+    for content in (b"", body("API_VERSION_RETIRED", "API version 30.0 has been retired")):
+        err = error_from_response(410, content)
+        assert type(err) is ConfigurationError
+        assert "retired" in str(err) and "[salesforce] api_version" in str(err)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.DecodingError("Error -3 while decompressing data: incorrect header check"),
+        httpx.TooManyRedirects("Exceeded maximum allowed redirects."),
+    ],
+)
+def test_every_httpx_error_leaves_the_boundary_as_a_retryable_transport_error(
+    exc: httpx.HTTPError,
+) -> None:
+    """A body that cannot be decoded (a corrupt gzip download), or any other httpx error
+    not already translated, becomes a retryable TransportError: the rails catch only ours."""
+    with pytest.raises(TransportError) as info, map_salesforce_errors():
+        raise exc
+    assert info.value.__cause__ is exc
