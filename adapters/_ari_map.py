@@ -140,14 +140,12 @@ def classify(facts: CallFacts, *, overrides: Overrides, map_var: VarMapper) -> D
         token = f"DIALSTATUS={status}"
         if token in overrides:
             return Decision(overrides[token], _with_cause(token, facts), False, None)
-        # NOANSWER is also app_dial's fallback for any unmapped cause (section 7.4
-        # item 2): a specific cause says more.
-        if (
-            status == "NOANSWER"
-            and facts.cause in _CAUSES
-            and _CAUSES[facts.cause][0] is not D.NO_ANSWER
-            and cause_decision is not None
-        ):
+        # NOANSWER is also the fallback for any unmapped cause (section 7.4 item 2:
+        # "prefer ChannelDestroyed.cause/tech_cause"): a cause with a meaning of its
+        # own wins, 127 included (canceled on our cancel / SIP 487, else failed, 7.3).
+        # A cause that says nothing alone (16, 31, 0) or one the table does not know
+        # leaves NOANSWER's no_answer standing.
+        if status == "NOANSWER" and cause_decision is not None and _specific(facts.cause):
             return cause_decision
         if status == "CHANUNAVAIL" and facts.cause in _INVALID_WITH_CHANUNAVAIL:
             return Decision(D.INVALID_NUMBER, _with_cause(token, facts))
@@ -159,6 +157,13 @@ def classify(facts: CallFacts, *, overrides: Overrides, map_var: VarMapper) -> D
         return cause_decision
     # Nothing usable arrived (e.g. the socket dropped before ChannelDestroyed).
     return Decision(D.UNKNOWN, "NO_CAUSE", ambiguous=True)
+
+
+def _specific(cause: int | None) -> bool:
+    """A cause that names a reason of its own (not normal clearing, not unknown to us)."""
+    if cause == 127:
+        return True
+    return cause in _CAUSES and _CAUSES[cause][0] is not D.NO_ANSWER
 
 
 def _amd_detail(facts: CallFacts) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 from adapters._decode_util import (
     DecodeError,
     lead_from_value,
+    local_span,
     local_time,
     optional_int,
     safe_phone,
@@ -83,10 +84,11 @@ def decode_cdr_row(
     if not raw:
         raise DecodeError("disposition: empty")
     mapped = dmap.lookup(raw)
-    ended_at = local_time("end", cols["end"], tz)
+    # duration is end - start (cdr.c): it tells the readings of a DST fall-back hour apart
+    duration = optional_int("duration", cols["duration"])
+    started_at, ended_at = local_span(("start", cols["start"]), ("end", cols["end"]), tz, duration)
     if ended_at is None:
         raise DecodeError("end: empty (the call's end time)")
-    started_at = local_time("start", cols["start"], tz)
     uniqueid = cols.get("uniqueid", "").strip()
     call_id = uniqueid or "cdr-" + hashlib.sha256(line.strip()).hexdigest()[:32]
     far = cols["src"] if direction is Direction.INBOUND else cols["dst"]
@@ -109,13 +111,14 @@ def decode_cdr_row(
         "direction": direction,
         "started_at": started_at,
         "ended_at": ended_at,
-        "duration_s": optional_int("duration", cols["duration"]),
+        "duration_s": duration,
         "talk_s": optional_int("billsec", cols["billsec"]),
         "extra": extra,
     }
 
 
 _TIME_FIELDS: Final = ("started_at", "ended_at", "callback_at")
+_SPAN_FIELDS: Final = ("started_at", "ended_at")
 _INT_FIELDS: Final = ("duration_s", "talk_s", "source_seq")
 
 
@@ -137,7 +140,7 @@ def decode_csv_row(
     out: dict[str, Any] = {"source": source, "direction": direction}
     for name in CSV_FIELDS:
         value = get(name)
-        if value is None or name.startswith("lead_"):
+        if value is None or name.startswith("lead_") or name in _SPAN_FIELDS:
             continue
         if name in _TIME_FIELDS:
             out[name] = local_time(mapping.get(name, name), value, tz)
@@ -154,6 +157,16 @@ def decode_csv_row(
             out[name] = value
     if "disposition" not in out:
         raise DecodeError(f"{mapping.get('disposition', 'disposition')}: missing")
+    # read together: the duration tells the readings of a DST fall-back hour apart
+    span = local_span(
+        (mapping.get("started_at", "started_at"), get("started_at")),
+        (mapping.get("ended_at", "ended_at"), get("ended_at")),
+        tz,
+        out.get("duration_s"),
+    )
+    for name, when in zip(_SPAN_FIELDS, span, strict=True):
+        if when is not None:
+            out[name] = when
     lead_id = get("lead_id")
     lead_key = get("lead_external_key")
     lead_phone = safe_phone(get("lead_phone")) or safe_phone(out.get("phone"))

@@ -11,6 +11,7 @@ from spool.record import LeadRef, normalize_phone
 __all__ = [
     "DecodeError",
     "lead_from_value",
+    "local_span",
     "local_time",
     "optional_int",
     "safe_phone",
@@ -67,11 +68,13 @@ def optional_int(name: str, value: str | None) -> int | None:
         return int(as_float)
 
 
-def local_time(name: str, value: str | None, tz: tzinfo) -> datetime | None:
+def local_time(name: str, value: str | None, tz: tzinfo, *, fold: int = 0) -> datetime | None:
     """``YYYY-MM-DD HH:MM:SS`` (or ISO 8601) in ``tz`` unless it names its own zone.
 
     Dialers that write wall-clock times (VICIdial, Asterisk CDR) are read in the
-    configured zone, never silently as the host's local time.
+    configured zone, never silently as the host's local time. A wall-clock time in
+    the hour a DST fall-back repeats names two instants: ``fold=0`` (the default)
+    takes the first, ``fold=1`` the second (PEP 495); see :func:`local_span`.
     """
     if value is None or value.strip() in _ZERO_DATES:
         return None
@@ -83,5 +86,46 @@ def local_time(name: str, value: str | None, tz: tzinfo) -> datetime | None:
     except ValueError:
         raise DecodeError(f"{name}: expected 'YYYY-MM-DD HH:MM:SS', got {value[:40]!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed.astimezone(UTC)
+        parsed = parsed.replace(tzinfo=tz, fold=fold)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # "9999-12-31 23:59:59" west of UTC is past datetime.max in UTC
+        raise DecodeError(f"{name}: out of range, got {value[:40]!r}") from None
+
+
+def local_span(
+    start: tuple[str, str | None],
+    end: tuple[str, str | None],
+    tz: tzinfo,
+    duration_s: int | None,
+) -> tuple[datetime | None, datetime | None]:
+    """A call's start and end, each ``(field name, wall-clock text)``, read in ``tz``.
+
+    On the night a DST fall-back repeats an hour, a wall-clock time in that hour is
+    ambiguous: in America/Chicago on 2025-11-02, "01:00:10" is 06:00:10Z (CDT) or
+    07:00:10Z (CST). :func:`local_time` alone takes the first reading, so a call from
+    01:59:50 CDT to 01:00:10 CST (20 s) would end before it started. The row's own
+    duration says which readings belong together: when it is given and the first
+    readings do not match it, the pair of readings closest to it is taken. Without a
+    duration, or when both readings fit (a short call wholly inside the repeated
+    hour), the first reading stays: the ambiguity cannot be resolved from the row.
+    """
+    ended = local_time(*end, tz)  # the end first: the time every outcome needs
+    started = local_time(*start, tz)
+    if started is None or ended is None or duration_s is None:
+        return started, ended
+    # One second of slack: Asterisk prints whole seconds but measures the duration
+    # from the sub-second times, so the printed times may differ from it by one.
+    best_error = abs((ended - started).total_seconds() - duration_s)
+    if best_error <= 1:
+        return started, ended
+    best = started, ended
+    for start_fold, end_fold in ((0, 1), (1, 0), (1, 1)):
+        s = local_time(*start, tz, fold=start_fold)
+        e = local_time(*end, tz, fold=end_fold)
+        if s is None or e is None:  # not reached: the same texts gave times above
+            continue
+        error = abs((e - s).total_seconds() - duration_s)
+        if error < best_error:
+            best, best_error = (s, e), error
+    return best

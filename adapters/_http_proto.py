@@ -9,16 +9,45 @@ that gathers the writes made during one event-loop step and passes them on in
 one ``write()`` right after it (``loop.call_soon``), or at once when the
 connection is closed, aborted or upgraded. Everything else goes to the real
 transport unchanged (flow control, addresses, TLS information).
+
+It also bounds a request's head, which uvicorn's httptools protocol does not:
+it appends every piece of the request target (``self.url += url``) and httptools
+joins the pieces of a header field, for as long as the client keeps sending, so
+one unauthenticated connection could make the daemon hold any amount of memory
+(the body has ``max_body_bytes``; uvicorn's only head limit,
+``h11_max_incomplete_event_size``, applies to its h11 protocol alone). A target
+longer than :data:`MAX_TARGET_BYTES` is answered 414, header fields beyond
+:data:`MAX_HEADER_BYTES` 431 (RFC 9110 section 15.5.15, RFC 6585 section 5), and
+the connection is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import http
+import json
+from typing import Any, Final
 
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "MAX_TARGET_BYTES",
+    "CoalescingHttpToolsProtocol",
+    "CoalescingTransport",
+]
+
+log = structlog.get_logger("adapters.webhook")
+
+# Limits
+# The request target (path and query). Larger than the usual 8 KiB of web servers:
+# VICIdial sends a disposition as a GET whose query can carry the agent's call notes
+# and lead fields, and it never retries, so a 414 loses that call for good. 64 KiB
+# still bounds a connection's head to a small fraction of the 1 MiB body limit.
+MAX_TARGET_BYTES: Final = 65_536
+# Header fields, names and values together (dialers send a few hundred bytes).
+MAX_HEADER_BYTES: Final = 65_536
 
 
 class CoalescingTransport:
@@ -77,8 +106,79 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """``uvicorn.Config(http=...)``: httptools parsing, one write per response."""
+    """``uvicorn.Config(http=...)``: httptools parsing, one write per response, a
+    bounded request head."""
+
+    max_target_bytes: int = MAX_TARGET_BYTES
+    max_header_bytes: int = MAX_HEADER_BYTES
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # Per connection: are the next bytes part of a request head, how many bytes of
+        # that head have arrived, a count of head/body boundaries crossed, and whether
+        # the connection was refused (and is closing).
+        self._in_head = True
+        self._head_bytes = 0
+        self._boundaries = 0
+        self._refused = False
         proxy = CoalescingTransport(transport, self.loop)
         super().connection_made(proxy)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered 414/431 and closing: the rest is not parsed
+        boundaries = self._boundaries
+        super().data_received(data)
+        if self._refused or not self._in_head:
+            return
+        if self._boundaries == boundaries:
+            # No head or body ended in this chunk: all of it belongs to the head still
+            # being received. (A head that starts after a body's end in the same chunk
+            # is counted from the next chunk: at most one read late, still bounded.)
+            self._head_bytes += len(data)
+        # self.url: what uvicorn gathered of the target (set when a request begins)
+        target = len(getattr(self, "url", b""))
+        if target > self.max_target_bytes:
+            self._refuse(414, f"request target longer than {self.max_target_bytes} bytes")
+        elif self._head_bytes - target > self.max_header_bytes:
+            self._refuse(431, f"header fields longer than {self.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._boundaries += 1
+        self._head_bytes = 0
+        if self._refused:
+            return  # a request pipelined after a refused one, in the same chunk
+        # The whole head arrived in one chunk (or its last one): measured exactly here,
+        # before uvicorn starts the application on it.
+        target = len(self.url)
+        fields = sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": ", CRLF
+        if target > self.max_target_bytes:
+            self._refuse(414, f"request target longer than {self.max_target_bytes} bytes")
+        elif fields > self.max_header_bytes:
+            self._refuse(431, f"header fields longer than {self.max_header_bytes} bytes")
+        else:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:  # a refused request has no cycle to take its body
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._boundaries += 1
+        self._head_bytes = 0
+        if not self._refused:
+            super().on_message_complete()
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` and close: the request is not handed to the application."""
+        self._refused = True
+        log.warning("webhook_request_head_too_large", status=status, reason=reason)
+        body = json.dumps({"error": reason}, separators=(",", ":")).encode()
+        phrase = http.HTTPStatus(status).phrase
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode() + body)
+        self.transport.close()

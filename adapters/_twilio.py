@@ -94,7 +94,8 @@ def _timestamp(value: str | None, now: datetime) -> datetime:
         return now
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    # OverflowError: a year or offset too big for C ("Mon, 01 Jan 99999999999999999999 ...")
+    except (TypeError, ValueError, OverflowError):
         raise DecodeError(f"Timestamp: not an RFC 2822 date, got {value[:40]!r}") from None
     if parsed.tzinfo is None:  # RFC 2822 "-0000": UTC with unknown local zone
         parsed = parsed.replace(tzinfo=UTC)

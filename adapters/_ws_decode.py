@@ -145,11 +145,13 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        seconds = value / 1000.0 if value > _EPOCH_MS_THRESHOLD else float(value)
+        # The conversion to float is inside the try too: a JSON integer has no size
+        # limit, and one beyond a double (10**400) raises OverflowError, not ValueError.
         try:
+            seconds = value / 1000.0 if value > _EPOCH_MS_THRESHOLD else float(value)
             return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):  # OSError: EOVERFLOW past year 9999
-            raise ValueError(f"not a timestamp (out of range): {value!r}") from None
+            raise ValueError(f"not a timestamp (out of range): {_short(value)}") from None
     if isinstance(value, str):
         try:  # fast path: ISO 8601 with an offset or Z (Python 3.11 reads both)
             parsed = datetime.fromisoformat(value)
@@ -170,6 +172,12 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
             parsed = parsed.replace(tzinfo=default_tz)
         return parsed
     raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _short(number: float) -> str:
+    """A number for a reason: a JSON integer can have thousands of digits."""
+    text = repr(number)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
 
 
 def _as_int(value: Any, name: str) -> int:

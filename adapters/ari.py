@@ -63,6 +63,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import httpx
+from pydantic_core import from_json
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -357,8 +358,11 @@ class AriAdapter(ReconnectingClient):
 
     def _handle(self, message: str | bytes) -> CallOutcome | _Bad | object | None:
         try:
-            event = json.loads(message)
-        except (ValueError, UnicodeDecodeError) as exc:
+            # pydantic-core's parser, as the websocket adapter's: it reports nesting
+            # deeper than its limit as ValueError, where json.loads raises RecursionError
+            # (about 1000 levels, a 6 kB frame) and would stop the adapter.
+            event = from_json(message)
+        except ValueError as exc:  # bad UTF-8 too (json.loads: UnicodeDecodeError)
             return _Bad(message, f"not JSON: {exc}")
         if not isinstance(event, dict):
             return _Bad(message, f"event is a JSON {type(event).__name__}, expected an object")
@@ -433,7 +437,8 @@ class AriAdapter(ReconnectingClient):
             ) as client:
                 response = await client.get(url, auth=auth)
                 response.raise_for_status()
-                channels = response.json()
+                # not response.json(): json.loads raises RecursionError on deep nesting
+                channels = from_json(response.content)
         except (httpx.HTTPError, ValueError) as exc:
             self._log.warning("ari_channel_list_failed", error=type(exc).__name__)
             return None

@@ -8,15 +8,29 @@ Idempotent and resumable:
 * rows are stored in batches with ``put_many(..., cursor=(key, offset))``: the
   byte offset after the batch is committed in the same transaction as its rows,
   so an interrupted run resumes exactly where the last commit ended;
-* the cursor also remembers a hash of the file's first bytes: a rotated or
-  replaced file (different head) or a truncated one (shorter than the offset)
-  is read from the start again (harmless: duplicates are recognised);
+* the cursor also remembers the file's inode and a hash of its first bytes:
+  another file at the path (different inode or head) or a truncated one
+  (shorter than the offset) is read from the start again (harmless: duplicates
+  are recognised);
 * bad rows are quarantined with their reason and counted; the run goes on;
 * a refusing spool (full, disk error) is waited out with backoff; the offset of
   the refused batch is not advanced.
 
 The ``file`` adapter type ingests its configured file on start and, with
-``watch_interval_s > 0``, picks up appended rows every that many seconds.
+``watch_interval_s > 0``, picks up appended rows every that many seconds, the
+way ``tail -F`` follows a log:
+
+* a last line without its newline is the row the dialer is half-way through
+  writing: it is left for a later pass, which reads it whole (a one-shot
+  ``ingest`` takes it: that file is complete);
+* the followed file stays open between passes. When the path names another
+  file (logrotate renamed ours away and the dialer started a new one), the old
+  file is first read to its end from the committed offset, then the new one
+  from its start. After a restart, a cursor that names a file no longer at the
+  path is looked for by its inode in the same directory (``Master.csv.1``) and
+  read to its end first. Rows written to the old file after that (a writer
+  that keeps it open) or to a rotated file compressed or moved elsewhere before
+  it was read are not seen (logged as ``file_rotated_unread``).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import random
 import sys
 from collections import Counter
@@ -77,20 +92,75 @@ def _head_hash(head: bytes) -> str:
     return hashlib.sha256(head).hexdigest()[:16]
 
 
-def _records(f: io.BufferedReader) -> Iterator[tuple[bytes, int]]:
-    """Raw CSV records (quoted newlines joined) and the offset after each."""
+def _records(f: io.BufferedReader, *, complete: bool) -> Iterator[tuple[bytes, int]]:
+    """Raw CSV records (quoted newlines joined) and the offset after each.
+
+    ``complete``: nothing more will be written to the file (a one-shot ingest, a
+    rotated file), so a last line without its newline is a record. Otherwise the
+    file is being watched and such a line (or a quoted field still open at the
+    end) is the row the writer is half-way through: it is not yielded, so the
+    cursor stays before it and a later pass reads it whole.
+
+    Memory stays bounded: a record longer than ``_MAX_RECORD_BYTES`` is yielded cut
+    to ``_MAX_RECORD_BYTES + 1`` bytes (the caller rejects it) and the rest of its
+    line is skipped.
+    """
     pending = b""
     while True:
-        line = f.readline()
-        if not line:
-            if pending.strip():
-                yield pending, f.tell()
-            return
+        line = f.readline(_MAX_RECORD_BYTES + 1 - len(pending))
         pending += line
-        if pending.count(b'"') % 2 == 0 or len(pending) > _MAX_RECORD_BYTES:
-            if pending.strip():
-                yield pending, f.tell()
+        if line.endswith(b"\n"):
+            if pending.count(b'"') % 2 == 0 or len(pending) > _MAX_RECORD_BYTES:
+                if pending.strip():
+                    yield pending, f.tell()
+                pending = b""
+            continue
+        # No newline: the end of the file, or a record reaching its size limit.
+        if len(pending) > _MAX_RECORD_BYTES and _skip_line(f):
+            yield pending, f.tell()
             pending = b""
+            continue
+        if complete and pending.strip():
+            yield pending, f.tell()
+        return
+
+
+def _skip_line(f: io.BufferedReader) -> bool:
+    """Read past the rest of the current line; False when the file ends first."""
+    while True:
+        chunk = f.readline(65_536)
+        if chunk.endswith(b"\n"):
+            return True
+        if not chunk:
+            return False
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    """Which file this is, while the daemon runs. Only the inode is kept in the cursor:
+    a device number can change across a reboot (device-mapper, NFS), an inode does
+    not, and a directory's files share one filesystem."""
+    return st.st_dev, st.st_ino
+
+
+def _find_by_inode(path: Path, inode: int) -> Path | None:
+    """Another name, in ``path``'s directory, of the file with ``inode``.
+
+    logrotate's default renames the file in place (``Master.csv`` -> ``Master.csv.1``),
+    which keeps its inode. ``DirEntry.inode()`` comes from the directory listing: no
+    stat per entry.
+    """
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                if (
+                    entry.name != path.name
+                    and entry.inode() == inode
+                    and entry.is_file(follow_symlinks=False)
+                ):
+                    return Path(entry.path)
+    except OSError:
+        return None
+    return None
 
 
 def _parse(record: bytes) -> list[str]:
@@ -104,8 +174,60 @@ def _reason_key(reason: str) -> str:
     return reason.split(":", 1)[0][:64]
 
 
+@dataclass(frozen=True, slots=True)
+class _Cursor:
+    """The committed position in a file: the offset and which file it belongs to."""
+
+    offset: int
+    head: str  # _head_hash of the file's first head_len bytes
+    head_len: int
+    inode: int | None  # None in cursors written by older versions
+
+    @classmethod
+    def at(cls, offset: int, head: bytes, inode: int) -> _Cursor:
+        """The cursor after ``offset`` in the file whose first bytes are ``head``."""
+        head_len = min(len(head), offset)
+        return cls(offset, _head_hash(head[:head_len]), head_len, inode)
+
+    def names(self, head: bytes, size: int, inode: int) -> bool:
+        """Whether this cursor is a position in that file (inode, first bytes, size)."""
+        # the same file grown (appended rows) keeps its inode and first bytes; a
+        # rotated, replaced or truncated one does not (the head catches a reused inode)
+        return (
+            (self.inode is None or self.inode == inode)
+            and self.offset <= size
+            and self.head_len <= len(head)
+            and _head_hash(head[: self.head_len]) == self.head
+        )
+
+    def to_json(self) -> str:
+        state: dict[str, Any] = {
+            "offset": self.offset,
+            "head": self.head,
+            "head_len": self.head_len,
+        }
+        if self.inode is not None:
+            state["ino"] = self.inode
+        return json.dumps(state)
+
+    @classmethod
+    def from_json(cls, saved: str | None) -> _Cursor | None:
+        if not saved:
+            return None
+        try:
+            state = json.loads(saved)
+            inode = int(state["ino"]) if "ino" in state else None
+            return cls(int(state["offset"]), str(state["head"]), int(state["head_len"]), inode)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
 class _FileIngest:
-    """One pass over a file: the decoder, the spool cursor and the counters."""
+    """Reading a file into the spool: the decoder, the spool cursor and the counters.
+
+    :meth:`run` reads one file once (``dispo-sync ingest``); :meth:`follow` is one
+    pass of the ``file`` adapter, which keeps the followed file open between passes.
+    """
 
     def __init__(
         self,
@@ -133,23 +255,20 @@ class _FileIngest:
         self.intake = Intake(spool, health, source=source)
         self.batch_size = batch_size
         self.cursor_key = f"file:{source}:{path.resolve()}"[:255]
+        # follow(): the file being followed (open across passes) and its identity
+        self._followed: io.BufferedReader | None = None
+        self._followed_id: tuple[int, int] | None = None
 
-    async def _start_offset(self, head: bytes, size: int) -> int:
-        saved = await self.intake.spool.get_cursor(self.cursor_key)
-        if not saved:
+    async def _saved(self) -> _Cursor | None:
+        return _Cursor.from_json(await self.intake.spool.get_cursor(self.cursor_key))
+
+    def _start_offset(self, saved: _Cursor | None, head: bytes, size: int, inode: int) -> int:
+        if saved is None:
             return 0
-        try:
-            state = json.loads(saved)
-            offset, old_head = int(state["offset"]), str(state["head"])
-            head_len = int(state["head_len"])
-        except (ValueError, KeyError, TypeError):
+        if not saved.names(head, size, inode):
+            log.info("file_restarted", path=str(self.path), reason="another file or truncated")
             return 0
-        # the same file grown (appended rows) keeps its first bytes; a rotated,
-        # replaced or truncated one does not
-        if offset > size or head_len > len(head) or _head_hash(head[:head_len]) != old_head:
-            log.info("file_restarted", path=str(self.path), reason="file replaced or truncated")
-            return 0
-        return offset
+        return saved.offset
 
     def _decode(self, record: bytes, header: list[str] | None) -> CallOutcome | str:
         try:
@@ -180,50 +299,137 @@ class _FileIngest:
         return Intake.validate(fields)
 
     async def run(self, summary: IngestSummary, progress: Any | None = None) -> None:
-        size = self.path.stat().st_size
+        """Read the file once, to its end: it is complete (an unterminated last line too)."""
         with self.path.open("rb") as f:
-            head = f.read(_HEAD_BYTES)
-            f.seek(0)
-            offset = await self._start_offset(head, size)
-            summary.resumed_from = offset
-            header: list[str] | None = None
-            if self.format == "csv":
-                first = next(_records(f), None)
-                if first is None:
-                    return
-                header = [h.strip().lstrip("\ufeff") for h in _parse(first[0])]
-                offset = max(offset, first[1])
-            f.seek(offset)
-            if progress is not None:
-                progress(offset, size)
-            batch: list[CallOutcome] = []
-            end = offset
-            for record, end in _records(f):
-                summary.rows += 1
-                self.intake.health.received += 1
-                result = self._decode(record, header)
-                if isinstance(result, str):
-                    summary.rejected += 1
-                    key = _reason_key(result)
-                    summary.reasons[key] = summary.reasons.get(key, 0) + 1
-                    await self._retrying(lambda r=record, why=result: self.intake.reject(r, why))
-                else:
-                    batch.append(result)
-                if len(batch) >= self.batch_size:
-                    await self._commit(batch, end, head, summary)
-                    batch = []
-                    if progress is not None:
-                        progress(end, size)
-            await self._commit(batch, end, head, summary)
-            if progress is not None:
-                progress(end, size)
+            await self._read(f, summary, complete=True, progress=progress)
 
-    async def _commit(
-        self, batch: list[CallOutcome], end: int, head: bytes, summary: IngestSummary
+    async def follow(self, summary: IngestSummary) -> bool:
+        """One pass of ``tail -F``: what was appended since the last commit.
+
+        When the path names another file than the one followed (logrotate renamed it
+        and the dialer started a new one), the old file is read to its end first, then
+        the new one from its start. False when no file is at the path (the old one,
+        if still open, was read as far as it goes).
+        """
+        try:
+            identity: tuple[int, int] | None = _identity(self.path.stat())
+        except FileNotFoundError:
+            identity = None
+        followed = self._followed
+        if followed is not None and identity != self._followed_id:
+            # The path names another file, or none. With a new file there, the old one
+            # is finished: read to its end, an unterminated last line included. With
+            # none, it was renamed and its writer may still add to it (it stays open)
+            # unless it was deleted (no name left to write to).
+            done = identity is not None or os.fstat(followed.fileno()).st_nlink == 0
+            await self._read(followed, summary, complete=done)
+            if not done:
+                return False
+            self.close()
+            followed = None
+            switched = True
+        else:
+            switched = False
+        if identity is None:
+            return False
+        if followed is None:
+            followed = self.path.open("rb")
+            try:
+                # the identity of the file opened (the path may have changed since stat)
+                opened = _identity(os.fstat(followed.fileno()))
+                if not switched:  # (re)start: the old file was not open to read
+                    await self._read_rotated(opened[1], summary)
+            except BaseException:
+                followed.close()
+                raise
+            self._followed, self._followed_id = followed, opened
+        await self._read(followed, summary, complete=False)
+        return True
+
+    async def _read_rotated(self, inode: int, summary: IngestSummary) -> None:
+        """(Re)start: when the cursor names a file no longer at the path (``inode`` is
+        the one there now) that is still in the directory under another name, what that
+        file got after the last commit is read first, to its end."""
+        saved = await self._saved()
+        if saved is None or saved.inode is None or saved.inode == inode:
+            return
+        old = _find_by_inode(self.path, saved.inode)
+        if old is not None:
+            with old.open("rb") as f:
+                st = os.fstat(f.fileno())
+                head = os.pread(f.fileno(), _HEAD_BYTES, 0)
+                if saved.names(head, st.st_size, st.st_ino):
+                    log.info("file_rotated_read", path=str(self.path), rotated=old.name)
+                    await self._read(f, summary, complete=True)
+                    return
+        log.warning(
+            "file_rotated_unread",
+            path=str(self.path),
+            reason="the file of the last commit is no longer in its directory: rows it "
+            "got after that commit may be missing (reconcile from the rotated file)",
+            offset=saved.offset,
+        )
+
+    def close(self) -> None:
+        if self._followed is not None:
+            self._followed.close()
+        self._followed = self._followed_id = None
+
+    async def _read(
+        self,
+        f: io.BufferedReader,
+        summary: IngestSummary,
+        *,
+        complete: bool,
+        progress: Any | None = None,
     ) -> None:
-        head_len = min(len(head), end)
-        state = {"offset": end, "head": _head_hash(head[:head_len]), "head_len": head_len}
-        cursor = (self.cursor_key, json.dumps(state))
+        """Read ``f`` from its committed offset to its end, committing as it goes."""
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        # os.pread: the file's first bytes without moving f's position
+        head = os.pread(f.fileno(), _HEAD_BYTES, 0)
+        offset = self._start_offset(await self._saved(), head, size, st.st_ino)
+        summary.resumed_from = offset
+        header: list[str] | None = None
+        if self.format == "csv":
+            f.seek(0)
+            first = next(_records(f, complete=complete), None)
+            if first is None:
+                return
+            header = [h.strip().lstrip("\ufeff") for h in _parse(first[0])]
+            offset = max(offset, first[1])
+        f.seek(offset)
+        if progress is not None:
+            progress(offset, size)
+        batch: list[CallOutcome] = []
+        end = offset
+        for record, end in _records(f, complete=complete):
+            summary.rows += 1
+            self.intake.health.received += 1
+            result = (
+                self._decode(record, header)
+                if len(record) <= _MAX_RECORD_BYTES
+                else f"row: longer than {_MAX_RECORD_BYTES} bytes"
+            )
+            if isinstance(result, str):
+                summary.rejected += 1
+                key = _reason_key(result)
+                summary.reasons[key] = summary.reasons.get(key, 0) + 1
+                await self._retrying(lambda r=record, why=result: self.intake.reject(r, why))
+            else:
+                batch.append(result)
+            if len(batch) >= self.batch_size:
+                await self._commit(batch, _Cursor.at(end, head, st.st_ino), summary)
+                batch = []
+                if progress is not None:
+                    progress(end, size)
+        await self._commit(batch, _Cursor.at(end, head, st.st_ino), summary)
+        if progress is not None:
+            progress(end, size)
+
+    async def _commit(self, batch: list[CallOutcome], at: _Cursor, summary: IngestSummary) -> None:
+        """Store ``batch`` and the cursor ``at`` (the offset after it) in one transaction."""
+        cursor = (self.cursor_key, at.to_json())
         results = await self._retrying(lambda: self.intake.store(batch, cursor=cursor))
         counts = Counter(r.status for r in results)
         dup = counts[PutStatus.DUPLICATE] + counts[PutStatus.STALE]
@@ -264,30 +470,23 @@ async def ingest_file(
 ) -> IngestSummary:
     """Backfill ``path`` into ``spool``; returns what was accepted, duplicate, rejected.
 
+    The file is taken as complete: a last line without its newline is a row too.
     ``progress`` shows a progress bar on stderr (default: when stderr is a terminal).
     """
     path = Path(path)
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; one of: {', '.join(FORMATS)}")
-    check_tz(tz)
-    overrides, problems = parse_overrides(dispositions)
-    if problems:
-        raise ValueError("; ".join(problems))
-    src = source or ("cdr" if format == "asterisk-cdr" else "csv")
-    platform = "asterisk-cdr" if format == "asterisk-cdr" else "vocabulary"
-    job = _FileIngest(
+    job = _job(
         path,
         spool,
         format=format,
-        source=src,
-        mapping=mapping or {},
-        tz=ZoneInfo(tz),
-        dmap=DispositionMap(platform, src, overrides),
-        direction=Direction(direction),
-        health=health or AdapterHealth(name=src, type="file"),
+        source=source,
+        mapping=mapping,
+        tz=tz,
+        dispositions=dispositions,
+        direction=direction,
         batch_size=batch_size,
+        health=health,
     )
-    summary = IngestSummary(path=str(path), format=format, source=src)
+    summary = IngestSummary(path=str(path), format=format, source=job.source)
     show = sys.stderr.isatty() if progress is None else progress
     size = path.stat().st_size
     if not show:
@@ -306,16 +505,55 @@ async def ingest_file(
         ) as bar:
             task = bar.add_task(path.name, total=size)
             await job.run(summary, lambda done, total: bar.update(task, completed=done))
+    _log_summary(summary)
+    return summary
+
+
+def _job(
+    path: Path,
+    spool: Spool,
+    *,
+    format: str,
+    source: str | None,
+    mapping: Mapping[str, str] | None,
+    tz: str,
+    dispositions: Mapping[str, Any] | None,
+    direction: str,
+    batch_size: int,
+    health: AdapterHealth | None,
+) -> _FileIngest:
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; one of: {', '.join(FORMATS)}")
+    check_tz(tz)
+    overrides, problems = parse_overrides(dispositions)
+    if problems:
+        raise ValueError("; ".join(problems))
+    src = source or ("cdr" if format == "asterisk-cdr" else "csv")
+    platform = "asterisk-cdr" if format == "asterisk-cdr" else "vocabulary"
+    return _FileIngest(
+        path,
+        spool,
+        format=format,
+        source=src,
+        mapping=mapping or {},
+        tz=ZoneInfo(tz),
+        dmap=DispositionMap(platform, src, overrides),
+        direction=Direction(direction),
+        health=health or AdapterHealth(name=src, type="file"),
+        batch_size=batch_size,
+    )
+
+
+def _log_summary(summary: IngestSummary) -> None:
     log.info(
         "file_ingested",
-        path=str(path),
+        path=summary.path,
         rows=summary.rows,
         accepted=summary.accepted,
         duplicates=summary.duplicates,
         rejected=summary.rejected,
         reasons={k: v for k, v in summary.reasons.items()},
     )
-    return summary
 
 
 def validate(table: Mapping[str, Any], index: int) -> list[str]:
@@ -331,7 +569,8 @@ def build(table: Mapping[str, Any], spool: Spool, *, default_tz: str = "UTC") ->
 
 
 class FileAdapter:
-    """Ingests one file on start; with ``watch_interval_s``, keeps picking up new rows."""
+    """Ingests one file on start; with ``watch_interval_s``, keeps picking up new rows
+    (following the file across rotations, as ``tail -F`` does)."""
 
     def __init__(self, cfg: FileConfig, spool: Spool, *, default_tz: str = "UTC") -> None:
         self.cfg = cfg
@@ -343,6 +582,7 @@ class FileAdapter:
         self.last_summary: IngestSummary | None = None
         self.passes = 0
         self._pass_done = asyncio.Condition()
+        self._job: _FileIngest | None = None  # built on the first pass, kept (open file)
 
     def health(self) -> AdapterHealth:
         return self._health
@@ -353,23 +593,33 @@ class FileAdapter:
 
     async def _one_pass(self) -> None:
         path = Path(self.cfg.path)
-        if not path.is_file():  # noqa: ASYNC240 - one stat call per pass
+        if self._job is None:
+            self._job = _job(
+                path,
+                self.spool,
+                format=self.cfg.format,
+                source=self.name,
+                mapping=self.cfg.mapping,
+                tz=self.tz,
+                dispositions=self.cfg.dispositions,
+                direction=self.cfg.direction,
+                batch_size=self.cfg.batch_size,
+                health=self._health,
+            )
+        summary = IngestSummary(path=str(path), format=self.cfg.format, source=self.name)
+        if self.cfg.watch_interval_s:
+            found = await self._job.follow(summary)
+        else:
+            # Read once, on start: the file is taken as complete, as by `dispo-sync ingest`.
+            found = path.is_file()  # noqa: ASYNC240 - one stat call per pass
+            if found:
+                await self._job.run(summary)
+        self.last_summary = summary
+        if not found:
             self._health.last_error = "file not found"
             log.warning("file_missing", adapter=self.name, path=str(path))
             return
-        self.last_summary = await ingest_file(
-            path,
-            self.spool,
-            format=self.cfg.format,
-            source=self.name,
-            mapping=self.cfg.mapping,
-            tz=self.tz,
-            progress=False,
-            dispositions=self.cfg.dispositions,
-            direction=self.cfg.direction,
-            batch_size=self.cfg.batch_size,
-            health=self._health,
-        )
+        _log_summary(summary)
         self._health.last_error = None
 
     async def run(self) -> None:
@@ -393,6 +643,8 @@ class FileAdapter:
                 except TimeoutError:
                     pass
         finally:
+            if self._job is not None:
+                self._job.close()
             self._health.state = AdapterState.STOPPED
 
     async def stop(self) -> None:

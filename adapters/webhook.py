@@ -73,6 +73,9 @@ try:
     from adapters._http_proto import CoalescingHttpToolsProtocol as _HTTP_PROTOCOL
 except ImportError:  # pragma: no cover - httptools not installed
     _HTTP_PROTOCOL = "auto"
+# The bound on a request head when uvicorn falls back to h11 (its own setting; the
+# httptools protocol above enforces the same target + header limits itself).
+_H11_MAX_HEAD_BYTES: Final = 2 * 65_536
 
 
 class _TooLarge(Exception):
@@ -179,6 +182,7 @@ class WebhookAdapter:
             proxy_headers=False,
             limit_concurrency=self.cfg.max_connections,
             http=_HTTP_PROTOCOL,
+            h11_max_incomplete_event_size=_H11_MAX_HEAD_BYTES,
         )
         self._server = _Server(config)
         self._health.state = AdapterState.LISTENING

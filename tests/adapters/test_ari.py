@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,11 +38,17 @@ class FakeAsterisk:
     """Serves /ari/events: one script of frames per connection; `cut` aborts mid-stream."""
 
     def __init__(
-        self, scripts: list[list[Any]], *, cut: set[int] | None = None, alive: list[str] = ()
+        self,
+        scripts: list[list[Any]],
+        *,
+        cut: set[int] | None = None,
+        alive: Sequence[str] = (),
+        channels_body: str | None = None,
     ) -> None:
         self.scripts = scripts
         self.cut = cut or set()
         self.alive = list(alive)
+        self.channels_body = channels_body  # GET /ari/channels answers this instead
         self.connections = 0
         self.paths: list[str] = []
         self.done = asyncio.Event()
@@ -53,7 +59,7 @@ class FakeAsterisk:
             # The REST side: GET /ari/channels with HTTP Basic auth.
             if request.headers.get("Authorization") != "Basic ZGlzcG86YXJpLXBhc3M=":
                 return conn.respond(401, "Authentication required\n")
-            body = json.dumps([channel(cid, "Up") for cid in self.alive])
+            body = self.channels_body or json.dumps([channel(cid, "Up") for cid in self.alive])
             return conn.respond(200, body)
         query = parse_qs(urlsplit(request.path).query)
         if urlsplit(request.path).path != "/ari/events" or "app" not in query:
@@ -218,6 +224,33 @@ async def test_bad_frames_are_quarantined_and_stream_goes_on(spool: Spool) -> No
     reasons = sorted(r.reason for r in await spool.list_quarantine())
     assert reasons[0].startswith("ChannelDestroyed: cause is missing")
     assert reasons[1].startswith("not JSON")
+
+
+async def test_deeply_nested_frame_is_quarantined_and_stream_goes_on(spool: Spool) -> None:
+    """A 6 kB frame of nested arrays is malformed input like any other: quarantined, and the
+    calls after it are stored (json.loads raised RecursionError, which stopped the adapter
+    and with it the daemon)."""
+    nested = "[" * 3000 + "]" * 3000
+    script: list[Any] = [nested, *originate_call("att-1")]
+    async with asterisk([script]) as (_, url), running(make(table(url), spool)) as adapter:
+        await until(lambda: adapter.health().accepted == 1)
+    [row] = await spool.list_quarantine()
+    assert row.reason.startswith("not JSON")
+    assert list(await stored(spool)) == ["att-1"]
+
+
+async def test_deeply_nested_channel_list_is_not_a_crash(spool: Spool) -> None:
+    """After a reconnect, a GET /ari/channels answer nested too deep is a failed listing
+    (the open calls wait for their TTL), not an error that stops the adapter."""
+    plain = originate_call("att-p", amd=None)[:2]  # only ringing when the link dropped
+    nested = "[" * 3000 + "]" * 3000
+    after = originate_call("att-2", t0=60.0)  # read once the listing is dealt with
+    async with asterisk([plain, after], cut={0}, channels_body=nested) as (fake, url):
+        async with running(make(table(url), spool)) as adapter:
+            await until(lambda: adapter.health().accepted == 1)
+        assert "/ari/channels" in fake.paths
+        assert adapter.tracker.open_calls == 1  # att-p: not closed, the listing said nothing
+    assert list(await stored(spool)) == ["att-2"]
 
 
 async def test_wrong_password_is_reported_without_secret(spool: Spool) -> None:

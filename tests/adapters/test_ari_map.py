@@ -83,6 +83,30 @@ def test_dialstatus(dialstatus: str, cause: int | None, expected: D) -> None:
 
 
 @pytest.mark.parametrize(
+    ("facts", "expected", "raw"),
+    [
+        # 127 (interworking): canceled on our cancel, which PJSIP shows as SIP 487 ...
+        ({"cause": 127, "tech_cause": 487}, D.CANCELED, "CAUSE=127;SIP=487"),
+        ({"cause": 127, "cancelled_by_us": True}, D.CANCELED, "CAUSE=127"),
+        # ... else a carrier / interworking failure, not an unanswered ring
+        ({"cause": 127}, D.FAILED, "CAUSE=127"),
+        # causes that say nothing alone, or one the table does not know: NOANSWER stands
+        ({"cause": 16}, D.NO_ANSWER, "DIALSTATUS=NOANSWER;CAUSE=16"),
+        ({"cause": 0}, D.NO_ANSWER, "DIALSTATUS=NOANSWER;CAUSE=0"),
+        ({"cause": 99}, D.NO_ANSWER, "DIALSTATUS=NOANSWER;CAUSE=99"),
+    ],
+)
+def test_noanswer_fallback_gives_way_to_cause_127(
+    facts: dict[str, object], expected: D, raw: str
+) -> None:
+    """Dial NOANSWER is the fallback for any unmapped cause (dialers.md 1.1, 7.4 item 2:
+    "prefer ChannelDestroyed.cause/tech_cause"); cause 127 is canceled if we cancelled
+    (SIP 487), else failed (7.3). NOANSWER + 127 used to stay no_answer."""
+    d = classify(CallFacts(dialstatus="NOANSWER", **facts), overrides={}, map_var=var_map)  # type: ignore[arg-type]
+    assert (d.disposition, d.raw, d.ambiguous) == (expected, raw, False)
+
+
+@pytest.mark.parametrize(
     ("facts", "expected", "ambiguous"),
     [
         ({"cause": 16, "ever_up": False}, D.NO_ANSWER, True),

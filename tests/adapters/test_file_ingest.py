@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -187,3 +189,205 @@ async def test_file_of_only_bad_rows_still_advances(spool: Spool, tmp_path: Path
     again = await ingest_file(f, spool, progress=False)
     assert (first.rejected, again.rows) == (2, 0)
     assert len(await spool.list_quarantine()) == 2
+
+
+def cdr_row(uniqueid: str, minute: int = 2) -> str:
+    """A Master.csv row with loguniqueid=yes (17 columns): `uniqueid` is its call id."""
+    return (
+        '"acct1","+15125550100","+15125550142","dialer-out","""Dialer"" <+15125550100>",'
+        '"PJSIP/carrier-0000021b","PJSIP/agent-00000003","Dial","carrier/+15125550142,30",'
+        f'"2025-03-14 10:{minute:02d}:00","2025-03-14 10:{minute:02d}:09",'
+        f'"2025-03-14 10:{minute:02d}:40",40,31,"ANSWERED","DOCUMENTATION","{uniqueid}"\n'
+    )
+
+
+@contextlib.asynccontextmanager
+async def watching(adapter: FileAdapter) -> AsyncIterator[FileAdapter]:
+    """Run a file adapter; passes are awaited with wait_pass (no sleeps)."""
+    await adapter.start()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(adapter.run())
+        try:
+            yield adapter
+        finally:
+            await adapter.stop()
+
+
+def watched(path: Path, spool: Spool, **over: object) -> FileAdapter:
+    table = {"type": "file", "path": str(path), "watch_interval_s": 0.02, **over}
+    [adapter] = build_adapters([table], spool)
+    assert isinstance(adapter, FileAdapter)
+    return adapter
+
+
+async def test_watched_file_row_being_written_is_read_once_complete(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """A watched Master.csv caught while Asterisk is half-way through a row loses nothing:
+    the unterminated tail waits for its newline (it used to be taken as a short row, the
+    cursor committed past it, and its second half quarantined as another)."""
+    f = tmp_path / "Master.csv"
+    second = cdr_row("1710410700.901", minute=5)
+    cut = second.index('"2025-03-14 10:05:40"')
+    f.write_text(cdr_row("1710410512.100") + second[:cut])
+    async with watching(watched(f, spool)) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+        assert adapter.health().accepted == 1
+        with f.open("a") as fh:
+            fh.write(second[cut:])  # ... and now it is complete
+        await asyncio.wait_for(adapter.wait_pass(3), 10)
+    assert sorted(await stored(spool)) == ["1710410512.100", "1710410700.901"]
+    assert await spool.list_quarantine() == []
+
+
+async def test_ingest_takes_a_last_row_without_newline(spool: Spool, tmp_path: Path) -> None:
+    """`dispo-sync ingest` (and a file adapter without watching) takes a file as complete: a
+    last row without its newline is a row."""
+    f = tmp_path / "export.csv"
+    f.write_text(cdr_row("1710410512.100") + cdr_row("1710410700.901").rstrip("\n"))
+    s = await ingest_file(f, spool, progress=False)
+    assert (s.rows, s.accepted, s.rejected) == (2, 2, 0)
+    again = await ingest_file(f, spool, progress=False)  # the cursor is past it
+    assert again.rows == 0
+
+
+async def test_watched_file_rows_written_just_before_rotation_are_read(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """logrotate renames Master.csv and Asterisk starts a new one: the rows written to the
+    old file since the last pass are read before the new file (they used to be lost: each
+    pass reopened the path and read the new file from its start)."""
+    f = tmp_path / "Master.csv"
+    f.write_text(cdr_row("call-1"))
+    async with watching(watched(f, spool)) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+        # no await in between: no pass can run between these three steps
+        with f.open("a") as fh:
+            fh.write(cdr_row("call-2"))  # Asterisk writes a row after pass 1 ...
+        f.rename(tmp_path / "Master.csv.1")  # ... logrotate moves the file away ...
+        f.write_text(cdr_row("call-3"))  # ... and the next call starts a new Master.csv
+        await asyncio.wait_for(adapter.wait_pass(3), 10)
+        with f.open("a") as fh:
+            fh.write(cdr_row("call-4"))  # the new file is followed from then on
+        await asyncio.wait_for(adapter.wait_pass(5), 10)
+    assert sorted(await stored(spool)) == ["call-1", "call-2", "call-3", "call-4"]
+    assert adapter.health().duplicates == 0  # neither file was read twice
+
+
+async def test_watched_file_renamed_away_is_read_until_a_new_one_appears(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """Between the rename and the dialer's first write to a new file, rows a writer adds to
+    the renamed file are still read; the path is reported missing meanwhile."""
+    f = tmp_path / "Master.csv"
+    f.write_text(cdr_row("call-1"))
+    async with watching(watched(f, spool)) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+        rotated = tmp_path / "Master.csv.1"
+        f.rename(rotated)
+        with rotated.open("a") as fh:
+            fh.write(cdr_row("call-2"))  # a writer that still has the old file open
+        await asyncio.wait_for(adapter.wait_pass(3), 10)
+        assert adapter.health().last_error == "file not found"
+        assert adapter.health().accepted == 2
+        f.write_text(cdr_row("call-3"))
+        await asyncio.wait_for(adapter.wait_pass(5), 10)
+        assert adapter.health().last_error is None
+    assert sorted(await stored(spool)) == ["call-1", "call-2", "call-3"]
+
+
+async def test_rotation_while_stopped_reads_the_rotated_file_first(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """After a restart, rows the old file got before logrotate renamed it (while the daemon
+    was down) are read from the rotated file, found by its inode, then the new file."""
+    f = tmp_path / "Master.csv"
+    f.write_text(cdr_row("call-1"))
+    async with watching(watched(f, spool)) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+    with f.open("a") as fh:
+        fh.write(cdr_row("call-2"))
+    f.rename(tmp_path / "Master.csv.1")
+    f.write_text(cdr_row("call-3"))
+    async with watching(watched(f, spool)) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+    assert sorted(await stored(spool)) == ["call-1", "call-2", "call-3"]
+    assert adapter.health().duplicates == 0
+
+
+async def test_call_across_dst_fall_back_is_stored(spool: Spool, tmp_path: Path) -> None:
+    """A call spanning the DST fall-back hour is a valid row, not bad input.
+
+    In America/Chicago on 2025-11-02 the clock goes 01:59:59 CDT -> 01:00:00 CST. A
+    20-second call from 01:59:50 CDT to 01:00:10 CST is written start "01:59:50", end
+    "01:00:10"; both used to be read as CDT, so it ended before it started and was
+    quarantined. The row's duration says which reading is right.
+    """
+    row = (
+        '"","+15125550100","+15125550177","dialer-out","","PJSIP/carrier-0000021c","","Dial",'
+        '"carrier/+15125550177,30","2025-11-02 01:59:50",,"2025-11-02 01:00:10",20,0,'
+        '"NO ANSWER","DOCUMENTATION","1730530790.5"\n'
+    )
+    f = tmp_path / "Master.csv"
+    f.write_text(row)
+    s = await ingest_file(f, spool, tz="America/Chicago", progress=False)
+    assert (s.accepted, s.rejected) == (1, 0), s.reasons
+    got = (await stored(spool))["1730530790.5"]
+    assert got.started_at == datetime(2025, 11, 2, 6, 59, 50, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert got.ended_at == datetime(2025, 11, 2, 7, 0, 10, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+async def test_csv_call_across_dst_fall_back_uses_its_duration(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """A generic CSV row reads its start and end with its duration the same way; without a
+    duration the first reading of the repeated hour stays (the row cannot say)."""
+    f = tmp_path / "export.csv"
+    f.write_text(
+        "id,result,start,end,secs\n"
+        "A-1,busy,2025-11-02 01:59:50,2025-11-02 01:00:10,20\n"
+        "A-2,busy,2025-11-02 01:10:00,2025-11-02 01:20:00,\n"
+    )
+    mapping = {
+        "call_id": "id",
+        "disposition": "result",
+        "started_at": "start",
+        "ended_at": "end",
+        "duration_s": "secs",
+    }
+    s = await ingest_file(
+        f, spool, format="csv", mapping=mapping, tz="America/Chicago", progress=False
+    )
+    assert (s.accepted, s.rejected) == (2, 0), s.reasons
+    got = await stored(spool)
+    assert got["A-1"].ended_at == datetime(2025, 11, 2, 7, 0, 10, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert got["A-2"].ended_at == datetime(2025, 11, 2, 6, 20, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+async def test_date_out_of_range_is_quarantined_not_a_crash(spool: Spool, tmp_path: Path) -> None:
+    """An end of 9999-12-31 23:59:59 in a zone west of UTC lies past the last datetime in
+    UTC: the row is quarantined naming the column (OverflowError used to stop the adapter),
+    and the next row is stored."""
+    bad = cdr_row("call-1").replace("2025-03-14 10:02:40", "9999-12-31 23:59:59")
+    f = tmp_path / "Master.csv"
+    f.write_text(bad + cdr_row("call-2"))
+    async with watching(watched(f, spool, tz="America/Chicago")) as adapter:
+        await asyncio.wait_for(adapter.wait_pass(1), 10)
+    assert adapter.health().last_error is None
+    [row] = await spool.list_quarantine()
+    assert row.reason.startswith("end: out of range")
+    assert list(await stored(spool)) == ["call-2"]
+
+
+async def test_overlong_row_is_quarantined_and_the_next_row_read(
+    spool: Spool, tmp_path: Path
+) -> None:
+    """A line longer than a record may be (1 MiB) is quarantined, cut, without holding the
+    whole line in memory; the row after it is stored."""
+    f = tmp_path / "Master.csv"
+    f.write_bytes(b"x" * 1_500_000 + b"\n" + cdr_row("call-2").encode())
+    s = await ingest_file(f, spool, progress=False)
+    assert (s.rows, s.accepted, s.rejected) == (2, 1, 1)
+    [row] = await spool.list_quarantine()
+    assert row.reason.startswith("row: longer than 1048576 bytes")
+    assert list(await stored(spool)) == ["call-2"]

@@ -233,3 +233,15 @@ async def test_async_amd_result_is_joined_to_the_final_callback(spool: Spool) ->
     o = (await spool.claim("t", 1))[0].outcome
     assert (o.disposition, o.detail) == (Disposition.VOICEMAIL, "machine_end_beep")
     assert o.raw_disposition == "completed/machine_end_beep"
+
+
+async def test_timestamp_out_of_range_is_400_and_quarantined(spool: Spool) -> None:
+    """A Timestamp whose year does not fit a C integer is refused naming the field (it raised
+    OverflowError past the decoder: a 500, and no quarantine row)."""
+    form = {**COMPLETED, "Timestamp": "Fri, 14 Mar 99999999999999999999 10:02:48 +0000"}
+    async with serving(spool, hook_table("twilio", secret=TOKEN)) as (hook, client):
+        base = f"http://127.0.0.1:{hook.bound_port}"
+        r = await post_signed(client, "/twilio", form, base)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("Timestamp: not an RFC 2822 date")
+    assert len(await spool.list_quarantine()) == 1

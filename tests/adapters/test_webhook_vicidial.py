@@ -161,6 +161,17 @@ async def test_malformed_number_is_400(spool: Spool) -> None:
         assert r.status_code == 400 and "talk_time: expected a whole number" in r.json()["error"]
 
 
+async def test_callback_date_out_of_range_is_400_and_quarantined(spool: Spool) -> None:
+    """A callback_datetime past the last datetime once read in the site zone is refused
+    naming the parameter (OverflowError used to escape the decoder: a 500, nothing kept)."""
+    params = {**DISPO, "callback_datetime": "9999-12-31 23:59:59"}
+    async with serving(spool, hook_table("vicidial", tz="America/Chicago")) as (_, client):
+        r = await client.get("/vicidial/dispo", params=params)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("callback_datetime: out of range")
+    assert len(await spool.list_quarantine()) == 1
+
+
 async def test_unknown_status_is_stored_as_unknown(spool: Spool) -> None:
     """A site status nobody mapped is kept (unknown, raw value preserved), not dropped."""
     async with serving(spool, hook_table("vicidial")) as (_, client):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -125,6 +126,24 @@ async def test_bad_input_is_quarantined_acked_and_the_stream_goes_on(spool: Spoo
     assert reasons[0].startswith("missing call_id (at data.call_id)")
     assert reasons[1].startswith("not JSON")
     assert {r.raw for r in rows} >= {b"{oops"}
+    assert await stored_call_ids(spool) == ["call-1", "call-3"]
+
+
+@pytest.mark.parametrize("ended_at", [10**400, -(10**400)], ids=["huge", "huge-negative"])
+async def test_out_of_range_timestamp_is_quarantined_and_the_stream_goes_on(
+    spool: Spool, ended_at: int
+) -> None:
+    """An ended_at too big for a float (a JSON integer has no size limit) is bad input,
+    quarantined naming the field; it used to stop the adapter, and with it the daemon."""
+    bad = json.dumps(call_event(2, ended_at=ended_at))
+    assert '"ended_at": 1000' in bad or '"ended_at": -1000' in bad  # a JSON number
+    events: list[dict[str, Any] | str] = [call_event(1), bad, call_event(3)]
+    async with feed_server(events) as feed:
+        async with running(adapter_for(table(feed.url), spool)) as adapter:
+            await feed.wait_for(lambda: "e3" in feed.acks)
+        assert adapter.health().rejected == 1
+    [row] = await spool.list_quarantine()
+    assert row.reason.startswith("ended_at: not a timestamp (out of range)")
     assert await stored_call_ids(spool) == ["call-1", "call-3"]
 
 

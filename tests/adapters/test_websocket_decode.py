@@ -161,6 +161,18 @@ def test_bad_values_are_named() -> None:
         decoder().outcome(decoder().parse(event(to="call me")))
 
 
+@pytest.mark.parametrize(
+    "value",
+    [10**400, -(10**400), 1e308, float("inf"), "9" * 400],
+    ids=["huge-int", "huge-negative-int", "huge-float", "inf", "huge-digit-text"],
+)
+def test_out_of_range_timestamps_are_named_not_raised(value: object) -> None:
+    """A number no datetime can hold is refused naming the field, whatever its type: a
+    huge JSON integer used to raise OverflowError, which stopped the adapter."""
+    with pytest.raises(DecodeError, match=r"^ended_at: not a timestamp \(out of range\)"):
+        decoder().outcome(decoder().parse(event(ended=value)))
+
+
 def test_naive_timestamps_use_site_zone() -> None:
     """A timestamp without offset is read in the configured dialer time zone."""
     out = decoder().outcome(decoder().parse(event(ended="2025-03-14 10:02:20", started=None)))
