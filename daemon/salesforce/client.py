@@ -40,6 +40,7 @@ from .errors import (
     ClientClosed,
     ConfigurationError,
     RequestLimitError,
+    SalesforceError,
     SessionExpired,
     TlsUntrustedError,
     TransportError,
@@ -456,20 +457,30 @@ class SalesforceClient:
             )
             if response.status_code in ok:
                 return response
-            err = error_from_response(
-                response.status_code,
-                response.content,
-                retry_after=response.headers.get("Retry-After"),
-            )
-            if isinstance(err, SessionExpired):
-                if replay:
-                    raise _fresh_token_refused(err) from err
-                await self._refresh(seen)
+            err, refreshed = await self._refused(response, response.content, seen, replay=replay)
+            if refreshed:
                 continue
-            if isinstance(err, RequestLimitError):
-                self.quota.limit_exceeded()
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _refused(
+        self, response: httpx.Response, content: bytes, seen: _Seen, *, replay: bool
+    ) -> tuple[SalesforceError, bool]:
+        """The error a refused answer is, and whether it was an expired session for which
+        the token is refreshed now (the caller may send once more). An expired session
+        again on that replay (a fresh token refused) is an :class:`AuthError`, whatever
+        the call."""
+        err = error_from_response(
+            response.status_code, content, retry_after=response.headers.get("Retry-After")
+        )
+        if isinstance(err, SessionExpired):
+            if replay:
+                raise _fresh_token_refused(err) from err
+            await self._refresh(seen)
+            return err, True
+        if isinstance(err, RequestLimitError):
+            self.quota.limit_exceeded()
+        return err, False
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -503,16 +514,9 @@ class SalesforceClient:
                     content = await response.aread()
             finally:
                 await response.aclose()
-            err = error_from_response(
-                response.status_code, content, retry_after=response.headers.get("Retry-After")
-            )
-            if isinstance(err, SessionExpired):
-                if replay:
-                    raise _fresh_token_refused(err) from err
-                await self._refresh(seen)
+            err, refreshed = await self._refused(response, content, seen, replay=replay)
+            if refreshed:
                 continue
-            if isinstance(err, RequestLimitError):
-                self.quota.limit_exceeded()
             raise err
 
     # -- REST, composite, collections -------------------------------------------------
@@ -680,19 +684,11 @@ class SalesforceClient:
             )
             if response.status_code in (200, 201):
                 return
-            err = error_from_response(
-                response.status_code,
-                response.content,
-                retry_after=response.headers.get("Retry-After"),
-            )
-            if isinstance(err, SessionExpired):
-                if replay:
-                    raise _fresh_token_refused(err) from err
-                await self._refresh(seen)
-                if replayable:
-                    continue
-            if isinstance(err, RequestLimitError):
-                self.quota.limit_exceeded()
+            err, refreshed = await self._refused(response, response.content, seen, replay=replay)
+            if refreshed and replayable:
+                continue
+            # (refreshed, a consumed stream cannot go again: the caller's retry sends it
+            # with the new token)
             raise err
 
     async def set_job_state(self, job_id: str, state: str, *, rail: str = "bulk") -> dict[str, Any]:
