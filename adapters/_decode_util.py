@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timezone, tzinfo
 from typing import Final
 
 from spool.record import LeadRef, normalize_phone
 
 __all__ = [
     "DecodeError",
+    "in_zone",
     "lead_from_value",
     "local_span",
     "local_time",
@@ -68,6 +69,20 @@ def optional_int(name: str, value: str | None) -> int | None:
         return int(as_float)
 
 
+def in_zone(when: datetime, tz: tzinfo) -> datetime:
+    """The instant ``when`` with the UTC offset ``tz`` has then (a fixed offset).
+
+    For times that carry no offset of their own (a unix epoch, our clock): the outcome
+    then says where the call happened, as a wall-clock time read in ``tz`` does. The
+    field mapping takes the call's date from this offset (Task.ActivityDate); ordering
+    and the spool use the instant only. A fixed offset, not ``tz`` itself: two datetimes
+    sharing a ZoneInfo compare by wall clock, which is wrong across a DST fall-back.
+    """
+    local = when.astimezone(tz)
+    offset = local.utcoffset()
+    return local if offset is None else local.astimezone(timezone(offset))
+
+
 def local_time(name: str, value: str | None, tz: tzinfo, *, fold: int = 0) -> datetime | None:
     """``YYYY-MM-DD HH:MM:SS`` (or ISO 8601) in ``tz`` unless it names its own zone.
 
@@ -75,6 +90,10 @@ def local_time(name: str, value: str | None, tz: tzinfo, *, fold: int = 0) -> da
     configured zone, never silently as the host's local time. A wall-clock time in
     the hour a DST fall-back repeats names two instants: ``fold=0`` (the default)
     takes the first, ``fold=1`` the second (PEP 495); see :func:`local_span`.
+
+    The result keeps the offset it was read with (a fixed offset): converted to UTC, an
+    evening call in the Americas would be dated the next day (Task.ActivityDate is the
+    date of ``ended_at``); the instant, all that ordering and the spool use, is the same.
     """
     if value is None or value.strip() in _ZERO_DATES:
         return None
@@ -87,10 +106,12 @@ def local_time(name: str, value: str | None, tz: tzinfo, *, fold: int = 0) -> da
         raise DecodeError(f"{name}: expected 'YYYY-MM-DD HH:MM:SS', got {value[:40]!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz, fold=fold)
+    offset = parsed.utcoffset()  # per fold: CDT or CST in the repeated hour
     try:
-        return parsed.astimezone(UTC)
+        parsed.astimezone(UTC)  # the instant must exist: the rails send it in UTC
     except OverflowError:  # "9999-12-31 23:59:59" west of UTC is past datetime.max in UTC
         raise DecodeError(f"{name}: out of range, got {value[:40]!r}") from None
+    return parsed if offset is None else parsed.replace(tzinfo=timezone(offset), fold=0)
 
 
 def local_span(

@@ -23,6 +23,7 @@ from typing import Any, Final, Literal
 
 from adapters._decode_util import (
     DecodeError,
+    in_zone,
     is_lead_id,
     local_time,
     optional_int,
@@ -80,8 +81,11 @@ def decode_vicidial(
     epoch = optional_int(names.get("epoch", "epoch"), get("epoch"))
     if epoch is not None and not 946_684_800 <= epoch < 4_102_444_800:
         raise DecodeError(f"{names.get('epoch', 'epoch')}: not a plausible unix time: {epoch}")
-    ended_at = (
-        datetime.fromtimestamp(epoch, UTC) if epoch is not None else (now or datetime.now(UTC))
+    # In the site's zone (tz: VICIdial's wall clock), so that the call is dated where it
+    # happened (Task.ActivityDate); an epoch, like our clock, names only the instant.
+    ended_at = in_zone(
+        datetime.fromtimestamp(epoch, UTC) if epoch is not None else (now or datetime.now(UTC)),
+        tz,
     )
     talk_s = optional_int(names.get("talk_time", "talk_time"), get("talk_time"))
     if talk_s is not None and talk_s < 0:

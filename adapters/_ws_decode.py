@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 from pydantic_core import from_json
 
+from adapters._decode_util import in_zone
 from adapters.dispositions import Mapped
 from spool.record import CallOutcome, Direction, format_validation_error
 
@@ -140,7 +141,7 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
     """ISO 8601 text or epoch seconds/milliseconds -> aware datetime.
 
     A timestamp without an offset is read in ``default_tz`` (the site's dialer
-    time zone), never silently as UTC.
+    time zone), never silently as UTC; epoch seconds are expressed in it.
     """
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
@@ -149,7 +150,9 @@ def parse_timestamp(value: Any, default_tz: tzinfo = UTC) -> datetime:
         # limit, and one beyond a double (10**400) raises OverflowError, not ValueError.
         try:
             seconds = value / 1000.0 if value > _EPOCH_MS_THRESHOLD else float(value)
-            return datetime.fromtimestamp(seconds, tz=UTC)
+            # An epoch names the instant only: expressed in the site's zone, as a time
+            # without an offset is read, so the call is dated where it happened.
+            return in_zone(datetime.fromtimestamp(seconds, tz=UTC), default_tz)
         except (OverflowError, OSError, ValueError):  # OSError: EOVERFLOW past year 9999
             raise ValueError(f"not a timestamp (out of range): {_short(value)}") from None
     if isinstance(value, str):

@@ -4,7 +4,8 @@ The configuration file itself has already been validated when this runs
 (``load_settings`` raised otherwise, exit 78). What follows checks the world
 the configuration points at: files it names, the spool directory, the adapter
 tables, the mapping file, and Salesforce: a token, describe of Task and Lead,
-every mapped field, type and picklist value, and the API quota.
+every mapped field, type, length, picklist value and reference id, and the API
+quota.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
                 Check(
                     "mapped fields",
                     True,
-                    "every mapped field exists, is writable, has a compatible type, "
-                    "and every picklist value is allowed",
+                    "every mapped field exists, is writable, has a compatible type and "
+                    "room for every known value, every picklist value is allowed, and "
+                    "every id is one of an object its field references",
                 )
             )
         out.extend(

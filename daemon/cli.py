@@ -227,8 +227,11 @@ error Salesforce gave. Fix the cause (the mapping or the org), then retry them.
         description="""\
 Check the configuration file, log in to Salesforce, look at the Task and Lead
 objects, and check that every field the mapping writes exists, has the right
-type, and accepts the picklist values used. Prints a pass/fail list; exit code
-0 when everything passed, 1 when a check failed, 78 when the file is invalid.
+type, accepts the picklist values used, is long enough for text whose values
+are all known (such as {disposition}), and that ids in reference fields are
+ids of an object the field references. Prints a pass/fail list (WARN lines,
+such as a field whose text is cut to fit, do not fail); exit code 0 when
+everything passed, 1 when a check failed, 78 when the file is invalid.
 """,
     )
 

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
+from itertools import product
 from typing import Any, Final
 
 from spool.record import Direction, Disposition, OutcomeFields
 
-__all__ = ["CLEAR", "VARIABLES", "Clear", "Getter", "ValueFn", "compile_value", "placeholders"]
+__all__ = [
+    "CLEAR",
+    "VARIABLES",
+    "Clear",
+    "Getter",
+    "ValueFn",
+    "compile_value",
+    "finite_values",
+    "max_text_length",
+    "placeholders",
+]
 
 
 class Clear:
@@ -73,8 +84,21 @@ def _description(o: OutcomeFields, _: Mapping[str, str]) -> str | None:
 
 
 def _ended_date(o: OutcomeFields, _: Mapping[str, str]) -> date:
-    # The call's own local date, as the dialer reported it (ActivityDate is a date).
+    # The date where the call happened (ActivityDate is a date, "Due Date Only"): the
+    # adapters keep the site's UTC offset in ended_at (the dialer's own, or the adapter's
+    # tz for wall-clock times and epochs), so its date is the site's, not UTC's.
     return o.ended_at.date()
+
+
+def _ended_date_in(zone: tzinfo) -> Getter:
+    """``{ended_date}`` taken in ``zone`` (mapping ``ended_date_tz``): for dialers that
+    give their times in UTC (Twilio, "...Z" timestamps), whose evening calls in the
+    Americas would otherwise be dated the next day."""
+
+    def ended_date(o: OutcomeFields, _: Mapping[str, str]) -> date:
+        return o.ended_at.astimezone(zone).date()
+
+    return ended_date
 
 
 VARIABLES: dict[str, Getter] = {
@@ -119,6 +143,31 @@ TYPES: dict[str, type] = {
     "talk_s": int,
 }
 
+# The longest text each placeholder yields (CallOutcome's limits; datetimes as ISO 8601
+# with microseconds and offset), to tell templates that always fit a Text field from
+# those that may not (their values are cut to fit at send time: see Mapping.cut_to_fit).
+_MAX_TEXT: dict[str, int] = {
+    "source": 64,
+    "call_id": 190,
+    "external_key": 255,
+    "raw_disposition": 255,
+    "detail": 255,
+    "agent_id": 255,
+    "campaign": 255,
+    "phone": 21,
+    "started_at": 32,
+    "ended_at": 32,
+    "callback_at": 32,
+    "ended_date": 10,
+    "duration_s": 6,
+    "talk_s": 6,
+    "recording_url": 2000,
+    "notes": 32000,
+    "description": 32000,
+    "owner_id": 18,
+}
+_MAX_EXTRA_TEXT: Final = 32000
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_\-]+)?)\}")
 
 
@@ -126,7 +175,9 @@ def placeholders(text: str) -> list[str]:
     return _PLACEHOLDER.findall(text)
 
 
-def _getter(name: str) -> Getter:
+def _getter(name: str, date_tz: tzinfo | None) -> Getter:
+    if name == "ended_date" and date_tz is not None:
+        return _ended_date_in(date_tz)
     if name.startswith("extra."):
         key = name[len("extra.") :]
         return lambda o, _: o.extra.get(key)
@@ -147,10 +198,11 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def compile_value(value: Any) -> ValueFn:
+def compile_value(value: Any, *, date_tz: tzinfo | None = None) -> ValueFn:
     """A TOML value -> ``fn(outcome, agents) -> value | None | CLEAR``.
 
     None means "leave the field out" (REST) / empty (Bulk, ignored on update).
+    ``date_tz``: the zone ``{ended_date}`` is taken in (None: ended_at's own offset).
     """
     if isinstance(value, bool | int | float):
         return lambda o, a: value
@@ -161,7 +213,7 @@ def compile_value(value: Any) -> ValueFn:
     names = placeholders(value)
     if not names:
         return lambda o, a: value
-    getters = [_getter(n) for n in names]
+    getters = [_getter(n, date_tz) for n in names]
     if len(names) == 1 and value == "{" + names[0] + "}":
         return getters[0]
     pieces = _PLACEHOLDER.split(value)
@@ -180,3 +232,49 @@ def compile_value(value: Any) -> ValueFn:
         return "".join(out)
 
     return render
+
+
+def max_text_length(value: str) -> int:
+    """The most characters a template's text can have (its literals plus each
+    placeholder's longest value)."""
+    names = placeholders(value)
+    literal = len(_PLACEHOLDER.sub("", value))
+    total = literal
+    for n in names:
+        if n in DOMAINS:
+            total += max(len(v) for v in DOMAINS[n])
+        else:
+            total += _MAX_TEXT.get(n, _MAX_EXTRA_TEXT)
+    return total
+
+
+#: Beyond this many combinations a template's values are not enumerated (checks skip it).
+_MAX_COMBINATIONS: Final = 10_000
+
+
+def finite_values(value: Any) -> frozenset[str] | None:
+    """Every string a text value can produce, when that set is known and finite: a
+    literal, or a template whose placeholders all have a finite domain (``{disposition}``,
+    ``"Call: {disposition_label}"``). None otherwise (``{notes}``, ``@clear``, numbers)."""
+    if not isinstance(value, str) or value == CLEAR_LITERAL:
+        return None
+    names = placeholders(value)
+    if not names:
+        return frozenset({value})
+    if not all(n in DOMAINS for n in names):
+        return None
+    domains = [sorted(DOMAINS[n]) for n in names]
+    count = 1
+    for d in domains:
+        count *= len(d)
+    if count > _MAX_COMBINATIONS:
+        return None
+    literals = _PLACEHOLDER.split(value)[0::2]
+    out: set[str] = set()
+    for combo in product(*domains):
+        parts = [literals[0]]
+        for v, lit in zip(combo, literals[1:], strict=True):
+            parts.append(v)
+            parts.append(lit)
+        out.add("".join(parts))
+    return frozenset(out)

@@ -166,13 +166,16 @@ class Rails:
 
     def set_mapping(self, mapping: Mapping) -> None:
         """Use a new field mapping from the next send on (in-flight batches finish as they are)."""
+        self._install(mapping)
+        self._mapping_checked = False  # against describe again, at the next batch turn
+        log.info("mapping_replaced", source=mapping.source)
+
+    def _install(self, mapping: Mapping) -> None:
         self.mapping = mapping
         self._use_task_writes(mapping)
         self.rest._mapping = mapping
         self.bulk._m = mapping
         self.resolver._mapping = mapping
-        self._mapping_checked = False  # against describe again, at the next batch turn
-        log.info("mapping_replaced", source=mapping.source)
 
     def status(self) -> RailsStatus:
         return RailsStatus(
@@ -286,6 +289,11 @@ class Rails:
             self.mapping_problems = tuple(m.check_against_describe(describes))
             for note in m.notes_against_describe(describes):
                 log.warning("mapping_note", source=m.source, note=note)
+            # Text of unbounded templates is cut to its field's length from now on (a
+            # longer value would dead-letter the whole outcome); not if a reload replaced
+            # the mapping during the describe calls: that one is checked next.
+            if self.mapping is m:
+                self._install(m.cut_to_fit(describes))
         self._mapping_checked = True
         if self.mapping_problems:
             log.error(

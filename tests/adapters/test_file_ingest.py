@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -362,6 +362,29 @@ async def test_csv_call_across_dst_fall_back_uses_its_duration(
     got = await stored(spool)
     assert got["A-1"].ended_at == datetime(2025, 11, 2, 7, 0, 10, tzinfo=UTC)  # type: ignore[attr-defined]
     assert got["A-2"].ended_at == datetime(2025, 11, 2, 6, 20, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+async def test_an_evening_call_keeps_the_site_s_date(spool: Spool, tmp_path: Path) -> None:
+    """A CDR row ending 2026-03-01 20:30 in America/Chicago (02:30 UTC the next day) keeps
+    the site's offset through the spool, so the Task's ActivityDate ('Due Date Only') is
+    2026-03-01, the day the call happened; converted to UTC it was dated 2 March. The
+    instant is unchanged: ordering and the spool use it only."""
+    from daemon.mapping import load_mapping
+
+    row = (
+        '"","100","5551234567","dialer-out","","PJSIP/carrier-1","","Dial","carrier/1",'
+        '"2026-03-01 20:29:00","2026-03-01 20:29:05","2026-03-01 20:30:00",60,55,'
+        '"ANSWERED","DOCUMENTATION","1772418540.7"\n'
+    )
+    f = tmp_path / "Master.csv"
+    f.write_text(row)
+    s = await ingest_file(f, spool, tz="America/Chicago", progress=False)
+    assert (s.accepted, s.rejected) == (1, 0), s.reasons
+    got = (await stored(spool))["1772418540.7"]
+    assert got.ended_at == datetime(2026, 3, 2, 2, 30, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert got.ended_at.utcoffset() == timedelta(hours=-6)  # type: ignore[attr-defined]
+    task = load_mapping(None).task_record(got)  # type: ignore[arg-type]
+    assert task["ActivityDate"] == date(2026, 3, 1)
 
 
 async def test_date_out_of_range_is_quarantined_not_a_crash(spool: Spool, tmp_path: Path) -> None:

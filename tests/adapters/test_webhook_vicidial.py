@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from adapters._base import AdapterState
@@ -52,6 +52,21 @@ async def test_dispo_url_stores_a_live_outcome(spool: Spool) -> None:
     assert o.callback_at == datetime(2025, 3, 18, 19, 30, tzinfo=UTC)
     assert o.ended_at == datetime.fromtimestamp(1741946668, UTC)
     assert o.extra["term_reason"] == "CALLER"
+
+
+async def test_ended_at_is_expressed_in_the_site_zone(spool: Spool) -> None:
+    """VICIdial's epoch names the instant only; the outcome carries the adapter's zone
+    (VICIdial's wall clock, the site's) so that an evening call is dated where it
+    happened: 20:30 CST on 1 March is 02:30 UTC on 2 March."""
+    evening = datetime(2026, 3, 2, 2, 30, tzinfo=UTC)
+    params = {**DISPO, "epoch": str(int(evening.timestamp()))}
+    async with serving(spool, hook_table("vicidial", tz="America/Chicago")) as (_, client):
+        r = await client.get("/vicidial/dispo", params=params)
+        assert r.status_code == 200, r.text
+    o = await newest(spool, "V3141002110000048213")
+    assert o.ended_at == evening  # type: ignore[attr-defined]
+    assert o.ended_at.utcoffset() == timedelta(hours=-6)  # type: ignore[attr-defined]
+    assert o.ended_at.date() == date(2026, 3, 1)  # type: ignore[attr-defined]
 
 
 async def test_no_agent_url_is_not_live(spool: Spool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -184,6 +185,16 @@ def test_epoch_seconds_and_millis() -> None:
     assert parse_timestamp(1710410540) == datetime(2024, 3, 14, 10, 2, 20, tzinfo=UTC)
     assert parse_timestamp(1710410540123).microsecond == 123000
     assert parse_timestamp("2025-03-14T10:02:11.512+0000").tzinfo == UTC
+
+
+def test_epoch_timestamps_are_expressed_in_the_site_zone() -> None:
+    """An epoch names the instant only: with a site zone it carries that zone's offset
+    (the call's date is the site's), the instant unchanged."""
+    chicago = ZoneInfo("America/Chicago")
+    evening = parse_timestamp(1772418600, chicago)  # 2026-03-02 02:30 UTC
+    assert evening == datetime(2026, 3, 2, 2, 30, tzinfo=UTC)
+    assert evening.utcoffset() == timedelta(hours=-6) and evening.day == 1
+    assert parse_timestamp(1772418600000, chicago) == evening
 
 
 def test_default_fields_and_extra() -> None:

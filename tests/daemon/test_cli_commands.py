@@ -262,6 +262,35 @@ def test_run_with_an_unusable_mapping_or_ca_file_exits_78(
     assert f"FAIL  salesforce ca_file: {ca_file}: cannot load it" in capsys.readouterr().out
 
 
+def test_a_mapping_file_not_in_utf8_fails_check_config_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mapping file saved as Latin-1 (an accented literal) is a mapping problem, not a
+    UnicodeDecodeError traceback: check-config prints a FAIL line naming the file and the
+    byte, and exits 1; run exits 78 (not restarted by systemd) with the same problem."""
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mapping = tmp_path / "mapping.toml"
+    text = '[task.fields]\nSubject = "Appel : {disposition_label} (r\u00e9sultat)"\n'
+    mapping.write_bytes(text.encode("latin-1"))
+    problem = "not UTF-8 text: the byte at offset 55 (line 2) is 0xe9; save the file as UTF-8"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[salesforce]\nlogin_url = "http://127.0.0.1:{port}"\nclient_id = "id"\n'
+        f'client_secret = "s"\nconnect_timeout_s = 2\n[spool]\npath = "{tmp_path / "spool.db"}"\n'
+        f'[mapping]\nfile = "{mapping}"\n[log]\nformat = "json"\n'
+    )
+    assert main(["check-config", "--config", str(cfg)]) == 1
+    assert f"FAIL  mapping {mapping}: {problem}" in capsys.readouterr().out.splitlines()
+
+    cfg = run_config(tmp_path, extra=f'[mapping]\nfile = "{mapping}"\n')
+    assert main(["run", "--config", str(cfg)]) == EXIT_CONFIG
+    events = json_events(capsys.readouterr().out)
+    (line,) = [e for e in events if e["event"] == "invalid configuration"]
+    assert line["problem"] == f"mapping.file (file {mapping}): {problem}"
+
+
 def test_log_options_may_follow_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

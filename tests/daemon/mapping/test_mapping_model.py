@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from bench.api_efficiency import no_task_key_mapping
 from daemon.mapping import CLEAR, LeadNotFound, MappingError, load_mapping, parse_mapping
 from daemon.mapping._template import VARIABLES
-from spool.record import CallOutcome, StoredOutcome
+from spool.record import CallOutcome, Disposition, StoredOutcome
 from tests.outcome_strategies import outcomes
 
 ENDED = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
@@ -97,6 +97,158 @@ def test_do_not_call_is_sticky_no_mapping_can_clear_it() -> None:
     assert m.sticky_update(outcome(disposition="connected")) == {}
 
 
+@pytest.mark.parametrize("value", [False, "@clear"])
+def test_a_case_variant_of_do_not_call_cannot_clear_it(value: Any) -> None:
+    """Salesforce field names are not case-sensitive: ``donotcall = false`` under a
+    disposition would write Lead.DoNotCall = false on every such call. The sticky guard
+    compares names case-insensitively, so the mapping is refused at load."""
+    raw = {"lead": {"dispositions": {"connected": {"donotcall": value}}}}
+    with pytest.raises(MappingError) as info:
+        parse_mapping(raw)
+    assert info.value.problems == [
+        "lead.dispositions.connected.donotcall: donotcall is sticky (never cleared by this "
+        "daemon); it may only be set to true"
+    ]
+
+
+def test_a_sticky_field_in_another_spelling_is_still_sticky() -> None:
+    """``donotcall = true`` sets DoNotCall: the rails must treat it as sticky (sent even
+    when a newer outcome won the Lead), whatever its spelling; in lead.fields it is
+    refused like DoNotCall."""
+    m = parse_mapping({"lead": {"dispositions": {"do_not_call": {"donotcall": True}}}})
+    assert m.sets_sticky(Disposition.DO_NOT_CALL)
+    assert m.sticky_update(outcome(disposition="do_not_call")) == {"donotcall": True}
+    with pytest.raises(MappingError, match=r"lead\.fields\.DONOTCALL: a sticky field belongs"):
+        parse_mapping({"lead": {"fields": {"DONOTCALL": True}}})
+
+
+def test_do_not_call_stays_sticky_when_lead_sticky_lists_other_fields() -> None:
+    """lead.sticky adds to DoNotCall instead of replacing it: a list naming another field
+    (or an empty one) does not let a mapping clear DoNotCall."""
+    for sticky in (["Consent_Given__c"], []):
+        with pytest.raises(MappingError, match="DoNotCall is sticky"):
+            parse_mapping(
+                {
+                    "lead": {
+                        "sticky": sticky,
+                        "dispositions": {"connected": {"DoNotCall": False}},
+                    }
+                }
+            )
+    m = parse_mapping(
+        {
+            "lead": {
+                "sticky": ["Consent_Given__c"],
+                "dispositions": {"do_not_call": {"DoNotCall": True, "Consent_Given__c": True}},
+            }
+        }
+    )
+    assert m.sticky_update(outcome(disposition="do_not_call")) == {
+        "DoNotCall": True,
+        "Consent_Given__c": True,
+    }
+
+
+def test_one_field_mapped_in_two_spellings_is_refused() -> None:
+    """Subject and subject are one Salesforce field: mapped both ways, one request would
+    carry it twice (and a Bulk CSV two columns for it). Refused within a table, and
+    between lead.fields and a disposition or two dispositions (one Bulk job's columns)."""
+    with pytest.raises(MappingError) as info:
+        parse_mapping(
+            {
+                "task": {"fields": {"Subject": "a", "subject": "b"}},
+                "lead": {
+                    "fields": {"Status": "Open"},
+                    "dispositions": {
+                        "connected": {"status": "Working - Contacted"},
+                        "busy": {"Title__c": "x"},
+                        "voicemail": {"title__c": "y"},
+                    },
+                },
+            }
+        )
+    assert info.value.problems == [
+        "task.fields.subject: the same Salesforce field as task.fields.Subject (field names "
+        "are not case-sensitive); map it once",
+        "lead.dispositions.connected.status: the same Salesforce field as lead.fields.Status "
+        "(field names are not case-sensitive); spell it the same way",
+        "lead.dispositions.voicemail.title__c: the same Salesforce field as "
+        "lead.dispositions.busy.Title__c (field names are not case-sensitive); spell it the "
+        "same way",
+    ]
+    # The same spelling in lead.fields and a disposition is the documented override.
+    m = parse_mapping(
+        {"lead": {"fields": {"Status": "Open"}, "dispositions": {"busy": {"Status": "B"}}}}
+    )
+    assert m.lead_update(outcome(disposition="busy"))["Status"] == "B"
+
+
+def test_fields_the_daemon_fills_are_refused_in_any_spelling() -> None:
+    """WhoId (lead resolution) and the Task key field (source:call_id) may not be mapped,
+    however spelled; create_only and CallObject (the insert fallback) match any spelling."""
+    with pytest.raises(MappingError) as info:
+        parse_mapping({"task": {"fields": {"whoid": "x", "CALL_ID__C": "y"}}})
+    assert info.value.problems == [
+        "task.fields.CALL_ID__C: the external id field is filled with source:call_id by the "
+        "daemon; do not map it",
+        "task.fields.whoid: set by lead resolution; do not map it",
+    ]
+    m = parse_mapping({"task": {"create_only": ["tasksubtype"], "fields": {"TaskSubtype": "C"}}})
+    assert "TaskSubtype" not in m.task_record(outcome(), include_create_only=False)
+    fallback = parse_mapping(
+        {"task": {"external_id_field": "", "fields": {"callobject": "{external_key}"}}}
+    )
+    assert fallback.task_record(outcome())["callobject"] == "vici:c-1"
+
+
+@pytest.mark.parametrize(
+    ("lead", "key"),
+    [
+        ({"external_id_field": "Dialer Lead Id"}, "lead.external_id_field"),
+        ({"phone_field": 5}, "lead.phone_field"),
+        ({"object": ""}, "lead.object"),
+    ],
+    ids=["external_id_field", "phone_field", "object"],
+)
+def test_a_bad_lead_key_setting_is_reported_naming_the_key(lead: dict[str, Any], key: str) -> None:
+    """lead.object / lead.external_id_field / lead.phone_field are checked before the
+    mapping is refused or built: a bad value is reported naming its key, never silently
+    replaced by the built-in default."""
+    with pytest.raises(MappingError) as info:
+        m = parse_mapping({"lead": lead})
+        pytest.fail(
+            f"no MappingError; silently used lead_object={m.lead_object!r}, "
+            f"lead_external_id={m.lead_external_id!r}, lead_phone_field={m.lead_phone_field!r}"
+        )
+    assert [p.split(":")[0] for p in info.value.problems] == [key]
+
+
+def test_ended_date_is_the_outcome_s_own_date_or_taken_in_ended_date_tz() -> None:
+    """{ended_date} is ended_at's date at its own offset (the site's, as the adapters keep
+    it). For dialers that report UTC only, ``ended_date_tz`` names the zone to take it in;
+    datetimes are sent as the same instant either way. A zone that does not exist is
+    reported naming the key."""
+    evening = datetime(2026, 3, 2, 2, 30, tzinfo=UTC)  # 20:30 on 1 March in Chicago
+    assert load_mapping(None).task_record(outcome(ended_at=evening))["ActivityDate"] == date(
+        2026, 3, 2
+    )
+    chicago = parse_mapping(
+        {
+            "ended_date_tz": "America/Chicago",
+            "task": {"fields": {"ActivityDate": "{ended_date}", "Day__c": "on {ended_date}"}},
+            "lead": {"fields": {"Last_Call_At__c": "{ended_at}"}},
+        }
+    )
+    assert chicago.ended_date_tz == "America/Chicago"
+    task = chicago.task_record(outcome(ended_at=evening))
+    assert task == {"ActivityDate": date(2026, 3, 1), "Day__c": "on 2026-03-01"}
+    assert chicago.lead_update(outcome(ended_at=evening))["Last_Call_At__c"] == evening
+    for bad in ("Mars/Olympus", "", 5):
+        with pytest.raises(MappingError) as info:
+            parse_mapping({"ended_date_tz": bad})
+        assert info.value.problems[0].startswith("ended_date_tz: expected an IANA time zone")
+
+
 def test_clear_and_typed_templates() -> None:
     """'@clear' clears a field; '{x}' keeps the type; text around makes a string."""
     m = parse_mapping(
@@ -145,6 +297,28 @@ def test_load_mapping_from_file_and_bad_toml(tmp_path: Path) -> None:
         load_mapping(bad)
     with pytest.raises(MappingError, match="cannot read"):
         load_mapping(tmp_path / "missing.toml")
+
+
+def _latin1_mapping(tmp_path: Path) -> Path:
+    """A mapping file saved in Windows-1252/Latin-1 (an accented literal), not UTF-8."""
+    path = tmp_path / "mapping.toml"
+    text = '[task.fields]\nSubject = "Appel : {disposition_label} (résultat)"\n'
+    path.write_bytes(text.encode("latin-1"))
+    return path
+
+
+def test_a_mapping_file_not_in_utf8_is_a_mapping_error(tmp_path: Path) -> None:
+    """A file that is not UTF-8 (TOML is UTF-8) is a MappingError naming the file and where
+    the first bad byte is, like unreadable files and bad TOML: check-config and run
+    report mapping errors, not a UnicodeDecodeError."""
+    path = _latin1_mapping(tmp_path)
+    with pytest.raises(MappingError) as info:
+        load_mapping(path)
+    assert info.value.source == str(path)
+    assert info.value.problems == [
+        "not UTF-8 text: the byte at offset 55 (line 2) is 0xe9; save the file as UTF-8"
+    ]
+    assert path.read_bytes()[55] == 0xE9
 
 
 # ------------------------------------------------------------------ describe checks
@@ -470,3 +644,186 @@ def test_a_missing_task_key_field_says_how_to_run_without_one() -> None:
     [lead_line] = load_mapping(None).check_against_describe(d)
     assert lead_line.startswith("lead.external_id_field: Lead.Dialer_Lead_Id__c does not exist")
     assert "CallObject" not in lead_line
+
+
+# ----------------------------------------- describe checks: values Salesforce refuses
+
+
+def _field_of(describes: dict[str, Any], obj: str, name: str) -> dict[str, Any]:
+    [info] = [f for f in describes[obj]["fields"] if f["name"] == name]
+    return info  # type: ignore[no-any-return]
+
+
+def test_key_and_phone_fields_are_found_in_any_spelling() -> None:
+    """Salesforce field names are not case-sensitive: key and phone fields named in
+    another case are found in describe (and still checked: Unique, External ID)."""
+    m = parse_mapping(
+        {
+            "task": {"external_id_field": "call_id__c"},
+            "lead": {"external_id_field": "DIALER_LEAD_ID__C", "phone_field": "phone"},
+        }
+    )
+    d = sfsim_describes()
+    assert m.check_against_describe(d) == []
+    _field_of(d, "Lead", "Dialer_Lead_Id__c")["unique"] = False
+    [problem] = m.check_against_describe(d)
+    assert problem.startswith("lead.external_id_field: Lead.DIALER_LEAD_ID__C is an External ID")
+
+
+def test_a_date_into_a_datetime_field_is_reported() -> None:
+    """'{ended_date}' yields a date ('2026-03-01'); Salesforce (reference 4.9; sfsim alike,
+    REST and Bulk) wants 'yyyy-MM-ddTHH:mm:ss...' in a datetime field and refuses every
+    write of it. A date into a date field still passes."""
+    m = parse_mapping({"lead": {"fields": {"Last_Call_At__c": "{ended_date}"}}})
+    d = sfsim_describes()
+    assert _field_of(d, "Lead", "Last_Call_At__c")["type"] == "datetime"
+    assert m.check_against_describe(d) == [
+        "lead.fields.Last_Call_At__c: a date value does not fit Lead.Last_Call_At__c of type "
+        "datetime (it takes a date and time: use {ended_at})"
+    ]
+    assert load_mapping(None).task_fields["ActivityDate"] == "{ended_date}"
+    assert load_mapping(None).check_against_describe(d) == []
+
+
+def test_a_template_longer_than_the_text_field_is_reported() -> None:
+    """Last_Call_Outcome__c as Text(10): '{disposition}' yields up to 18 characters
+    ('callback_requested'), which Salesforce refuses (STRING_TOO_LONG). Every value a
+    finite template can take is checked, and the longest that does not fit is named;
+    the same holds for text around the placeholder."""
+    d = sfsim_describes()
+    _field_of(d, "Lead", "Last_Call_Outcome__c")["length"] = 10
+    assert load_mapping(None).check_against_describe(d) == [
+        "lead.fields.Last_Call_Outcome__c: '{disposition}' can be 18 characters "
+        "('callback_requested'), over Lead.Last_Call_Outcome__c length 10 (Salesforce "
+        "refuses it: STRING_TOO_LONG)"
+    ]
+    _field_of(d, "Lead", "Last_Call_Outcome__c")["length"] = 18
+    assert load_mapping(None).check_against_describe(d) == []
+    _field_of(d, "Task", "Subject")["length"] = 20  # "Call: Callback requested" is 24
+    [problem] = load_mapping(None).check_against_describe(d)
+    assert problem.startswith("task.fields.Subject: 'Call: {disposition_label}' can be 24 ")
+    assert "('Call: Callback requested')" in problem
+
+
+def test_an_unbounded_template_is_cut_to_fit_its_text_field() -> None:
+    """'{notes}' (up to 32000 characters) into Task.Subject (255): no check can say it
+    fits, and Salesforce would refuse a longer value and dead-letter the outcome. The
+    rails cut it to the field's length when sent (counting a character beyond U+FFFF as
+    two, as Salesforce does) and check-config says so in a WARN line. A url field is not
+    cut (a cut URL is wrong): its note says a longer value is refused. Templates that
+    always fit (the built-in ones) give no note and are not cut."""
+    m = parse_mapping(
+        {
+            "task": {"fields": {"Subject": "{notes}", "CallObject": "{call_id}"}},
+            "lead": {
+                "fields": {"Description": "{notes}"},
+                "dispositions": {"busy": {"Website": "{recording_url}", "Title": "re {notes}"}},
+            },
+        }
+    )
+    d = sfsim_describes()
+    d["Lead"]["fields"].append(dict(_field_of(d, "Lead", "Company"), name="Website", type="url"))
+    assert m.check_against_describe(d) == []
+    notes = m.notes_against_describe(d)
+    assert "not case-sensitive" in notes[0]
+    assert notes[1:] == [
+        "task.fields.Subject: '{notes}' can be up to 32000 characters, Task.Subject holds 255: "
+        "a longer value is cut to 255 characters when sent",
+        "lead.dispositions.busy.Website: '{recording_url}' can be up to 2000 characters, "
+        "Lead.Website holds 255: Salesforce refuses a longer value (STRING_TOO_LONG) and that "
+        "outcome is dead-lettered; map a longer field",
+        "lead.dispositions.busy.Title: 're {notes}' can be up to 32003 characters, Lead.Title "
+        "holds 128: a longer value is cut to 128 characters when sent",
+    ]
+    # U+260E counts one, U+1F60A two (a UTF-16 surrogate pair).
+    long_notes = "n" * 120 + "\N{BLACK TELEPHONE}\N{SMILING FACE WITH SMILING EYES}" + "x" * 300
+    url = "https://rec.example/" + "r" * 300
+    o = outcome(disposition="busy", notes=long_notes, recording_url=url)
+    assert m.task_record(o)["Subject"] == long_notes  # not cut before the describe check
+    fitted = m.cut_to_fit(d)
+    task = fitted.task_record(o)
+    # 122 characters are 123 units; 132 x make 255: 254 characters.
+    assert task["Subject"] == long_notes[:254] and task["CallObject"] == "c-1"
+    lead_fields = fitted.lead_update(o)
+    # "re " + 122 characters are 126 units; 2 x make 128: 127 characters.
+    assert lead_fields["Title"] == ("re " + long_notes)[:127]
+    assert lead_fields["Website"] == url  # refused by Salesforce, not silently cut
+    assert lead_fields["Description"] == long_notes  # textarea 32000: fits
+    assert fitted.lead_update(outcome(disposition="connected", notes="short")) == {
+        "Description": "short"
+    }
+    default = load_mapping(None)
+    assert default.cut_to_fit(d) is default
+    assert [n for n in default.notes_against_describe(d) if "characters" in n] == []
+
+
+def test_owner_id_into_a_reference_to_another_object_is_reported() -> None:
+    """'{owner_id}' yields the agents' User ids; mapped to a reference field whose
+    referenceTo does not include User (Task.WhatId -> Account here) Salesforce refuses
+    it: each agent's id is checked by its key prefix against the field's referenceTo."""
+    m = parse_mapping(
+        {
+            "task": {"fields": {"WhatId": "{owner_id}"}},
+            "agents": {"a7": "005000000000001AAA"},
+        }
+    )
+    d = sfsim_describes()
+    assert _field_of(d, "Task", "WhatId")["referenceTo"] == ["Account"]
+    assert m.check_against_describe(d) == [
+        "task.fields.WhatId: agents.a7 = '005000000000001AAA' is a User id (key prefix 005); "
+        "the field references Account (Salesforce refuses Task.WhatId for that agent's calls)"
+    ]
+
+
+def test_an_agent_mapped_to_a_non_user_id_is_reported() -> None:
+    """agents values go to Task.OwnerId (referenceTo User here; User and Group in a real
+    org). A Lead id (00Q...) pasted there is a 15/18-character id, so it loads; the
+    describe check names the agent: Salesforce would refuse every Task of that agent. An
+    18-character id is read as Salesforce reads it (its last 3 characters give the case
+    of the first 15: '00Q...AAA' is '00q...'). An unknown prefix passes when a target's
+    prefix is unknown (a custom object's), and a describe without referenceTo passes."""
+    raw: dict[str, Any] = {
+        "task": {"fields": {"OwnerId": "{owner_id}"}},
+        "agents": {
+            "a7": "00Q000000000001EAA",
+            "a8": "005000000000002",
+            "a9": "a0B000000000003",
+            "a10": "00Q000000000001AAA",
+        },
+    }
+    d = sfsim_describes()
+    assert parse_mapping(raw).check_against_describe(d) == [
+        "task.fields.OwnerId: agents.a7 = '00Q000000000001EAA' is a Lead id (key prefix 00Q); "
+        "the field references User (Salesforce refuses Task.OwnerId for that agent's calls)",
+        "task.fields.OwnerId: agents.a9 = 'a0B000000000003' is an id of key prefix a0B, not of "
+        "User (005) (Salesforce refuses Task.OwnerId for that agent's calls)",
+        "task.fields.OwnerId: agents.a10 = '00Q000000000001AAA' is an id of key prefix 00q "
+        "(read as '00q000000000001AAA': the last 3 characters give the case of the first 15), "
+        "not of User (005) (Salesforce refuses Task.OwnerId for that agent's calls)",
+    ]
+    _field_of(d, "Task", "OwnerId")["referenceTo"] = ["User", "Queue_Like__c"]
+    assert [p.split(" = ")[0] for p in parse_mapping(raw).check_against_describe(d)] == [
+        "task.fields.OwnerId: agents.a7"
+    ]
+    assert parse_mapping(raw).check_against_describe(good_describes()) == []
+
+
+def test_a_literal_that_is_not_an_id_in_a_reference_field_is_reported() -> None:
+    """A literal mapped to a reference field must be a 15/18-character id whose 3-character
+    suffix fits it (Salesforce: MALFORMED_ID otherwise), of an object the field references;
+    'Acme' passed before. A real Account id passes, lower-cased too."""
+    d = sfsim_describes()
+    for literal, why in (
+        ("Acme", "is not a 15- or 18-character Salesforce id"),
+        (
+            "001000000000001AAB",
+            "is not a Salesforce id (its last 3 characters do not fit its first 15)",
+        ),
+        ("003000000000001", "is a Contact id (key prefix 003); the field references Account"),
+    ):
+        m = parse_mapping({"task": {"fields": {"WhatId": literal}}})
+        assert m.check_against_describe(d) == [
+            f"task.fields.WhatId: {literal!r} {why} (Salesforce refuses it: Task.WhatId)"
+        ]
+    for good in ("001000000000001AAA", "001000000000001", "001000000000001aaa", "@clear"):
+        assert parse_mapping({"task": {"fields": {"WhatId": good}}}).check_against_describe(d) == []

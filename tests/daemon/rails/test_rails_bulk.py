@@ -639,3 +639,33 @@ async def test_bulk_writes_the_same_fields_as_rest(
     assert first["Description"].startswith('said "call back", maybe\nRecording: https://')
     assert first["CallType"] == "Inbound" and first["TaskSubtype"] == "Call"
     assert first["CallDurationInSeconds"] == 30
+
+
+async def test_unbounded_text_is_cut_to_its_field_by_bulk_and_rest(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Subject = "{notes}" (Task.Subject holds 255) and a Lead Title (128) from the notes:
+    a longer note is cut to fit when sent, by the Bulk rail and the live rail alike,
+    instead of Salesforce refusing it (STRING_TOO_LONG) and the outcome, its Lead update
+    with it, being dead-lettered."""
+    mapping = parse_mapping(
+        {
+            "task": {"fields": {"Subject": "{notes}"}},
+            "lead": {"dispositions": {"connected": {"Title": "Re: {notes}"}}},
+        }
+    )
+    notes = "n" * 250 + "x" * 100
+    by_bulk_lead, by_rest_lead = seed_leads(sim, 2)
+    by_bulk = outcome({"id": by_bulk_lead}, disposition="connected", notes=notes)
+    by_rest = outcome({"id": by_rest_lead}, disposition="connected", notes=notes, live=True)
+    await spool.put_many([by_bulk, by_rest])
+    rails = make_rails(mapping, bulk_min_records=1)
+    await rails.drain(timeout_s=30)
+    assert rails.status().mapping_problems == ()
+    calls = client.quota.calls_by_rail
+    assert calls.get("bulk") and calls.get("live")
+    stats = await spool.stats()
+    assert (stats.done, stats.dead) == (2, 0)
+    for o, lead_id in ((by_bulk, by_bulk_lead), (by_rest, by_rest_lead)):
+        assert task_of(sim, o.external_key)["Subject"] == notes[:255]
+        assert lead(sim, lead_id)["Title"] == ("Re: " + notes)[:128]

@@ -19,12 +19,13 @@ from daemon.salesforce import SalesforceClient
 from spool import open_spool
 
 
-def notes_on_lead_title() -> Mapping:
-    """The built-in mapping, writing a connected call's notes into Lead.Title (128
-    characters at most: longer notes are refused, STRING_TOO_LONG)."""
+def notes_on_lead_email() -> Mapping:
+    """The built-in mapping, writing a connected call's notes into Lead.Email (80
+    characters at most: longer notes are refused, STRING_TOO_LONG; an email field is not
+    cut to fit as free text is, a cut address being a wrong one)."""
     text = resources.files("daemon.mapping").joinpath("default.toml").read_text()
     doc = copy.deepcopy(tomllib.loads(text))
-    doc["lead"]["dispositions"]["connected"]["Title"] = "{notes}"
+    doc["lead"]["dispositions"]["connected"]["Email"] = "{notes}"
     return parse_mapping(doc)
 
 
@@ -48,7 +49,7 @@ async def test_do_not_call_reaches_the_lead_when_a_newer_outcomes_values_are_ref
         rails = Rails(
             spool=sp,
             client=client,
-            mapping=notes_on_lead_title(),
+            mapping=notes_on_lead_email(),
             retry_backoff=FAST_RETRY,
             bulk_poll=FAST_POLL,
             idle_poll_s=0.005,

@@ -127,11 +127,12 @@ async def test_completed_job_with_failed_rows_dead_letters_only_those(
 ) -> None:
     """A recovered JobComplete job: a row refused for good is dead-lettered with its code,
     a row that failed on a lock is sent again, the rest is done."""
-    mapping = parse_mapping({"task": {"fields": {"Subject": "{notes}"}}})
+    # A picklist: text into a free-text field (Subject) would be cut to fit instead.
+    mapping = parse_mapping({"task": {"fields": {"Type": "{notes}"}}})
     ids = seed_leads(sim, 6)
     locked = outcome({"id": ids[0]})
     good = [outcome({"id": i}) for i in ids[1:5]]
-    bad = outcome({"id": ids[5]}, notes="x" * 300)  # STRING_TOO_LONG for Subject
+    bad = outcome({"id": ids[5]}, notes="x" * 300)  # STRING_TOO_LONG for Type
     await spool.put_many([locked, *good, bad])
     sim.org.faults.configure({"lock_next": 1})
     jobs = await _crash_first_run(sim, spool, ("GET", "bulk"), mapping=mapping)

@@ -280,9 +280,10 @@ async def test_update_of_an_existing_task_drops_create_only_fields(
 async def test_record_error_dead_letters_with_code(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:
-    """A value Salesforce refuses (too long) dead-letters that record with the error code."""
+    """A value Salesforce refuses (too long) dead-letters that record with the error code.
+    (A picklist: text into a free-text field is cut to fit instead.)"""
     [lead_id] = seed_leads(sim, 1)
-    mapping = parse_mapping({"task": {"fields": {"Subject": "{notes}"}}})
+    mapping = parse_mapping({"task": {"fields": {"Type": "{notes}"}}})
     bad = outcome({"id": lead_id}, live=True, notes="x" * 300)
     good = outcome({"id": lead_id}, live=True, notes="fine")
     await spool.put_many([bad, good])
