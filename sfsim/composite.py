@@ -8,7 +8,10 @@ PROCESSING_HALTED. With ``allOrNone=false`` a subrequest that references a faile
 Collections: create / update / upsert / delete / retrieve, up to 200 records, per-item results in
 input order, 200 overall. ``allOrNone=true`` rolls back every item once one fails; the items that
 would have succeeded report ALL_OR_NONE_OPERATION_ROLLED_BACK (upsert items keep ``created``, as a
-real org does, §3.2). The whole request costs one API call (counted by the app).
+real org does, §3.2). An upsert naming one external id in two items (compared as the field's
+unique index compares, case-folded unless it is case-sensitive) fails each of them with
+DUPLICATE_VALUE "Duplicate external id specified", as Bulk chunks do. The whole request costs one
+API call (counted by the app).
 
 Batch (``/composite/batch``): up to 25 independent subrequests (``richInput`` bodies, URLs
 relative to ``/services/data/``), ``haltOnError``; unlike composite, every subrequest is charged
@@ -488,6 +491,7 @@ class CompositeApi:
                 f"field for {obj.name}",
             )
         records, all_or_none = self._records(body)
+        duplicates = self._duplicate_keys(obj.name, f.name, records)
 
         def op(record: Any) -> dict[str, Any]:
             rtype = self._type_of(record)
@@ -499,14 +503,47 @@ class CompositeApi:
                     [],
                 )
             fields = {k: v for k, v in record.items() if k != "attributes"}
-            value = next((v for k, v in fields.items() if k.lower() == f.name.lower()), None)
+            value = _key_value(fields, f.name)
             if value is None or value == "":
                 raise SfError(400, "MISSING_ARGUMENT", f"{f.name} not specified", [])
+            if duplicates and self.store.upsert_key(obj.name, f.name, value) in duplicates:
+                # One collections request is one DML save call, which refuses an upsert list
+                # naming the same external id twice, whether or not a record has it yet
+                # (Apex: "DUPLICATE_VALUE, Duplicate external id specified: <key>: [<field>]").
+                # As in Bulk chunks (bulk_engine._check_duplicate), every item naming it fails.
+                raise SfError(
+                    400, "DUPLICATE_VALUE", f"Duplicate external id specified: {value}", [f.name]
+                )
             rid, created = self.store.upsert(obj.name, f.name, value, fields)
             self.rest.assign(obj.name, rid, headers)
             return {"id": rid, "success": True, "errors": [], "created": created}
 
         return self._run_items(records, all_or_none or force, op)
+
+    def _duplicate_keys(self, obj_name: str, field_name: str, records: list[Any]) -> set[Any]:
+        """Keys named by more than one upsert item, compared as the unique index compares them
+        (case-folded unless the field is case-sensitive). Items that fail anyway (not an
+        object, of another type, without a key, a key of the wrong type) are not counted."""
+        seen: set[Any] = set()
+        duplicates: set[Any] = set()
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            attrs = record.get("attributes")
+            rtype = attrs.get("type") if isinstance(attrs, dict) else None
+            if not isinstance(rtype, str) or rtype.lower() != obj_name.lower():
+                continue
+            value = _key_value(record, field_name)
+            if value is None or value == "":
+                continue
+            try:
+                key = self.store.upsert_key(obj_name, field_name, value)
+            except SfError:
+                continue
+            if key in seen:
+                duplicates.add(key)
+            seen.add(key)
+        return duplicates
 
     def _delete(self, query: Mapping[str, str], force: bool) -> list[dict[str, Any]]:
         ids = [i for i in query.get("ids", "").split(",") if i]
@@ -569,3 +606,9 @@ class CompositeApi:
                 None if row is None else self.rest.record_json(version, obj.name, row, fields)
             )
         return out
+
+
+def _key_value(fields: Mapping[str, Any], field_name: str) -> Any:
+    """The upsert key's value in a record (field names are case-insensitive); None if absent."""
+    low = field_name.lower()
+    return next((v for k, v in fields.items() if k.lower() == low), None)

@@ -5,11 +5,22 @@ percent-decoded), the query parameters and the parsed JSON body, and returns a :
 The ASGI app calls it for top-level requests and ``/composite`` calls it for subrequests, so both
 behave the same. Wire facts: reference §2 (sObject rows, describe, upsert, errors), §3 (composite,
 collections, in ``sfsim.composite``), §5 (limits).
+
+An external id in the URL (``GET``/``PATCH``/``DELETE .../sobjects/{SObject}/{Field}/{value}``)
+whose part after its last ``.`` is letters only answers 404 NOT_FOUND "The requested resource does
+not exist", whether or not a record has it. Salesforce documents that some top-level domains in
+such a value clash with response format extensions ("using an email address, such as
+example@email.inc, as the External ID returns a '404 not found' error",
+resources_sobject_upsert_patch, reference §2.6) without listing which; sfsim refuses every such
+suffix (``.inc``, ``.json``, ``.com``), the strict reading, so a client that works here never
+depends on which ones a real org happens to read as a format. The same value in a request body
+(collections, Bulk) is a plain value.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -34,6 +45,8 @@ NO_BODY: Final = object()
 QUERY_BATCH: Final = 2000
 _MAX_CURSORS: Final = 200
 _MAX_CURSOR_ROWS: Final = 2_000_000
+#: An external id in a URL that Salesforce may read as ending in a format extension (see above).
+_FORMAT_SUFFIX_RE: Final = re.compile(r"\.[A-Za-z]+\Z")
 
 
 @dataclass(slots=True)
@@ -337,6 +350,9 @@ class RestApi:
             raise not_found(
                 f"Provided external ID field does not exist or is not accessible: {field_name}"
             )
+        if _FORMAT_SUFFIX_RE.search(value):
+            # The tail reads as a format extension (example@email.inc): no such resource.
+            raise not_found()
         if method == "PATCH":
             update_only = query.get("updateOnly", "").lower() == "true"
             rid, created = self.store.upsert(

@@ -267,6 +267,19 @@ class RecordStore:
         key = _index_key(f, value)
         return [rid for rid, row in table.rows.items() if _index_key(f, row.get(f.name)) == key]
 
+    def upsert_key(self, sobject: str, field_name: str, value: Any) -> Any:
+        """The key an upsert by ``field_name`` matches ``value`` by: the value as the field
+        stores it, in lower case unless the field is case-sensitive (the unique index's key,
+        so ``"ABC"`` and ``"abc"`` are one key on a field that is not). Raises the write's
+        error for a value of the wrong type."""
+        obj = self.sobject(sobject)
+        f = obj.field(field_name)
+        if f is None:
+            raise SfError(
+                400, "INVALID_FIELD", f"No such column '{field_name}' on entity '{obj.name}'"
+            )
+        return _index_key(f, self._coerce_json(f, value))
+
     def _build_index(self, table: _Table, f: FieldDef) -> dict[Any, Holders]:
         """Index ``f`` on first lookup (a Lead by Phone, say) and keep it up to date from then on.
 

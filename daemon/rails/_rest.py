@@ -1,9 +1,13 @@
 """REST sending shared by the live and collections rails.
 
 One outcome -> one ``/composite`` call (Task upsert by external key + Lead update,
-allOrNone false, 1 API call). Several outcomes -> sObject Collections (Task upsert
-by external key, Lead update by Id, ≤200 each); by default both collections travel
-inside one ``/composite`` request, so up to 200 outcomes cost one API call.
+allOrNone false, 1 API call). A key that ends in ``.`` and letters (``vici:abc.inc``)
+would be a 404 in the upsert's URL (:func:`~daemon.salesforce.wire.key_fits_url`): its
+Task goes as a one-record collection upsert inside that composite instead, the key in
+the body. Several outcomes -> sObject Collections (Task upsert by external key, Lead
+update by Id, ≤200 each); by default both collections travel inside one
+``/composite`` request, so up to 200 outcomes cost one API call. Keys that differ only
+in case go in separate requests (:meth:`RestSender._waves`).
 
 Orgs without a Task external ID field (``Mapping.upserts_tasks`` false): a Task is
 inserted (POST) and its Id kept in the spool; a later send of the call updates that
@@ -50,7 +54,9 @@ from daemon.salesforce.errors import parse_error_body
 from daemon.salesforce.wire import (
     collection_records,
     json_value,
+    key_fits_url,
     parse_collection_results,
+    parse_composite_results,
     sobject_path,
 )
 from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
@@ -640,11 +646,48 @@ class RestSender:
     async def _send_round(
         self, items: list[_Item], rows: list[_LeadRow], *, rail: str, single: bool
     ) -> None:
-        token = SENDING.set(tuple(i.ext_key for i in items))
-        try:
-            await self._send_round_inner(items, rows, rail=rail, single=single)
-        finally:
-            SENDING.reset(token)
+        for wave, wave_rows in self._waves(items, rows):
+            token = SENDING.set(tuple(i.ext_key for i in wave))
+            try:
+                await self._send_round_inner(wave, wave_rows, rail=rail, single=single)
+            finally:
+                SENDING.reset(token)
+
+    def _waves(
+        self, items: list[_Item], rows: list[_LeadRow]
+    ) -> list[tuple[list[_Item], list[_LeadRow]]]:
+        """The items split into requests sent one after the other, so that no request
+        carries two Task keys that differ only in case (almost always one request).
+
+        A key field that is not case-sensitive (Salesforce's default for a Unique text
+        field) takes "vici:ABC" and "vici:abc" as one key, and one save call naming a key
+        twice fails both records with DUPLICATE_VALUE "Duplicate external id specified"
+        (retried, until they happen to be claimed apart). One after the other, the second
+        updates the Task the first wrote, as the README says of such call ids. Keys are
+        compared casefolded whatever the field: on a case-sensitive one a split only costs
+        a call. Each wave carries the Lead rows of its items: a row shared by two waves goes with
+        both (the same fields twice), so each item's Lead update is answered with it."""
+        if not self._mapping.upserts_tasks or len(items) < 2:
+            return [(items, rows)]
+        waves: list[list[_Item]] = [[]]
+        keys: list[set[str]] = [set()]
+        for i in items:
+            key = i.ext_key.casefold()
+            n = 0
+            while key in keys[n]:
+                n += 1
+                if n == len(waves):
+                    waves.append([])
+                    keys.append(set())
+            keys[n].add(key)
+            waves[n].append(i)
+        if len(waves) == 1:
+            return [(items, rows)]
+        out: list[tuple[list[_Item], list[_LeadRow]]] = []
+        for wave in waves:
+            ids = {id(i) for i in wave}
+            out.append((wave, [r for r in rows if any(id(i) in ids for i in r.items)]))
+        return out
 
     async def _send_round_inner(
         self, items: list[_Item], rows: list[_LeadRow], *, rail: str, single: bool
@@ -683,20 +726,29 @@ class RestSender:
         m = self._mapping
         v = self._client.api_version
         body = item.task
+        # A key Salesforce could read as ending in a format extension (abc.inc) is a 404
+        # in the upsert's URL, which the rail would take for a missing resource and pause
+        # on: it goes in a collection's body instead (see key_fits_url).
+        in_body = item.task_id is None and m.upserts_tasks and not key_fits_url(item.ext_key)
+        task_body: dict[str, Any]
         if item.task_id is not None:
             method, url = "PATCH", sobject_path(v, m.task_object, item.task_id)
             body = self._by_id(item)
+        elif in_body:
+            method, path, records = self._task_collection("tasks", [item])
+            url = self._client.data_path(path)
+            task_body = {
+                "allOrNone": False,
+                "records": collection_records(m.task_object, records),
+            }
         elif m.upserts_tasks:
             method, url = "PATCH", sobject_path(v, m.task_object, m.task_external_id, item.ext_key)
         else:
             method, url = "POST", sobject_path(v, m.task_object)
+        if not in_body:
+            task_body = {k: json_value(val) for k, val in body.items()}
         subs: list[dict[str, Any]] = [
-            {
-                "method": method,
-                "url": url,
-                "referenceId": "task",
-                "body": {k: json_value(val) for k, val in body.items()},
-            }
+            {"method": method, "url": url, "referenceId": "task", "body": task_body}
         ]
         if row is not None:
             subs.append(
@@ -708,10 +760,19 @@ class RestSender:
                     "httpHeaders": dict(AUTO_ASSIGN_OFF),
                 }
             )
-        results = await self._client.composite(subs, rail=rail)
-        item.task_result = results.get("task") or ItemResult(
-            False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Task"),)
-        )
+        if in_body:
+            # Still one call: the collection is a subrequest; its answer is a list, read per
+            # record (HTTP 200 says nothing about the record).
+            entries = await self._client.composite_entries(subs, rail=rail)
+            [item.task_result] = _nested_results(entries.get("task"), 1)
+            results = parse_composite_results(
+                {"compositeResponse": [e for ref, e in entries.items() if ref != "task"]}
+            )
+        else:
+            results = await self._client.composite(subs, rail=rail)
+            item.task_result = results.get("task") or ItemResult(
+                False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Task"),)
+            )
         if row is not None:
             lead_result = results.get("lead") or ItemResult(
                 False, errors=(RecordError("UNKNOWN_EXCEPTION", "no result for the Lead"),)

@@ -38,6 +38,7 @@ __all__ = [
     "iter_result_errors",
     "iter_result_rows",
     "json_value",
+    "key_fits_url",
     "parse_collection_results",
     "parse_composite_results",
     "sobject_path",
@@ -177,6 +178,19 @@ def sobject_path(api_version: str, sobject: str, *parts: str) -> str:
     """``/services/data/vNN.N/sobjects/<sobject>/<part>...`` with each part URL-encoded."""
     tail = "".join("/" + quote(p, safe="") for p in parts)
     return f"/services/data/v{api_version}/sobjects/{sobject}{tail}"
+
+
+def key_fits_url(value: str) -> bool:
+    """False for an external id that cannot name a record in a URL
+    (``.../sobjects/<sobject>/<field>/<value>``): one whose part after its last ``.`` is
+    letters only. Salesforce may read such a tail as a response format extension:
+    "some Top Level Domains may conflict with certain file format extensions ... using
+    an email address, such as example@email.inc, as the External ID returns a 404 not
+    found" (REST API guide, resources_sobject_upsert_patch; reference §2.6). Which
+    suffixes clash is not documented, so every letters-only one is avoided; such a value
+    goes in a body (sObject Collections), where it is a plain value."""
+    _, dot, tail = value.rpartition(".")
+    return not (dot and tail.isalpha())
 
 
 def composite_body(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import httpx
 
-from sfsim.testing import SimControl
+from sfsim.schema import default_schema
+from sfsim.server import SimOrg
+from sfsim.testing import SimControl, sim_client
 
 V = "/services/data/v62.0"
 
@@ -198,6 +202,96 @@ async def test_collections_upsert_and_update(sf: httpx.AsyncClient) -> None:
         params={"ids": f"{first[1]['id']},{first[2]['id'][:15]}x", "fields": "Id,IsClosed"},
     )
     assert got.json()[0]["IsClosed"] is True and got.json()[1] is None
+
+
+async def test_collections_upsert_same_key_twice_fails_both_items(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """Two records with the same external id in one upsert call both fail.
+
+    Salesforce's DML layer (which sObject Collections use, 200 records = one save call) refuses
+    an upsert list that names the same external id twice, whether or not the key already exists:
+    ``DUPLICATE_VALUE, Duplicate external id specified: <key>: [<field>]``, first error on row 0
+    (salesforce.stackexchange.com/questions/104048 and /296121), as Bulk 2.0 chunks do
+    (bulk_engine.py ``_check_duplicate``). Before, the first item created and the second
+    silently updated it.
+    """
+    records = [
+        {"attributes": {"type": "Task"}, "Call_Id__c": "dup:1", "Subject": "first"},
+        {"attributes": {"type": "Task"}, "Call_Id__c": "dup:1", "Subject": "second"},
+    ]
+    r = await sf.patch(
+        "composite/sobjects/Task/Call_Id__c", json={"allOrNone": False, "records": records}
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()
+    assert len(results) == 2
+    for item in results:
+        assert item["success"] is False, results
+        assert item["errors"][0]["statusCode"] == "DUPLICATE_VALUE", results
+        assert "Duplicate external id specified" in item["errors"][0]["message"], results
+    stored = [t for t in await control.records("Task") if t["Call_Id__c"] == "dup:1"]
+    assert stored == []
+
+
+async def test_collections_upsert_duplicate_keys_in_a_composite_ignore_case_and_spare_the_rest(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """A collections upsert nested in /composite refuses the same way. Call_Id__c is not
+    case-sensitive in the default org (Salesforce's default for Unique text), so "k:1" and
+    "K:1" are one key: both fail, also when a Task has it already (left unchanged), and the
+    other items of the request are saved."""
+    await sf.patch("sobjects/Task/Call_Id__c/k:1", json={"Subject": "before"})
+    records = [
+        {"attributes": {"type": "Task"}, "Call_Id__c": "k:1", "Subject": "one"},
+        {"attributes": {"type": "Task"}, "Call_Id__c": "k:2", "Subject": "two"},
+        {"attributes": {"type": "Task"}, "Call_Id__c": "K:1", "Subject": "three"},
+    ]
+    [entry] = await _composite(
+        sf,
+        [
+            _sub(
+                "tasks",
+                "PATCH",
+                "composite/sobjects/Task/Call_Id__c",
+                {"allOrNone": False, "records": records},
+            )
+        ],
+        all_or_none=False,
+    )
+    assert entry["httpStatusCode"] == 200
+    items = entry["body"]
+    assert [i["success"] for i in items] == [False, True, False]
+    assert items[0]["errors"][0] == {
+        "statusCode": "DUPLICATE_VALUE",
+        "message": "Duplicate external id specified: k:1",
+        "fields": ["Call_Id__c"],
+    }
+    assert items[2]["errors"][0]["message"] == "Duplicate external id specified: K:1"
+    subjects = {t["Call_Id__c"]: t["Subject"] for t in await control.records("Task")}
+    assert subjects == {"k:1": "before", "k:2": "two"}
+
+
+async def test_collections_upsert_keys_differing_in_case_on_a_case_sensitive_field(
+    tmp_path: Path,
+) -> None:
+    """On a case-sensitive key field "K:1" and "k:1" are two keys (as for its unique index):
+    one upsert call naming both creates two Tasks."""
+    describes = [o.describe("62.0") for o in default_schema().objects.values()]
+    [task] = [d for d in describes if d["name"] == "Task"]
+    [key] = [f for f in task["fields"] if f["name"] == "Call_Id__c"]
+    key["caseSensitive"] = True
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(describes))
+    records = [
+        {"attributes": {"type": "Task"}, "Call_Id__c": k, "Subject": k} for k in ("K:1", "k:1")
+    ]
+    async with SimOrg(port=0, schema=path) as org, sim_client(org) as sf:
+        r = await sf.patch(
+            "composite/sobjects/Task/Call_Id__c", json={"allOrNone": False, "records": records}
+        )
+        assert [(i["success"], i["created"]) for i in r.json()] == [(True, True), (True, True)]
+        assert sorted(t["Subject"] for t in org.org.store.records("Task")) == ["K:1", "k:1"]
 
 
 async def test_collections_delete_and_limits(sf: httpx.AsyncClient) -> None:

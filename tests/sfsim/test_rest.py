@@ -198,15 +198,83 @@ async def test_upsert_errors(sf: httpx.AsyncClient) -> None:
     """Unknown external id field is 404 NOT_FOUND; several matches is 300 with record URLs."""
     r = await sf.patch("sobjects/Task/Nope__c/1", json={})
     assert r.status_code == 404 and _error(r)["errorCode"] == "NOT_FOUND"
-    a = await _lead(sf, Email="dup@example.com")
-    b = await _lead(sf, Email="dup@example.com")
-    r = await sf.patch("sobjects/Lead/Email/dup@example.com", json={"Title": "x"})
+    # (an address at an IP: one ending in a domain name is a 404 in a URL, see below)
+    a = await _lead(sf, Email="dup@192.0.2.1")
+    b = await _lead(sf, Email="dup@192.0.2.1")
+    r = await sf.patch("sobjects/Lead/Email/dup@192.0.2.1", json={"Title": "x"})
     assert r.status_code == 300
     assert sorted(r.json()) == sorted(f"/services/data/v62.0/sobjects/Lead/{i}" for i in (a, b))
     r = await sf.patch(
         "sobjects/Lead/Dialer_Lead_Id__c/L-9", params={"updateOnly": "true"}, json={"Title": "x"}
     )
     assert r.status_code == 404
+
+
+async def test_external_id_value_with_file_extension_tld_is_404(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """An external-id value ending in a TLD that clashes with a format extension is a 404.
+
+    S-REST resources_sobject_upsert_patch (v55+ and current): "using an email address, such as
+    example@email.inc, as the External ID returns a '404 not found' error" (for GET and for the
+    PATCH upsert). Before, sfsim treated the path segment as a plain value and upserted.
+    """
+    [lead_id] = await control.seed("Lead", [{**LEAD, "Email": "example@email.inc"}])
+    r = await sf.patch("sobjects/Lead/Email/example@email.inc", json={"Phone": "+15550199"})
+    assert r.status_code == 404, (r.status_code, r.text)
+    lead = next(x for x in await control.records("Lead") if x["Id"] == lead_id)
+    assert lead["Phone"] == LEAD["Phone"]  # unchanged
+
+
+async def test_any_letters_only_suffix_after_a_dot_is_404_by_external_id(
+    sf: httpx.AsyncClient, control: SimControl
+) -> None:
+    """sfsim reads every value whose part after its last '.' is letters only as ending in a
+    format extension (which TLDs clash is not documented): GET, PATCH (upsert, which creates
+    nothing) and DELETE answer 404 NOT_FOUND "The requested resource does not exist", in
+    /composite too. The same key in a collections body is a plain value, and a suffix with a
+    digit in it is not an extension."""
+    for key in ("vici:abc.inc", "vici:x.JSON"):
+        url = "sobjects/Task/Call_Id__c/" + key
+        for r in (
+            await sf.patch(url, json={"Subject": "Call"}),
+            await sf.get(url),
+            await sf.delete(url),
+        ):
+            assert r.status_code == 404, (key, r.request.method, r.text)
+            assert _error(r) == {
+                "message": "The requested resource does not exist",
+                "errorCode": "NOT_FOUND",
+                "fields": [],
+            }
+    r = await sf.post(
+        "composite",
+        json={
+            "compositeRequest": [
+                {
+                    "method": "PATCH",
+                    "url": "/services/data/v62.0/sobjects/Task/Call_Id__c/vici:abc.inc",
+                    "referenceId": "task",
+                    "body": {"Subject": "Call"},
+                }
+            ]
+        },
+    )
+    [entry] = r.json()["compositeResponse"]
+    assert entry["httpStatusCode"] == 404 and entry["body"][0]["errorCode"] == "NOT_FOUND"
+    assert await control.records("Task") == []
+
+    r = await sf.patch(
+        "composite/sobjects/Task/Call_Id__c",
+        json={"records": [{"attributes": {"type": "Task"}, "Call_Id__c": "vici:abc.inc"}]},
+    )
+    assert r.json()[0]["success"] is True and r.json()[0]["created"] is True
+    r = await sf.patch("sobjects/Task/Call_Id__c/vici:abc.mp3", json={"Subject": "Call"})
+    assert r.status_code == 201
+    r = await sf.get("sobjects/Task/Call_Id__c/vici:42.5")
+    assert r.status_code == 404  # none yet: an ordinary miss, the same answer
+    assert (await sf.patch("sobjects/Task/Call_Id__c/vici:42.5", json={})).status_code == 201
+    assert (await sf.get("sobjects/Task/Call_Id__c/vici:42.5")).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -277,6 +277,56 @@ async def test_update_of_an_existing_task_drops_create_only_fields(
     assert client.quota.calls_by_rail["live"] == 3
 
 
+@pytest.mark.parametrize("call_id", ["abc.inc", "x.json"])
+async def test_a_live_outcome_whose_call_id_ends_like_a_file_extension_lands_as_one_task(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any, call_id: str
+) -> None:
+    """Salesforce answers 404 to an upsert whose external id in the URL ends in '.' and
+    letters (example@email.inc, resources_sobject_upsert_patch; sfsim too), which paused
+    the live rail with the record pending. Its Task goes as a one-record collection upsert
+    inside the same composite (still one API call): one Task, the Lead updated; a newer
+    version from a fresh process (TaskSubtype refused on the update, re-sent without it)
+    updates that Task."""
+    [lead_id] = seed_leads(sim, 1)
+    first = outcome({"id": lead_id}, call_id=call_id, live=True, disposition="do_not_call")
+    await spool.put(first)
+    await make_rails().drain(timeout_s=20)
+    [task_id] = sim.org.store.find("Task", "Call_Id__c", first.external_key)
+    task = task_of(sim, first.external_key)
+    assert task["WhoId"][:15] == lead_id[:15] and task["TaskSubtype"] == "Call"
+    assert lead(sim, lead_id)["DoNotCall"] is True
+    assert client.quota.calls_by_rail.get("live") == 1
+    newer = CallOutcome.model_validate(
+        {**first.model_dump(), "version": 1, "disposition": "connected"}
+    )
+    await spool.put(newer)
+    await make_rails().drain(timeout_s=20)
+    assert sim.org.store.find("Task", "Call_Id__c", first.external_key) == [task_id]
+    assert task_of(sim, first.external_key)["CallDisposition"] == "connected"
+    assert (await spool.stats()).done == 1 and await spool.dead_letters() == []
+
+
+async def test_call_ids_differing_only_in_case_share_one_task_by_collections(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """sfsim's Call_Id__c is not case-sensitive (Salesforce's default for Unique text), so
+    'vici:ABC-1' and 'vici:abc-1' are one key, and one collections upsert naming both fails
+    both with DUPLICATE_VALUE (retried until claimed apart). They go in two requests one
+    after the other instead: one Task, as the README says, both records done, and the
+    Lead they share holds the newer outcome's state."""
+    [lead_id] = seed_leads(sim, 1)
+    older = outcome({"id": lead_id}, call_id="ABC-1", disposition="no_answer")
+    newer = outcome({"id": lead_id}, call_id="abc-1", disposition="connected")
+    await spool.put_many([older, newer])
+    await make_rails(bulk_min_records=2000).drain(timeout_s=10)
+    assert task_of(sim, newer.external_key)["CallDisposition"] == "connected"  # sent second
+    assert len(sim.org.store.find("Task", "Call_Id__c", newer.external_key)) == 1
+    assert (await spool.stats()).done == 2 and await spool.dead_letters() == []
+    assert lead(sim, lead_id)["Last_Call_Outcome__c"] == "connected"
+    # Two requests, then the second Task write again without TaskSubtype: it was an update.
+    assert client.quota.calls_by_rail.get("collections") == 3
+
+
 async def test_record_error_dead_letters_with_code(
     sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
 ) -> None:

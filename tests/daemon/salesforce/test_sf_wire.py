@@ -21,6 +21,7 @@ from daemon.salesforce.wire import (
     iter_result_csv,
     iter_result_errors,
     json_value,
+    key_fits_url,
     parse_collection_results,
     parse_composite_results,
     sobject_path,
@@ -74,6 +75,25 @@ def test_sobject_path_url_encodes_the_external_key() -> None:
     """source:call_id with slashes and spaces is URL-encoded in the upsert path."""
     path = sobject_path("62.0", "Task", "Call_Id__c", "vici:a/b c")
     assert path == "/services/data/v62.0/sobjects/Task/Call_Id__c/vici%3Aa%2Fb%20c"
+
+
+@pytest.mark.parametrize(
+    ("key", "fits"),
+    [
+        ("vici:abc.inc", False),
+        ("vici:x.JSON", False),
+        ("vici:a.b.xml", False),
+        ("vici:José.café", False),  # any letters, not only ASCII: the body costs no extra call
+        ("vici:42", True),
+        ("vici:42.5", True),
+        ("vici:abc.mp3", True),
+        ("vici:abc.", True),
+        ("vici:a.b/c", True),
+    ],
+)
+def test_key_fits_url_refuses_a_letters_only_tail_after_the_last_dot(key: str, fits: bool) -> None:
+    """A key ending in '.' and letters may read as a format extension in a URL (404)."""
+    assert key_fits_url(key) is fits
 
 
 def test_composite_body_and_limits() -> None:
