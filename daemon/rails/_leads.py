@@ -163,7 +163,7 @@ class LeadResolver:
         (a deleted Lead, or one merged into another, which the phone or key names now).
         A ref by Id is answered with its Id, as by :meth:`resolve`: nothing to look up."""
         for ref in refs:
-            self._cache.discard(ref.key)
+            self.drop_cached_key(ref.key)
         return await self.resolve(refs, rail=rail)
 
     async def resolve(self, refs: Iterable[LeadRef], *, rail: str) -> dict[str, str | None]:

@@ -174,6 +174,12 @@ def verdict_for(claim: Claim | Ref, errors: Sequence[RecordError]) -> Verdict:
     return Verdict(claim, Action.RETRY, err.code, err.message)
 
 
+def pause_reason(verdicts: Iterable[Verdict]) -> str | None:
+    """``CODE: message`` of the first configuration error among these verdicts (a record
+    released, to wait while its rail pauses), or None."""
+    return next((f"{v.code}: {v.message}" for v in verdicts if v.action is Action.RELEASE), None)
+
+
 class RestSender:
     """Builds, sends and reconciles REST writes for a list of claims."""
 

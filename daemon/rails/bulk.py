@@ -60,7 +60,16 @@ from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
 from spool.record import Direction, Disposition, OutcomeFields
 
 from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
-from ._rest import LEAD_NOT_FOUND, Action, Ref, RestSender, Verdict, apply_verdicts, verdict_for
+from ._rest import (
+    LEAD_NOT_FOUND,
+    Action,
+    Ref,
+    RestSender,
+    Verdict,
+    apply_verdicts,
+    pause_reason,
+    verdict_for,
+)
 
 __all__ = ["BulkRail", "BulkStats"]
 
@@ -511,9 +520,7 @@ class BulkRail:
     def _note_pause_reason(self, verdicts: Iterable[Verdict]) -> None:
         """Keep the first configuration error (a RELEASE verdict) for take_pause_reason."""
         if self._pause_reason is None:
-            self._pause_reason = next(
-                (f"{v.code}: {v.message}" for v in verdicts if v.action is Action.RELEASE), None
-            )
+            self._pause_reason = pause_reason(verdicts)
 
     async def _flush_batch(self, stop: asyncio.Event) -> int:
         with _gc_paused():

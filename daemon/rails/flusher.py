@@ -30,7 +30,7 @@ from daemon.salesforce import (
 from spool import Claim, Spool, SpoolError
 
 from ._leads import LeadLedger, LeadResolver, LruCache
-from ._rest import KNOWN_TASKS, Action, RestSender, Verdict, apply_verdicts
+from ._rest import KNOWN_TASKS, Action, RestSender, Verdict, apply_verdicts, pause_reason
 from .bulk import DEFAULT_POLL, BulkRail
 from .router import Route, Via, route
 
@@ -467,8 +467,7 @@ class Rails:
             # Could not read newest-per-lead: the leases expire and the records come back.
             log.warning("rails_spool_trouble", rail=rail, error=str(exc)[:300])
             return
-        if any(v.action is Action.RELEASE for v in verdicts):
-            reason = next(f"{v.code}: {v.message}" for v in verdicts if v.action is Action.RELEASE)
+        if (reason := pause_reason(verdicts)) is not None:
             self._pause(rail, reason)
         try:
             counts = await apply_verdicts(self.spool, verdicts, backoff=self._retry, rail=rail)

@@ -18,6 +18,7 @@ from railkit import (
     lead,
     make_client,
     outcome,
+    rails_for,
     seed_leads,
     task_by_key,
     task_of,
@@ -99,15 +100,7 @@ async def test_do_not_call_survives_coalescing_to_a_newer_outcome(
     # Nothing urgent: the do-not-call goes through Bulk with the newer outcome.
     async with open_spool(tmp_path / "b.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
         await sp.put_many(outs)
-        rails = Rails(
-            spool=sp,
-            client=client,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-        )
+        rails = rails_for(sp, client, bulk_min_records=1)
         await rails.drain(timeout_s=60)
     assert client.quota.calls_by_rail.get("live") is None
     row = lead(sim, ids[0])
@@ -525,49 +518,31 @@ async def test_a_transient_phone_lookup_failure_does_not_hold_records_for_the_bu
         assert lead(sim, lead_id)["Last_Call_Outcome__c"] == "connected"
 
 
-async def test_a_batch_cancelled_while_being_built_gives_its_records_back(
-    sim: Any, spool: Spool, make_rails: Any
+@pytest.mark.parametrize("stage", ["building", "rest_records"])
+async def test_a_batch_cancelled_before_any_job_gives_its_records_back(
+    sim: Any, spool: Spool, make_rails: Any, stage: str
 ) -> None:
-    """A cancel (e.g. shutdown) landing while a batch is built, before any job names its
-    records: they are pending again when the cancel returns, not in flight for the lease."""
+    """A cancel (e.g. shutdown) landing before any job names a batch's records, while it
+    is built or while its records Bulk cannot express (a literal '#N/A') go by REST: all
+    its records are pending again when the cancel returns, not in flight for the lease."""
     ids = seed_leads(sim, 3)
+    if stage == "rest_records":
+        await spool.put_many([outcome({"id": ids[0]}, notes="#N/A")])
+        ids = ids[1:]
     await spool.put_many([outcome({"id": i}) for i in ids])
     rails = make_rails(bulk_min_records=1)
-    asked = asyncio.Event()
+    reached = asyncio.Event()
 
-    async def ask_until_cancelled(*args: Any, **kw: Any) -> Any:
-        asked.set()
+    async def wait_until_cancelled(*args: Any, **kw: Any) -> Any:
+        reached.set()
         await asyncio.Event().wait()
 
-    spool.newest_per_lead = ask_until_cancelled  # type: ignore[method-assign]
+    if stage == "building":
+        spool.newest_per_lead = wait_until_cancelled  # type: ignore[method-assign]
+    else:
+        rails.rest.send = wait_until_cancelled  # type: ignore[method-assign]
     flush = asyncio.create_task(rails.bulk.flush_batch(asyncio.Event()))
-    await asked.wait()
-    assert (await spool.stats()).inflight == 3
-    flush.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await flush
-    stats = await spool.stats()
-    assert (stats.pending, stats.inflight) == (3, 0)
-
-
-async def test_a_batch_cancelled_while_its_rest_records_are_sent_gives_all_back(
-    sim: Any, spool: Spool, make_rails: Any
-) -> None:
-    """The same while the batch's records Bulk cannot express (a literal '#N/A') go by
-    REST, before any job: those and the job's records are pending again at once."""
-    ids = seed_leads(sim, 3)
-    await spool.put_many([outcome({"id": ids[0]}, notes="#N/A")])
-    await spool.put_many([outcome({"id": i}) for i in ids[1:]])
-    rails = make_rails(bulk_min_records=1)
-    sending = asyncio.Event()
-
-    async def send_until_cancelled(*args: Any, **kw: Any) -> Any:
-        sending.set()
-        await asyncio.Event().wait()
-
-    rails.rest.send = send_until_cancelled  # type: ignore[method-assign]
-    flush = asyncio.create_task(rails.bulk.flush_batch(asyncio.Event()))
-    await sending.wait()
+    await reached.wait()
     assert (await spool.stats()).inflight == 3
     flush.cancel()
     with pytest.raises(asyncio.CancelledError):

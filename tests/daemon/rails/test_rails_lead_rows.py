@@ -11,10 +11,9 @@ from importlib import resources
 from typing import Any
 
 import pytest
-from railkit import FAST_POLL, FAST_RETRY, lead, outcome, seed_leads, task_by_key
+from railkit import lead, outcome, rails_for, seed_leads, task_by_key
 
-from daemon.mapping import Mapping, load_mapping, parse_mapping
-from daemon.rails import Rails
+from daemon.mapping import Mapping, parse_mapping
 from daemon.salesforce import SalesforceClient
 from spool import open_spool
 
@@ -46,15 +45,7 @@ async def test_do_not_call_reaches_the_lead_when_a_newer_outcomes_values_are_ref
     bad = outcome({"id": lead_id}, disposition="connected", notes="x" * 300)  # newer
     async with open_spool(tmp_path / "d.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
         await sp.put_many([dnc, bad, outcome({"id": other})])
-        rails = Rails(
-            spool=sp,
-            client=client,
-            mapping=notes_on_lead_email(),
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-            **kw,
-        )
+        rails = rails_for(sp, client, mapping=notes_on_lead_email(), **kw)
         await rails.drain(timeout_s=30)
         dead = {d.call_id: d.error_code for d in await sp.dead_letters()}
         assert (await sp.stats()).done == 2
@@ -79,15 +70,7 @@ async def test_bulk_looks_a_phone_up_again_when_its_cached_lead_was_merged_away(
     a = st.insert("Lead", {"LastName": "A", "Company": "Acme", "Phone": "+15551112222"})
     b = st.insert("Lead", {"LastName": "B", "Company": "Acme", "Phone": "+15551112222"})
     async with open_spool(tmp_path / "m.db", synchronous="NORMAL", urgent_dispositions=()) as sp:
-        rails = Rails(
-            spool=sp,
-            client=client,
-            mapping=load_mapping(None),
-            bulk_min_records=1,
-            retry_backoff=FAST_RETRY,
-            bulk_poll=FAST_POLL,
-            idle_poll_s=0.005,
-        )
+        rails = rails_for(sp, client, bulk_min_records=1)
         first = outcome({"phone": "+15551112222"}, disposition="no_answer")
         await sp.put(first)
         await rails.drain(timeout_s=30)
