@@ -18,6 +18,7 @@ from adapters._base import AdapterState
 from adapters.ari import AriAdapter, AriConfig, validate
 from spool import CallOutcome, Disposition, Spool, open_spool
 from tests.adapters.ari_frames import channel, ev, originate_call
+from tests.adapters.lifecycle import running
 
 
 def fast() -> Iterator[float]:
@@ -108,17 +109,6 @@ def table(url: str, **over: Any) -> dict[str, Any]:
 async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
     async with open_spool(tmp_path / "spool.db") as s:
         yield s
-
-
-@contextlib.asynccontextmanager
-async def running(adapter: AriAdapter) -> AsyncIterator[AriAdapter]:
-    await adapter.start()
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(adapter.run())
-        try:
-            yield adapter
-        finally:
-            await adapter.stop()
 
 
 def make(cfg: dict[str, Any], spool: Spool, **kw: Any) -> AriAdapter:

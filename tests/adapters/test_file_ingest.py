@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from adapters import build_adapters, ingest_file
 from adapters.file import FileAdapter
 from spool import Disposition, Spool
+from tests.adapters.lifecycle import running
 
 # dialers.md 1.5: the documented example row (16 columns, empty unquoted answer)
 BUSY_ROW = (
@@ -201,18 +200,6 @@ def cdr_row(uniqueid: str, minute: int = 2) -> str:
     )
 
 
-@contextlib.asynccontextmanager
-async def watching(adapter: FileAdapter) -> AsyncIterator[FileAdapter]:
-    """Run a file adapter; passes are awaited with wait_pass (no sleeps)."""
-    await adapter.start()
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(adapter.run())
-        try:
-            yield adapter
-        finally:
-            await adapter.stop()
-
-
 def watched(path: Path, spool: Spool, **over: object) -> FileAdapter:
     table = {"type": "file", "path": str(path), "watch_interval_s": 0.02, **over}
     [adapter] = build_adapters([table], spool)
@@ -230,7 +217,7 @@ async def test_watched_file_row_being_written_is_read_once_complete(
     second = cdr_row("1710410700.901", minute=5)
     cut = second.index('"2025-03-14 10:05:40"')
     f.write_text(cdr_row("1710410512.100") + second[:cut])
-    async with watching(watched(f, spool)) as adapter:
+    async with running(watched(f, spool)) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
         assert adapter.health().accepted == 1
         with f.open("a") as fh:
@@ -259,7 +246,7 @@ async def test_watched_file_rows_written_just_before_rotation_are_read(
     pass reopened the path and read the new file from its start)."""
     f = tmp_path / "Master.csv"
     f.write_text(cdr_row("call-1"))
-    async with watching(watched(f, spool)) as adapter:
+    async with running(watched(f, spool)) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
         # no await in between: no pass can run between these three steps
         with f.open("a") as fh:
@@ -281,7 +268,7 @@ async def test_watched_file_renamed_away_is_read_until_a_new_one_appears(
     the renamed file are still read; the path is reported missing meanwhile."""
     f = tmp_path / "Master.csv"
     f.write_text(cdr_row("call-1"))
-    async with watching(watched(f, spool)) as adapter:
+    async with running(watched(f, spool)) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
         rotated = tmp_path / "Master.csv.1"
         f.rename(rotated)
@@ -303,13 +290,13 @@ async def test_rotation_while_stopped_reads_the_rotated_file_first(
     was down) are read from the rotated file, found by its inode, then the new file."""
     f = tmp_path / "Master.csv"
     f.write_text(cdr_row("call-1"))
-    async with watching(watched(f, spool)) as adapter:
+    async with running(watched(f, spool)) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
     with f.open("a") as fh:
         fh.write(cdr_row("call-2"))
     f.rename(tmp_path / "Master.csv.1")
     f.write_text(cdr_row("call-3"))
-    async with watching(watched(f, spool)) as adapter:
+    async with running(watched(f, spool)) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
     assert sorted(await stored(spool)) == ["call-1", "call-2", "call-3"]
     assert adapter.health().duplicates == 0
@@ -394,7 +381,7 @@ async def test_date_out_of_range_is_quarantined_not_a_crash(spool: Spool, tmp_pa
     bad = cdr_row("call-1").replace("2025-03-14 10:02:40", "9999-12-31 23:59:59")
     f = tmp_path / "Master.csv"
     f.write_text(bad + cdr_row("call-2"))
-    async with watching(watched(f, spool, tz="America/Chicago")) as adapter:
+    async with running(watched(f, spool, tz="America/Chicago")) as adapter:
         await asyncio.wait_for(adapter.wait_pass(1), 10)
     assert adapter.health().last_error is None
     [row] = await spool.list_quarantine()

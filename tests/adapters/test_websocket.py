@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +14,7 @@ import trustme
 from adapters._base import AdapterState
 from adapters.websocket import WebsocketAdapter, WebsocketConfig, validate
 from spool import Spool, open_spool
+from tests.adapters.lifecycle import running
 from tests.adapters.ws_feed import call_event, feed_server
 
 FIELDS = {
@@ -53,17 +52,6 @@ def table(url: str, **over: Any) -> dict[str, Any]:
 async def spool(tmp_path: Path) -> AsyncIterator[Spool]:
     async with open_spool(tmp_path / "spool.db") as s:
         yield s
-
-
-@contextlib.asynccontextmanager
-async def running(adapter: WebsocketAdapter) -> AsyncIterator[WebsocketAdapter]:
-    await adapter.start()
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(adapter.run())
-        try:
-            yield adapter
-        finally:
-            await adapter.stop()
 
 
 def adapter_for(cfg_table: dict[str, Any], spool: Spool) -> WebsocketAdapter:
