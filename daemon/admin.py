@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from daemon.cli import EXIT_USAGE
 from spool import UNREADABLE_PAYLOAD
 
 __all__ = [
@@ -500,10 +501,6 @@ class _IngestUsage(Exception):
     """
 
 
-# daemon.cli.EXIT_USAGE (not imported: the CLI imports this module).
-_EXIT_USAGE = 2
-
-
 def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
@@ -579,7 +576,7 @@ def ingest_command(
         kwargs = _ingest_kwargs(settings, options or IngestOptions())
     except _IngestUsage as exc:
         print(f"dispo-sync ingest: {exc}", file=err)
-        return _EXIT_USAGE
+        return EXIT_USAGE
 
     async def go() -> Any:
         from spool import open_spool

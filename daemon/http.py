@@ -5,9 +5,10 @@
   accepting outcomes, Salesforce reachable and authenticated, no rail paused),
   else 503 with the list of checks as JSON, so ``curl`` shows what is wrong.
 - ``/metrics``: Prometheus text format from :class:`daemon.metrics.Metrics`.
-  Before each scrape the state gauges are refreshed (``before_scrape``) and the
-  readiness checks run, so ``dispo_ready`` is what ``/readyz`` would answer now
-  (Prometheus scrapes ``/metrics`` only).
+  Before each scrape the adapters' gauges are refreshed (``before_scrape``) and the
+  readiness checks run (reading the spool's stats, which refresh its gauges), so
+  ``dispo_ready`` is what ``/readyz`` would answer now (Prometheus scrapes
+  ``/metrics`` only).
 
 The server binds its socket in :meth:`HealthServer.start` (so the port is
 known, and connections queue, before serving starts) and serves in

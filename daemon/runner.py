@@ -380,7 +380,12 @@ class Daemon:
     # -------------------------------------------------------------- probes
 
     async def _readiness(self) -> Sequence[ReadinessCheck]:
-        checks = [await self._spool_check(), await self._intake_check()]
+        # One read of the spool's stats serves the intake check and the spool gauges (a
+        # /metrics scrape runs these checks too, so its gauges are this same snapshot).
+        stats = await self._spool_stats()
+        if stats is not None:
+            self._update_spool_metrics(stats)
+        checks = [await self._spool_check(), self._intake_check(stats)]
         if self.rails is None:
             checks.append(
                 ReadinessCheck("salesforce", False, "no Salesforce rail in this build: not sending")
@@ -407,7 +412,7 @@ class Daemon:
             return ReadinessCheck("spool writable", False, self._spool_error)
         return ReadinessCheck("spool writable", True, str(self.settings.spool.path))
 
-    async def _intake_check(self) -> ReadinessCheck:
+    def _intake_check(self, stats: Any) -> ReadinessCheck:
         """Whether the spool takes new outcomes, or is full and has the dialers retry.
 
         ``max_pending`` is read from the stats (unsent = pending + in flight), so it shows
@@ -417,7 +422,6 @@ class Daemon:
         """
         name = "spool accepting outcomes"
         limit = self.settings.spool.max_pending
-        stats = await self._spool_stats()
         unsent = None if stats is None else stats.pending + stats.inflight
         if unsent is not None and unsent >= limit:
             return ReadinessCheck(
@@ -438,7 +442,7 @@ class Daemon:
         if stats is None:
             return False
         if refusal.reason == "max_pending":
-            return bool(stats.pending + stats.inflight < self.settings.spool.max_pending)
+            return True  # the caller found the unsent records under max_pending
         if refusal.reason == "max_bytes":
             # The file's size is at least the bytes in use: under the cap, a put fits.
             return bool(stats.file_bytes < self.settings.spool.max_bytes)
@@ -454,11 +458,9 @@ class Daemon:
             return None
 
     async def _refresh_metrics(self) -> None:
-        """Before each scrape: the state gauges from the adapters and the spool's stats."""
+        """Before each scrape: the adapters' gauges (the spool's come with the readiness
+        checks the scrape runs next, see :meth:`_readiness`)."""
         self.metrics.update_adapters(a.health() for a in self.adapters)
-        stats = await self._spool_stats()
-        if stats is not None:
-            self._update_spool_metrics(stats)
 
     def _update_spool_metrics(self, stats: Any) -> None:
         self.metrics.update_spool(

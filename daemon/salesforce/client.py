@@ -3,12 +3,12 @@
 Thin I/O shell over :mod:`.auth`, :mod:`.wire` and :mod:`.errors`:
 
 - the token is obtained once and shared; a 401 ``INVALID_SESSION_ID`` triggers
-  exactly one refresh however many requests saw it (single flight, keyed by the
-  token generation), then the request is replayed once. A refresh that fails is
-  raised to every request that waited for it, not tried again by each. A second
-  401 right after a fresh token is a configuration problem (e.g. missing ``api``
-  scope), not a reason to spin, on every kind of call (REST, Bulk upload, result
-  download);
+  exactly one refresh however many requests saw it (single flight, keyed by how
+  many token requests had settled when the request went out), then the request
+  is replayed once. A refresh that fails is raised to every request that waited
+  for it, not tried again by each. A second 401 right after a fresh token is a
+  configuration problem (e.g. missing ``api`` scope), not a reason to spin, on
+  every kind of call (REST, Bulk upload, result download);
 - TLS verification is always on (plus an optional extra CA file); ``http://`` is
   refused unless ``allow_http`` is set (local sfsim only);
 - every API response's ``Sforce-Limit-Info`` feeds the :class:`QuotaView`;
@@ -27,7 +27,7 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
@@ -91,9 +91,7 @@ def map_salesforce_errors() -> Iterator[None]:
         if _cert_rejected(exc):
             raise TlsUntrustedError(message) from exc
         raise TransportError(message) from exc
-    except httpx.DecodingError as exc:
-        raise TransportError(f"undecodable response body: {exc}") from exc
-    except httpx.HTTPError as exc:
+    except httpx.HTTPError as exc:  # DecodingError (a corrupt gzip body) among others
         raise TransportError(f"HTTP error: {type(exc).__name__}: {exc}") from exc
 
 
@@ -117,14 +115,6 @@ def _fresh_token_refused(err: SessionExpired) -> AuthError:
         status_code=err.status_code,
         error_code=err.error_code,
     )
-
-
-class _Seen(NamedTuple):
-    """What a request was sent with: the token's generation, and how many token requests
-    had settled (succeeded or failed) by then."""
-
-    generation: int
-    settled: int
 
 
 class _State(Enum):
@@ -219,7 +209,6 @@ class SalesforceClient:
         self._state = _State.UNOPENED
         self._token: str | None = None
         self._instance_url: str | None = None
-        self._generation = 0
         self._auth_lock = asyncio.Lock()
         # Token requests that have finished (either way) and how the last one ended: the
         # single flight shares a failure with everyone who waited for it (authenticate).
@@ -288,34 +277,31 @@ class SalesforceClient:
     def instance_url(self) -> str | None:
         return self._instance_url
 
-    async def authenticate(self, *, seen_generation: int | None = None) -> None:
-        """Get a token (single flight, see :meth:`_authenticate`).
+    async def authenticate(self) -> None:
+        """Get a token unless there is one (single flight, see :meth:`_authenticate`)."""
+        await self._authenticate(since=self._auth_settled, refresh=False)
 
-        ``seen_generation`` is the token generation the caller saw refused (None: it only
-        needs some token): if a newer one arrived meanwhile, there is nothing to do.
-        """
-        await self._authenticate(seen_generation, since=self._auth_settled)
-
-    async def _authenticate(self, seen_generation: int | None, *, since: int) -> None:
+    async def _authenticate(self, *, since: int, refresh: bool) -> None:
         """Single flight: one token request at a time, its outcome shared.
 
         ``since`` is how many token requests had settled when the caller's evidence was
         gathered (when it sent the request that came back 401, or when it began to wait
-        for a first token). A token request that failed after that is the caller's answer
-        too: a refresh that failed (refresh token revoked, secret wrong, endpoint down) is
-        raised to everyone whose 401 it was meant to heal, instead of being tried again by
-        each of them in turn, a storm of doomed token requests (prior-art: COE-402979).
-        A request sent after the failure, meeting a 401, tries again.
+        for a first token). One that settled after that is the caller's answer: a new
+        token (nothing to do), or a failure (refresh token revoked, secret wrong, endpoint
+        down), raised to everyone whose 401 it was meant to heal instead of being tried
+        again by each of them in turn, a storm of doomed token requests (prior-art:
+        COE-402979). A request sent after the failure, meeting a 401, tries again.
+        ``refresh``: the caller's token was refused (else it only needs one).
         """
         async with self._auth_lock:
-            failure = self._auth_failure
-            if self._auth_settled != since and failure is not None:
-                # The same exception for every waiter, with the traceback of the request
-                # that failed, as an asyncio.Future gives its exception to every awaiter.
-                raise failure.with_traceback(self._auth_failure_tb)
-            if seen_generation is not None and seen_generation != self._generation:
-                return  # someone refreshed while we waited
-            if seen_generation is None and self._token is not None:
+            if self._auth_settled != since:
+                failure = self._auth_failure
+                if failure is not None:
+                    # The same exception for every waiter, with the traceback of the
+                    # request that failed, as an asyncio.Future gives to every awaiter.
+                    raise failure.with_traceback(self._auth_failure_tb)
+                return  # a new token arrived while we waited
+            if not refresh and self._token is not None:
                 return
             try:
                 await self._fetch_token()
@@ -382,7 +368,6 @@ class SalesforceClient:
                 )
         self._token = token
         self._instance_url = instance_url
-        self._generation += 1
         log.info("salesforce_authenticated", flow=self._creds.flow.value, instance_url=instance_url)
 
     # -- requests ------------------------------------------------------------------
@@ -408,11 +393,13 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         stream: bool = False,
-    ) -> tuple[httpx.Response, _Seen]:
+    ) -> tuple[httpx.Response, int]:
+        """The response, and how many token requests had settled when it was sent (what
+        a refresh after its 401 is measured from)."""
         http = self._client()
         if self._token is None:
             await self.authenticate()
-        seen = _Seen(self._generation, self._auth_settled)
+        seen = self._auth_settled
         hdrs = {"Authorization": f"Bearer {self._token}"}
         if headers:
             hdrs.update(headers)
@@ -434,10 +421,6 @@ class SalesforceClient:
         self.quota.observe_header(response.headers.get("Sforce-Limit-Info"))
         return response, seen
 
-    async def _refresh(self, seen: _Seen) -> None:
-        """After a 401 on a request sent with ``seen``'s token: one shared refresh."""
-        await self._authenticate(seen.generation, since=seen.settled)
-
     async def request(
         self,
         method: str,
@@ -457,26 +440,28 @@ class SalesforceClient:
             )
             if response.status_code in ok:
                 return response
-            err, refreshed = await self._refused(response, response.content, seen, replay=replay)
+            err, refreshed = await self._refused(response, seen, replay=replay)
             if refreshed:
                 continue
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _refused(
-        self, response: httpx.Response, content: bytes, seen: _Seen, *, replay: bool
+        self, response: httpx.Response, seen: int, *, replay: bool
     ) -> tuple[SalesforceError, bool]:
-        """The error a refused answer is, and whether it was an expired session for which
-        the token is refreshed now (the caller may send once more). An expired session
-        again on that replay (a fresh token refused) is an :class:`AuthError`, whatever
-        the call."""
+        """The error a refused answer (its body read) is, and whether it was an expired
+        session for which the token is refreshed now (the caller may send once more). An
+        expired session again on that replay (a fresh token refused) is an
+        :class:`AuthError`, whatever the call."""
         err = error_from_response(
-            response.status_code, content, retry_after=response.headers.get("Retry-After")
+            response.status_code,
+            response.content,
+            retry_after=response.headers.get("Retry-After"),
         )
         if isinstance(err, SessionExpired):
             if replay:
                 raise _fresh_token_refused(err) from err
-            await self._refresh(seen)
+            await self._authenticate(since=seen, refresh=True)
             return err, True
         if isinstance(err, RequestLimitError):
             self.quota.limit_exceeded()
@@ -511,10 +496,10 @@ class SalesforceClient:
                     yield body()
                     return
                 with map_salesforce_errors():
-                    content = await response.aread()
+                    await response.aread()  # (kept as response.content)
             finally:
                 await response.aclose()
-            err, refreshed = await self._refused(response, content, seen, replay=replay)
+            err, refreshed = await self._refused(response, seen, replay=replay)
             if refreshed:
                 continue
             raise err
@@ -684,7 +669,7 @@ class SalesforceClient:
             )
             if response.status_code in (200, 201):
                 return
-            err, refreshed = await self._refused(response, response.content, seen, replay=replay)
+            err, refreshed = await self._refused(response, seen, replay=replay)
             if refreshed and replayable:
                 continue
             # (refreshed, a consumed stream cannot go again: the caller's retry sends it
