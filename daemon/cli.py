@@ -45,7 +45,7 @@ Configuration: one TOML file (--config, default /etc/dispo-sync/config.toml).
 Any key can be overridden by an environment variable DISPO_<SECTION>__<KEY>,
 e.g. DISPO_SALESFORCE__CLIENT_ID. Secrets can also come from files in
 $CREDENTIALS_DIRECTORY (systemd LoadCredential=), e.g. salesforce-client-secret.
---log-format and --log-level may come before or after COMMAND.
+--log-format and --log-level may come before or after COMMAND (demo logs its own way).
 Run "dispo-sync COMMAND --help" for each command.
 """
 
@@ -147,7 +147,6 @@ file.
 
     demo = commands.add_parser(
         "demo",
-        parents=[common],
         formatter_class=_Formatter,
         help="show the whole thing working on this machine, with a simulated dialer and org",
         description="""\
@@ -359,10 +358,12 @@ def _dispatch(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
             return check_config(settings, out)
         if args.command == "status":
+            _setup_logging(args, None, to_stderr=True)
             from daemon.admin import status_command
 
             return status_command(_spool_path(args), out, as_json=args.json)
         if args.command == "dead-letters":
+            _setup_logging(args, None, to_stderr=True)
             from daemon.admin import dead_letters_command
 
             return dead_letters_command(args, _spool_path(args), out, err)
