@@ -140,12 +140,15 @@ def local_span(
     best_error = abs((ended - started).total_seconds() - duration_s)
     if best_error <= 1:
         return started, ended
+    # The second readings (fold=1), once each: they differ from the first only for a
+    # time in the repeated hour, so a row whose duration means something else (or that
+    # is simply off) costs two parses more, not six.
+    start1 = local_time(*start, tz, fold=1)
+    end1 = local_time(*end, tz, fold=1)
+    if start1 is None or end1 is None:  # not reached: the same texts gave times above
+        return started, ended
     best = started, ended
-    for start_fold, end_fold in ((0, 1), (1, 0), (1, 1)):
-        s = local_time(*start, tz, fold=start_fold)
-        e = local_time(*end, tz, fold=end_fold)
-        if s is None or e is None:  # not reached: the same texts gave times above
-            continue
+    for s, e in ((started, end1), (start1, ended), (start1, end1)):
         error = abs((e - s).total_seconds() - duration_s)
         if error < best_error:
             best, best_error = (s, e), error

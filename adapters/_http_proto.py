@@ -137,10 +137,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         # self.url: what uvicorn gathered of the target (set when a request begins)
         target = len(getattr(self, "url", b""))
-        if target > self.max_target_bytes:
-            self._refuse(414, f"request target longer than {self.max_target_bytes} bytes")
-        elif self._head_bytes - target > self.max_header_bytes:
-            self._refuse(431, f"header fields longer than {self.max_header_bytes} bytes")
+        self._over(target, self._head_bytes - target)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -150,13 +147,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return  # a request pipelined after a refused one, in the same chunk
         # The whole head arrived in one chunk (or its last one): measured exactly here,
         # before uvicorn starts the application on it.
-        target = len(self.url)
         fields = sum(len(name) + len(value) + 4 for name, value in self.headers)  # ": ", CRLF
-        if target > self.max_target_bytes:
-            self._refuse(414, f"request target longer than {self.max_target_bytes} bytes")
-        elif fields > self.max_header_bytes:
-            self._refuse(431, f"header fields longer than {self.max_header_bytes} bytes")
-        else:
+        if not self._over(len(self.url), fields):
             super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -169,6 +161,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         if not self._refused:
             super().on_message_complete()
+
+    def _over(self, target: int, fields: int) -> bool:
+        """Refuse (414, 431) a head whose target or header fields exceed the limits."""
+        if target > self.max_target_bytes:
+            self._refuse(414, f"request target longer than {self.max_target_bytes} bytes")
+        elif fields > self.max_header_bytes:
+            self._refuse(431, f"header fields longer than {self.max_header_bytes} bytes")
+        else:
+            return False
+        return True
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` and close: the request is not handed to the application."""
