@@ -82,7 +82,7 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
 
     ca_file = settings.salesforce.ca_file
     # Checked before the client opens, which would raise it instead of reporting it.
-    ca_problem = ca_file_problem(ca_file) if ca_file is not None else None
+    ca_problem = ca_file_problem(ca_file)
     if ca_problem is not None:
         return [*out, Check("salesforce ca_file", False, f"{ca_file}: {ca_problem}")]
 

@@ -229,7 +229,7 @@ class DaemonRails:
         ca_file = settings.salesforce.ca_file
         # The client loads it only when the rails start sending, in a task whose failure
         # would exit 1, and systemd would restart into the same failure in a loop.
-        ca_problem = ca_file_problem(ca_file) if ca_file is not None else None
+        ca_problem = ca_file_problem(ca_file)
         if ca_problem is not None:
             raise SettingsError([Problem("salesforce.ca_file", f"file {ca_file}", ca_problem)])
 
@@ -330,11 +330,14 @@ class DaemonRails:
             self._metrics.quota(int(fields.get("used") or 0), int(fields["max"]))
 
 
-def ca_file_problem(path: Path) -> str | None:
-    """Why ``[salesforce] ca_file`` cannot be used as a CA bundle (None: it can).
+def ca_file_problem(path: Path | None) -> str | None:
+    """Why ``[salesforce] ca_file`` cannot be used as a CA bundle (None: it can, or none
+    is set).
 
     The same load the Salesforce client does when it opens, done before it opens.
     """
+    if path is None:
+        return None
     try:
         ssl.create_default_context().load_verify_locations(cafile=str(path))
     except (OSError, ssl.SSLError) as exc:

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, tzinfo
 from itertools import product
 from typing import Any, Final
 
-from spool.record import Direction, Disposition, OutcomeFields
+from spool.record import CallOutcome, Direction, Disposition, OutcomeFields
 
 __all__ = [
     "CLEAR",
@@ -143,17 +143,35 @@ TYPES: dict[str, type] = {
     "talk_s": int,
 }
 
+
 # The longest text each placeholder yields (CallOutcome's limits; datetimes as ISO 8601
 # with microseconds and offset), to tell templates that always fit a Text field from
 # those that may not (their values are cut to fit at send time: see Mapping.cut_to_fit).
+def _model_max_length(name: str) -> int:
+    """CallOutcome's ``max_length`` of a text field (read, not copied: raised there, a
+    template of it must not be taken for one that always fits its field)."""
+    for rule in CallOutcome.model_fields[name].metadata:
+        limit = getattr(rule, "max_length", None)
+        if isinstance(limit, int):
+            return limit
+    raise LookupError(f"CallOutcome.{name} has no max_length")
+
+
 _MAX_TEXT: dict[str, int] = {
-    "source": 64,
-    "call_id": 190,
+    **{
+        name: _model_max_length(name)
+        for name in (
+            "call_id",
+            "raw_disposition",
+            "detail",
+            "agent_id",
+            "campaign",
+            "recording_url",
+            "notes",
+        )
+    },
+    "source": 64,  # checked by CallOutcome's validator: 1-64 characters
     "external_key": 255,
-    "raw_disposition": 255,
-    "detail": 255,
-    "agent_id": 255,
-    "campaign": 255,
     "phone": 21,
     "started_at": 32,
     "ended_at": 32,
@@ -161,8 +179,6 @@ _MAX_TEXT: dict[str, int] = {
     "ended_date": 10,
     "duration_s": 6,
     "talk_s": 6,
-    "recording_url": 2000,
-    "notes": 32000,
     "description": 32000,
     "owner_id": 18,
 }

@@ -17,14 +17,13 @@ Field names are matched case-insensitively, as Salesforce does.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from collections.abc import Mapping as AbcMapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from ._template import CLEAR_LITERAL, TYPES, finite_values, max_text_length, placeholders
-from .model import CALL_KEY_FIELD
+from .model import _SF_ID, CALL_KEY_FIELD
 
 if TYPE_CHECKING:
     from .model import Mapping
@@ -50,7 +49,6 @@ _NUMBER_TYPES = frozenset({"int", "double", "currency", "percent", "long"})
 # rather than refused. Not url/email/phone (a cut one is wrong data) nor picklists.
 _CUT_TYPES = frozenset({"string", "textarea", "combobox", "encryptedstring"})
 
-_SF_ID: Final = re.compile(r"^[a-zA-Z0-9]{15}(?:[a-zA-Z0-9]{3})?$")
 _SUFFIX_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 # Key prefixes (an id's first 3 characters) of standard objects: the same in every org.
 # Custom objects' prefixes differ per org; the describes at hand add theirs.
@@ -221,7 +219,6 @@ def _check_fields(
     problems: list[str],
 ) -> None:
     by_name = _by_name(describe)
-    create_only_folded = {n.lower() for n in create_only}
     for name, value in fields.items():
         key = f"{where}.{name}"
         info = by_name.get(name.lower())
@@ -236,7 +233,7 @@ def _check_fields(
             continue
         if (
             on_update
-            and name.lower() not in create_only_folded
+            and name not in create_only  # (in every spelling task.fields uses)
             and not info.get("updateable", False)
         ):
             problems.append(
@@ -525,37 +522,11 @@ def _lead_tables(mapping: Mapping) -> Iterable[tuple[str, AbcMapping[str, Any]]]
         yield f"lead.dispositions.{disposition.value}", fields
 
 
-def cut_lengths(
+def _text_lengths(
     mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]
-) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
-    """Where text is cut to fit at send time: (Task field -> length, lead table -> Lead
-    field -> length), lead tables named by disposition value ("" for ``lead.fields``)."""
-    task: dict[str, int] = {}
-    lead: dict[str, dict[str, int]] = {}
-    task_describe = describes.get(mapping.task_object)
-    if task_describe is not None:
-        by_name = _by_name(task_describe)
-        for name, value in mapping.task_fields.items():
-            info = by_name.get(name.lower())
-            cut = None if info is None else _cut_length(value, info)
-            if cut is not None and cut[1]:
-                task[name] = cut[0]
-    lead_describe = describes.get(mapping.lead_object)
-    if lead_describe is not None:
-        by_name = _by_name(lead_describe)
-        for where, fields in _lead_tables(mapping):
-            table = where.removeprefix("lead.fields").removeprefix("lead.dispositions.")
-            for name, value in fields.items():
-                info = by_name.get(name.lower())
-                cut = None if info is None else _cut_length(value, info)
-                if cut is not None and cut[1]:
-                    lead.setdefault(table, {})[name] = cut[0]
-    return task, lead
-
-
-def length_notes(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]) -> list[str]:
-    """One warning per template whose text may be longer than its field: what happens then."""
-    notes: list[str] = []
+) -> Iterator[tuple[str, str, str, Any, int, bool]]:
+    """``(where, object, field, template, field length, cut when sent)`` for each template
+    whose text may be longer than its field (see :func:`_cut_length`), in every table."""
     tables: list[tuple[str, str, AbcMapping[str, Any]]] = [
         ("task.fields", mapping.task_object, mapping.task_fields)
     ]
@@ -568,18 +539,41 @@ def length_notes(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, An
         for name, value in fields.items():
             info = by_name.get(name.lower())
             cut = None if info is None else _cut_length(value, info)
-            if cut is None:
-                continue
-            length, cuts = cut
-            head = (
-                f"{where}.{name}: {value!r} can be up to {max_text_length(value)} characters, "
-                f"{obj}.{name} holds {length}"
+            if cut is not None:
+                yield where, obj, name, value, *cut
+
+
+def cut_lengths(
+    mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]
+) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Where text is cut to fit at send time: (Task field -> length, lead table -> Lead
+    field -> length), lead tables named by disposition value ("" for ``lead.fields``)."""
+    task: dict[str, int] = {}
+    lead: dict[str, dict[str, int]] = {}
+    for where, _, name, _, length, cuts in _text_lengths(mapping, describes):
+        if not cuts:
+            continue
+        if where == "task.fields":
+            task[name] = length
+        else:
+            table = where.removeprefix("lead.fields").removeprefix("lead.dispositions.")
+            lead.setdefault(table, {})[name] = length
+    return task, lead
+
+
+def length_notes(mapping: Mapping, describes: AbcMapping[str, AbcMapping[str, Any]]) -> list[str]:
+    """One warning per template whose text may be longer than its field: what happens then."""
+    notes: list[str] = []
+    for where, obj, name, value, length, cuts in _text_lengths(mapping, describes):
+        head = (
+            f"{where}.{name}: {value!r} can be up to {max_text_length(value)} characters, "
+            f"{obj}.{name} holds {length}"
+        )
+        if cuts:
+            notes.append(f"{head}: a longer value is cut to {length} characters when sent")
+        else:
+            notes.append(
+                f"{head}: Salesforce refuses a longer value (STRING_TOO_LONG) and that "
+                "outcome is dead-lettered; map a longer field"
             )
-            if cuts:
-                notes.append(f"{head}: a longer value is cut to {length} characters when sent")
-            else:
-                notes.append(
-                    f"{head}: Salesforce refuses a longer value (STRING_TOO_LONG) and that "
-                    "outcome is dead-lettered; map a longer field"
-                )
     return notes
