@@ -349,6 +349,11 @@ class BulkRail:
         full_limit = self.job_max_records
         max_bytes = self.max_upload_bytes
         newest: dict[str, tuple[int, tuple[float, int]]] = {}
+        # Task keys of this batch, casefolded, and the claims whose key one of them already
+        # holds in another case (see below): released for the next batch once this one is
+        # built (released now, the next page would claim them straight back).
+        keys: set[str] = set()
+        later: list[StoredClaim] = []
         while len(recs) < full_limit and task_bytes < max_bytes:
             want = min(self.claim_page, full_limit - len(recs))
             claims = await self._spool.claim_stored(
@@ -394,6 +399,15 @@ class BulkRail:
                     continue
                 o = claim.outcome
                 ext_key = o.external_key
+                folded = ext_key.casefold()
+                if folded in keys:
+                    # "vici:ABC" and "vici:abc" are one key to a key field that is not
+                    # case-sensitive (Salesforce's default for Unique text), and a job
+                    # naming a key twice fails both rows with DUPLICATE_VALUE, in every
+                    # batch that claims them together. In the next batch, the second
+                    # updates the Task the first wrote, as the README says of such ids.
+                    later.append(claim)
+                    continue
                 lead_key = claim.lead_key  # LeadRef.key of o.lead
                 who_id: str | None = None
                 rel: str | None = None
@@ -452,6 +466,7 @@ class BulkRail:
                 task_job.rows.append((lead_key or "", line))
                 task_job.size += size
                 task_bytes += size
+                keys.add(folded)
                 rec = _Rec(Ref.of(claim), ext_key, lead_key)
                 recs.append(rec)
                 if lead_target is None or lead_key is None:
@@ -475,6 +490,9 @@ class BulkRail:
             if leftover:
                 await self._spool.release(leftover)
                 break
+        if later:
+            log.info("bulk_key_case_later", records=len(later))
+            await self._spool.release(later)
         lead_jobs: list[_Job] = []
         for which, rows in enumerate(lead_rows):
             key_col = "Id" if which == 0 else m.lead_external_id

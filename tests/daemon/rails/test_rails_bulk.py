@@ -644,3 +644,29 @@ async def test_unbounded_text_is_cut_to_its_field_by_bulk_and_rest(
     for o, lead_id in ((by_bulk, by_bulk_lead), (by_rest, by_rest_lead)):
         assert task_of(sim, o.external_key)["Subject"] == notes[:255]
         assert lead(sim, lead_id)["Title"] == ("Re: " + notes)[:128]
+
+
+async def test_call_ids_differing_only_in_case_go_in_separate_bulk_jobs(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """sfsim's Call_Id__c is not case-sensitive (Salesforce's default for Unique text), so
+    'vici:ABC-1' and 'vici:abc-1' are one key, and a Bulk job naming it twice fails both
+    rows with DUPLICATE_VALUE "Duplicate external id specified". Claimed together in
+    every batch, they failed together until their attempts ran out: two calls dead-lettered.
+    The second now waits for the next batch: one Task, as the README says of such call
+    ids, both records done, nothing dead, the other records of the batch sent at once."""
+    [lead_id, other] = seed_leads(sim, 2)
+    older = outcome({"id": lead_id}, call_id="ABC-1", disposition="no_answer")
+    newer = outcome({"id": lead_id}, call_id="abc-1", disposition="connected")
+    rest = [outcome({"id": other}, call_id=f"x-{n}") for n in range(5)]
+    await spool.put_many([older, newer, *rest])
+    rails = make_rails(bulk_min_records=1)
+    await rails.drain(timeout_s=20)
+    assert await spool.dead_letters() == []
+    assert (await spool.stats()).done == 7
+    assert len(sim.org.store.find("Task", "Call_Id__c", newer.external_key)) == 1
+    assert task_of(sim, newer.external_key)["CallDisposition"] == "connected"  # sent second
+    assert all(task_by_key(sim, o.external_key) is not None for o in rest)
+    # Three batches: the second record waits for the next one, where its Task write, with
+    # TaskSubtype, finds the Task and is sent once more without it.
+    assert "collections" not in client.quota.calls_by_rail and rails.bulk.stats.batches == 3
