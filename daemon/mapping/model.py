@@ -13,6 +13,7 @@ compares names case-insensitively.
 
 from __future__ import annotations
 
+import codecs
 import re
 import tomllib
 from collections.abc import Iterable as AbcIterable
@@ -486,17 +487,20 @@ def load_mapping(path: Path | str | None = None) -> Mapping:
             raise MappingError(
                 [f"cannot read the file: {exc.strerror or exc}"], source=source
             ) from exc
+        # A byte order mark (Notepad's "UTF-8 with BOM") is not TOML: skipped, not an error.
+        bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
         try:
-            text = raw.decode("utf-8")
+            text = raw[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
             # TOML files are UTF-8 (TOML 1.0); an editor's Latin-1/Windows-1252 save of an
             # accented literal lands here. A MappingError, so that check-config prints FAIL
             # and run exits 78 instead of a traceback.
-            line = raw.count(b"\n", 0, exc.start) + 1
+            at = bom + exc.start
+            line = raw.count(b"\n", 0, at) + 1
             raise MappingError(
                 [
-                    f"not UTF-8 text: the byte at offset {exc.start} (line {line}) is "
-                    f"0x{raw[exc.start]:02x}; save the file as UTF-8"
+                    f"not UTF-8 text: the byte at offset {at} (line {line}) is "
+                    f"0x{raw[at]:02x}; save the file as UTF-8"
                 ],
                 source=source,
             ) from exc

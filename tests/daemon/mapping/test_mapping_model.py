@@ -321,6 +321,24 @@ def test_a_mapping_file_not_in_utf8_is_a_mapping_error(tmp_path: Path) -> None:
     assert path.read_bytes()[55] == 0xE9
 
 
+def test_a_mapping_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Windows Notepad saves "UTF-8 with BOM" (EF BB BF first): the same mapping as without
+    it, not "not valid TOML: Invalid statement (at line 1, column 1)"."""
+    text = '[task.fields]\nSubject = "Appel : {disposition_label} (résultat)"\n'
+    plain, marked = tmp_path / "plain.toml", tmp_path / "bom.toml"
+    plain.write_text(text, encoding="utf-8")
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    o = CallOutcome.model_validate(
+        {"source": "vici", "call_id": "c1", "disposition": "busy", "ended_at": "2026-05-04T10:00Z"}
+    )
+    assert load_mapping(marked).task_record(o)["Subject"] == "Appel : Busy (résultat)"
+    assert load_mapping(marked).task_record(o) == load_mapping(plain).task_record(o)
+    # A bad byte further on is still placed by its offset in the file as saved.
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode("latin-1"))
+    with pytest.raises(MappingError, match=r"offset 58 \(line 2\) is 0xe9"):
+        load_mapping(marked)
+
+
 # ------------------------------------------------------------------ describe checks
 
 
