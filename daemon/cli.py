@@ -316,14 +316,31 @@ it), 78 the configuration is invalid.
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dispo-sync`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `sim` forwards its arguments untouched (including --help).
-    if args_list[:1] == ["sim"]:
+    parser = build_parser()
+    # `sim` forwards its arguments untouched (including --help); --log-format/--log-level
+    # before it set how its log lines look.
+    at = _command_at(args_list)
+    if args_list[at : at + 1] == ["sim"]:
         from sfsim import run_sim_cli  # lazy: only sim and demo may import sfsim
 
-        return int(run_sim_cli(args_list[1:]))
-    parser = build_parser()
+        if at:
+            _setup_logging(parser.parse_args([*args_list[:at], "sim"]), None, to_stderr=True)
+        return int(run_sim_cli(args_list[at + 1 :]))
     args = parser.parse_args(args_list)
     return _dispatch(args, sys.stdout, sys.stderr)
+
+
+def _command_at(args: Sequence[str]) -> int:
+    """Where COMMAND is in ``args``: after the leading --log-format/--log-level options."""
+    at = 0
+    while at < len(args):
+        if args[at] in ("--log-format", "--log-level"):
+            at += 2
+        elif args[at].startswith(("--log-format=", "--log-level=")):
+            at += 1
+        else:
+            break
+    return at
 
 
 def _setup_logging(

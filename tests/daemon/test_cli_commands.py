@@ -96,6 +96,20 @@ def test_sim_delegates_to_sfsim(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: dispo-sync sim" in out and "--api-limit" in out
 
 
+def test_log_options_before_sim_are_taken(capsys: pytest.CaptureFixture[str]) -> None:
+    """`dispo-sync --log-level warning sim --help`, as the epilog allows the log options
+    before any COMMAND, is sfsim's help, not "unrecognized arguments"; a bad value is a
+    usage error naming the option."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--log-level", "warning", "--log-format=json", "sim", "--help"])
+    assert exc.value.code == 0
+    assert "--api-limit" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["--log-level", "loud", "sim"])
+    assert exc.value.code == 2
+    assert "--log-level: invalid choice: 'loud'" in capsys.readouterr().err
+
+
 def test_admin_commands_need_no_salesforce_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
