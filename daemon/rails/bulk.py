@@ -271,6 +271,8 @@ class BulkRail:
         # take_pause_reason); None: it released none.
         self._pause_reason: str | None = None
         self._relook: set[str] = set()
+        # When the batch being sent last took or extended its leases (see _keep_leases).
+        self._leased_at = clock()
         # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
 
@@ -541,6 +543,7 @@ class BulkRail:
             self._pause_reason = pause_reason(verdicts)
 
     async def _flush_batch(self, stop: asyncio.Event) -> int:
+        self._leased_at = self._clock()  # (before the first claim: the sooner side)
         with _gc_paused():
             recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
         if rest_claims:
@@ -644,6 +647,16 @@ class BulkRail:
                     await asyncio.wait_for(stop.wait(), delay)
                 if stop.is_set():
                     return False
+                await self._keep_leases(claims)
+
+    async def _keep_leases(self, claims: Sequence[tuple[int, int]]) -> None:
+        """Extend the batch's leases when a third of the lease has passed since it was last
+        taken or extended. The jobs hold these records for as long as they run, whether
+        Salesforce answers our polls or not: a lease run out during an outage would let
+        another claim send them again while the jobs still might."""
+        if self._clock() - self._leased_at > self.lease_s / 3:
+            await self._spool.extend_lease(claims, self.lease_s)
+            self._leased_at = self._clock()
 
     async def _start_job(self, job: _Job, claims: Sequence[tuple[int, int]]) -> None:
         info = await self._client.create_ingest_job(
@@ -671,7 +684,6 @@ class BulkRail:
         self, jobs: Sequence[_Job], claims: Sequence[tuple[int, int]], stop: asyncio.Event
     ) -> None:
         delays = iter(self._poll)
-        last_extend = self._clock()
         while not stop.is_set():
             pending = [j for j in jobs if j.info.get("state") not in TERMINAL]
             if not pending:
@@ -681,9 +693,7 @@ class BulkRail:
             for job in pending:
                 assert job.job_id is not None
                 job.info = await self._client.job_info(job.job_id)
-            if self._clock() - last_extend > self.lease_s / 3:
-                await self._spool.extend_lease(claims, self.lease_s)
-                last_extend = self._clock()
+            await self._keep_leases(claims)
 
     async def _collect(self, job: _Job) -> None:
         """Read a finished job's result files into ``job.results`` (key -> None | error)."""

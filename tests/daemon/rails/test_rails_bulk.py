@@ -670,3 +670,45 @@ async def test_call_ids_differing_only_in_case_go_in_separate_bulk_jobs(
     # Three batches: the second record waits for the next one, where its Task write, with
     # TaskSubtype, finds the Task and is sent once more without it.
     assert "collections" not in client.quota.calls_by_rail and rails.bulk.stats.batches == 3
+
+
+async def test_a_batch_keeps_its_leases_while_salesforce_is_down_during_polling(
+    sim: Any, spool: Spool, client: SalesforceClient, make_rails: Any
+) -> None:
+    """Salesforce answers 503 to every Bulk call from just after both jobs started, for
+    longer than the batch's lease. The jobs run on in Salesforce meanwhile, so the records
+    must stay with this batch: its leases were extended only between successful polls, so
+    they ran out during the outage and the records went out a second time (here by the
+    collections rail, while the jobs that held them were still running)."""
+    ids = seed_leads(sim, 5)
+    outs = [outcome({"id": i}) for i in ids]
+    await spool.put_many(outs)
+    rails = make_rails(bulk_min_records=1, bulk_lease_s=0.6)
+    record_job = spool.update_job
+    down = asyncio.Event()
+    started = 0
+
+    async def then_down(job_id: str, state: str | None = None, **counters: Any) -> bool:
+        nonlocal started
+        changed = await record_job(job_id, state, **counters)
+        started += state == "UploadComplete"
+        if started == 2 and not down.is_set():  # the Task job and the Lead job
+            sim.org.faults.configure({"error_rate": 1.0, "error_status": 503, "kinds": ["bulk"]})
+            down.set()
+        return changed
+
+    spool.update_job = then_down  # type: ignore[method-assign]
+    async with asyncio.TaskGroup() as tg:
+        drain = tg.create_task(rails.drain(timeout_s=30))
+        await asyncio.wait_for(down.wait(), 10)
+        # Three leases' worth of outage, the records in flight all along.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 3 * 0.6
+        while loop.time() < until:
+            assert (await spool.stats()).inflight == len(outs)
+            await asyncio.sleep(0.05)
+        sim.org.faults.configure({"clear": True})
+        await drain
+    assert (await spool.stats()).done == len(outs) and await spool.dead_letters() == []
+    assert "collections" not in client.quota.calls_by_rail
+    assert rails.bulk.stats.batches == 1
