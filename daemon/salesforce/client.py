@@ -117,6 +117,14 @@ def _fresh_token_refused(err: SessionExpired) -> AuthError:
     )
 
 
+# httpx errors raised before any byte of a request left: no connection could be made
+# (refused, unreachable, TLS handshake failed or timed out), or none came free in the
+# pool. Salesforce cannot have counted such a request; any other way a request ends
+# (a read or write timeout, a dropped connection, a protocol error, cancellation) it may
+# have, so it counts against our share.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 class _State(Enum):
     UNOPENED = 1
     OPEN = 2
@@ -393,9 +401,14 @@ class SalesforceClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         stream: bool = False,
-    ) -> tuple[httpx.Response, int]:
-        """The response, and how many token requests had settled when it was sent (what
-        a refresh after its 401 is measured from)."""
+    ) -> tuple[httpx.Response, int, float]:
+        """The response, how many token requests had settled when it was sent (what a
+        refresh after its 401 is measured from), and when it was sent (``quota.now()``:
+        what its quota readings are ordered by).
+
+        Counted as one of our API calls however it ends, unless it certainly never left
+        (see :data:`_NEVER_SENT`): one that timed out or lost its connection may well
+        have been counted by Salesforce, and so is every retry of it."""
         http = self._client()
         if self._token is None:
             await self.authenticate()
@@ -410,16 +423,23 @@ class SalesforceClient:
         status = 0
         if self._on_send is not None:
             self._on_send(rail, method, _path_kind(path))
+        sent_at = self.quota.now()
+        reached = True  # whether Salesforce may have seen (and counted) it
         try:
             with map_salesforce_errors():
-                response = await http.send(request, stream=stream)
+                try:
+                    response = await http.send(request, stream=stream)
+                except _NEVER_SENT:
+                    reached = False
+                    raise
             status = response.status_code
         finally:
+            if reached:
+                self.quota.count_call(rail)
             if self._on_call is not None:
                 self._on_call(rail, method, _path_kind(path), status, time.perf_counter() - started)
-        self.quota.count_call(rail)
-        self.quota.observe_header(response.headers.get("Sforce-Limit-Info"))
-        return response, seen
+        self.quota.observe_header(response.headers.get("Sforce-Limit-Info"), sent_at=sent_at)
+        return response, seen, sent_at
 
     async def request(
         self,
@@ -434,12 +454,37 @@ class SalesforceClient:
         ok: Sequence[int] = (200, 201, 204),
     ) -> httpx.Response:
         """Send one API request; refresh + replay once on an expired session; raise ours."""
+        response, _ = await self._request(
+            method,
+            path,
+            rail=rail,
+            json=json,
+            content=content,
+            headers=headers,
+            params=params,
+            ok=ok,
+        )
+        return response
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        rail: str,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        ok: Sequence[int] = (200, 201, 204),
+    ) -> tuple[httpx.Response, float]:
+        """:meth:`request`, and when the answered request was sent (``quota.now()``)."""
         for replay in (False, True):
-            response, seen = await self._send_once(
+            response, seen, sent_at = await self._send_once(
                 method, path, rail=rail, json=json, content=content, headers=headers, params=params
             )
             if response.status_code in ok:
-                return response
+                return response, sent_at
             err, refreshed = await self._refused(response, seen, replay=replay)
             if refreshed:
                 continue
@@ -482,7 +527,7 @@ class SalesforceClient:
         failures that way (prior-art: OpenFn/adaptors#886), and no content is no rows.
         """
         for replay in (False, True):
-            response, seen = await self._send_once(
+            response, seen, _ = await self._send_once(
                 method, path, rail=rail, headers=headers, stream=True
             )
             try:
@@ -608,9 +653,9 @@ class SalesforceClient:
 
     async def limits(self) -> dict[str, Any]:
         """``GET /limits``; also refreshes the quota view."""
-        response = await self.request("GET", self.data_path("limits"), rail="admin")
+        response, sent_at = await self._request("GET", self.data_path("limits"), rail="admin")
         body: dict[str, Any] = response.json()
-        self.quota.observe(usage_from_limits(body))
+        self.quota.observe(usage_from_limits(body), sent_at=sent_at)
         return body
 
     # -- Bulk API 2.0 ingest ---------------------------------------------------------
@@ -660,7 +705,7 @@ class SalesforceClient:
         replayable = not isinstance(data, AsyncIterable)
         for replay in (False, True):
             body = data() if callable(data) else data
-            response, seen = await self._send_once(
+            response, seen, _ = await self._send_once(
                 "PUT",
                 self.data_path(f"jobs/ingest/{job_id}/batches"),
                 rail=rail,

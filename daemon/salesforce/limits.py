@@ -73,8 +73,14 @@ class QuotaView:
 
     ``reserve`` (fraction of Max) is kept for urgent work: below it, only urgent
     outcomes go out, batched. ``max_share`` (fraction of Max) is the most this
-    daemon may spend in any rolling 24 hours; we count our own calls, and we also
-    stop when the org-wide figure says the allocation is spent.
+    daemon may spend in any rolling 24 hours; we count our own calls (every request
+    that may have reached Salesforce, answered or not), and we also stop when the
+    org-wide figure says the allocation is spent.
+
+    Answers arrive out of order, so each reading carries when its request was sent
+    (``sent_at``, this view's :meth:`now` then): a reading from a request sent before
+    the current reading's is dropped, and one from a request sent before
+    REQUEST_LIMIT_EXCEEDED was met does not lift it.
     """
 
     def __init__(
@@ -94,31 +100,50 @@ class QuotaView:
         self.usage: ApiUsage | None = None
         self.observed_at: float | None = None
         self.limit_hit_at: float | None = None
+        # When the request behind ``usage`` was sent (or the limit was hit, after which
+        # a reading from a request sent earlier is stale).
+        self._usage_sent_at: float | None = None
         self.calls_total = 0
         self.calls_by_rail: dict[str, int] = {}
         # (minute bucket, count): our own calls over the rolling 24 h window.
         self._own: deque[list[int]] = deque()
 
     # -- observations -------------------------------------------------------
-    def observe(self, usage: ApiUsage | None) -> None:
+    def now(self) -> float:
+        """This view's clock: a request's ``sent_at``, read as it is sent."""
+        return self._clock()
+
+    def observe(self, usage: ApiUsage | None, *, sent_at: float) -> None:
+        """A reading from the answer to a request sent at ``sent_at`` (:meth:`now`).
+
+        Older than the current reading (its request sent before that one's): dropped.
+        A reading with room clears a limit hit only if its request was sent after the
+        hit (e.g. the periodic /limits read after the window rolled): an answer that was
+        on its way when the allocation ran out says nothing about now.
+        """
         if usage is None:
             return
+        if self._usage_sent_at is not None and sent_at < self._usage_sent_at:
+            return
         self.usage = usage
+        self._usage_sent_at = sent_at
         self.observed_at = self._clock()
-        if self.limit_hit_at is not None and usage.remaining > 0:
-            # A fresh reading with room again (e.g. /limits after the window rolled).
+        hit = self.limit_hit_at
+        if hit is not None and sent_at > hit and usage.remaining > 0:
             self.limit_hit_at = None
 
-    def observe_header(self, value: str | None) -> None:
-        self.observe(parse_limit_info(value))
+    def observe_header(self, value: str | None, *, sent_at: float) -> None:
+        """``Sforce-Limit-Info`` of the answer to a request sent at ``sent_at``."""
+        self.observe(parse_limit_info(value), sent_at=sent_at)
 
     def limit_exceeded(self) -> None:
         """Salesforce said REQUEST_LIMIT_EXCEEDED."""
-        self.limit_hit_at = self._clock()
+        self.limit_hit_at = self._usage_sent_at = self._clock()
         if self.usage is not None:
             self.usage = ApiUsage(self.usage.max, self.usage.max, self.usage.per_app)
 
     def count_call(self, rail: str) -> None:
+        """One request of ``rail`` that may have reached Salesforce (answered or not)."""
         self.calls_total += 1
         self.calls_by_rail[rail] = self.calls_by_rail.get(rail, 0) + 1
         minute = int(self._clock() // 60)

@@ -61,23 +61,70 @@ def test_limits_body_gives_usage() -> None:
 
 def test_quota_state_moves_ok_low_exhausted_and_recovers() -> None:
     """Headroom under the reserve is LOW, none is EXHAUSTED, a fresh reading recovers."""
-    q = QuotaView(reserve=0.1, max_share=1.0)
+    now = [0.0]
+    q = QuotaView(reserve=0.1, max_share=1.0, clock=lambda: now[0])
     assert q.state() is QuotaState.OK
-    q.observe_header("api-usage=100/1000")
+    q.observe_header("api-usage=100/1000", sent_at=q.now())
     assert q.state() is QuotaState.OK
-    q.observe_header("api-usage=950/1000")
+    now[0] += 1
+    q.observe_header("api-usage=950/1000", sent_at=q.now())
     assert q.state() is QuotaState.LOW
+    now[0] += 1
     q.limit_exceeded()
     assert q.state() is QuotaState.EXHAUSTED
-    q.observe(ApiUsage(10, 1000))
+    now[0] += 1
+    q.observe(ApiUsage(10, 1000), sent_at=q.now())
     assert q.state() is QuotaState.OK
+
+
+def test_a_reading_sent_before_the_limit_hit_does_not_clear_it() -> None:
+    """An answer to a request sent before REQUEST_LIMIT_EXCEEDED, arriving after it with
+    room left, neither clears the hit nor replaces the reading; a request sent after the
+    hit (the periodic /limits read) clears it."""
+    now = [100.0]
+    q = QuotaView(reserve=0.1, max_share=1.0, clock=lambda: now[0])
+    q.observe_header("api-usage=100/1000", sent_at=q.now())
+    early = q.now()  # a request goes out
+    now[0] += 1
+    q.limit_exceeded()  # another request's answer
+    now[0] += 1
+    q.observe_header("api-usage=200/1000", sent_at=early)  # the early one's, late
+    assert q.state() is QuotaState.EXHAUSTED
+    assert q.usage == ApiUsage(1000, 1000)
+    # Sent at the same instant as the hit: not known to be after it.
+    hit = q.limit_hit_at
+    assert hit is not None
+    q.observe(ApiUsage(10, 1000), sent_at=hit)
+    assert q.state() is QuotaState.EXHAUSTED
+    later = q.now()  # /limits, sent after the hit
+    now[0] += 1
+    q.observe(ApiUsage(300, 1000), sent_at=later)
+    assert q.state() is QuotaState.OK
+    assert q.usage == ApiUsage(300, 1000)
+
+
+def test_an_older_reading_does_not_replace_a_newer_one() -> None:
+    """Answers arriving out of order: the reading from the request sent last stands; the
+    same request's header and /limits body (one send time) both apply, the last one wins."""
+    now = [0.0]
+    q = QuotaView(reserve=0.1, max_share=1.0, clock=lambda: now[0])
+    first = q.now()
+    now[0] += 1
+    second = q.now()
+    now[0] += 1
+    q.observe_header("api-usage=950/1000", sent_at=second)
+    q.observe_header("api-usage=100/1000", sent_at=first)
+    assert q.usage == ApiUsage(950, 1000)
+    assert q.state() is QuotaState.LOW
+    q.observe(ApiUsage(960, 1000), sent_at=second)
+    assert q.usage == ApiUsage(960, 1000)
 
 
 def test_quota_share_counts_our_own_calls() -> None:
     """Our own calls in 24 h never exceed max_share of the daily allocation."""
     now = [0.0]
     q = QuotaView(reserve=0.0, max_share=0.01, clock=lambda: now[0])
-    q.observe(ApiUsage(0, 1000))
+    q.observe(ApiUsage(0, 1000), sent_at=q.now())
     for _ in range(9):
         q.count_call("bulk")
     assert q.state() is QuotaState.OK
