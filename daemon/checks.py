@@ -11,14 +11,26 @@ quota.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from daemon.settings import Settings
-from daemon.wiring import ca_file_problem, client_kwargs
+from daemon.wiring import (
+    SpoolRefreshTokens,
+    ca_file_problem,
+    client_kwargs,
+    spool_refresh_tokens,
+)
 
 __all__ = ["Check", "check_config", "local_checks", "salesforce_checks"]
+
+# check-config opens the spool for its key-value state only (the kept refresh token): its
+# lease expiry and purge, the service's work, wait this long, longer than any check.
+_NO_MAINTENANCE_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,6 @@ def check_config(settings: Settings, out: TextIO) -> int:
 async def salesforce_checks(settings: Settings) -> list[Check]:
     """Mapping file, login, describe Task and Lead, every mapped field, API quota."""
     from daemon.mapping import MappingError, load_mapping
-    from daemon.salesforce import SalesforceClient, SalesforceError
 
     out: list[Check] = []
     where = str(settings.mapping.file) if settings.mapping.file else "built-in mapping"
@@ -86,8 +97,92 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
     if ca_problem is not None:
         return [*out, Check("salesforce ca_file", False, f"{ca_file}: {ca_problem}")]
 
+    async with _kept_refresh_tokens(settings) as kept:
+        if isinstance(kept, Check):
+            return [*out, kept]
+        out += await _org_checks(settings, mapping, kept)
+        if isinstance(kept, _NoSpoolYet) and kept.refused:
+            out.append(
+                Check(
+                    "salesforce refresh token",
+                    False,
+                    "the connected app rotates refresh tokens: this login spent the "
+                    f"configured one, and with no spool file at {kept.path} yet the new one "
+                    "could not be kept, so the service would fail to log in (invalid_grant); "
+                    "put a new refresh token in place before the service starts (from then "
+                    "on the service keeps each rotated one in the spool, and check-config "
+                    "uses and keeps it too), or turn rotation off for the app",
+                )
+            )
+    return out
+
+
+class _NoSpoolYet:
+    """check-config's refresh token store before the service ever ran: nothing kept, and
+    nowhere to keep a rotated token (the spool is not created here: run as root, it would
+    belong to root, and the service could not open it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.where = f"the spool file {path} (not created yet)"
+        self.refused = False
+
+    async def load(self) -> str | None:
+        return None
+
+    async def save(self, token: str) -> None:
+        self.refused = True
+        raise FileNotFoundError(f"no spool file at {self.path}: the service has not run yet")
+
+
+@contextlib.asynccontextmanager
+async def _kept_refresh_tokens(
+    settings: Settings,
+) -> AsyncIterator[SpoolRefreshTokens | _NoSpoolYet | Check | None]:
+    """Where check-config finds the refresh token the service would use, and keeps one the
+    connected app rotates to (``auth = "refresh_token"`` only, else None): the spool, as
+    the service does; a :class:`Check` (no login) if the spool exists but cannot be opened,
+    since logging in with the configured token could spend the one the service needs."""
+    if settings.salesforce.auth != "refresh_token":
+        yield None
+        return
+    path = settings.spool.path
+    if not path.exists():
+        yield _NoSpoolYet(path)
+        return
+    from spool import SpoolError, open_spool
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            spool = await stack.enter_async_context(
+                open_spool(
+                    path,
+                    synchronous=settings.spool.synchronous,
+                    reap_interval_s=_NO_MAINTENANCE_S,
+                    purge_interval_s=_NO_MAINTENANCE_S,
+                )
+            )
+        except (SpoolError, OSError) as exc:
+            problem = (
+                f"not tried: cannot open the spool file {path}, where the service keeps the "
+                f"refresh token the connected app rotated to ({exc}); run check-config as "
+                "the service's user"
+            )
+        else:
+            yield spool_refresh_tokens(settings, spool)
+            return
+    yield Check("salesforce login", None, problem)
+
+
+async def _org_checks(
+    settings: Settings, mapping: Any, kept: SpoolRefreshTokens | _NoSpoolYet | None
+) -> list[Check]:
+    """Login, describe Task and Lead, every mapped field, API quota."""
+    from daemon.salesforce import SalesforceClient, SalesforceError
+
+    out: list[Check] = []
     try:
-        client = SalesforceClient(**client_kwargs(settings))
+        client = SalesforceClient(**client_kwargs(settings), refresh_token_store=kept)
     except SalesforceError as exc:
         return [*out, Check("salesforce login", False, str(exc))]
     async with client as sf:
@@ -95,11 +190,14 @@ async def salesforce_checks(settings: Settings) -> list[Check]:
             await sf.authenticate()
         except SalesforceError as exc:
             return [*out, Check("salesforce login", False, _describe_error(exc))]
+        how = ""
+        if isinstance(kept, SpoolRefreshTokens) and kept.restored:
+            how = f" with the refresh token kept in {kept.where} (rotated since configured)"
         out.append(
             Check(
                 "salesforce login",
                 True,
-                f"{settings.salesforce.auth} token obtained, instance {sf.instance_url}",
+                f"{settings.salesforce.auth} token obtained{how}, instance {sf.instance_url}",
             )
         )
         describes: dict[str, Any] = {}

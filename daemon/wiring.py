@@ -6,6 +6,8 @@ client, the mapping and the rails receive plain values.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import ssl
 import time
 from collections import OrderedDict
@@ -24,7 +26,17 @@ from spool.errors import SpoolFull
 if TYPE_CHECKING:
     from spool import Spool
 
-__all__ = ["CountingSpool", "DaemonRails", "build_rails", "ca_file_problem", "client_kwargs"]
+__all__ = [
+    "REFRESH_TOKEN_STATE_KEY",
+    "CountingSpool",
+    "DaemonRails",
+    "SpoolRefreshTokens",
+    "build_rails",
+    "ca_file_problem",
+    "client_kwargs",
+    "refresh_token_fingerprint",
+    "spool_refresh_tokens",
+]
 
 log = structlog.get_logger("daemon.wiring")
 
@@ -53,6 +65,76 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
         "connect_timeout_s": sf.connect_timeout_s,
         "read_timeout_s": sf.read_timeout_s,
     }
+
+
+# The spool kv key (Spool.set_state) a rotated refresh token is kept under.
+REFRESH_TOKEN_STATE_KEY = "salesforce_refresh_token"
+
+
+def refresh_token_fingerprint(token: str) -> str:
+    """sha256 hex of a refresh token: which configured token a kept one descends from."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class SpoolRefreshTokens:
+    """The refresh token the connected app last rotated to, kept in the spool's key-value
+    state (:class:`daemon.salesforce.auth.RefreshTokenStore`).
+
+    With refresh token rotation on, Salesforce spends the refresh token a refresh sends and
+    answers with a new one; the configured token works once. The newest one is kept here
+    (the spool file is mode 0600) with the fingerprint of the configured token it descends
+    from, and used instead of the configured one while that fingerprint matches: a refresh
+    token configured anew (another fingerprint) wins, and the kept one is replaced at the
+    first rotation of the new one. The token itself never appears in a log line.
+    """
+
+    def __init__(self, spool: Any, configured: str, *, path: Path | str) -> None:
+        self._spool = spool
+        self._from = refresh_token_fingerprint(configured)
+        self.where = f"the spool file {path}"
+        self.restored = False  # load() answered a kept token (check-config says so)
+
+    async def load(self) -> str | None:
+        raw = await self._spool.get_state(REFRESH_TOKEN_STATE_KEY)
+        if raw is None:
+            return None
+        try:
+            kept = json.loads(raw)
+            token, origin = kept["token"], kept["from_sha256"]
+        except (ValueError, KeyError, TypeError):
+            token = origin = None
+        if not isinstance(token, str) or not token or not isinstance(origin, str):
+            log.warning(
+                "salesforce_refresh_token_kept_unreadable",
+                where=self.where,
+                note="the kept refresh token cannot be read: the configured one is used",
+            )
+            return None
+        if origin != self._from:
+            log.info(
+                "salesforce_refresh_token_kept_ignored",
+                where=self.where,
+                note=(
+                    "the refresh token kept there descends from another refresh token than "
+                    "the one configured now (a new one was put in place): the configured one "
+                    "is used, and replaces the kept one at its first rotation"
+                ),
+            )
+            return None
+        self.restored = True
+        return token
+
+    async def save(self, token: str) -> None:
+        value = json.dumps({"from_sha256": self._from, "token": token})
+        await self._spool.set_state(REFRESH_TOKEN_STATE_KEY, value)
+
+
+def spool_refresh_tokens(settings: Settings, spool: Any) -> SpoolRefreshTokens | None:
+    """The rotated refresh token store in ``spool`` when ``auth = "refresh_token"``."""
+    sf = settings.salesforce
+    if sf.auth != "refresh_token" or sf.refresh_token is None:
+        return None
+    return SpoolRefreshTokens(spool, sf.refresh_token.get_secret_value(), path=settings.spool.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +326,12 @@ class DaemonRails:
         )
         try:
             self.client = SalesforceClient(
-                **client_kwargs(settings), quota=quota, on_call=self._on_call
+                **client_kwargs(settings),
+                # The spool is open before the rails are built, and closed after they stop;
+                # the client reads the kept token at its first refresh.
+                refresh_token_store=spool_refresh_tokens(settings, spool),
+                quota=quota,
+                on_call=self._on_call,
             )
         except ConfigurationError as exc:
             raise SettingsError([Problem("salesforce", "settings", str(exc))]) from exc

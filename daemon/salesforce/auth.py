@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -23,6 +24,7 @@ __all__ = [
     "AuthFlow",
     "Credentials",
     "PrivateKeyError",
+    "RefreshTokenStore",
     "jwt_assertion",
     "signing_key",
     "token_form",
@@ -67,6 +69,29 @@ class Credentials:
         if self.flow is AuthFlow.JWT and not self.private_key and self.private_key_file is None:
             out.append("private_key_file is required for auth = 'jwt'")
         return out
+
+
+class RefreshTokenStore(Protocol):
+    """Where a refresh token the connected app rotated to is kept between runs.
+
+    With refresh token rotation on, each refresh answers with a new refresh token and the
+    one sent is invalidated (Salesforce Help, "OAuth 2.0 Refresh Token Flow"): the next
+    start must use the newest one, not the configured one. The client calls :meth:`load`
+    before its first refresh and after a refresh refused with ``invalid_grant`` (another
+    process may have rotated and kept a newer one), and :meth:`save` with each new token
+    before it uses the access token that came with it.
+    """
+
+    #: Where the token is kept, for log lines (never the token itself).
+    where: str
+
+    async def load(self) -> str | None:
+        """The refresh token to use instead of the configured one (None: the configured)."""
+        ...
+
+    async def save(self, token: str) -> None:
+        """Keep ``token`` for the next start (raise if it cannot be kept)."""
+        ...
 
 
 def default_audience(login_url: str) -> str:

@@ -34,7 +34,7 @@ import certifi
 import httpx
 import structlog
 
-from .auth import AuthFlow, Credentials, PrivateKeyError, token_form
+from .auth import AuthFlow, Credentials, PrivateKeyError, RefreshTokenStore, token_form
 from .errors import (
     AuthError,
     ClientClosed,
@@ -105,6 +105,10 @@ def _cert_rejected(exc: BaseException) -> bool:
     return False
 
 
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _fresh_token_refused(err: SessionExpired) -> AuthError:
     """A 401 INVALID_SESSION_ID again right after a fresh token: refreshing once more would
     only loop (every rail backing off and logging in again, forever), so it is a
@@ -153,6 +157,10 @@ class SalesforceClient:
 
     ``async with SalesforceClient(login_url=..., auth="client_credentials", client_id=...,
     client_secret=...) as sf: await sf.limits()``
+
+    ``refresh_token_store`` (``auth = "refresh_token"`` only): where a refresh token the
+    connected app rotated to is kept for the next start (:class:`.auth.RefreshTokenStore`);
+    without one a rotated token lives in memory only.
     """
 
     def __init__(
@@ -165,6 +173,7 @@ class SalesforceClient:
         username: str | None = None,
         password: str | None = None,
         refresh_token: str | None = None,
+        refresh_token_store: RefreshTokenStore | None = None,
         private_key: str | None = None,
         private_key_file: Path | str | None = None,
         jwt_audience: str | None = None,
@@ -225,6 +234,11 @@ class SalesforceClient:
         self._auth_failure_tb: types.TracebackType | None = None
         self.token_requests = 0  # for tests and metrics: how many times we hit the token endpoint
         self._rotation_seen = False  # refresh token rotation noticed (logged once)
+        # Where rotated refresh tokens are kept between runs; read before the first refresh.
+        self._refresh_tokens = (
+            refresh_token_store if self._creds.flow is AuthFlow.REFRESH_TOKEN else None
+        )
+        self._kept_token_read = False
 
     # -- lifecycle ---------------------------------------------------------------
     def _check_scheme(self, url: str, what: str) -> None:
@@ -323,19 +337,13 @@ class SalesforceClient:
             self._auth_settled += 1
 
     async def _fetch_token(self) -> None:
-        http = self._client()
-        url = self._creds.login_url + "/services/oauth2/token"
-        try:
-            form = token_form(self._creds)
-        except PrivateKeyError as exc:
-            raise AuthError(f"cannot sign the JWT bearer assertion: {exc}") from exc
-        except (OSError, ValueError) as exc:
-            raise AuthError(
-                f"cannot build the {self._creds.flow.value} token request: {exc}"
-            ) from exc
-        self.token_requests += 1
-        with map_salesforce_errors():
-            response = await http.post(url, data=form)
+        if self._refresh_tokens is not None and not self._kept_token_read:
+            self._kept_token_read = True
+            if await self._use_kept_refresh_token():
+                log.info("salesforce_refresh_token_restored", where=self._refresh_tokens.where)
+        response = await self._post_token_request()
+        if response.status_code != 200 and await self._kept_token_is_newer(response):
+            response = await self._post_token_request()
         if response.status_code != 200:
             err = error_from_oauth_response(response.status_code, response.content)
             log.error(
@@ -362,21 +370,124 @@ class SalesforceClient:
         ):
             # Refresh token rotation (§1.4 [U]; Salesforce Help, "OAuth 2.0 Refresh Token
             # Flow"): the response carries a new refresh token and the one just used is
-            # invalidated, so the next refresh must send the new one.
+            # invalidated, so the next refresh, and the next start, must send the new one.
+            # Kept before the new access token is used: a crash right after still has it.
             self._creds = dataclasses.replace(self._creds, refresh_token=rotated)
-            if not self._rotation_seen:
+            store = self._refresh_tokens
+            if store is None:
+                if not self._rotation_seen:
+                    self._rotation_seen = True
+                    log.warning(
+                        "salesforce_refresh_token_rotated",
+                        fix=(
+                            "the connected app rotates refresh tokens: the configured one is "
+                            "now spent and the new one is kept in memory only, so the next "
+                            "start needs a new refresh token; turn rotation off for this "
+                            "app, or use auth = 'jwt' or 'client_credentials'"
+                        ),
+                    )
+            elif await self._keep_refresh_token(rotated) and not self._rotation_seen:
                 self._rotation_seen = True
-                log.warning(
+                log.info(
                     "salesforce_refresh_token_rotated",
-                    fix=(
-                        "the connected app rotates refresh tokens: the configured one is now "
-                        "spent, so the next start needs a new refresh token; turn rotation "
-                        "off for this app, or use auth = 'jwt' or 'client_credentials'"
+                    kept=store.where,
+                    note=(
+                        "the connected app rotates refresh tokens: Salesforce sent a new one "
+                        f"and spent the one used; the new one is kept in {store.where} and "
+                        "the next start uses it (a refresh token configured anew replaces it)"
                     ),
                 )
         self._token = token
         self._instance_url = instance_url
         log.info("salesforce_authenticated", flow=self._creds.flow.value, instance_url=instance_url)
+
+    async def _post_token_request(self) -> httpx.Response:
+        http = self._client()
+        url = self._creds.login_url + "/services/oauth2/token"
+        try:
+            form = token_form(self._creds)
+        except PrivateKeyError as exc:
+            raise AuthError(f"cannot sign the JWT bearer assertion: {exc}") from exc
+        except (OSError, ValueError) as exc:
+            raise AuthError(
+                f"cannot build the {self._creds.flow.value} token request: {exc}"
+            ) from exc
+        self.token_requests += 1
+        with map_salesforce_errors():
+            return await http.post(url, data=form)
+
+    async def _use_kept_refresh_token(self) -> bool:
+        """Switch to the refresh token the store keeps, if it has one other than ours.
+
+        A store that cannot be read is logged and the token in hand is used: the client
+        keeps working (a spent one fails as any refused refresh does).
+        """
+        store = self._refresh_tokens
+        if store is None:
+            return False
+        try:
+            kept = await store.load()
+        except Exception as exc:
+            log.error(
+                "salesforce_refresh_token_unreadable",
+                where=store.where,
+                error=_error_text(exc),
+                fix=(
+                    "the refresh token kept from the last rotation cannot be read, so the "
+                    "one in hand is used; if Salesforce refuses it (invalid_grant), fix "
+                    "what the error names, or put a new refresh token in place"
+                ),
+            )
+            return False
+        if not kept or kept == self._creds.refresh_token:
+            return False
+        self._creds = dataclasses.replace(self._creds, refresh_token=kept)
+        return True
+
+    async def _kept_token_is_newer(self, response: httpx.Response) -> bool:
+        """After a refresh refused ``invalid_grant``: whether the store keeps a refresh token
+        other than the one just sent (another process, e.g. ``check-config``, rotated it and
+        kept the new one), now in hand to try once more."""
+        if self._refresh_tokens is None:
+            return False
+        err = error_from_oauth_response(response.status_code, response.content)
+        if err.error_code != "invalid_grant" or not await self._use_kept_refresh_token():
+            return False
+        log.warning(
+            "salesforce_refresh_token_reloaded",
+            where=self._refresh_tokens.where,
+            note=(
+                "Salesforce refused the refresh token in hand, and another one was kept "
+                "since (a check-config or another process using the same token rotated it): "
+                "trying that one"
+            ),
+        )
+        return True
+
+    async def _keep_refresh_token(self, token: str) -> bool:
+        """Hand a rotated refresh token to the store; False (logged) if it could not be kept.
+
+        A failure does not stop the client: this run has the token in memory.
+        """
+        store = self._refresh_tokens
+        assert store is not None
+        try:
+            await store.save(token)
+        except Exception as exc:
+            log.error(
+                "salesforce_refresh_token_not_kept",
+                where=store.where,
+                error=_error_text(exc).replace(token, "[redacted]"),
+                fix=(
+                    "the connected app rotated the refresh token and spent the previous one; "
+                    "the new one works for this run but could not be kept, so a restart "
+                    "would fail with invalid_grant: fix what the error names before the next "
+                    "restart (each later rotation tries again), or put a new refresh token "
+                    "in place"
+                ),
+            )
+            return False
+        return True
 
     # -- requests ------------------------------------------------------------------
     def _url(self, path: str) -> str:
