@@ -29,7 +29,7 @@ from adapters.config import CSV_FIELDS
 from adapters.dispositions import DispositionMap
 from spool.record import Direction, LeadRef
 
-__all__ = ["CDR_COLUMNS", "decode_cdr_row", "decode_csv_row"]
+__all__ = ["CDR_COLUMNS", "CDR_MAX_COLUMNS", "decode_cdr_row", "decode_csv_row"]
 
 CDR_COLUMNS: Final = (
     "accountcode",
@@ -51,6 +51,8 @@ CDR_COLUMNS: Final = (
 )
 # Optional trailing columns, in the order cdr_csv writes them.
 _NEW_COLUMNS: Final = ("peeraccount", "linkedid", "sequence")
+# The most a Master.csv row has: every optional column logged
+CDR_MAX_COLUMNS: Final = len(CDR_COLUMNS) + 2 + len(_NEW_COLUMNS)
 _EXTRA_KEYS: Final = ("accountcode", "dcontext", "channel", "dstchannel", "lastapp", "userfield")
 
 

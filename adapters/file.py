@@ -13,6 +13,12 @@ Idempotent and resumable:
   (shorter than the offset) is read from the start again (harmless: duplicates
   are recognised);
 * bad rows are quarantined with their reason and counted; the run goes on;
+* a line whose double quotes do not balance (a name with an undoubled ``"``, a
+  line cut short inside a quoted field) is quarantined alone, as an unbalanced
+  quote on its line number; the rows after it are read on their own. A quoted
+  field may still hold newlines (RFC 4180; ``cdr_csv`` writes a newline inside a
+  string as it is): its lines are one row when together they are one well-formed
+  row of the file's width and none of the lines after the first is a row itself;
 * a refusing spool (full, disk error) is waited out with backoff; the offset of
   the refused batch is not advanced.
 
@@ -23,6 +29,9 @@ way ``tail -F`` follows a log:
 * a last line without its newline is the row the dialer is half-way through
   writing: it is left for a later pass, which reads it whole (a one-shot
   ``ingest`` takes it: that file is complete);
+* so is a quoted field still open at the end of the file (a row holding
+  newlines, being written), unless a line after the one that opened it is a row
+  of its own: then that line is the bad one, and the rows after it do not wait;
 * the followed file stays open between passes. When the path names another
   file (logrotate renamed ours away and the dialer started a new one), the old
   file is first read to its end from the committed offset, then the new one
@@ -42,6 +51,7 @@ import io
 import json
 import os
 import random
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -54,7 +64,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from adapters._base import AdapterHealth, AdapterState
-from adapters._cdr import decode_cdr_row, decode_csv_row
+from adapters._cdr import CDR_COLUMNS, CDR_MAX_COLUMNS, decode_cdr_row, decode_csv_row
 from adapters._decode_util import DecodeError
 from adapters._ingest import Intake, Refused, log_reason
 from adapters.config import FileConfig, check_tz, table_problems
@@ -68,6 +78,7 @@ log = structlog.get_logger("adapters.file")
 
 _HEAD_BYTES: Final = 4096
 _MAX_RECORD_BYTES: Final = 1_048_576  # one CSV record (quoted newlines included)
+_APART: Final = "; the lines after it are read on their own"
 _REFUSED_BACKOFF_MAX_S: Final = 30.0
 _REFUSED_GIVE_UP_S: Final = 600.0
 FORMATS: Final = ("asterisk-cdr", "csv")
@@ -92,37 +103,63 @@ def _head_hash(head: bytes) -> str:
     return hashlib.sha256(head).hexdigest()[:16]
 
 
-def _records(f: io.BufferedReader, *, complete: bool) -> Iterator[tuple[bytes, int]]:
-    """Raw CSV records (quoted newlines joined) and the offset after each.
+# The kinds of record _records yields
+_LINE: Final = 0  # one line, its quotes balanced (or a line over the size limit, cut)
+_JOINED: Final = 1  # lines joined by a quoted field that holds newlines, closed
+_OPEN: Final = 2  # a quoted field still open where the file ends or the size limit falls
+
+
+def _records(f: io.BufferedReader, *, complete: bool) -> Iterator[tuple[bytes, int, int]]:
+    """Raw CSV records, the offset after each and its kind (``_LINE``, ``_JOINED``, ``_OPEN``).
+
+    A line with an odd number of ``"`` opens a quoted field that goes on over the next
+    lines (RFC 4180 lets a field hold newlines) until a line with an odd number closes
+    it: those lines are one ``_JOINED`` record. A field still open where the file ends,
+    or when the record passes ``_MAX_RECORD_BYTES``, makes an ``_OPEN`` record, the last
+    one yielded: the caller goes on from a position of its choice with a new
+    ``_records`` (its offset is no record's end).
 
     ``complete``: nothing more will be written to the file (a one-shot ingest, a
     rotated file), so a last line without its newline is a record. Otherwise the
-    file is being watched and such a line (or a quoted field still open at the
-    end) is the row the writer is half-way through: it is not yielded, so the
-    cursor stays before it and a later pass reads it whole.
+    file is being watched and such a line is the row the writer is half-way through:
+    it is not yielded, so the cursor stays before it and a later pass reads it whole
+    (an ``_OPEN`` record ends with it, if any: it is no line of its own yet).
 
-    Memory stays bounded: a record longer than ``_MAX_RECORD_BYTES`` is yielded cut
-    to ``_MAX_RECORD_BYTES + 1`` bytes (the caller rejects it) and the rest of its
-    line is skipped.
+    Memory stays bounded: a line longer than ``_MAX_RECORD_BYTES`` is yielded cut to
+    ``_MAX_RECORD_BYTES + 1`` bytes (the caller rejects it) and the rest of it is skipped.
     """
-    pending = b""
+    readline = f.readline
+    pending = b""  # the lines of a record whose quoted field is open
     while True:
-        line = f.readline(_MAX_RECORD_BYTES + 1 - len(pending))
+        line = readline(_MAX_RECORD_BYTES + 1 - len(pending))
+        odd = line.count(b'"') & 1
+        if not pending:
+            if line.endswith(b"\n"):
+                if odd:
+                    pending = line
+                elif line.strip():
+                    yield line, f.tell(), _LINE
+                continue
+            # No newline: the end of the file, or a line reaching the size limit.
+            if len(line) > _MAX_RECORD_BYTES:
+                if _skip_line(f):
+                    yield line, f.tell(), _LINE
+                    continue
+                if complete:
+                    yield line, f.tell(), _LINE
+            elif complete and line.strip():
+                yield line, f.tell(), _OPEN if odd else _LINE
+            return
         pending += line
-        if line.endswith(b"\n"):
-            if pending.count(b'"') % 2 == 0 or len(pending) > _MAX_RECORD_BYTES:
-                if pending.strip():
-                    yield pending, f.tell()
-                pending = b""
-            continue
-        # No newline: the end of the file, or a record reaching its size limit.
-        if len(pending) > _MAX_RECORD_BYTES and _skip_line(f):
-            yield pending, f.tell()
+        if len(pending) > _MAX_RECORD_BYTES or not line.endswith(b"\n"):
+            # the size limit, or the end of the file: there a last line without its
+            # newline that closes the field ends the record if the file is complete
+            closed = complete and odd and len(pending) <= _MAX_RECORD_BYTES
+            yield pending, f.tell(), _JOINED if closed else _OPEN
+            return
+        if odd:
+            yield pending, f.tell(), _JOINED
             pending = b""
-            continue
-        if complete and pending.strip():
-            yield pending, f.tell()
-        return
 
 
 def _skip_line(f: io.BufferedReader) -> bool:
@@ -163,10 +200,38 @@ def _find_by_inode(path: Path, inode: int) -> Path | None:
     return None
 
 
-def _parse(record: bytes) -> list[str]:
-    text = record.decode("utf-8", "replace")
-    rows = list(csv.reader(io.StringIO(text)))
-    return rows[0] if rows else []
+# One line of RFC 4180 CSV: each field quoted (quotes doubled inside) or free of quotes
+_RFC4180_LINE: Final = re.compile(
+    rb'(?:"(?:[^"]|"")*"|[^",\r\n]*)(?:,(?:"(?:[^"]|"")*"|[^",\r\n]*))*\r?\n?'
+)
+
+
+def _parse(record: bytes, *, strict: bool = False) -> list[list[str]]:
+    """The CSV rows of ``record``. ``strict``: a quote that does not close a field (or a
+    field still open at the end) is a ``csv.Error``; otherwise it is kept as a
+    character, as the csv reader does."""
+    return list(csv.reader(io.StringIO(record.decode("utf-8", "replace")), strict=strict))
+
+
+def _split_lines(record: bytes) -> list[bytes]:
+    """The lines of ``record``, each with its newline (the last one may have none)."""
+    lines = [line + b"\n" for line in record.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _count_lines(fd: int, start: int, end: int) -> int:
+    """The newlines in bytes ``start`` to ``end`` of the file ``fd`` (not moving its offset)."""
+    n = 0
+    while start < end:
+        chunk = os.pread(fd, min(end - start, 1 << 20), start)
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+        start += len(chunk)
+    return n
 
 
 def _reason_key(reason: str) -> str:
@@ -258,6 +323,8 @@ class _FileIngest:
         # follow(): the file being followed (open across passes) and its identity
         self._followed: io.BufferedReader | None = None
         self._followed_id: tuple[int, int] | None = None
+        # _line_number(): (file identity and head hash, offset, line number there)
+        self._lines: tuple[tuple[tuple[int, int], str], int, int] | None = None
 
     async def _saved(self) -> _Cursor | None:
         return _Cursor.from_json(await self.intake.spool.get_cursor(self.cursor_key))
@@ -271,8 +338,36 @@ class _FileIngest:
         return saved.offset
 
     def _decode(self, record: bytes, header: list[str] | None) -> CallOutcome | str:
+        """The outcome of a one-line record, or why it is rejected."""
+        if len(record) > _MAX_RECORD_BYTES:
+            return f"row: longer than {_MAX_RECORD_BYTES} bytes"
         try:
-            row = _parse(record)
+            rows = _parse(record)
+        except csv.Error as exc:
+            return str(exc)
+        return self._outcome(rows[0] if rows else [], record, header)
+
+    def _alone(
+        self, line: bytes, header: list[str] | None, *, rfc: bool = False
+    ) -> CallOutcome | None:
+        """The outcome of ``line`` read on its own with no quote left open or misplaced;
+        None when it is not such a row. ``rfc``: with quotes only around whole fields, as
+        RFC 4180 writes them (not ``5" screen``, which the csv reader takes as it is)."""
+        if rfc and _RFC4180_LINE.fullmatch(line) is None:
+            return None
+        try:
+            rows = _parse(line, strict=True)
+        except csv.Error:
+            return None
+        if len(rows) != 1:
+            return None
+        outcome = self._outcome(rows[0], line, header)
+        return outcome if isinstance(outcome, CallOutcome) else None
+
+    def _outcome(
+        self, row: list[str], record: bytes, header: list[str] | None
+    ) -> CallOutcome | str:
+        try:
             if self.format == "asterisk-cdr":
                 fields = decode_cdr_row(
                     row,
@@ -294,9 +389,105 @@ class _FileIngest:
                     tz=self.tz,
                     direction=self.direction,
                 )
-        except (DecodeError, csv.Error) as exc:
+        except DecodeError as exc:
             return str(exc)
         return Intake.validate(fields)
+
+    def _one_row(self, record: bytes, header: list[str] | None) -> CallOutcome | str | None:
+        """A record of several lines (a quoted field holding newlines): its outcome, or why
+        it is rejected, when it is one row; None when it is not, because a quote is out
+        of place (it is not one row of the file's width with every quote where RFC 4180
+        allows it) or because a line after the first is a row of its own or the start of
+        one: then a stray quote on the first line swallowed the rows after it."""
+        try:
+            rows = _parse(record, strict=True)
+        except csv.Error:
+            return None
+        if len(rows) != 1 or not self._fits(rows[0], header):
+            return None
+        if any(self._is_row(line, header) for line in _split_lines(record)[1:]):
+            return None
+        return self._outcome(rows[0], record, header)
+
+    def _fits(self, row: list[str], header: list[str] | None) -> bool:
+        """Whether ``row`` has as many columns as a row of this file can have."""
+        if header is not None:
+            return len(row) == len(header)
+        return len(CDR_COLUMNS) <= len(row) <= CDR_MAX_COLUMNS
+
+    def _is_row(self, line: bytes, header: list[str] | None) -> bool:
+        """Whether ``line`` is a row on its own, or the first line of one whose last field,
+        quoted, goes on over the next lines; written as RFC 4180 has it: the last line of
+        a field holding newlines, read alone, has its closing quote inside a field
+        (``two",busy,...``), which the csv reader would take for a row."""
+        if self._alone(line, header, rfc=True) is not None:
+            return True
+        if line.count(b'"') & 1:
+            return self._alone(line.rstrip(b"\r\n") + b'"\n', header, rfc=True) is not None
+        return False
+
+    def _line_number(self, fd: int, offset: int) -> int:
+        """The number (from 1) of the line starting at ``offset`` of the file ``fd``.
+
+        For a bad line's reason only: the lines are counted from the last line asked
+        for in the same file (or its start), not while reading.
+        """
+        st = os.fstat(fd)
+        at = ((st.st_dev, st.st_ino), _head_hash(os.pread(fd, _HEAD_BYTES, 0)))
+        start, number = 0, 1
+        if self._lines is not None and self._lines[0] == at and self._lines[1] <= offset:
+            start, number = self._lines[1], self._lines[2]
+        number += _count_lines(fd, start, offset)
+        self._lines = (at, offset, number)
+        return number
+
+    def _rows(
+        self, f: io.BufferedReader, header: list[str] | None, *, complete: bool
+    ) -> Iterator[tuple[bytes, int, CallOutcome | str]]:
+        """The records of ``f`` from its position: each one's bytes, the offset after it
+        and its outcome (or why it is rejected).
+
+        A line whose quotes leave a field open is one row with the lines after it when
+        they make one well-formed row (see :meth:`_one_row`). Otherwise it is the bad
+        line: it is taken alone (a row if it is one with its quote as a plain character,
+        else rejected as an unbalanced quote) and the lines after it are read on their
+        own. In a followed file, a field still open at its end may be a row being
+        written: it is waited for unless a line after the first is a row of its own.
+        """
+        while True:
+            for record, end, kind in _records(f, complete=complete):
+                if kind == _LINE:
+                    yield record, end, self._decode(record, header)
+                    continue
+                if kind == _JOINED:
+                    result = self._one_row(record, header)
+                    if result is not None:
+                        yield record, end, result
+                        continue
+                start = end - len(record)
+                lines = _split_lines(record)
+                first = lines[0]
+                alone = self._alone(first, header)
+                if (
+                    kind == _OPEN
+                    and not complete
+                    and alone is None
+                    and len(record) <= _MAX_RECORD_BYTES
+                    and not any(
+                        self._is_row(line, header) for line in lines[1:] if line.endswith(b"\n")
+                    )
+                ):
+                    return  # the rest of the field may be on its way
+                after = start + len(first)
+                if alone is not None:
+                    yield first, after, alone
+                else:
+                    n = self._line_number(f.fileno(), start)
+                    yield first, after, f"row: unbalanced double quote on line {n}" + _APART
+                f.seek(after)
+                break
+            else:
+                return
 
     async def run(self, summary: IngestSummary, progress: Any | None = None) -> None:
         """Read the file once, to its end: it is complete (an unterminated last line too)."""
@@ -396,21 +587,24 @@ class _FileIngest:
             first = next(_records(f, complete=complete), None)
             if first is None:
                 return
-            header = [h.strip().lstrip("\ufeff") for h in _parse(first[0])]
-            offset = max(offset, first[1])
+            record, after, kind = first
+            if kind == _OPEN:  # a quote left open in the header: its first line is the header
+                line = _split_lines(record)[0]
+                record, after = line, after - len(record) + len(line)
+            try:
+                rows = _parse(record)
+            except csv.Error as exc:  # a ValueError: the adapter tries again, ingest stops
+                raise ValueError(f"header: {exc}") from exc
+            header = [h.strip().lstrip("\ufeff") for h in rows[0]] if rows else []
+            offset = max(offset, after)
         f.seek(offset)
         if progress is not None:
             progress(offset, size)
         batch: list[CallOutcome] = []
         end = offset
-        for record, end in _records(f, complete=complete):
+        for record, end, result in self._rows(f, header, complete=complete):
             summary.rows += 1
             self.intake.health.received += 1
-            result = (
-                self._decode(record, header)
-                if len(record) <= _MAX_RECORD_BYTES
-                else f"row: longer than {_MAX_RECORD_BYTES} bytes"
-            )
             if isinstance(result, str):
                 summary.rejected += 1
                 key = _reason_key(result)
