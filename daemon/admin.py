@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import math
 import os
 import sqlite3
 import time
@@ -260,9 +261,12 @@ def _render_status(report: StatusReport, console: Console) -> None:
 
 @asynccontextmanager
 async def _open(path: Path) -> AsyncIterator[Any]:
+    """The spool for ``dead-letters``: it purges nothing. Retention is the service's
+    (``[spool] retention_days``), which this command may not know (``--spool``); the
+    library's default of 7 days would delete done calls the service keeps longer."""
     from spool import open_spool
 
-    async with open_spool(path) as spool:
+    async with open_spool(path, purge_interval_s=math.inf) as spool:
         yield spool
 
 

@@ -242,3 +242,26 @@ def test_dead_letters_this_version_cannot_read_are_listed_shown_exported_and_ret
     captured = capsys.readouterr()
     assert "3 dead letters queued" in captured.out
     assert "1 of them was stored in a form this version cannot read" in captured.err
+
+
+async def test_dead_letters_never_purges_what_the_service_keeps(tmp_path: Path) -> None:
+    """`dead-letters` opened the spool with the library's defaults, 7 days of retention,
+    and its spool ran the first maintenance pass a few seconds in: a done call older than
+    a week was purged though `[spool] retention_days` keeps it longer (and with it the
+    record that recognises the call when the dialer sends it again). The command's spool
+    still expires leases, but purges nothing: retention is the service's."""
+    from daemon.admin import _open
+
+    path = tmp_path / "spool.db"
+    ten_days_ago = time.time() - 10 * 86400
+    async with open_spool(path, retention_s=30 * 86400, clock=lambda: ten_days_ago) as spool:
+        await spool.put_many([outcome(1), outcome(2)])
+        [done] = await spool.claim("bulk", 1)
+        await spool.ack([done])
+        await spool.claim("bulk", 1, lease_s=1.0)  # its lease ran out ten days ago
+    async with _open(path) as spool:
+        deadline = time.monotonic() + 20
+        while (await spool.stats()).pending != 1:  # the maintenance pass has run
+            assert time.monotonic() < deadline, "the expired lease was never reaped"
+            await asyncio.sleep(0.05)
+        assert (await spool.stats()).done == 1
