@@ -320,6 +320,7 @@ class DaemonRails:
         # Requests in a row that got no answer or a 5xx, since when, and the last one's why.
         self._failed_calls = 0
         self._failing_since = 0.0
+        self._calls_counted = 0  # the quota view's calls_total the metric has
         self._last_failure = ""
         quota = QuotaView(
             reserve=settings.rails.quota_reserve, max_share=settings.rails.quota_max_share
@@ -395,7 +396,12 @@ class DaemonRails:
         return f"{len(mapping.task_fields)} Task fields, {len(mapping.lead_fields)} Lead fields"
 
     def _on_call(self, rail: str, method: str, path_kind: str, status: int, seconds: float) -> None:
-        self._metrics.api_call(rail)
+        # The calls the quota view counted (it skips one whose connection never opened),
+        # counted just before this hook runs.
+        counted = self.client.quota.calls_total
+        if counted > self._calls_counted:
+            self._metrics.api_call(rail, counted - self._calls_counted)
+            self._calls_counted = counted
         # Reachability for /readyz: no answer (status 0) or a 5xx means the org is not
         # taking work; any other answer (errors included) means it is there.
         if status == 0 or status >= 500:

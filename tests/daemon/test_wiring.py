@@ -81,3 +81,36 @@ async def test_rail_timings_reach_the_running_rails(tmp_path: Path, source: str)
     assert rails.bulk.lease_s == 1800
     assert rails.config_recheck_s == 15
     assert rails.limits_interval_s == 600
+
+
+async def test_api_calls_metric_counts_what_the_quota_counts(tmp_path: Path) -> None:
+    """dispo_api_calls_total ("each counts against the quota") counts the calls the quota
+    view counts: one answered, one whose answer was lost (Salesforce counted it), not one
+    whose connection could not be made (nothing left the machine)."""
+    import socket
+
+    from daemon.salesforce import TransportError
+    from sfsim.testing import running_sim
+
+    async with running_sim(tls=False) as sim, open_spool(tmp_path / "s.db") as spool:
+        info = sim.info
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f'[salesforce]\nlogin_url = "{info["instance_url"]}"\n'
+            f'client_id = "{info["client_id"]}"\nclient_secret = "{info["client_secret"]}"\n'
+        )
+        metrics = Metrics()
+        daemon = DaemonRails(load_settings(config, environ={}), spool, metrics)
+        sf = daemon.client
+        async with sf:
+            await sf.limits()
+            sim.org.faults.configure({"drop_next": 1, "drop_after_processing": True})
+            with pytest.raises(TransportError):
+                await sf.limits()
+            with socket.socket() as s:  # a port nothing listens on
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            with pytest.raises(TransportError):
+                await sf.request("GET", f"http://127.0.0.1:{port}/x", rail="admin")
+        assert sf.quota.calls_by_rail["admin"] == 2
+        assert 'dispo_api_calls_total{rail="admin"} 2.0' in metrics.render().decode()
