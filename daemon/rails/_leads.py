@@ -16,8 +16,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote_plus
 
 from daemon.mapping import Mapping
@@ -31,6 +30,8 @@ __all__ = [
     "LeadResolver",
     "LruCache",
     "SentLead",
+    "id_key",
+    "newer",
     "soql_chunks",
     "soql_literal",
 ]
@@ -71,6 +72,12 @@ class LruCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def id_key(lead_id: str) -> str:
+    """The lead key of a Lead by its Id (as ``LeadRef.key`` names one by Id): the key
+    every naming of that Lead (Id, external key, phone) meets under once its Id is known."""
+    return "id:" + lead_id[:15]
 
 
 def soql_literal(value: str) -> str:
@@ -146,6 +153,21 @@ class LeadResolver:
         self._cache.discard(key)
         self._missing.put(key, self._clock())
 
+    def cached_key(self, key: str) -> str | None:
+        """The Lead Id known for this lead key without a lookup (an Id naming is its own;
+        else the cache), or None."""
+        if key.startswith("id:"):
+            return key[3:]
+        if self.is_missing_key(key):
+            return None
+        return self._cache.get(key)
+
+    def remember(self, key: str, lead_id: str) -> None:
+        """A Lead Id learnt otherwise for this lead key (a Bulk upsert by external key
+        answers with the Id it matched)."""
+        if not key.startswith("id:"):
+            self._cache.put(key, lead_id)
+
     def cached(self, ref: LeadRef) -> str | None:
         if self.is_missing(ref):
             return None
@@ -215,13 +237,24 @@ class LeadResolver:
                     self._missing.put(key, self._clock())
 
 
-@dataclass(frozen=True, slots=True)
-class SentLead:
-    """The full Lead state one outcome wrote (for newest-wins across rails)."""
+class SentLead(NamedTuple):
+    """The full Lead state one outcome wrote (for newest-wins across rails). A tuple:
+    the Bulk rail keeps one per Lead of every batch (cheap to build)."""
 
     order: tuple[float, int]  # (ended_at, record_id), as the spool orders outcomes per Lead
     lead_id: str
     fields: dict[str, Any]
+    lead_key: str = ""  # how that outcome named the Lead (LeadRef.key); "": by lead_id
+    stamp: int = 0  # LeadLedger.tick() when a REST write recorded it (0: a Bulk job)
+
+
+def newer(a: SentLead | None, b: SentLead | None) -> SentLead | None:
+    """The newer of two sent states (either may be None)."""
+    if a is None:
+        return b
+    if b is None or a.order >= b.order:
+        return a
+    return b
 
 
 class LeadLedger:
@@ -229,18 +262,43 @@ class LeadLedger:
 
     A bulk job that finishes late compares its rows with this ledger: a Lead whose
     newer state went out by REST while the job ran gets that state re-sent.
+
+    A state is kept under the lead key of the outcome that wrote it and under the
+    Lead's Id key (:func:`id_key`), so that outcomes naming one Lead in different ways
+    (Id, external key, phone) are compared with each other once the Lead's Id is known.
     """
 
     def __init__(self, maxsize: int = 200_000) -> None:
         self._data: LruCache[str, SentLead] = LruCache(maxsize)
+        self.stamp = 0  # the last stamp handed out (see tick)
+
+    def tick(self) -> int:
+        """A new stamp for a state being recorded: a Bulk batch that notes ``stamp`` when
+        it starts knows which REST writes went out while its jobs ran."""
+        self.stamp += 1
+        return self.stamp
 
     def record(self, lead_key: str, sent: SentLead) -> None:
-        current = self._data.get(lead_key)
+        self._keep(lead_key, sent)
+        key = "id:" + sent.lead_id[:15]  # (id_key, inline: the Bulk hot path)
+        if key != lead_key:
+            self._keep(key, sent)
+
+    def _keep(self, key: str, sent: SentLead) -> None:
+        current = self._data.get(key)
         if current is None or sent.order >= current.order:
-            self._data.put(lead_key, sent)
+            self._data.put(key, sent)
 
     def get(self, lead_key: str) -> SentLead | None:
         return self._data.get(lead_key)
+
+    def newest(self, lead_key: str, lead_id: str | None) -> SentLead | None:
+        """The newest state sent for this lead key or, when known, the Lead's Id."""
+        sent = self._data.get(lead_key)
+        if lead_id is None or lead_key.startswith("id:"):
+            # (named by Id: that is the Lead's Id key)
+            return sent
+        return newer(sent, self._data.get("id:" + lead_id[:15]))
 
 
 class KeyLocks:

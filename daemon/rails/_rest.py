@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -61,7 +62,7 @@ from daemon.salesforce.wire import (
 )
 from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
 
-from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead
+from ._leads import KeyLocks, LeadLedger, LeadResolver, LruCache, SentLead, id_key, newer
 from ._task_ids import find_tasks
 
 __all__ = ["SENDING", "Action", "Ref", "RestSender", "Verdict", "apply_verdicts", "verdict_for"]
@@ -205,13 +206,17 @@ class RestSender:
 
     # -- building ------------------------------------------------------------------
     async def _prepare(
-        self, claims: Sequence[Claim], *, rail: str
+        self,
+        claims: Sequence[Claim],
+        lead_ids: dict[str, str | None],
+        cached: set[str],
+        *,
+        rail: str,
     ) -> tuple[list[_Item], list[_LeadRow]]:
+        """Items and Lead rows of these claims; ``lead_ids`` (lead key -> Lead Id) and
+        ``cached`` (the lead keys whose Id came from the resolver's cache) as
+        :meth:`send` resolved them."""
         m = self._mapping
-        refs = [c.outcome.lead for c in claims if c.outcome.lead is not None]
-        # (before resolve, which caches what it looks up: those are fresh)
-        cached = {r.key for r in refs if r.id is None and self._resolver.cached(r) is not None}
-        lead_ids = await self._resolver.resolve(refs, rail=rail) if refs else {}
         lead_keys = [c.lead_key for c in claims if c.lead_key is not None]
         newest = await self._spool.newest_per_lead(lead_keys) if lead_keys else {}
         found, lookup_failed = await self._find_tasks(claims, rail=rail)
@@ -252,28 +257,40 @@ class RestSender:
             item.task = m.task_record(outcome, who_id=lead_id, include_create_only=new)
             items.append(item)
             if lead_id is not None and claim.lead_key is not None:
-                groups[claim.lead_key].append(item)
+                # One row per Lead, however its outcomes name it (by Id, key or phone).
+                groups[id_key(lead_id)].append(item)
         rows: list[_LeadRow] = []
-        for lead_key, group in groups.items():
-            newest_id = newest.get(lead_key, (None, None))[0]
-            full = next((i.claim for i in group if i.claim.record_id == newest_id), None)
-            if full is None and newest_id is None:
-                # The spool knows nothing newer (e.g. no ordering data): newest in this batch.
-                full = max(group, key=lambda i: (i.claim.outcome.ended_at, i.claim.record_id)).claim
+        for group in groups.values():
+            # Per naming, the spool's newest outcome if it is here (the spool orders the
+            # outcomes of one naming; nothing newer known: the newest here); the newest of
+            # those carries the Lead's full state.
+            full: Claim | None = None
+            lead_id = group[0].lead_id
+            assert lead_id is not None
+            sent: SentLead | None = None
+            for lead_key in dict.fromkeys(i.claim.lead_key for i in group):
+                mine = [i.claim for i in group if i.claim.lead_key == lead_key]
+                newest_id = newest.get(lead_key, (None, None))[0] if lead_key else None
+                best = next((c for c in mine if c.record_id == newest_id), None)
+                if best is None and newest_id is None:
+                    best = max(mine, key=_claim_order)
+                if best is not None and (full is None or _claim_order(best) > _claim_order(full)):
+                    full = best
+                if lead_key is not None:
+                    sent = newer(sent, self._ledger.newest(lead_key, lead_id))
             fields: dict[str, Any] = {}
             if full is not None:
                 order = (full.outcome.ended_at.timestamp(), full.record_id)
-                sent = self._ledger.get(lead_key)
                 if sent is not None and sent.order > order:
-                    full = None  # a newer state already went out (another rail)
+                    full = None  # a newer state already went out (another rail or naming)
                 else:
                     fields.update(m.lead_update(full.outcome))
             for i in group:
                 fields.update(m.sticky_update(i.claim.outcome))
             if fields:
-                lead_id = group[0].lead_id
-                assert lead_id is not None
-                rows.append(_LeadRow(lead_id, lead_key, fields, group, full))
+                key = (full or group[0].claim).lead_key
+                assert key is not None
+                rows.append(_LeadRow(lead_id, key, fields, group, full))
         return items, rows
 
     async def _find_tasks(
@@ -359,11 +376,27 @@ class RestSender:
         Writes for one Lead are serialized (live slots and the collections rail run
         concurrently): the newest-state check and the write happen under the lock.
         """
-        async with self._locks.hold(c.lead_key for c in claims if c.lead_key is not None):
-            return await self._send_locked(claims, rail=rail)
+        # Leads are resolved first (cached lookups; no write depends on them yet), so that
+        # the lock of each Lead's Id is held too: one Lead named two ways (by Id and by
+        # phone, say, by two dialers) is one Lead to the ordering.
+        refs = [c.outcome.lead for c in claims if c.outcome.lead is not None]
+        # (before resolve, which caches what it looks up: those are fresh)
+        cached = {r.key for r in refs if r.id is None and self._resolver.cached(r) is not None}
+        lead_ids = await self._resolver.resolve(refs, rail=rail) if refs else {}
+        keys = {c.lead_key for c in claims if c.lead_key is not None}
+        keys.update(id_key(i) for i in lead_ids.values() if i is not None)
+        async with self._locks.hold(keys):
+            return await self._send_locked(claims, lead_ids, cached, rail=rail)
 
-    async def _send_locked(self, claims: Sequence[Claim], *, rail: str) -> list[Verdict]:
-        items, rows = await self._prepare(claims, rail=rail)
+    async def _send_locked(
+        self,
+        claims: Sequence[Claim],
+        lead_ids: dict[str, str | None],
+        cached: set[str],
+        *,
+        rail: str,
+    ) -> list[Verdict]:
+        items, rows = await self._prepare(claims, lead_ids, cached, rail=rail)
         todo = [i for i in items if i.verdict is None]
         if todo:
             await self._send_round(todo, rows, rail=rail, single=len(claims) == 1)
@@ -448,6 +481,8 @@ class RestSender:
                         (row.full.outcome.ended_at.timestamp(), row.full.record_id),
                         row.lead_id,
                         dict(row.fields),
+                        row.lead_key,
+                        self._ledger.tick(),
                     ),
                 )
         return verdicts
@@ -884,6 +919,10 @@ class RestSender:
             for row, r in zip(row_chunk, lead_results, strict=True):
                 for i in row.items:
                     i.lead_result = r
+
+
+def _claim_order(claim: Claim) -> tuple[datetime, int]:
+    return (claim.outcome.ended_at, claim.record_id)
 
 
 def _who_refused(item: _Item) -> RecordError | None:

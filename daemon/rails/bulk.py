@@ -53,13 +53,14 @@ from daemon.salesforce.wire import (
     CsvLines,
     LiteralNullError,
     csv_value,
+    iter_result_csv,
     iter_result_errors,
     utf8_len,
 )
 from spool import Claim, RecordRef, Spool, SpoolError, StoredClaim
 from spool.record import Direction, Disposition, OutcomeFields
 
-from ._leads import LeadLedger, LeadResolver, LruCache, SentLead
+from ._leads import LeadLedger, LeadResolver, LruCache, SentLead, id_key
 from ._rest import (
     LEAD_NOT_FOUND,
     Action,
@@ -124,6 +125,8 @@ class _Job:
     job_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     results: dict[str, RecordError | None] = field(default_factory=dict)
+    #: key -> the record's Id, for a Lead upsert by external key (its successful rows)
+    ids: dict[str, str] = field(default_factory=dict)
     collected: bool = False  # results read in full
 
 
@@ -275,6 +278,9 @@ class BulkRail:
         self._leased_at = clock()
         # The batch being reconciled: Lead rows by key, for Id jobs (0) and key upserts (1).
         self._lead_rows: list[dict[str, _LeadRow]] = [{}, {}]
+        # The ledger's stamp when the batch being sent started: states recorded with a
+        # later one went out by REST while its jobs could run.
+        self._ledger_mark = 0
 
     # ---------------------------------------------------------------- building
     async def _claim_batch(
@@ -447,7 +453,13 @@ class BulkRail:
                     lr = lead_rows[lead_target[0]].get(lead_target[1])
                     is_newest = newest.get(lead_key, (claim.record_id,))[0] == claim.record_id
                     if is_newest:
-                        sent = ledger.get(lead_key)
+                        if lead_key.startswith("id:"):
+                            sent = ledger.get(lead_key)  # (the Lead's Id key: all namings)
+                        else:
+                            # Named by phone or key: a state sent under another naming of
+                            # the Lead counts too, once its Id is known.
+                            known_id = lead_target[2] or resolver.cached_key(lead_key)
+                            sent = ledger.newest(lead_key, known_id)
                         if sent is not None and sent.order > order:
                             is_newest = False
                     take_full = is_newest and (lr is None or lr.order is None or order > lr.order)
@@ -485,6 +497,7 @@ class BulkRail:
                     keep_sticky = {k: v for k, v in lr.fields.items() if k in m.sticky}
                     lr.fields = {**lead_update, **keep_sticky}
                     lr.order = order
+                    lr.lead_ref_key = lead_key  # (the naming whose state the row carries)
                 if lead_update and sticky:
                     lr.fields.update({k: v for k, v in lead_update.items() if k in m.sticky})
             if not_found:
@@ -544,6 +557,7 @@ class BulkRail:
 
     async def _flush_batch(self, stop: asyncio.Event) -> int:
         self._leased_at = self._clock()  # (before the first claim: the sooner side)
+        self._ledger_mark = self._ledger.stamp
         with _gc_paused():
             recs, task_jobs, lead_jobs, rest_claims = await self._claim_batch()
         if rest_claims:
@@ -715,7 +729,19 @@ class BulkRail:
             raise ConfigurationError(f"Bulk job {job.job_id} ({job.sobject}) Failed: {message}")
         results = job.results
         results.clear()  # a download cut half way is read again in full
+        job.ids.clear()
         for which in ("successfulResults", "failedResults"):
+            lead_upsert = job.key_column != "Id" and job.sobject != self._m.task_object
+            if which == "successfulResults" and lead_upsert:
+                # A Lead upsert by external key: each row's Lead Id too (sf__Id), to compare
+                # its state with those sent for the Lead under its Id or phone.
+                async with self._client.job_results(job.job_id, which) as chunks:
+                    async for rows in iter_result_csv(chunks, key_column=job.key_column):
+                        for r in rows:
+                            results[r.key] = r.error
+                            if r.sf_id is not None and r.error is None:
+                                job.ids[r.key] = r.sf_id
+                continue
             async with self._client.job_results(job.job_id, which) as chunks:
                 async for pairs in iter_result_errors(chunks, key_column=job.key_column):
                     if job.key_column == "Id":
@@ -749,7 +775,16 @@ class BulkRail:
         # A REST write of one of these Leads still in flight may have landed before this
         # job's row: wait for its answer (it is recorded in the ledger then) before asking
         # the ledger whether a newer state went out.
-        sent_keys = [lr.lead_ref_key for rows in self._lead_rows for lr in rows.values()]
+        # Each row's Lead Id too: a REST write names the Lead by its Id under every naming.
+        # (A Lead upsert by external key answers with the Lead's Id: ``ids``.)
+        ext_ids = lead_jobs[1].ids
+        sent_keys: list[str] = []
+        for which, rows in enumerate(self._lead_rows):
+            for lr in rows.values():
+                sent_keys.append(lr.lead_ref_key)
+                lid = lr.lead_id if which == 0 else ext_ids.get(lr.key)
+                if lid is not None and (k := id_key(lid)) != lr.lead_ref_key:
+                    sent_keys.append(k)
         async with self._rest.settled(sent_keys):
             for which, rows in enumerate(self._lead_rows):
                 job = lead_jobs[which]
@@ -776,17 +811,32 @@ class BulkRail:
                             rec.resend = True
                         else:
                             rec.add_error(err)
-                    if err is None and lr.order is not None:
-                        sent = self._ledger.get(lr.lead_ref_key)
-                        if sent is not None and sent.order > lr.order:
-                            # A newer state went out by REST after this row was built: the
-                            # job may have overwritten it, so put it back.
-                            resend_newer.append((lr.lead_ref_key, sent))
-                        elif lr.lead_id is not None:
-                            self._ledger.record(
-                                lr.lead_ref_key,
-                                SentLead(lr.order, lr.lead_id, dict(lr.fields)),
-                            )
+                    if err is not None:
+                        continue
+                    lead_id = lr.lead_id if which == 0 else ext_ids.get(lr.key)
+                    if which == 1 and lead_id is not None:
+                        self._resolver.remember(lr.lead_ref_key, lead_id)
+                    if lr.order is None:
+                        continue
+                    sent = self._ledger.newest(lr.lead_ref_key, lead_id)
+                    if sent is not None and sent.order > lr.order:
+                        # A newer state went out (by REST, or by this batch's other Lead
+                        # job under another naming of the Lead) after this row was built:
+                        # the job may have overwritten it, so put it back.
+                        resend_newer.append((sent.lead_key or lr.lead_ref_key, sent))
+                    elif lead_id is not None:
+                        state = SentLead(lr.order, lead_id, dict(lr.fields), lr.lead_ref_key)
+                        self._ledger.record(lr.lead_ref_key, state)
+                        if (
+                            sent is not None
+                            and sent.stamp > self._ledger_mark
+                            and sent.order != lr.order
+                        ) or (which == 1 and self._landed_by_id(lead_id, lead_jobs[0])):
+                            # An older state of the Lead went out while the job ran: by REST
+                            # under another naming (which did not know this newer one was
+                            # under way), or by this batch's Id job (named by Id or phone);
+                            # either may have landed after this row, so it is put back.
+                            resend_newer.append((lr.lead_ref_key, state))
         task_results = {**task_jobs[0].results, **task_jobs[1].results}
         acks: list[Ref] = []  # the common case, without a Verdict each
         known = self._known
@@ -815,6 +865,13 @@ class BulkRail:
                 verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
         if resend_newer:
+            # One state per Lead (the newest): a Lead named two ways may be here twice.
+            by_id: dict[str, tuple[str, SentLead]] = {}
+            for key, state in resend_newer:
+                have = by_id.get(id_key(state.lead_id))
+                if have is None or state.order > have[1].order:
+                    by_id[id_key(state.lead_id)] = (key, state)
+            resend_newer = list(by_id.values())
             # Before the batch is acked: a Lead queued again (the re-send failed) is then
             # pending before this batch stops being in flight, so "nothing left to send"
             # is never seen in between.
@@ -828,6 +885,17 @@ class BulkRail:
         for action, n in counts.items():
             self.counts[action] = self.counts.get(action, 0) + n
         log.info("bulk_batch_done", records=len(recs), **{k.value: v for k, v in counts.items()})
+
+    def _landed_by_id(self, lead_id: str, job: _Job) -> bool:
+        """True when this batch's Lead Id job wrote a full state of this Lead."""
+        row = self._lead_rows[0].get(lead_id[:15])
+        return (
+            row is not None
+            and row.order is not None
+            and bool(row.fields)
+            and row.key in job.results
+            and job.results[row.key] is None
+        )
 
     def _lead_not_found(self, rec: _Rec, err: RecordError) -> None:
         key = rec.lead_ref_key
@@ -889,8 +957,29 @@ class BulkRail:
     async def _resend_newest_after(self, recs: Sequence[_Rec], lead_jobs: Sequence[_Job]) -> None:
         """A batch given up after its Lead jobs were started: they may have landed."""
         if any(j.job_id is not None for j in lead_jobs):
+            await self._resend_sent_to_other_namings()
             keys = {r.lead_ref_key for r in recs if r.lead_ref_key is not None}
             await self._resend_newest(keys, {r.ref.record_id for r in recs})
+
+    async def _resend_sent_to_other_namings(self) -> None:
+        """The batch's Lead rows whose Lead had a newer state sent under another naming (by
+        Id, key or phone; the same naming is left to :meth:`_resend_newest`): that state is
+        put back, as :meth:`_reconcile` does for a finished job."""
+        items: dict[str, tuple[str, SentLead]] = {}
+        for which, rows in enumerate(self._lead_rows):
+            for lr in rows.values():
+                if lr.order is None or not lr.fields:
+                    continue
+                lead_id = lr.lead_id if which == 0 else self._resolver.cached_key(lr.lead_ref_key)
+                sent = self._ledger.newest(lr.lead_ref_key, lead_id)
+                if sent is not None and sent.order > lr.order and sent.lead_key != lr.lead_ref_key:
+                    have = items.get(id_key(sent.lead_id))
+                    if have is None or sent.order > have[1].order:
+                        items[id_key(sent.lead_id)] = (sent.lead_key or lr.lead_ref_key, sent)
+        if items:
+            self.stats.resent_newer += len(items)
+            log.info("bulk_newer_state_resent", leads=len(items))
+            await self._resend(list(items.values()))
 
     async def _resend_newest(self, lead_keys: Iterable[str], carried: Container[int]) -> None:
         """Lead jobs not reconciled by ``_reconcile`` (a batch given up, a restart) may have
