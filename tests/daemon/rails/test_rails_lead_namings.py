@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from railkit import FAST_POLL, FAST_RETRY, lead, make_client, outcome, rails_for, seed_leads
+from railkit import lead, make_client, outcome, rails_for, seed_leads
 
-from daemon.mapping import load_mapping
 from daemon.rails import Rails
 from daemon.salesforce import SalesforceClient
 from spool import Spool, open_spool
@@ -86,16 +85,7 @@ async def _live_during_slow_bulk(
                 job_row_after_live |= now == older_disposition
 
         async with make_client(slow_sim, on_call=on_call) as sf:
-            rails = Rails(
-                spool=sp,
-                client=sf,
-                mapping=load_mapping(None),
-                bulk_min_records=1,
-                bulk_interval_s=0.01,
-                retry_backoff=FAST_RETRY,
-                bulk_poll=FAST_POLL,
-                idle_poll_s=0.005,
-            )
+            rails = rails_for(sp, sf, bulk_min_records=1, bulk_interval_s=0.01)
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))
@@ -171,16 +161,7 @@ async def test_an_older_live_write_landing_after_a_newer_bulk_row_named_another_
         # the job ends.
         await sp.put_many([newer, *(outcome({"id": i}) for i in other_ids)])
         async with make_client(slow_sim) as sf:
-            rails = Rails(
-                spool=sp,
-                client=sf,
-                mapping=load_mapping(None),
-                bulk_min_records=1,
-                bulk_interval_s=0.01,
-                retry_backoff=FAST_RETRY,
-                bulk_poll=FAST_POLL,
-                idle_poll_s=0.005,
-            )
+            rails = rails_for(sp, sf, bulk_min_records=1, bulk_interval_s=0.01)
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))
@@ -245,16 +226,7 @@ async def test_a_given_up_batch_puts_back_a_newer_state_sent_under_another_namin
                 return await create(sobject, operation, **kw)
 
             sf.create_ingest_job = create_failing  # type: ignore[method-assign]
-            rails = Rails(
-                spool=sp,
-                client=sf,
-                mapping=load_mapping(None),
-                bulk_min_records=1,
-                bulk_interval_s=0.01,
-                retry_backoff=FAST_RETRY,
-                bulk_poll=FAST_POLL,
-                idle_poll_s=0.005,
-            )
+            rails = rails_for(sp, sf, bulk_min_records=1, bulk_interval_s=0.01)
             stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))

@@ -4,10 +4,10 @@ result downloads, and what their failures become."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sfkit import client_for
 
 from daemon.salesforce import (
     AuthError,
@@ -20,25 +20,6 @@ from daemon.salesforce.wire import iter_result_errors, iter_result_rows
 
 # A job id of the right shape: requests are refused (401, 503) before it is looked up.
 NO_JOB = "7505g000000AAAAAAA"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Any]:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
-
-
-def client_for(sim: Any, **kw: Any) -> SalesforceClient:
-    info = sim.info
-    return SalesforceClient(
-        login_url=info["token_url"].removesuffix("/services/oauth2/token"),
-        client_id=info["client_id"],
-        client_secret=info["client_secret"],
-        allow_http=True,
-        **kw,
-    )
 
 
 async def finished_job(

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import structlog
+from sfkit import client_for
 
 from daemon.salesforce import (
     AuthError,
@@ -19,25 +20,6 @@ from daemon.salesforce import (
     TransportError,
 )
 from daemon.salesforce.wire import sobject_path
-
-
-@pytest.fixture
-async def sim() -> Any:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
-
-
-def client_for(sim: Any, **kw: Any) -> SalesforceClient:
-    info = sim.info
-    kw.setdefault("client_secret", info["client_secret"])
-    return SalesforceClient(
-        login_url=info["token_url"].removesuffix("/services/oauth2/token"),
-        client_id=info["client_id"],
-        allow_http=True,
-        **kw,
-    )
 
 
 async def test_client_credentials_login_and_limits_feed_the_quota(sim: Any) -> None:

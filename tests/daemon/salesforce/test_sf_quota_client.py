@@ -13,33 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sfkit import client_for
 
 from daemon.salesforce import (
     QuotaState,
     QuotaView,
     RequestLimitError,
-    SalesforceClient,
     TransportError,
 )
-
-
-@pytest.fixture
-async def sim() -> Any:
-    from sfsim import SimOrg
-
-    async with SimOrg(port=0) as org:
-        yield org
-
-
-def client_for(sim: Any, **kw: Any) -> SalesforceClient:
-    info = sim.info
-    return SalesforceClient(
-        login_url=info["token_url"].removesuffix("/services/oauth2/token"),
-        client_id=info["client_id"],
-        client_secret=info["client_secret"],
-        allow_http=True,
-        **kw,
-    )
 
 
 async def _until(check: Any, what: str, timeout_s: float = 10.0) -> None:
