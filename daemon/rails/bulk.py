@@ -110,7 +110,7 @@ class _LeadRow:
     order: tuple[float, int] | None  # (ended_at, record_id) of the full state, None: sticky only
     fields: dict[str, Any]
     recs: list[_Rec]
-    lead_id: str | None  # known Id (Id jobs)
+    lead_id: str | None  # known Id (Id jobs; key upserts once their results are read)
 
 
 @dataclass(slots=True)
@@ -730,8 +730,8 @@ class BulkRail:
         results = job.results
         results.clear()  # a download cut half way is read again in full
         job.ids.clear()
+        lead_upsert = job.key_column != "Id" and job.sobject != self._m.task_object
         for which in ("successfulResults", "failedResults"):
-            lead_upsert = job.key_column != "Id" and job.sobject != self._m.task_object
             if which == "successfulResults" and lead_upsert:
                 # A Lead upsert by external key: each row's Lead Id too (sf__Id), to compare
                 # its state with those sent for the Lead under its Id or phone.
@@ -778,12 +778,13 @@ class BulkRail:
         # Each row's Lead Id too: a REST write names the Lead by its Id under every naming.
         # (A Lead upsert by external key answers with the Lead's Id: ``ids``.)
         ext_ids = lead_jobs[1].ids
+        for lr in self._lead_rows[1].values():
+            lr.lead_id = ext_ids.get(lr.key)
         sent_keys: list[str] = []
-        for which, rows in enumerate(self._lead_rows):
+        for rows in self._lead_rows:
             for lr in rows.values():
                 sent_keys.append(lr.lead_ref_key)
-                lid = lr.lead_id if which == 0 else ext_ids.get(lr.key)
-                if lid is not None and (k := id_key(lid)) != lr.lead_ref_key:
+                if lr.lead_id is not None and (k := id_key(lr.lead_id)) != lr.lead_ref_key:
                     sent_keys.append(k)
         async with self._rest.settled(sent_keys):
             for which, rows in enumerate(self._lead_rows):
@@ -813,7 +814,7 @@ class BulkRail:
                             rec.add_error(err)
                     if err is not None:
                         continue
-                    lead_id = lr.lead_id if which == 0 else ext_ids.get(lr.key)
+                    lead_id = lr.lead_id
                     if which == 1 and lead_id is not None:
                         self._resolver.remember(lr.lead_ref_key, lead_id)
                     if lr.order is None:
@@ -865,13 +866,7 @@ class BulkRail:
                 verdict = Verdict(rec.ref, Action.RETRY, "RESEND", "re-sent at once", 0.0)
             verdicts.append(verdict)
         if resend_newer:
-            # One state per Lead (the newest): a Lead named two ways may be here twice.
-            by_id: dict[str, tuple[str, SentLead]] = {}
-            for key, state in resend_newer:
-                have = by_id.get(id_key(state.lead_id))
-                if have is None or state.order > have[1].order:
-                    by_id[id_key(state.lead_id)] = (key, state)
-            resend_newer = list(by_id.values())
+            resend_newer = _newest_per_lead(resend_newer)
             # Before the batch is acked: a Lead queued again (the re-send failed) is then
             # pending before this batch stops being in flight, so "nothing left to send"
             # is never seen in between.
@@ -965,21 +960,21 @@ class BulkRail:
         """The batch's Lead rows whose Lead had a newer state sent under another naming (by
         Id, key or phone; the same naming is left to :meth:`_resend_newest`): that state is
         put back, as :meth:`_reconcile` does for a finished job."""
-        items: dict[str, tuple[str, SentLead]] = {}
-        for which, rows in enumerate(self._lead_rows):
+        found: list[tuple[str, SentLead]] = []
+        for rows in self._lead_rows:
             for lr in rows.values():
                 if lr.order is None or not lr.fields:
                     continue
-                lead_id = lr.lead_id if which == 0 else self._resolver.cached_key(lr.lead_ref_key)
+                # (a key upsert's row: its Id only if cached, its results unread)
+                lead_id = lr.lead_id or self._resolver.cached_key(lr.lead_ref_key)
                 sent = self._ledger.newest(lr.lead_ref_key, lead_id)
                 if sent is not None and sent.order > lr.order and sent.lead_key != lr.lead_ref_key:
-                    have = items.get(id_key(sent.lead_id))
-                    if have is None or sent.order > have[1].order:
-                        items[id_key(sent.lead_id)] = (sent.lead_key or lr.lead_ref_key, sent)
-        if items:
+                    found.append((sent.lead_key or lr.lead_ref_key, sent))
+        if found:
+            items = _newest_per_lead(found)
             self.stats.resent_newer += len(items)
             log.info("bulk_newer_state_resent", leads=len(items))
-            await self._resend(list(items.values()))
+            await self._resend(items)
 
     async def _resend_newest(self, lead_keys: Iterable[str], carried: Container[int]) -> None:
         """Lead jobs not reconciled by ``_reconcile`` (a batch given up, a restart) may have
@@ -1153,6 +1148,17 @@ class BulkRail:
         if key is not None and key in lead_results and lead_results[key] is None:
             return Verdict(claim, Action.ACK)
         return Verdict(claim, Action.RELEASE)
+
+
+def _newest_per_lead(items: Iterable[tuple[str, SentLead]]) -> list[tuple[str, SentLead]]:
+    """One ``(lead key, state)`` per Lead, its newest state: a Lead named two ways (by Id,
+    key or phone) may come once per naming."""
+    out: dict[str, tuple[str, SentLead]] = {}
+    for key, state in items:
+        have = out.get(id_key(state.lead_id))
+        if have is None or state.order > have[1].order:
+            out[id_key(state.lead_id)] = (key, state)
+    return list(out.values())
 
 
 def _id15(key: str) -> str:
