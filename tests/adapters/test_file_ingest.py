@@ -33,6 +33,17 @@ NOANSWER_ROW = (
 )
 
 
+# A CRM export's columns, as the file adapter's [adapter.mapping] names them.
+CSV_MAPPING = {
+    "call_id": "Call ID",
+    "disposition": "Result",
+    "ended_at": "Ended",
+    "agent_id": "Agent",
+    "lead_id": "Lead",
+    "notes": "Notes",
+}
+
+
 async def stored(spool: Spool) -> dict[str, object]:
     claims = await spool.claim("t", 1000)
     await spool.release(claims)
@@ -122,14 +133,7 @@ async def test_generic_csv_with_header_mapping(spool: Spool, tmp_path: Path) -> 
         spool,
         format="csv",
         source="crm",
-        mapping={
-            "call_id": "Call ID",
-            "disposition": "Result",
-            "ended_at": "Ended",
-            "agent_id": "Agent",
-            "lead_id": "Lead",
-            "notes": "Notes",
-        },
+        mapping=CSV_MAPPING,
         dispositions={"SALE": "connected"},
         tz="Europe/Paris",
         progress=False,

@@ -20,16 +20,8 @@ from adapters import ingest_file
 from adapters.file import FileAdapter
 from spool import Spool
 from tests.adapters.lifecycle import running
-from tests.adapters.test_file_ingest import cdr_row, watched
+from tests.adapters.test_file_ingest import CSV_MAPPING, cdr_row, watched
 
-CSV_MAPPING = {
-    "call_id": "Call ID",
-    "disposition": "Result",
-    "ended_at": "Ended",
-    "agent_id": "Agent",
-    "lead_id": "Lead",
-    "notes": "Notes",
-}
 CSV_HEADER = "Call ID,Result,Ended,Agent,Lead,Notes\n"
 
 
