@@ -52,6 +52,16 @@ async def _until(check: Any, *, timeout_s: float = 30.0) -> None:
             await asyncio.sleep(0.005)
 
 
+async def _job_started(sp: Spool) -> bool:
+    return bool(await sp.jobs())
+
+
+async def _all_sent(sp: Spool) -> bool:
+    """Nothing pending or in flight: every outcome answered."""
+    stats = await sp.stats()
+    return stats.pending == 0 and stats.inflight == 0
+
+
 async def _live_during_slow_bulk(
     tmp_path: Path, *, older_named: str, newer_named: str, older_disposition: str = "wrong_number"
 ) -> tuple[Rails, dict[str, Any]]:
@@ -90,19 +100,12 @@ async def _live_during_slow_bulk(
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))
 
-                async def job_started() -> bool:
-                    return bool(await sp.jobs())
-
-                await _until(job_started)
+                await _until(lambda: _job_started(sp))
                 await sp.put(newer)
                 rails.wake()
                 await asyncio.wait_for(sent_live.wait(), 30)
 
-                async def all_sent() -> bool:
-                    stats = await sp.stats()
-                    return stats.pending == 0 and stats.inflight == 0
-
-                await _until(all_sent, timeout_s=60)
+                await _until(lambda: _all_sent(sp), timeout_s=60)
                 stop.set()
         # The race under test happened: the job wrote the older state after the live write
         # (seen by the calls reading the job's results, before any re-send).
@@ -174,11 +177,7 @@ async def test_an_older_live_write_landing_after_a_newer_bulk_row_named_another_
                 )
                 assert rails.bulk.stats.batches == 0
 
-                async def all_sent() -> bool:
-                    stats = await sp.stats()
-                    return stats.pending == 0 and stats.inflight == 0
-
-                await _until(all_sent, timeout_s=60)
+                await _until(lambda: _all_sent(sp), timeout_s=60)
                 stop.set()
         assert await sp.dead_letters() == []
         row = lead(slow_sim, lead_id)
@@ -231,21 +230,14 @@ async def test_a_given_up_batch_puts_back_a_newer_state_sent_under_another_namin
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(rails.run(stop))
 
-                async def job_started() -> bool:
-                    return bool(await sp.jobs())
-
-                await _until(job_started)
+                await _until(lambda: _job_started(sp))
                 await sp.put(newer)
                 rails.wake()
                 await _until(lambda: "bulk" in rails.paused)
                 assert job_row_after_live
                 assert lead(slow_sim, lead_id)["Last_Call_Outcome__c"] == "connected"
 
-                async def all_sent() -> bool:
-                    stats = await sp.stats()
-                    return stats.pending == 0 and stats.inflight == 0
-
-                await _until(all_sent, timeout_s=60)
+                await _until(lambda: _all_sent(sp), timeout_s=60)
                 stop.set()
         row = lead(slow_sim, lead_id)
     assert row["Last_Call_Outcome__c"] == "connected"
